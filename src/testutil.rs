@@ -1,0 +1,102 @@
+//! Test support: real keys and real signatures (ring), to mint tokens for the host tests.
+
+use crate::jwt::alg::Alg;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::rand::SystemRandom;
+use ring::rsa::PublicKeyComponents;
+use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
+use serde_json::{json, Value};
+
+pub const RSA_A: &[u8] = include_bytes!("jwt/testdata/rsa-a.der");
+pub const RSA_B: &[u8] = include_bytes!("jwt/testdata/rsa-b.der");
+
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A signing key of one algorithm, with its public JWK.
+pub enum TestKey {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+}
+
+impl TestKey {
+    pub fn rsa(der: &[u8]) -> TestKey {
+        TestKey::Rsa(RsaKeyPair::from_der(der).unwrap())
+    }
+
+    pub fn ec(alg: Alg) -> TestKey {
+        let rng = SystemRandom::new();
+        let sa = if alg == Alg::ES256 {
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING
+        } else {
+            &signature::ECDSA_P384_SHA384_FIXED_SIGNING
+        };
+        let pk8 = EcdsaKeyPair::generate_pkcs8(sa, &rng).unwrap();
+        TestKey::Ec(EcdsaKeyPair::from_pkcs8(sa, pk8.as_ref(), &rng).unwrap())
+    }
+
+    pub fn ed() -> TestKey {
+        let pk8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        TestKey::Ed(Ed25519KeyPair::from_pkcs8(pk8.as_ref()).unwrap())
+    }
+
+    /// The public JWK, with `kid` and `alg`.
+    pub fn jwk(&self, kid: &str, alg: Alg) -> Value {
+        match self {
+            TestKey::Rsa(kp) => {
+                let c: PublicKeyComponents<Vec<u8>> = kp.public().into();
+                json!({"kty": "RSA", "kid": kid, "alg": alg.name(), "use": "sig", "n": b64(&c.n), "e": b64(&c.e)})
+            }
+            TestKey::Ec(kp) => {
+                let point = kp.public_key().as_ref();
+                let size = (point.len() - 1) / 2;
+                let crv = if size == 32 { "P-256" } else { "P-384" };
+                json!({"kty": "EC", "kid": kid, "alg": alg.name(), "crv": crv,
+                       "x": b64(&point[1..1 + size]), "y": b64(&point[1 + size..])})
+            }
+            TestKey::Ed(kp) => {
+                json!({"kty": "OKP", "kid": kid, "alg": "EdDSA", "crv": "Ed25519", "x": b64(kp.public_key().as_ref())})
+            }
+        }
+    }
+
+    /// Signs `message` with `alg` (which must fit the key).
+    pub fn sign(&self, alg: Alg, message: &[u8]) -> Vec<u8> {
+        let rng = SystemRandom::new();
+        match self {
+            TestKey::Rsa(kp) => {
+                let padding: &dyn signature::RsaEncoding = match alg {
+                    Alg::RS256 => &signature::RSA_PKCS1_SHA256,
+                    Alg::RS384 => &signature::RSA_PKCS1_SHA384,
+                    Alg::RS512 => &signature::RSA_PKCS1_SHA512,
+                    Alg::PS256 => &signature::RSA_PSS_SHA256,
+                    Alg::PS384 => &signature::RSA_PSS_SHA384,
+                    Alg::PS512 => &signature::RSA_PSS_SHA512,
+                    other => panic!("{other} is not an RSA algorithm"),
+                };
+                let mut sig = vec![0; kp.public().modulus_len()];
+                kp.sign(padding, &rng, message, &mut sig).unwrap();
+                sig
+            }
+            TestKey::Ec(kp) => kp.sign(&rng, message).unwrap().as_ref().to_vec(),
+            TestKey::Ed(kp) => kp.sign(message).as_ref().to_vec(),
+        }
+    }
+
+    /// A compact JWS with this header and payload, signed with `alg`.
+    pub fn mint(&self, alg: Alg, header: &Value, claims: &Value) -> String {
+        let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        let sig = self.sign(alg, signing_input.as_bytes());
+        format!("{signing_input}.{}", b64(&sig))
+    }
+}
+
+/// HS256 over `message` with `key` (to forge "HS256 keyed with the public key" tokens).
+pub fn hs256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), message)
+        .as_ref()
+        .to_vec()
+}
