@@ -3,7 +3,10 @@
 //! Everything but `filter` is pure and tested on the host; `filter` is the thin proxy-wasm glue.
 
 pub mod claims;
+pub mod config;
 pub mod jwt;
+pub mod policy;
+pub mod secret;
 
 #[cfg(test)]
 mod testutil;

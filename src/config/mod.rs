@@ -1,0 +1,570 @@
+//! Plugin configuration: the JSON a `WasmPlugin`'s `pluginConfig` (or Envoy's `configuration`)
+//! delivers, parsed in two phases — serde with defaults, then validation that reports every
+//! problem with its field path — into an immutable [`Config`] built once per configure.
+
+mod raw;
+
+use crate::claims::ClaimPath;
+use crate::jwt::alg::Alg;
+use crate::jwt::jwks::KeySet;
+use crate::policy::{ClaimCondition, ClaimOp, HostPattern, PathMatch, Policy, Rule};
+use crate::secret::Secret;
+use raw::{OneOrMany, RawConfig, RawPathMatch};
+use serde_json::Value;
+use std::fmt;
+
+/// One problem in the configuration, with the path of the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<FieldError>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the verification keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `jwks_uri` from the discovery document.
+    Discovery,
+    /// A fixed path (and query) on the provider cluster.
+    Path(String),
+    /// Keys given inline in the configuration; nothing is fetched.
+    Inline(KeySet),
+}
+
+/// The OpenID Provider and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    /// The issuer as tokens name it.
+    pub issuer: String,
+    /// Every accepted `iss`: the issuer first, then the extra ones.
+    pub issuers: Vec<String>,
+    /// Accepted audiences (`aud`, or `azp`).
+    pub audiences: Vec<String>,
+    /// Envoy cluster for callouts.
+    pub cluster: String,
+    /// `:authority` of callouts.
+    pub authority: String,
+    /// Path of the discovery document on the cluster.
+    pub discovery_path: String,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub keys: KeySource,
+}
+
+/// How bearer tokens are checked and passed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens {
+    pub algorithms: Vec<Alg>,
+    pub leeway_secs: u64,
+    pub forward_authorization: bool,
+    pub payload_header: Option<String>,
+    pub realm: String,
+}
+
+/// A header set from claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimHeader {
+    /// Lower-case header name.
+    pub name: String,
+    /// Claims whose values are concatenated, in order.
+    pub claims: Vec<ClaimPath>,
+}
+
+/// Key fetching schedule, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyTiming {
+    pub refresh_interval: u64,
+    pub unknown_kid_min_interval: u64,
+    pub retry_min: u64,
+    pub retry_max: u64,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub provider: Provider,
+    pub tokens: Tokens,
+    pub public_paths: Vec<PathMatch>,
+    pub claim_headers: Vec<ClaimHeader>,
+    pub policy: Policy,
+    /// Every header gatehouse may set: removed from each incoming request.
+    pub managed_headers: Vec<String>,
+    pub callout_timeout_ms: u64,
+    pub key_timing: KeyTiming,
+    pub token_cache_size: usize,
+}
+
+/// Header names gatehouse refuses to set from claims: they carry routing, framing or credentials.
+const RESERVED_HEADERS: &[&str] = &[
+    "host", "authorization", "cookie", "set-cookie", "content-length", "content-type",
+    "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
+    "proxy-authorization", "proxy-connection", "expect", "x-forwarded-for",
+    "x-forwarded-proto", "x-forwarded-host", "x-request-id", "x-envoy-original-path",
+];
+
+impl Config {
+    /// Parses and validates a configuration. `env` reads the VM's environment (for secrets).
+    pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut errors = Errors::default();
+        let doc: Value = match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.add("(root)", format!("not valid JSON: {e}"));
+                return Err(ConfigError(errors.0));
+            }
+        };
+        let raw = RawConfig::read(&doc, &mut errors);
+        let config = raw.and_then(|raw| build(raw, env, &mut errors));
+        match config {
+            Some(c) if errors.0.is_empty() => Ok(c),
+            _ => Err(ConfigError(errors.0)),
+        }
+    }
+}
+
+/// Collects field errors.
+#[derive(Default)]
+pub(crate) struct Errors(Vec<FieldError>);
+
+impl Errors {
+    pub(crate) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.into(), message: message.into() });
+    }
+}
+
+fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Errors) -> Option<Config> {
+    let p = raw.provider;
+
+    // provider.issuer: an absolute http(s) URL without query or fragment (OIDC Discovery §2).
+    let issuer_url = match url::Url::parse(&p.issuer) {
+        Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host_str().is_some()
+            && u.query().is_none() && u.fragment().is_none() => Some(u),
+        Ok(_) => {
+            errors.add("provider.issuer", format!("expected an http(s) URL without query or fragment, found {:?}", p.issuer));
+            None
+        }
+        Err(e) => {
+            errors.add("provider.issuer", format!("expected an http(s) URL, found {:?} ({e})", p.issuer));
+            None
+        }
+    };
+    let (authority_default, discovery_path) = match &issuer_url {
+        Some(u) => {
+            let host = u.host_str().unwrap_or_default();
+            let authority = match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_string(),
+            };
+            (authority, format!("{}/.well-known/openid-configuration", u.path().trim_end_matches('/')))
+        }
+        None => (String::new(), String::new()),
+    };
+    if p.cluster.trim().is_empty() {
+        errors.add("provider.cluster", "expected the name of the Envoy cluster that reaches the provider, found an empty string");
+    }
+    let authority = match p.authority {
+        Some(a) if a.is_empty() || a.bytes().any(|b| !b.is_ascii_graphic()) => {
+            errors.add("provider.authority", format!("expected a host[:port], found {a:?}"));
+            String::new()
+        }
+        Some(a) => a,
+        None => authority_default,
+    };
+    if let Some(id) = &p.client_id {
+        if id.is_empty() {
+            errors.add("provider.clientId", "must not be empty");
+        }
+    }
+    let client_secret = match (p.client_secret, p.client_secret_env) {
+        (Some(_), Some(_)) => {
+            errors.add("provider.clientSecret", "set either clientSecret or clientSecretEnv, not both");
+            None
+        }
+        (Some(s), None) if s.is_empty() => {
+            errors.add("provider.clientSecret", "must not be empty");
+            None
+        }
+        (Some(s), None) => Some(Secret::new(s)),
+        (None, Some(var)) => match env(&var) {
+            Some(s) if !s.is_empty() => Some(Secret::new(s)),
+            _ => {
+                errors.add("provider.clientSecretEnv", format!("environment variable {var:?} is not set (or empty) in the Wasm VM; pass it with vmConfig.env / environment_variables"));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let mut issuers = vec![p.issuer.clone()];
+    for (i, extra) in p.extra_issuers.iter().enumerate() {
+        if extra.is_empty() {
+            errors.add(format!("provider.extraIssuers[{i}]"), "must not be empty");
+        } else if issuers.contains(extra) {
+            errors.add(format!("provider.extraIssuers[{i}]"), format!("{extra:?} is listed twice"));
+        } else {
+            issuers.push(extra.clone());
+        }
+    }
+    let audiences = match p.audiences {
+        Some(list) => {
+            for (i, a) in list.iter().enumerate() {
+                if a.is_empty() {
+                    errors.add(format!("provider.audiences[{i}]"), "must not be empty");
+                }
+            }
+            list
+        }
+        None => p.client_id.iter().cloned().collect(),
+    };
+    if audiences.is_empty() {
+        errors.add("provider.audiences", "at least one audience is required (or set provider.clientId, the default audience)");
+    }
+    let keys = match (p.jwks_uri, p.jwks) {
+        (Some(_), Some(_)) => {
+            errors.add("provider.jwks", "set either jwks (inline keys) or jwksUri, not both");
+            KeySource::Discovery
+        }
+        (Some(uri), None) => match jwks_path(&uri) {
+            Ok(path) => KeySource::Path(path),
+            Err(e) => {
+                errors.add("provider.jwksUri", e);
+                KeySource::Discovery
+            }
+        },
+        (None, Some(doc)) => match KeySet::from_value(&doc) {
+            Ok(set) if !set.keys.is_empty() => KeySource::Inline(set),
+            Ok(set) => {
+                errors.add("provider.jwks", format!("no usable key in the inline key set ({})", set.skipped.join("; ")));
+                KeySource::Discovery
+            }
+            Err(e) => {
+                errors.add("provider.jwks", e);
+                KeySource::Discovery
+            }
+        },
+        (None, None) => KeySource::Discovery,
+    };
+
+    // tokens
+    let t = raw.tokens;
+    let algorithms = match t.allowed_algorithms {
+        None => Alg::ALL.to_vec(),
+        Some(names) => {
+            let mut algs = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                match Alg::from_name(name) {
+                    Some(a) if !algs.contains(&a) => algs.push(a),
+                    Some(_) => errors.add(format!("tokens.allowedAlgorithms[{i}]"), format!("{name} is listed twice")),
+                    None => errors.add(
+                        format!("tokens.allowedAlgorithms[{i}]"),
+                        format!("expected one of {}, found {name:?} (symmetric and `none` algorithms are never accepted)",
+                            Alg::ALL.map(Alg::name).join(", ")),
+                    ),
+                }
+            }
+            if names.is_empty() {
+                errors.add("tokens.allowedAlgorithms", "must list at least one algorithm");
+            }
+            algs
+        }
+    };
+    let leeway_secs = t.leeway_seconds.unwrap_or(30);
+    if leeway_secs > 300 {
+        errors.add("tokens.leewaySeconds", format!("expected at most 300, found {leeway_secs}"));
+    }
+    let realm = t.realm.unwrap_or_else(|| "gatehouse".into());
+    if realm.contains(['"', '\\']) || realm.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+        errors.add("tokens.realm", "must be printable ASCII without quotes or backslashes");
+    }
+    let payload_header = t.payload_header.map(|h| header_name(&h, "tokens.payloadHeader", errors));
+
+    // publicPaths
+    let public_paths = raw
+        .public_paths
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| path_match(m, &format!("publicPaths[{i}]"), errors))
+        .collect();
+
+    // identity
+    let id = raw.identity;
+    let groups_claim = claim_path(id.groups_claim.as_deref().unwrap_or("groups"), "identity.groupsClaim", errors);
+    let roles_claims: Vec<ClaimPath> = match id.roles_claims {
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, c)| claim_path(c, &format!("identity.rolesClaims[{i}]"), errors))
+            .collect(),
+        None => {
+            let mut v = vec![ClaimPath::from_segments(["realm_access", "roles"])];
+            if let Some(client) = &p.client_id {
+                v.push(ClaimPath::from_segments(["resource_access", client.as_str(), "roles"]));
+            }
+            v
+        }
+    };
+
+    // claimHeaders
+    let claim_headers: Vec<ClaimHeader> = match raw.claim_headers {
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let field = format!("claimHeaders[{i}]");
+                let name = header_name(&h.header, &format!("{field}.header"), errors);
+                let texts: Vec<&str> = match &h.claim {
+                    OneOrMany::One(c) => vec![c.as_str()],
+                    OneOrMany::Many(cs) => cs.iter().map(String::as_str).collect(),
+                };
+                if texts.is_empty() {
+                    errors.add(format!("{field}.claim"), "must name at least one claim");
+                }
+                let claims = texts.iter().map(|c| claim_path(c, &format!("{field}.claim"), errors)).collect();
+                ClaimHeader { name, claims }
+            })
+            .collect(),
+        None => {
+            let path = |s: &str| ClaimPath::from_segments([s]);
+            vec![
+                ClaimHeader { name: "x-auth-request-user".into(), claims: vec![path("sub")] },
+                ClaimHeader { name: "x-auth-request-email".into(), claims: vec![path("email")] },
+                ClaimHeader { name: "x-auth-request-preferred-username".into(), claims: vec![path("preferred_username")] },
+                ClaimHeader { name: "x-auth-request-groups".into(), claims: vec![groups_claim.clone()] },
+                ClaimHeader { name: "x-auth-request-roles".into(), claims: roles_claims.clone() },
+            ]
+        }
+    };
+    let mut managed_headers: Vec<String> = Vec::new();
+    for (i, h) in claim_headers.iter().enumerate() {
+        if managed_headers.contains(&h.name) {
+            errors.add(format!("claimHeaders[{i}].header"), format!("{} is set twice", h.name));
+        } else {
+            managed_headers.push(h.name.clone());
+        }
+    }
+    if let Some(h) = &payload_header {
+        if managed_headers.contains(h) {
+            errors.add("tokens.payloadHeader", format!("{h} is also a claim header"));
+        } else {
+            managed_headers.push(h.clone());
+        }
+    }
+
+    // rules
+    let mut rules = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for (i, r) in raw.rules.iter().enumerate() {
+        let field = format!("rules[{i}]");
+        let name = r.name.clone().unwrap_or_else(|| format!("rule-{i}"));
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+            errors.add(format!("{field}.name"), format!("expected letters, digits, `-_.:`, found {name:?}"));
+        }
+        if names.contains(&name) {
+            errors.add(format!("{field}.name"), format!("{name:?} is used by another rule"));
+        }
+        names.push(name.clone());
+        let m = &r.match_;
+        let hosts = m.hosts.iter().enumerate().filter_map(|(j, h)| {
+            let h = h.to_ascii_lowercase();
+            let bare = h.strip_prefix("*.").unwrap_or(&h);
+            let valid = !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b)) && !bare.contains('*');
+            if valid {
+                Some(HostPattern(h))
+            } else {
+                errors.add(format!("{field}.match.hosts[{j}]"), format!("expected a host name or *.domain, found {h:?}"));
+                None
+            }
+        }).collect();
+        let paths = m.paths.iter().enumerate().filter_map(|(j, pm)| path_match(pm, &format!("{field}.match.paths[{j}]"), errors)).collect();
+        let methods = m.methods.iter().enumerate().filter_map(|(j, meth)| {
+            if !meth.is_empty() && meth.bytes().all(|b| b.is_ascii_alphabetic()) {
+                Some(meth.to_ascii_uppercase())
+            } else {
+                errors.add(format!("{field}.match.methods[{j}]"), format!("expected an HTTP method such as GET, found {meth:?}"));
+                None
+            }
+        }).collect();
+        let q = &r.require;
+        for (j, g) in q.groups.iter().enumerate() {
+            if g.is_empty() {
+                errors.add(format!("{field}.require.groups[{j}]"), "must not be empty");
+            }
+        }
+        for (j, role) in q.roles.iter().enumerate() {
+            if role.is_empty() {
+                errors.add(format!("{field}.require.roles[{j}]"), "must not be empty");
+            }
+        }
+        let claims = q.claims.iter().enumerate().filter_map(|(j, c)| {
+            let cf = format!("{field}.require.claims[{j}]");
+            let path = claim_path(&c.claim, &format!("{cf}.claim"), errors);
+            let scalar = |v: &Value, f: &str, errors: &mut Errors| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+                _ => {
+                    errors.add(format!("{cf}.{f}"), format!("expected a string, number or boolean, found {v}"));
+                    None
+                }
+            };
+            let op = match (&c.equals, &c.contains, &c.one_of) {
+                (Some(v), None, None) => scalar(v, "equals", errors).map(ClaimOp::Equals),
+                (None, Some(v), None) => scalar(v, "contains", errors).map(ClaimOp::Contains),
+                (None, None, Some(list)) => {
+                    if list.is_empty() {
+                        errors.add(format!("{cf}.oneOf"), "must list at least one value");
+                    }
+                    let vals: Vec<String> = list.iter().filter_map(|v| scalar(v, "oneOf", errors)).collect();
+                    Some(ClaimOp::OneOf(vals))
+                }
+                _ => {
+                    errors.add(cf.clone(), "expected exactly one of equals, contains, oneOf");
+                    None
+                }
+            };
+            op.map(|op| ClaimCondition { claim: path, op })
+        }).collect();
+        rules.push(Rule { name, hosts, paths, methods, groups: q.groups.clone(), roles: q.roles.clone(), claims });
+    }
+    let default_allow = match raw.default_action.as_deref() {
+        None | Some("allow") => true,
+        Some("deny") => false,
+        Some(other) => {
+            errors.add("defaultAction", format!("expected \"allow\" or \"deny\", found {other:?}"));
+            true
+        }
+    };
+
+    // timeouts, keys, cache
+    let callout_timeout_ms = raw.timeouts.callout_ms.unwrap_or(5000);
+    if !(100..=60_000).contains(&callout_timeout_ms) {
+        errors.add("timeouts.calloutMs", format!("expected 100 to 60000, found {callout_timeout_ms}"));
+    }
+    let k = raw.keys;
+    let key_timing = KeyTiming {
+        refresh_interval: k.refresh_interval_seconds.unwrap_or(300),
+        unknown_kid_min_interval: k.unknown_kid_min_interval_seconds.unwrap_or(30),
+        retry_min: 1,
+        retry_max: k.retry_max_seconds.unwrap_or(30),
+    };
+    if !(10..=86_400).contains(&key_timing.refresh_interval) {
+        errors.add("keys.refreshIntervalSeconds", format!("expected 10 to 86400, found {}", key_timing.refresh_interval));
+    }
+    if !(1..=3600).contains(&key_timing.unknown_kid_min_interval) {
+        errors.add("keys.unknownKidMinIntervalSeconds", format!("expected 1 to 3600, found {}", key_timing.unknown_kid_min_interval));
+    }
+    if !(1..=3600).contains(&key_timing.retry_max) {
+        errors.add("keys.retryMaxSeconds", format!("expected 1 to 3600, found {}", key_timing.retry_max));
+    }
+    let token_cache_size = raw.cache.tokens.unwrap_or(1024);
+    if token_cache_size > 100_000 {
+        errors.add("cache.tokens", format!("expected at most 100000, found {token_cache_size}"));
+    }
+
+    Some(Config {
+        provider: Provider {
+            issuer: p.issuer,
+            issuers,
+            audiences,
+            cluster: p.cluster,
+            authority,
+            discovery_path,
+            client_id: p.client_id,
+            client_secret,
+            keys,
+        },
+        tokens: Tokens {
+            algorithms,
+            leeway_secs,
+            forward_authorization: t.forward_authorization.unwrap_or(false),
+            payload_header,
+            realm,
+        },
+        public_paths,
+        claim_headers,
+        policy: Policy { rules, default_allow, groups_claim, roles_claims },
+        managed_headers,
+        callout_timeout_ms,
+        key_timing,
+        token_cache_size,
+    })
+}
+
+fn claim_path(text: &str, field: &str, errors: &mut Errors) -> ClaimPath {
+    ClaimPath::parse(text).unwrap_or_else(|e| {
+        errors.add(field, e);
+        ClaimPath::from_segments(["-"])
+    })
+}
+
+/// Validates a header name (RFC 9110 `token`) and lower-cases it.
+fn header_name(name: &str, field: &str, errors: &mut Errors) -> String {
+    let lower = name.to_ascii_lowercase();
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if lower.is_empty() || !lower.bytes().all(tchar) {
+        errors.add(field, format!("expected a header name, found {name:?}"));
+    } else if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-envoy-") {
+        errors.add(field, format!("{lower} is reserved and cannot be set from claims"));
+    }
+    lower
+}
+
+fn path_match(m: &RawPathMatch, field: &str, errors: &mut Errors) -> Option<PathMatch> {
+    let check = |p: &str, errors: &mut Errors| {
+        if !p.starts_with('/') || p.contains(['?', '#']) || p.bytes().any(|b| !b.is_ascii_graphic()) {
+            errors.add(field, format!("expected a path starting with `/` (no query), found {p:?}"));
+            false
+        } else if crate::policy::normalize_path(p).path != p {
+            errors.add(field, format!("{p:?} is not in normal form (no `//`, `.` or `..` segments, no encoded unreserved characters)"));
+            false
+        } else {
+            true
+        }
+    };
+    match (&m.exact, &m.prefix) {
+        (Some(p), None) => check(p, errors).then(|| PathMatch::Exact(p.clone())),
+        (None, Some(p)) => check(p, errors).then(|| PathMatch::Prefix(p.clone())),
+        _ => {
+            errors.add(field, "expected exactly one of exact, prefix");
+            None
+        }
+    }
+}
+
+/// The path and query of a `jwksUri` (an absolute URL or a path), sent to the provider cluster.
+fn jwks_path(uri: &str) -> Result<String, String> {
+    if uri.starts_with('/') {
+        return Ok(uri.to_string());
+    }
+    let u = url::Url::parse(uri).map_err(|e| format!("expected a URL or a path, found {uri:?} ({e})"))?;
+    if u.scheme() != "http" && u.scheme() != "https" {
+        return Err(format!("expected an http(s) URL, found {uri:?}"));
+    }
+    Ok(match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

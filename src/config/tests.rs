@@ -1,0 +1,223 @@
+use super::*;
+use serde_json::json;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn base() -> Value {
+    json!({"provider": {"issuer": "http://127.0.0.1:8180/realms/demo", "cluster": "idp", "clientId": "gateway"}})
+}
+
+fn parse(v: &Value) -> Result<Config, ConfigError> {
+    Config::parse(v.to_string().as_bytes(), &no_env)
+}
+
+/// Sets `pointer` (a JSON pointer) in the base config to `value`.
+fn with(pointer: &str, value: Value) -> Value {
+    let mut doc = base();
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let target = if parent.is_empty() { &mut doc } else {
+        if doc.pointer(parent).is_none() {
+            let (pp, pk) = parent.rsplit_once('/').unwrap();
+            doc.pointer_mut(if pp.is_empty() { "" } else { pp }).unwrap()[pk] = json!({});
+        }
+        doc.pointer_mut(parent).unwrap()
+    };
+    target[key] = value;
+    doc
+}
+
+#[test]
+fn minimal_config_gets_the_documented_defaults() {
+    let c = parse(&base()).unwrap();
+    assert_eq!(c.provider.issuers, vec!["http://127.0.0.1:8180/realms/demo"]);
+    assert_eq!(c.provider.audiences, vec!["gateway"]);
+    assert_eq!(c.provider.authority, "127.0.0.1:8180");
+    assert_eq!(c.provider.discovery_path, "/realms/demo/.well-known/openid-configuration");
+    assert_eq!(c.provider.keys, KeySource::Discovery);
+    assert_eq!(c.tokens.algorithms, Alg::ALL.to_vec());
+    assert_eq!(c.tokens.leeway_secs, 30);
+    assert!(!c.tokens.forward_authorization);
+    assert_eq!(c.tokens.realm, "gatehouse");
+    assert_eq!(
+        c.managed_headers,
+        vec!["x-auth-request-user", "x-auth-request-email", "x-auth-request-preferred-username", "x-auth-request-groups", "x-auth-request-roles"]
+    );
+    assert_eq!(c.claim_headers[4].claims, vec![ClaimPath::parse("realm_access.roles").unwrap(), ClaimPath::parse("resource_access.gateway.roles").unwrap()]);
+    assert!(c.policy.default_allow);
+    assert_eq!(c.callout_timeout_ms, 5000);
+    assert_eq!(c.key_timing, KeyTiming { refresh_interval: 300, unknown_kid_min_interval: 30, retry_min: 1, retry_max: 30 });
+    assert_eq!(c.token_cache_size, 1024);
+}
+
+#[test]
+fn the_demo_config_parses() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/wasm-test/configs/demo.json");
+    let text = std::fs::read(path).unwrap();
+    let c = Config::parse(&text, &no_env).unwrap();
+    assert_eq!(c.policy.rules[0].groups, vec!["admins"]);
+}
+
+#[test]
+fn full_config_with_every_field() {
+    let doc = json!({
+        "provider": {
+            "issuer": "https://sso.example.com/realms/prod", "cluster": "outbound|8080||keycloak.keycloak.svc.cluster.local",
+            "authority": "keycloak.keycloak.svc.cluster.local:8080", "clientId": "gateway", "clientSecretEnv": "GW_SECRET",
+            "audiences": ["api", "gateway"], "extraIssuers": ["https://sso.internal/realms/prod"],
+            "jwksUri": "https://sso.example.com/realms/prod/protocol/openid-connect/certs?x=1"
+        },
+        "tokens": {"allowedAlgorithms": ["RS256", "ES256"], "leewaySeconds": 10, "forwardAuthorization": true,
+                   "payloadHeader": "X-JWT-Payload", "realm": "example"},
+        "publicPaths": [{"prefix": "/auth/"}, {"exact": "/healthz"}],
+        "claimHeaders": [{"header": "X-User", "claim": "preferred_username"},
+                         {"header": "x-roles", "claim": ["realm_access.roles", "resource_access.my\\.client.roles"]}],
+        "identity": {"groupsClaim": "groups", "rolesClaims": ["realm_access.roles"]},
+        "rules": [
+            {"name": "admins", "match": {"hosts": ["*.example.com"], "paths": [{"prefix": "/admin/"}], "methods": ["get", "POST"]},
+             "require": {"groups": ["admins"]}},
+            {"name": "backend", "match": {"paths": [{"prefix": "/backend/"}]},
+             "require": {"roles": ["backendaccess"], "claims": [{"claim": "preferred_username", "equals": "testuser"},
+                                                              {"claim": "scope", "contains": "email"},
+                                                              {"claim": "level", "oneOf": [1, "2", true]}]}}
+        ],
+        "defaultAction": "deny",
+        "timeouts": {"calloutMs": 2000},
+        "keys": {"refreshIntervalSeconds": 600, "unknownKidMinIntervalSeconds": 5, "retryMaxSeconds": 60},
+        "cache": {"tokens": 0}
+    });
+    let env = |name: &str| (name == "GW_SECRET").then(|| "from-env".to_string());
+    let c = Config::parse(doc.to_string().as_bytes(), &env).unwrap();
+    assert_eq!(c.provider.client_secret.as_ref().unwrap().expose(), "from-env");
+    assert_eq!(c.provider.keys, KeySource::Path("/realms/prod/protocol/openid-connect/certs?x=1".into()));
+    assert_eq!(c.provider.issuers.len(), 2);
+    assert_eq!(c.tokens.algorithms, vec![Alg::RS256, Alg::ES256]);
+    assert_eq!(c.managed_headers, vec!["x-user", "x-roles", "x-jwt-payload"]);
+    assert_eq!(c.policy.rules[0].methods, vec!["GET", "POST"]);
+    assert_eq!(c.policy.rules[0].hosts, vec![HostPattern("*.example.com".into())]);
+    assert_eq!(c.policy.rules[1].claims[2].op, ClaimOp::OneOf(vec!["1".into(), "2".into(), "true".into()]));
+    assert!(!c.policy.default_allow);
+    assert_eq!(c.token_cache_size, 0);
+}
+
+#[test]
+fn inline_keys() {
+    let key = crate::testutil::TestKey::ec(Alg::ES256).jwk("k1", Alg::ES256);
+    let c = parse(&with("/provider/jwks", json!({"keys": [key]}))).unwrap();
+    assert!(matches!(c.provider.keys, KeySource::Inline(ref set) if set.keys.len() == 1));
+}
+
+#[test]
+fn every_bad_field_is_named() {
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("not json", Value::Null, "(root)"),
+        ("missing provider", json!({}), "provider"),
+        ("unknown top-level field", with("/cookie", json!({})), "cookie"),
+        ("unknown provider field", with("/provider/issuerUrl", json!("x")), "provider.issuerUrl"),
+        ("issuer not a URL", with("/provider/issuer", json!("realms/demo")), "provider.issuer"),
+        ("issuer ftp", with("/provider/issuer", json!("ftp://x/realms/demo")), "provider.issuer"),
+        ("issuer with query", with("/provider/issuer", json!("https://x/realms/demo?a=1")), "provider.issuer"),
+        ("issuer wrong type", with("/provider/issuer", json!(5)), "provider.issuer"),
+        ("cluster empty", with("/provider/cluster", json!("")), "provider.cluster"),
+        ("authority with space", with("/provider/authority", json!("a b")), "provider.authority"),
+        ("client id empty", with("/provider/clientId", json!("")), "provider.clientId"),
+        ("secret twice", with("/provider/clientSecretEnv", json!("X")), "provider.clientSecretEnv"),
+        ("secret env missing", with("/provider/clientSecretEnv", json!("NOPE")), "provider.clientSecretEnv"),
+        ("empty audience", with("/provider/audiences", json!([""])), "provider.audiences[0]"),
+        ("no audience", with("/provider/audiences", json!([])), "provider.audiences"),
+        ("duplicate issuer", with("/provider/extraIssuers", json!(["http://127.0.0.1:8180/realms/demo"])), "provider.extraIssuers[0]"),
+        ("jwksUri bad", with("/provider/jwksUri", json!("ftp://x/certs")), "provider.jwksUri"),
+        ("jwks not a set", with("/provider/jwks", json!({"nokeys": []})), "provider.jwks"),
+        ("jwks no usable key", with("/provider/jwks", json!({"keys": [{"kty": "oct", "alg": "HS256", "k": "AA"}]})), "provider.jwks"),
+        ("alg none", with("/tokens/allowedAlgorithms", json!(["RS256", "none"])), "tokens.allowedAlgorithms[1]"),
+        ("alg HS256", with("/tokens/allowedAlgorithms", json!(["HS256"])), "tokens.allowedAlgorithms[0]"),
+        ("alg twice", with("/tokens/allowedAlgorithms", json!(["RS256", "RS256"])), "tokens.allowedAlgorithms[1]"),
+        ("no algs", with("/tokens/allowedAlgorithms", json!([])), "tokens.allowedAlgorithms"),
+        ("leeway too big", with("/tokens/leewaySeconds", json!(3600)), "tokens.leewaySeconds"),
+        ("leeway negative", with("/tokens/leewaySeconds", json!(-1)), "tokens.leewaySeconds"),
+        ("realm quote", with("/tokens/realm", json!("a\"b")), "tokens.realm"),
+        ("payload header bad", with("/tokens/payloadHeader", json!("x y")), "tokens.payloadHeader"),
+        ("forward not bool", with("/tokens/forwardAuthorization", json!("yes")), "tokens.forwardAuthorization"),
+        ("public path relative", with("/publicPaths", json!([{"prefix": "public/"}])), "publicPaths[0]"),
+        ("public path both", with("/publicPaths", json!([{"prefix": "/a/", "exact": "/b"}])), "publicPaths[0]"),
+        ("public path none", with("/publicPaths", json!([{}])), "publicPaths[0]"),
+        ("public path dotdot", with("/publicPaths", json!([{"prefix": "/a/../b/"}])), "publicPaths[0]"),
+        ("public path query", with("/publicPaths", json!([{"exact": "/a?b"}])), "publicPaths[0]"),
+        ("public path unknown key", with("/publicPaths", json!([{"regex": ".*"}])), "publicPaths[0].regex"),
+        ("header reserved", with("/claimHeaders", json!([{"header": "Authorization", "claim": "sub"}])), "claimHeaders[0].header"),
+        ("header envoy", with("/claimHeaders", json!([{"header": "x-envoy-foo", "claim": "sub"}])), "claimHeaders[0].header"),
+        ("header bad chars", with("/claimHeaders", json!([{"header": "x:y", "claim": "sub"}])), "claimHeaders[0].header"),
+        ("header twice", with("/claimHeaders", json!([{"header": "x-a", "claim": "sub"}, {"header": "X-A", "claim": "email"}])), "claimHeaders[1].header"),
+        ("claim path bad", with("/claimHeaders", json!([{"header": "x-a", "claim": "a..b"}])), "claimHeaders[0].claim"),
+        ("claim list empty", with("/claimHeaders", json!([{"header": "x-a", "claim": []}])), "claimHeaders[0].claim"),
+        ("payload header clash", with("/tokens/payloadHeader", json!("x-auth-request-email")), "tokens.payloadHeader"),
+        ("groups claim bad", with("/identity/groupsClaim", json!("")), "identity.groupsClaim"),
+        ("roles claim bad", with("/identity/rolesClaims", json!(["a."])), "identity.rolesClaims[0]"),
+        ("rule name bad", with("/rules", json!([{"name": "a b"}])), "rules[0].name"),
+        ("rule name twice", with("/rules", json!([{"name": "a"}, {"name": "a"}])), "rules[1].name"),
+        ("rule host bad", with("/rules", json!([{"match": {"hosts": ["a/b"]}}])), "rules[0].match.hosts[0]"),
+        ("rule host inner star", with("/rules", json!([{"match": {"hosts": ["a.*.com"]}}])), "rules[0].match.hosts[0]"),
+        ("rule path bad", with("/rules", json!([{"match": {"paths": [{"prefix": "x"}]}}])), "rules[0].match.paths[0]"),
+        ("rule method bad", with("/rules", json!([{"match": {"methods": ["GE T"]}}])), "rules[0].match.methods[0]"),
+        ("rule unknown match field", with("/rules", json!([{"match": {"path": "/x"}}])), "rules[0].match.path"),
+        ("rule empty group", with("/rules", json!([{"require": {"groups": [""]}}])), "rules[0].require.groups[0]"),
+        ("rule empty role", with("/rules", json!([{"require": {"roles": [""]}}])), "rules[0].require.roles[0]"),
+        ("claim cond two ops", with("/rules", json!([{"require": {"claims": [{"claim": "a", "equals": "x", "contains": "y"}]}}])), "rules[0].require.claims[0]"),
+        ("claim cond no op", with("/rules", json!([{"require": {"claims": [{"claim": "a"}]}}])), "rules[0].require.claims[0]"),
+        ("claim cond object", with("/rules", json!([{"require": {"claims": [{"claim": "a", "equals": {}}]}}])), "rules[0].require.claims[0].equals"),
+        ("claim cond empty oneOf", with("/rules", json!([{"require": {"claims": [{"claim": "a", "oneOf": []}]}}])), "rules[0].require.claims[0].oneOf"),
+        ("default action", with("/defaultAction", json!("maybe")), "defaultAction"),
+        ("timeout small", with("/timeouts/calloutMs", json!(10)), "timeouts.calloutMs"),
+        ("refresh small", with("/keys/refreshIntervalSeconds", json!(1)), "keys.refreshIntervalSeconds"),
+        ("kid interval zero", with("/keys/unknownKidMinIntervalSeconds", json!(0)), "keys.unknownKidMinIntervalSeconds"),
+        ("retry max zero", with("/keys/retryMaxSeconds", json!(0)), "keys.retryMaxSeconds"),
+        ("cache huge", with("/cache/tokens", json!(10_000_000)), "cache.tokens"),
+        ("cache unknown", with("/cache/sessions", json!(1)), "cache.sessions"),
+    ];
+    for (name, doc, field) in cases {
+        let result = if doc.is_null() { Config::parse(b"{not json", &no_env) } else { parse(&doc) };
+        let err = result.err().unwrap_or_else(|| panic!("{name}: accepted"));
+        assert!(err.0.iter().any(|e| e.field == field), "{name}: expected an error on {field}, got:\n{err}");
+    }
+    // The secret-twice case needs both set.
+    let mut both = with("/provider/clientSecretEnv", json!("X"));
+    both["provider"]["clientSecret"] = json!("s");
+    assert!(parse(&both).unwrap_err().0.iter().any(|e| e.field == "provider.clientSecret"));
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let doc = json!({
+        "provider": {"issuer": "nope", "cluster": ""},
+        "tokens": {"leewaySeconds": "x"},
+        "rules": [{"name": "a b", "match": {"methods": ["G T"]}}],
+        "timeouts": {"calloutMs": 1},
+        "extra": 1
+    });
+    let err = parse(&doc).unwrap_err();
+    let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+    for want in ["extra", "tokens.leewaySeconds"] {
+        assert!(fields.contains(&want), "{fields:?}");
+    }
+    // With the structural error fixed, every semantic error shows at once.
+    let doc = json!({
+        "provider": {"issuer": "nope", "cluster": ""},
+        "rules": [{"name": "a b", "match": {"methods": ["G T"]}}],
+        "timeouts": {"calloutMs": 1}
+    });
+    let err = parse(&doc).unwrap_err();
+    let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, vec!["provider.issuer", "provider.cluster", "provider.audiences", "rules[0].name", "rules[0].match.methods[0]", "timeouts.calloutMs"]);
+}
+
+#[test]
+fn errors_never_print_secrets() {
+    let mut doc = with("/provider/clientSecret", json!("super-secret-value"));
+    doc["provider"]["issuer"] = json!("bad");
+    doc["provider"]["clientSecretEnv"] = json!("X");
+    let text = parse(&doc).unwrap_err().to_string();
+    assert!(!text.contains("super-secret-value"), "{text}");
+    let c = parse(&with("/provider/clientSecret", json!("super-secret-value"))).unwrap();
+    assert!(!format!("{c:?}").contains("super-secret-value"));
+}

@@ -1,0 +1,164 @@
+use super::*;
+use serde_json::json;
+
+fn alice() -> Value {
+    json!({"preferred_username": "alice", "groups": ["/admins", "/staff/ops"],
+           "realm_access": {"roles": ["backendaccess", "offline_access"]},
+           "resource_access": {"api": {"roles": ["reader"]}},
+           "scope": "openid email profile", "email_verified": true, "level": 3})
+}
+
+fn bob() -> Value {
+    json!({"preferred_username": "bob", "groups": [], "realm_access": {"roles": ["offline_access"]}})
+}
+
+fn policy(rules: Vec<Rule>, default_allow: bool) -> Policy {
+    Policy {
+        rules,
+        default_allow,
+        groups_claim: ClaimPath::parse("groups").unwrap(),
+        roles_claims: vec![
+            ClaimPath::parse("realm_access.roles").unwrap(),
+            ClaimPath::parse("resource_access.api.roles").unwrap(),
+        ],
+    }
+}
+
+fn rule(name: &str) -> Rule {
+    Rule { name: name.into(), hosts: vec![], paths: vec![], methods: vec![], groups: vec![], roles: vec![], claims: vec![] }
+}
+
+fn t<'a>(host: &'a str, path: &'a str, method: &'a str) -> Target<'a> {
+    Target { host, path, method }
+}
+
+fn denied(reason: &'static str, rule: &str) -> Verdict {
+    Verdict::Deny { rule: Some(rule.into()), reason }
+}
+
+#[test]
+fn seed_002_admins_group() {
+    let p = policy(vec![Rule { paths: vec![PathMatch::Prefix("/admin/".into())], groups: vec!["admins".into()], ..rule("admins-only") }], true);
+    assert_eq!(p.evaluate(&t("h", "/admin/x", "GET"), &alice()), Verdict::Allow);
+    assert_eq!(p.evaluate(&t("h", "/admin/x", "GET"), &bob()), denied("group_required", "admins-only"));
+    assert_eq!(p.evaluate(&t("h", "/admin", "GET"), &bob()), denied("group_required", "admins-only"), "the bare directory is covered");
+    assert_eq!(p.evaluate(&t("h", "/administrator", "GET"), &bob()), Verdict::Allow);
+    assert_eq!(p.evaluate(&t("h", "/echo", "GET"), &bob()), Verdict::Allow);
+}
+
+#[test]
+fn seed_003_role_and_username() {
+    let p = policy(vec![Rule {
+        roles: vec!["backendaccess".into()],
+        claims: vec![ClaimCondition { claim: ClaimPath::parse("preferred_username").unwrap(), op: ClaimOp::Equals("testuser".into()) }],
+        ..rule("backend")
+    }], false);
+    let mut testuser = alice();
+    testuser["preferred_username"] = json!("testuser");
+    assert_eq!(p.evaluate(&t("h", "/", "GET"), &testuser), Verdict::Allow);
+    assert_eq!(p.evaluate(&t("h", "/", "GET"), &alice()), denied("claim_mismatch", "backend"));
+    assert_eq!(p.evaluate(&t("h", "/", "GET"), &bob()), denied("role_required", "backend"));
+}
+
+#[test]
+fn groups_match_full_paths_only_at_top_level() {
+    let g = |want: &str| policy(vec![Rule { groups: vec![want.into()], ..rule("r") }], true).evaluate(&t("h", "/", "GET"), &alice());
+    assert_eq!(g("admins"), Verdict::Allow);
+    assert_eq!(g("/admins"), Verdict::Allow);
+    assert_eq!(g("/staff/ops"), Verdict::Allow);
+    assert_eq!(g("ops"), denied("group_required", "r"), "a subgroup's short name is not enough");
+    assert_eq!(g("Admins"), denied("group_required", "r"));
+    assert_eq!(g("staff"), denied("group_required", "r"));
+}
+
+#[test]
+fn roles_come_from_every_roles_claim() {
+    let r = |want: &str| policy(vec![Rule { roles: vec![want.into()], ..rule("r") }], true).evaluate(&t("h", "/", "GET"), &alice());
+    assert_eq!(r("backendaccess"), Verdict::Allow);
+    assert_eq!(r("reader"), Verdict::Allow, "client roles");
+    assert_eq!(r("writer"), denied("role_required", "r"));
+}
+
+#[test]
+fn claim_operators() {
+    let c = |claim: &str, op: ClaimOp| {
+        let rule = Rule { claims: vec![ClaimCondition { claim: ClaimPath::parse(claim).unwrap(), op }], ..rule("r") };
+        policy(vec![rule], true).evaluate(&t("h", "/", "GET"), &alice()) == Verdict::Allow
+    };
+    assert!(c("preferred_username", ClaimOp::Equals("alice".into())));
+    assert!(!c("preferred_username", ClaimOp::Equals("alic".into())));
+    assert!(c("email_verified", ClaimOp::Equals("true".into())));
+    assert!(c("level", ClaimOp::Equals("3".into())));
+    assert!(!c("groups", ClaimOp::Equals("/admins".into())), "equals never matches an array");
+    assert!(!c("missing", ClaimOp::Equals("".into())));
+    assert!(c("groups", ClaimOp::Contains("/admins".into())));
+    assert!(!c("groups", ClaimOp::Contains("/admin".into())), "no substring match");
+    assert!(c("scope", ClaimOp::Contains("email".into())));
+    assert!(!c("scope", ClaimOp::Contains("mail".into())));
+    assert!(c("preferred_username", ClaimOp::OneOf(vec!["bob".into(), "alice".into()])));
+    assert!(!c("preferred_username", ClaimOp::OneOf(vec!["bob".into()])));
+    assert!(!c("realm_access", ClaimOp::OneOf(vec!["{}".into()])));
+}
+
+#[test]
+fn first_matching_rule_wins_and_default_applies() {
+    let p = policy(vec![
+        Rule { paths: vec![PathMatch::Exact("/admin/health".into())], ..rule("health") },
+        Rule { paths: vec![PathMatch::Prefix("/admin/".into())], groups: vec!["admins".into()], ..rule("admin") },
+        Rule { methods: vec!["DELETE".into()], roles: vec!["writer".into()], ..rule("deletes") },
+        Rule { hosts: vec![HostPattern("*.internal.example".into())], groups: vec!["staff".into()], ..rule("internal") },
+    ], false);
+    assert_eq!(p.evaluate(&t("h", "/admin/health", "GET"), &bob()), Verdict::Allow);
+    assert_eq!(p.evaluate(&t("h", "/admin/users", "GET"), &bob()), denied("group_required", "admin"));
+    assert_eq!(p.evaluate(&t("h", "/x", "DELETE"), &alice()), denied("role_required", "deletes"));
+    assert_eq!(p.evaluate(&t("a.internal.example", "/x", "GET"), &bob()), denied("group_required", "internal"));
+    assert_eq!(p.evaluate(&t("internal.example", "/x", "GET"), &bob()), Verdict::Deny { rule: None, reason: "no_rule_matched" });
+    let open = policy(vec![], true);
+    assert_eq!(open.evaluate(&t("h", "/x", "GET"), &bob()), Verdict::Allow);
+}
+
+#[test]
+fn path_normalization() {
+    let n = |raw: &str| normalize_path(raw);
+    let ok = |raw: &str, want: &str| {
+        let got = n(raw);
+        assert_eq!(got.path, want, "{raw}");
+        assert!(!got.ambiguous, "{raw}");
+    };
+    ok("/", "/");
+    ok("/echo?x=1", "/echo");
+    ok("/echo#frag", "/echo");
+    ok("/public/../admin/", "/admin/");
+    ok("/public/./x", "/public/x");
+    ok("//admin//x", "/admin/x");
+    ok("/%61dmin/", "/admin/");
+    ok("/a/%2e%2e/admin", "/admin");
+    ok("/a/b/..", "/a/");
+    ok("/../../x", "/x");
+    ok("/caf%C3%A9", "/caf%C3%A9");
+    for raw in ["/public/..%2fadmin", "/public%5c..%5cadmin", "/public\\..\\admin", "/a%zz", "/a%2", "*", "/nul%00"] {
+        assert!(n(raw).ambiguous, "{raw}");
+    }
+}
+
+#[test]
+fn prefix_and_exact_paths() {
+    assert!(PathMatch::Prefix("/public/".into()).matches("/public/x"));
+    assert!(PathMatch::Prefix("/public/".into()).matches("/public"));
+    assert!(!PathMatch::Prefix("/public/".into()).matches("/publicity"));
+    assert!(PathMatch::Prefix("/".into()).matches("/anything"));
+    assert!(PathMatch::Exact("/healthz".into()).matches("/healthz"));
+    assert!(!PathMatch::Exact("/healthz".into()).matches("/healthz/"));
+}
+
+#[test]
+fn hosts() {
+    assert_eq!(host_of("Example.COM:8080"), "example.com");
+    assert_eq!(host_of("example.com."), "example.com");
+    assert_eq!(host_of("[::1]:8080"), "[::1]");
+    assert_eq!(host_of("127.0.0.1"), "127.0.0.1");
+    assert!(HostPattern("*.example.com".into()).matches("a.example.com"));
+    assert!(!HostPattern("*.example.com".into()).matches("example.com"));
+    assert!(!HostPattern("*.example.com".into()).matches("aexample.com"));
+    assert!(HostPattern("example.com".into()).matches("example.com"));
+}
