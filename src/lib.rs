@@ -4,7 +4,10 @@
 
 pub mod claims;
 pub mod config;
+pub mod cache;
 pub mod jwt;
+pub mod keys;
+pub mod oidc;
 pub mod policy;
 pub mod secret;
 

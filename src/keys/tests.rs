@@ -1,0 +1,126 @@
+use super::*;
+use crate::jwt::alg::Alg;
+use crate::testutil::TestKey;
+use serde_json::json;
+
+const ISS: &str = "http://127.0.0.1:8180/realms/demo";
+const DISC: &str = "/realms/demo/.well-known/openid-configuration";
+
+fn timing() -> KeyTiming {
+    KeyTiming { refresh_interval: 300, unknown_kid_min_interval: 30, retry_min: 1, retry_max: 30 }
+}
+
+fn discovery() -> Vec<u8> {
+    json!({"issuer": ISS, "jwks_uri": "http://127.0.0.1:8180/realms/demo/protocol/openid-connect/certs"}).to_string().into_bytes()
+}
+
+fn jwks(kid: &str) -> Vec<u8> {
+    json!({"keys": [TestKey::ec(Alg::ES256).jwk(kid, Alg::ES256)]}).to_string().into_bytes()
+}
+
+fn loaded(now: u64) -> KeyManager {
+    let mut m = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing());
+    assert_eq!(m.due(now), Some(Fetch::Discovery(DISC.into())));
+    assert_eq!(m.on_discovery(now, Ok(&discovery())), Ok(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into())));
+    m.on_jwks(now, Ok(&jwks("k1"))).unwrap();
+    m
+}
+
+#[test]
+fn start_fetches_discovery_then_keys_then_waits_for_the_interval() {
+    let mut m = loaded(1000);
+    assert!(m.keys().unwrap().has_kid("k1"));
+    assert_eq!(m.generation, 1);
+    assert_eq!(m.due(1001), None);
+    assert_eq!(m.due(1299), None);
+    assert_eq!(m.due(1300), Some(Fetch::Discovery(DISC.into())));
+    assert_eq!(m.due(1300), None, "one fetch in flight at a time");
+}
+
+#[test]
+fn backoff_doubles_up_to_the_maximum_and_keys_survive_failures() {
+    let mut m = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing());
+    let mut now = 0;
+    let mut delays = Vec::new();
+    for _ in 0..8 {
+        assert!(m.due(now).is_some());
+        assert!(m.on_discovery(now, Err("connection refused".into())).is_err());
+        delays.push(m.retry_in(now));
+        assert_eq!(m.due(now + m.retry_in(now) - 1), None);
+        now += m.retry_in(now);
+    }
+    assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+    assert!(m.keys().is_none());
+
+    // Loaded, then the provider goes away: the old keys stay.
+    let mut m = loaded(0);
+    assert!(m.due(300).is_some());
+    assert!(m.on_discovery(300, Err("503".into())).is_err());
+    assert!(m.keys().unwrap().has_kid("k1"));
+    assert_eq!(m.due(300), None);
+    assert!(m.due(301).is_some(), "retries with backoff, not after a full interval");
+    assert!(m.on_discovery(301, Ok(&discovery())).is_ok());
+    assert!(m.on_jwks(301, Ok(b"garbage")).is_err());
+    assert!(m.keys().unwrap().has_kid("k1"));
+    assert!(m.due(302).is_none() && m.due(303).is_some());
+    assert!(m.on_discovery(303, Ok(&discovery())).is_ok());
+    assert!(m.on_jwks(303, Ok(br#"{"keys": []}"#)).is_err(), "an empty set never replaces good keys");
+    assert!(m.keys().unwrap().has_kid("k1"));
+}
+
+#[test]
+fn discovery_of_another_issuer_is_refused() {
+    let mut m = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing());
+    m.due(0);
+    let other = json!({"issuer": "http://evil/realms/demo", "jwks_uri": "http://evil/certs"}).to_string();
+    assert!(m.on_discovery(0, Ok(other.as_bytes())).is_err());
+}
+
+#[test]
+fn unknown_kid_fetches_are_rate_limited() {
+    let mut m = loaded(0);
+    assert_eq!(m.unknown_kid(10), Some(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into())));
+    assert_eq!(m.unknown_kid(10), None, "in flight");
+    m.on_jwks(11, Ok(&jwks("k2"))).unwrap();
+    assert_eq!(m.generation, 2);
+    assert_eq!(m.unknown_kid(20), None, "rate-limited");
+    assert_eq!(m.unknown_kid(39), None);
+    assert!(m.unknown_kid(40).is_some());
+    // Before discovery, there is no path to fetch.
+    let mut fresh = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing());
+    assert_eq!(fresh.unknown_kid(0), None);
+}
+
+#[test]
+fn fixed_path_and_inline_sources() {
+    let mut m = KeyManager::new(&KeySource::Path("/certs".into()), ISS, DISC, timing());
+    assert_eq!(m.due(0), Some(Fetch::Jwks("/certs".into())));
+    let set = KeySet::parse(&jwks("k")).unwrap();
+    let mut m = KeyManager::new(&KeySource::Inline(set), ISS, DISC, timing());
+    assert!(m.keys().is_some());
+    assert_eq!(m.due(0), None);
+    assert_eq!(m.unknown_kid(0), None);
+}
+
+#[test]
+fn snapshots_are_adopted_when_newer() {
+    let mut a = loaded(100);
+    let snap = {
+        let mut b = loaded(200);
+        b.due(500);
+        b.on_discovery(500, Ok(&discovery())).unwrap();
+        b.on_jwks(500, Ok(&jwks("k9"))).unwrap()
+    };
+    let bytes = snap.encode();
+    let decoded = Snapshot::decode(&bytes).unwrap();
+    assert!(a.adopt(&decoded));
+    assert!(a.keys().unwrap().has_kid("k9"));
+    assert_eq!(a.fetched_at(), 500);
+    assert!(!a.adopt(&decoded), "not newer");
+    assert!(a.discovery.is_some());
+    // A fresh VM adopts before it ever fetched, and then has nothing due.
+    let mut fresh = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing());
+    assert!(fresh.adopt(&decoded));
+    assert_eq!(fresh.due(501), None);
+    assert_eq!(Snapshot::decode(b"junk"), None);
+}

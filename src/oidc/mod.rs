@@ -1,0 +1,3 @@
+//! OpenID Connect pieces that are pure: the discovery document.
+
+pub mod discovery;
