@@ -4,6 +4,9 @@
 
 pub mod claims;
 pub mod config;
+#[cfg(target_arch = "wasm32")]
+mod filter;
+pub mod flow;
 pub mod cache;
 pub mod jwt;
 pub mod keys;

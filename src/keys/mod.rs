@@ -179,6 +179,12 @@ impl KeyManager {
         }
     }
 
+    /// Gives up a fetch `due` handed out without starting it (another worker holds the fetch
+    /// lease and will publish what it gets).
+    pub fn abandon(&mut self) {
+        self.in_flight = false;
+    }
+
     /// A fetch the glue could not even start (e.g. unknown cluster).
     pub fn on_dispatch_failed(&mut self, now: u64) {
         self.fail(now);

@@ -191,8 +191,7 @@ pub fn normalize_path(raw: &str) -> NormalizedPath {
     let bytes = raw.as_bytes();
     let mut decoded = String::with_capacity(raw.len());
     let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
+    while let Some(&b) = bytes.get(i) {
         if b == b'%' {
             let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
             match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
@@ -205,7 +204,7 @@ pub fn normalize_path(raw: &str) -> NormalizedPath {
                     if v == b'/' || v == b'\\' || v == 0 {
                         ambiguous = true;
                     }
-                    decoded.push_str(&raw[i..i + 3].to_ascii_uppercase());
+                    decoded.push_str(&format!("%{v:02X}"));
                     i += 3;
                     continue;
                 }

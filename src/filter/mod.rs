@@ -1,0 +1,337 @@
+//! The proxy-wasm glue: the only module that talks to the host. It translates between the ABI
+//! and the pure core — gather inputs, call the core once, apply its decision — and decides
+//! nothing itself.
+
+use crate::config::Config;
+use crate::flow::{Decision, Engine, Request, Response};
+use crate::keys::{Fetch, Snapshot};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Provider answers larger than this are refused (a JWKS or discovery document is a few KB).
+const MAX_CALLOUT_BODY: usize = 512 * 1024;
+
+proxy_wasm::main! {{
+    // Also installs a panic hook that logs at critical level.
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+type Shared = Rc<RefCell<Engine>>;
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Shared-data keys, per issuer, so that several gatehouse configurations in one VM group
+/// do not mix their keys.
+fn snapshot_key(cfg: &Config) -> String {
+    format!("gatehouse|{}|keys", cfg.provider.issuer)
+}
+
+fn lease_key(cfg: &Config) -> String {
+    format!("gatehouse|{}|lease", cfg.provider.issuer)
+}
+
+/// Starts a GET on the provider cluster.
+fn dispatch_get(ctx: &dyn Context, cfg: &Config, fetch: &Fetch) -> Result<u32, String> {
+    let path = match fetch {
+        Fetch::Discovery(p) | Fetch::Jwks(p) => p.as_str(),
+    };
+    ctx.dispatch_http_call(
+        &cfg.provider.cluster,
+        vec![
+            (":method", "GET"),
+            (":path", path),
+            (":authority", &cfg.provider.authority),
+            ("accept", "application/json"),
+            ("user-agent", "gatehouse"),
+        ],
+        None,
+        vec![],
+        Duration::from_millis(cfg.callout_timeout_ms),
+    )
+    .map_err(|status| {
+        format!(
+            "could not start a callout to cluster {:?} ({status:?}); check provider.cluster names an Envoy cluster",
+            cfg.provider.cluster
+        )
+    })
+}
+
+/// The body of a callout answer if it is a 200 of bounded size; otherwise why not.
+fn callout_answer(ctx: &dyn Context, body_size: usize) -> Result<Vec<u8>, String> {
+    let status = ctx
+        .get_http_call_response_header(":status")
+        .ok_or("no answer (connection failure or timeout)")?;
+    if status != "200" {
+        return Err(format!("answered HTTP {status:.3}"));
+    }
+    if body_size > MAX_CALLOUT_BODY {
+        return Err(format!("answer of {body_size} bytes is too large"));
+    }
+    Ok(ctx.get_http_call_response_body(0, body_size).unwrap_or_default())
+}
+
+/// Publishes fetched keys for the VMs of the other workers.
+fn publish(ctx: &dyn Context, cfg: &Config, snapshot: &Snapshot) {
+    if let Err(status) = ctx.set_shared_data(&snapshot_key(cfg), Some(&snapshot.encode()), None) {
+        log::warn!("gatehouse: could not share the key set with other workers: {status:?}");
+    }
+}
+
+/// Adopts keys another worker's VM published, if newer.
+fn adopt_shared(ctx: &dyn Context, engine: &mut Engine) {
+    let key = snapshot_key(&engine.config);
+    if let (Some(bytes), _) = ctx.get_shared_data(&key) {
+        if let Some(snapshot) = Snapshot::decode(&bytes) {
+            if engine.keys.adopt(&snapshot) {
+                log::debug!("gatehouse: adopted the key set fetched by another worker");
+            }
+        }
+    }
+}
+
+fn log_keys_loaded(engine: &Engine) {
+    if let Some(keys) = engine.keys.keys() {
+        log::info!("gatehouse: key set loaded: {} usable key(s)", keys.keys.len());
+        for reason in &keys.skipped {
+            log::info!("gatehouse: key skipped: {reason}");
+        }
+    }
+}
+
+#[derive(Default)]
+struct Root {
+    engine: Option<Shared>,
+    /// The callout in flight, if any, and what it fetches.
+    call: Option<(u32, Fetch)>,
+}
+
+impl Root {
+    /// Takes the cross-VM fetch lease: one worker fetches, the others adopt its snapshot.
+    fn take_lease(&self, cfg: &Config, now: u64) -> bool {
+        let key = lease_key(cfg);
+        let (value, cas) = self.get_shared_data(&key);
+        let held_until = value
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        if held_until > now {
+            return false;
+        }
+        // Long enough for discovery + key set, each with its timeout.
+        let until = now + 2 * cfg.callout_timeout_ms.div_ceil(1000) + 2;
+        self.set_shared_data(&key, Some(until.to_string().as_bytes()), cas).is_ok()
+    }
+
+    fn release_lease(&self, cfg: &Config) {
+        let _ = self.set_shared_data(&lease_key(cfg), Some(b"0"), None);
+    }
+
+    fn start(&mut self, engine: &mut Engine, fetch: Fetch, now: u64) {
+        match dispatch_get(self, &engine.config, &fetch) {
+            Ok(token) => self.call = Some((token, fetch)),
+            Err(e) => {
+                log::error!("gatehouse: {e}");
+                engine.keys.on_dispatch_failed(now);
+                self.release_lease(&engine.config);
+            }
+        }
+    }
+
+    fn poll(&mut self) {
+        let Some(shared) = self.engine.clone() else { return };
+        let mut engine = shared.borrow_mut();
+        let now = unix_secs(self.get_current_time());
+        adopt_shared(self, &mut engine);
+        if self.call.is_some() {
+            return;
+        }
+        if let Some(fetch) = engine.keys.due(now) {
+            if self.take_lease(&engine.config, now) {
+                self.start(&mut engine, fetch, now);
+            } else {
+                engine.keys.abandon();
+            }
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let Some(shared) = self.engine.clone() else { return };
+        let Some((expected, fetch)) = self.call.take() else { return };
+        if expected != token {
+            return;
+        }
+        let mut engine = shared.borrow_mut();
+        let now = unix_secs(self.get_current_time());
+        let answer = callout_answer(self, body_size);
+        let cfg = Rc::clone(&engine.config);
+        match fetch {
+            Fetch::Discovery(_) => match engine.keys.on_discovery(now, answer.as_deref().map_err(Clone::clone)) {
+                Ok(next) => self.start(&mut engine, next, now),
+                Err(e) => {
+                    log::error!(
+                        "gatehouse: discovery at {} failed: {e}; retrying in {}s",
+                        cfg.provider.discovery_path,
+                        engine.keys.retry_in(now)
+                    );
+                    self.release_lease(&cfg);
+                }
+            },
+            Fetch::Jwks(path) => {
+                match engine.keys.on_jwks(now, answer.as_deref().map_err(Clone::clone)) {
+                    Ok(snapshot) => {
+                        publish(self, &cfg, &snapshot);
+                        log_keys_loaded(&engine);
+                    }
+                    Err(e) => log::error!(
+                        "gatehouse: key set at {path} failed: {e}; keeping the previous keys, retrying in {}s",
+                        engine.keys.retry_in(now)
+                    ),
+                }
+                self.release_lease(&cfg);
+            }
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        match Config::parse(&bytes, &|name| std::env::var(name).ok()) {
+            Ok(config) => {
+                let engine = Engine::new(Rc::new(config));
+                log::info!(
+                    "gatehouse: configured for issuer {} via cluster {}",
+                    engine.config.provider.issuer,
+                    engine.config.provider.cluster
+                );
+                self.engine = Some(Rc::new(RefCell::new(engine)));
+                self.call = None;
+                self.set_tick_period(Duration::from_secs(1));
+                self.poll();
+                true
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    log::error!("gatehouse: invalid configuration: {e}");
+                }
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.poll();
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http { engine: self.engine.clone(), headers: Vec::new(), pending: None }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http {
+    engine: Option<Shared>,
+    headers: Vec<(String, String)>,
+    /// A key-set fetch this request waits for (unknown `kid`).
+    pending: Option<u32>,
+}
+
+impl Http {
+    fn respond(&self, r: &Response) {
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        self.send_http_response(r.status, headers, Some(r.body.as_bytes()));
+    }
+
+    /// Decides and applies. Returns the action for the current callback.
+    fn run(&mut self, refetch_allowed: bool) -> Action {
+        let Some(shared) = self.engine.clone() else {
+            self.respond(&Response {
+                status: 503,
+                headers: vec![("content-type".into(), "text/plain".into())],
+                body: "gatehouse is not configured".into(),
+            });
+            return Action::Pause;
+        };
+        let now = unix_secs(self.get_current_time());
+        let decision = shared.borrow_mut().decide(&Request { headers: &self.headers }, now, refetch_allowed);
+        match decision {
+            Decision::Forward { remove, set } => {
+                for name in &remove {
+                    self.set_http_request_header(name, None);
+                }
+                for (name, value) in &set {
+                    self.set_http_request_header(name, Some(value));
+                }
+                Action::Continue
+            }
+            Decision::Respond(r) => {
+                self.respond(&r);
+                Action::Pause
+            }
+            Decision::FetchKeys(fetch) => {
+                let cfg = Rc::clone(&shared.borrow().config);
+                match dispatch_get(self, &cfg, &fetch) {
+                    Ok(token) => {
+                        self.pending = Some(token);
+                        Action::Pause
+                    }
+                    Err(e) => {
+                        log::error!("gatehouse: {e}");
+                        shared.borrow_mut().keys.on_dispatch_failed(now);
+                        self.run(false)
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Context for Http {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        if self.pending != Some(token) {
+            return;
+        }
+        self.pending = None;
+        let Some(shared) = self.engine.clone() else { return };
+        let now = unix_secs(self.get_current_time());
+        let answer = callout_answer(self, body_size);
+        {
+            let mut engine = shared.borrow_mut();
+            let cfg = Rc::clone(&engine.config);
+            match engine.keys.on_jwks(now, answer.as_deref().map_err(Clone::clone)) {
+                Ok(snapshot) => {
+                    publish(self, &cfg, &snapshot);
+                    log_keys_loaded(&engine);
+                }
+                Err(e) => log::error!("gatehouse: key set fetch for an unknown kid failed: {e}"),
+            }
+        }
+        if let Action::Continue = self.run(false) {
+            self.resume_http_request();
+        }
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        self.headers = self.get_http_request_headers();
+        if let Some(shared) = &self.engine {
+            let mut engine = shared.borrow_mut();
+            if engine.keys.keys().is_none() {
+                adopt_shared(self, &mut engine);
+            }
+        }
+        self.run(true)
+    }
+}

@@ -1,0 +1,287 @@
+//! The per-request decision, as a pure function of the request, the time, the config and the
+//! VM's key and token caches. The glue gathers the inputs, calls [`Engine::decide`] once and
+//! applies the [`Decision`].
+
+use crate::cache::{token_hash, TokenCache};
+use crate::claims::{header_value, values_of};
+use crate::config::Config;
+use crate::jwt::{self, Expectations, JwtError};
+use crate::keys::{Fetch, KeyManager};
+use crate::policy::{host_of, normalize_path, Target, Verdict};
+use std::rc::Rc;
+
+/// What the filter needs from a request's headers. Names are lower case, as Envoy gives them.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub headers: &'a [(String, String)],
+}
+
+impl<'a> Request<'a> {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n == name).count()
+    }
+}
+
+/// A response gatehouse sends itself instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward it, after removing then setting these headers.
+    Forward { remove: Vec<String>, set: Vec<(String, String)> },
+    /// Answer it directly.
+    Respond(Response),
+    /// Hold it, fetch the key set (a token named an unknown `kid`), then decide again with
+    /// `refetch_allowed = false`.
+    FetchKeys(Fetch),
+}
+
+/// An authenticated identity, as cached per token.
+#[derive(Debug)]
+pub struct Identity {
+    pub claims: serde_json::Value,
+    /// The claim headers for the upstream.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Per-VM state: configuration, keys, verified-token cache.
+pub struct Engine {
+    pub config: Rc<Config>,
+    pub keys: KeyManager,
+    cache: TokenCache<Identity>,
+    cache_generation: u64,
+}
+
+impl Engine {
+    pub fn new(config: Rc<Config>) -> Self {
+        let p = &config.provider;
+        let keys = KeyManager::new(&p.keys, &p.issuer, &p.discovery_path, config.key_timing);
+        let cache = TokenCache::new(config.token_cache_size);
+        Self { config, keys, cache, cache_generation: 0 }
+    }
+
+    /// Decides what to do with a request at time `now` (Unix seconds).
+    pub fn decide(&mut self, req: &Request<'_>, now: u64, refetch_allowed: bool) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        let mut remove = managed_headers_present(&cfg, req);
+        let raw_path = req.header(":path").unwrap_or("/");
+        let normalized = normalize_path(raw_path);
+
+        // Public paths skip authentication, but never let identity headers through.
+        if !normalized.ambiguous && cfg.public_paths.iter().any(|p| p.matches(&normalized.path)) {
+            return Decision::Forward { remove, set: Vec::new() };
+        }
+
+        let token = match bearer_token(req) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Decision::Respond(unauthorized(&cfg, None)),
+            Err(reason) => return Decision::Respond(bad_request(&cfg, reason)),
+        };
+
+        let Some(keys) = self.keys.keys().cloned() else {
+            log::warn!("gatehouse: rejecting request: signing keys not loaded yet");
+            return Decision::Respond(unavailable("signing keys are not loaded yet"));
+        };
+        if self.cache_generation != self.keys.generation {
+            self.cache.clear();
+            self.cache_generation = self.keys.generation;
+        }
+
+        let hash = token_hash(token);
+        let identity = match self.cache.get(&hash, now) {
+            Some(identity) => identity,
+            None => {
+                let expect = Expectations {
+                    issuers: &cfg.provider.issuers,
+                    audiences: &cfg.provider.audiences,
+                    algorithms: &cfg.tokens.algorithms,
+                    leeway_secs: cfg.tokens.leeway_secs,
+                };
+                match jwt::verify(token, &keys, &expect, now) {
+                    Ok(verified) => {
+                        let identity = Rc::new(identity_of(&cfg, verified.claims, token));
+                        let until = verified.exp.saturating_add(cfg.tokens.leeway_secs);
+                        self.cache.insert(hash, until, Rc::clone(&identity), now);
+                        identity
+                    }
+                    Err(JwtError::UnknownKeyId) if refetch_allowed => {
+                        if let Some(fetch) = self.keys.unknown_kid(now) {
+                            log::info!("gatehouse: token names an unknown key id; fetching the key set");
+                            return Decision::FetchKeys(fetch);
+                        }
+                        log::warn!("gatehouse: rejecting token: {}", JwtError::UnknownKeyId);
+                        return Decision::Respond(unauthorized(&cfg, Some(JwtError::UnknownKeyId)));
+                    }
+                    Err(e) => {
+                        log::warn!("gatehouse: rejecting token: {e}");
+                        return Decision::Respond(unauthorized(&cfg, Some(e)));
+                    }
+                }
+            }
+        };
+
+        let host = host_of(req.header(":authority").unwrap_or(""));
+        let target = Target {
+            host: &host,
+            path: &normalized.path,
+            method: req.header(":method").unwrap_or("GET"),
+        };
+        match cfg.policy.evaluate(&target, &identity.claims) {
+            Verdict::Allow => {
+                if !cfg.tokens.forward_authorization {
+                    remove.push("authorization".into());
+                }
+                Decision::Forward { remove, set: identity.headers.clone() }
+            }
+            Verdict::Deny { rule, reason } => {
+                log::warn!(
+                    "gatehouse: access denied: {reason} (rule {})",
+                    rule.as_deref().unwrap_or("-")
+                );
+                Decision::Respond(forbidden(req, rule.as_deref(), reason))
+            }
+        }
+    }
+}
+
+/// Headers to strip from the request: every managed header present, in any spelling Envoy lets
+/// through, including `_` for `-` (CGI-style upstreams map both to the same variable).
+fn managed_headers_present(cfg: &Config, req: &Request<'_>) -> Vec<String> {
+    let mut remove: Vec<String> = cfg.managed_headers.clone();
+    for (name, _) in req.headers {
+        if name.contains('_') && !remove.contains(name) {
+            let dashed = name.replace('_', "-");
+            if cfg.managed_headers.contains(&dashed) {
+                remove.push(name.clone());
+            }
+        }
+    }
+    remove
+}
+
+/// The bearer token of the `Authorization` header (RFC 6750 §2.1), `None` if there is no
+/// bearer credential, an error for a request that is malformed (two `Authorization` headers).
+fn bearer_token<'a>(req: &Request<'a>) -> Result<Option<&'a str>, &'static str> {
+    if req.count("authorization") > 1 {
+        return Err("more than one Authorization header");
+    }
+    let Some(value) = req.header("authorization") else {
+        return Ok(None);
+    };
+    let Some((scheme, rest)) = value.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = rest.trim_matches(' ');
+    Ok(if token.is_empty() { None } else { Some(token) })
+}
+
+/// Builds the identity (claim headers) of verified claims.
+fn identity_of(cfg: &Config, claims: serde_json::Value, token: &str) -> Identity {
+    let mut headers = Vec::new();
+    for h in &cfg.claim_headers {
+        let values: Vec<String> = h
+            .claims
+            .iter()
+            .filter_map(|p| p.lookup(&claims))
+            .flat_map(values_of)
+            .collect();
+        if let Some(v) = header_value(&values) {
+            headers.push((h.name.clone(), v));
+        }
+    }
+    if let Some(name) = &cfg.tokens.payload_header {
+        // The payload segment as the token carries it: base64url of the verified JSON.
+        if let Some(payload) = token.split('.').nth(1) {
+            headers.push((name.clone(), payload.to_string()));
+        }
+    }
+    Identity { claims, headers }
+}
+
+fn json_response(status: u32, mut headers: Vec<(String, String)>, body: serde_json::Value) -> Response {
+    headers.push(("content-type".into(), "application/json".into()));
+    headers.push(("cache-control".into(), "no-store".into()));
+    Response { status, headers, body: body.to_string() }
+}
+
+/// 401 with a `WWW-Authenticate` challenge (RFC 6750 §3). Without credentials the challenge
+/// carries no error code (§3.1); for a bad token, `invalid_token` and a short reason.
+fn unauthorized(cfg: &Config, error: Option<JwtError>) -> Response {
+    let realm = &cfg.tokens.realm;
+    match error {
+        None => json_response(
+            401,
+            vec![("www-authenticate".into(), format!("Bearer realm=\"{realm}\""))],
+            serde_json::json!({"error": "unauthorized", "error_description": "authentication required"}),
+        ),
+        Some(e) => json_response(
+            401,
+            vec![(
+                "www-authenticate".into(),
+                format!("Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"", e.description()),
+            )],
+            serde_json::json!({"error": "invalid_token", "error_description": e.description()}),
+        ),
+    }
+}
+
+fn bad_request(cfg: &Config, reason: &str) -> Response {
+    json_response(
+        400,
+        vec![(
+            "www-authenticate".into(),
+            format!("Bearer realm=\"{}\", error=\"invalid_request\", error_description=\"{reason}\"", cfg.tokens.realm),
+        )],
+        serde_json::json!({"error": "invalid_request", "error_description": reason}),
+    )
+}
+
+fn unavailable(reason: &str) -> Response {
+    json_response(
+        503,
+        vec![("retry-after".into(), "5".into())],
+        serde_json::json!({"error": "temporarily_unavailable", "error_description": reason}),
+    )
+}
+
+/// 403: JSON with the reason code for APIs, a small page for browsers.
+fn forbidden(req: &Request<'_>, rule: Option<&str>, reason: &str) -> Response {
+    let wants_html = req.header("accept").is_some_and(|a| a.contains("text/html"));
+    if wants_html {
+        let body = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Access denied</title></head>\
+             <body><h1>Access denied</h1><p>You are signed in, but not allowed to see this page.</p>\
+             <p>Reason: <code>{reason}</code></p></body></html>"
+        );
+        return Response {
+            status: 403,
+            headers: vec![
+                ("content-type".into(), "text/html; charset=utf-8".into()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body,
+        };
+    }
+    json_response(
+        403,
+        Vec::new(),
+        serde_json::json!({"error": "access_denied", "reason": reason, "rule": rule}),
+    )
+}
+
+#[cfg(test)]
+mod tests;
