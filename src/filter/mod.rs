@@ -79,7 +79,7 @@ fn callout_answer(ctx: &dyn Context, body_size: usize) -> Result<Vec<u8>, String
 /// Publishes fetched keys for the VMs of the other workers.
 fn publish(ctx: &dyn Context, cfg: &Config, snapshot: &Snapshot) {
     if let Err(status) = ctx.set_shared_data(&snapshot_key(cfg), Some(&snapshot.encode()), None) {
-        log::warn!("gatehouse: could not share the key set with other workers: {status:?}");
+        log::warn!("could not share the key set with other workers: {status:?}");
     }
 }
 
@@ -89,7 +89,7 @@ fn adopt_shared(ctx: &dyn Context, engine: &mut Engine) {
     if let (Some(bytes), _) = ctx.get_shared_data(&key) {
         if let Some(snapshot) = Snapshot::decode(&bytes) {
             if engine.keys.adopt(&snapshot) {
-                log::debug!("gatehouse: adopted the key set fetched by another worker");
+                log::debug!("adopted the key set fetched by another worker");
             }
         }
     }
@@ -97,9 +97,9 @@ fn adopt_shared(ctx: &dyn Context, engine: &mut Engine) {
 
 fn log_keys_loaded(engine: &Engine) {
     if let Some(keys) = engine.keys.keys() {
-        log::info!("gatehouse: key set loaded: {} usable key(s)", keys.keys.len());
+        log::info!("key set loaded: {} usable key(s)", keys.keys.len());
         for reason in &keys.skipped {
-            log::info!("gatehouse: key skipped: {reason}");
+            log::info!("key skipped: {reason}");
         }
     }
 }
@@ -136,7 +136,7 @@ impl Root {
         match dispatch_get(self, &engine.config, &fetch) {
             Ok(token) => self.call = Some((token, fetch)),
             Err(e) => {
-                log::error!("gatehouse: {e}");
+                log::error!("{e}");
                 engine.keys.on_dispatch_failed(now);
                 self.release_lease(&engine.config);
             }
@@ -220,7 +220,7 @@ impl RootContext for Root {
             }
             Err(errors) => {
                 for e in &errors.0 {
-                    log::error!("gatehouse: invalid configuration: {e}");
+                    log::error!("invalid configuration: {e}");
                 }
                 false
             }
@@ -287,7 +287,7 @@ impl Http {
                         Action::Pause
                     }
                     Err(e) => {
-                        log::error!("gatehouse: {e}");
+                        log::error!("{e}");
                         shared.borrow_mut().keys.on_dispatch_failed(now);
                         self.run(false)
                     }
@@ -314,7 +314,7 @@ impl Context for Http {
                     publish(self, &cfg, &snapshot);
                     log_keys_loaded(&engine);
                 }
-                Err(e) => log::error!("gatehouse: key set fetch for an unknown kid failed: {e}"),
+                Err(e) => log::error!("key set fetch for an unknown kid failed: {e}"),
             }
         }
         if let Action::Continue = self.run(false) {

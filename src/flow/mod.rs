@@ -90,7 +90,7 @@ impl Engine {
         };
 
         let Some(keys) = self.keys.keys().cloned() else {
-            log::warn!("gatehouse: rejecting request: signing keys not loaded yet");
+            log::warn!("rejecting request: signing keys not loaded yet");
             return Decision::Respond(unavailable("signing keys are not loaded yet"));
         };
         if self.cache_generation != self.keys.generation {
@@ -117,14 +117,14 @@ impl Engine {
                     }
                     Err(JwtError::UnknownKeyId) if refetch_allowed => {
                         if let Some(fetch) = self.keys.unknown_kid(now) {
-                            log::info!("gatehouse: token names an unknown key id; fetching the key set");
+                            log::info!("token names an unknown key id; fetching the key set");
                             return Decision::FetchKeys(fetch);
                         }
-                        log::warn!("gatehouse: rejecting token: {}", JwtError::UnknownKeyId);
+                        log::warn!("rejecting token: {}", JwtError::UnknownKeyId);
                         return Decision::Respond(unauthorized(&cfg, Some(JwtError::UnknownKeyId)));
                     }
                     Err(e) => {
-                        log::warn!("gatehouse: rejecting token: {e}");
+                        log::warn!("rejecting token: {e}");
                         return Decision::Respond(unauthorized(&cfg, Some(e)));
                     }
                 }
