@@ -177,7 +177,7 @@ impl Context for Root {
                 Ok(next) => self.start(&mut engine, next, now),
                 Err(e) => {
                     log::error!(
-                        "gatehouse: discovery at {} failed: {e}; retrying in {}s",
+                        "discovery at {} failed: {e}; retrying in {}s",
                         cfg.provider.discovery_path,
                         engine.keys.retry_in(now)
                     );
@@ -191,7 +191,7 @@ impl Context for Root {
                         log_keys_loaded(&engine);
                     }
                     Err(e) => log::error!(
-                        "gatehouse: key set at {path} failed: {e}; keeping the previous keys, retrying in {}s",
+                        "key set at {path} failed: {e}; keeping the previous keys, retrying in {}s",
                         engine.keys.retry_in(now)
                     ),
                 }
@@ -208,7 +208,7 @@ impl RootContext for Root {
             Ok(config) => {
                 let engine = Engine::new(Rc::new(config));
                 log::info!(
-                    "gatehouse: configured for issuer {} via cluster {}",
+                    "configured for issuer {} via cluster {}",
                     engine.config.provider.issuer,
                     engine.config.provider.cluster
                 );

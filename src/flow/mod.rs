@@ -146,7 +146,7 @@ impl Engine {
             }
             Verdict::Deny { rule, reason } => {
                 log::warn!(
-                    "gatehouse: access denied: {reason} (rule {})",
+                    "access denied: {reason} (rule {})",
                     rule.as_deref().unwrap_or("-")
                 );
                 Decision::Respond(forbidden(req, rule.as_deref(), reason))
