@@ -83,16 +83,17 @@ fn publish(ctx: &dyn Context, cfg: &Config, snapshot: &Snapshot) {
     }
 }
 
-/// Adopts keys another worker's VM published, if newer.
-fn adopt_shared(ctx: &dyn Context, engine: &mut Engine) {
+/// Adopts keys another worker's VM published, if newer. Returns whether it did.
+fn adopt_shared(ctx: &dyn Context, engine: &mut Engine) -> bool {
     let key = snapshot_key(&engine.config);
-    if let (Some(bytes), _) = ctx.get_shared_data(&key) {
-        if let Some(snapshot) = Snapshot::decode(&bytes) {
-            if engine.keys.adopt(&snapshot) {
-                log::debug!("adopted the key set fetched by another worker");
-            }
-        }
+    let (Some(bytes), _) = ctx.get_shared_data(&key) else {
+        return false;
+    };
+    let adopted = Snapshot::decode(&bytes).is_some_and(|s| engine.keys.adopt(&s));
+    if adopted {
+        log::debug!("adopted the key set fetched by another worker");
     }
+    adopted
 }
 
 fn log_keys_loaded(engine: &Engine) {
@@ -104,9 +105,15 @@ fn log_keys_loaded(engine: &Engine) {
     }
 }
 
+/// Tick periods: fast while no keys are loaded, then the period of refresh checks and of
+/// adopting keys other workers fetched.
+const FAST_TICK: Duration = Duration::from_millis(200);
+const SLOW_TICK: Duration = Duration::from_secs(1);
+
 #[derive(Default)]
 struct Root {
     engine: Option<Shared>,
+    fast_tick: bool,
     /// The callout in flight, if any, and what it fetches.
     call: Option<(u32, Fetch)>,
 }
@@ -115,7 +122,13 @@ impl Root {
     /// Takes the cross-VM fetch lease: one worker fetches, the others adopt its snapshot.
     fn take_lease(&self, cfg: &Config, now: u64) -> bool {
         let key = lease_key(cfg);
-        let (value, cas) = self.get_shared_data(&key);
+        let (mut value, mut cas) = self.get_shared_data(&key);
+        if cas.is_none() {
+            // First use: create the entry, then compete with compare-and-swap like later uses,
+            // so that two workers starting together cannot both win.
+            let _ = self.set_shared_data(&key, Some(b"0"), None);
+            (value, cas) = self.get_shared_data(&key);
+        }
         let held_until = value
             .and_then(|v| String::from_utf8(v).ok())
             .and_then(|s| s.parse::<u64>().ok())
@@ -147,7 +160,7 @@ impl Root {
         let Some(shared) = self.engine.clone() else { return };
         let mut engine = shared.borrow_mut();
         let now = unix_secs(self.get_current_time());
-        adopt_shared(self, &mut engine);
+        let _ = adopt_shared(self, &mut engine);
         if self.call.is_some() {
             return;
         }
@@ -214,8 +227,10 @@ impl RootContext for Root {
                 );
                 self.engine = Some(Rc::new(RefCell::new(engine)));
                 self.call = None;
-                self.set_tick_period(Duration::from_secs(1));
-                self.poll();
+                // No fetch from here: Envoy also configures a throw-away VM that is destroyed at
+                // once, and its callout would hold the fetch lease. The first tick starts it.
+                self.set_tick_period(FAST_TICK);
+                self.fast_tick = true;
                 true
             }
             Err(errors) => {
@@ -229,6 +244,12 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         self.poll();
+        // Tick fast until the keys are in, then once a second.
+        let loaded = self.engine.as_ref().is_some_and(|e| e.borrow().keys.keys().is_some());
+        if self.fast_tick && loaded {
+            self.set_tick_period(SLOW_TICK);
+            self.fast_tick = false;
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -280,6 +301,18 @@ impl Http {
                 Action::Pause
             }
             Decision::FetchKeys(fetch) => {
+                // Another worker may have fetched the new keys already.
+                let adopted = {
+                    let mut engine = shared.borrow_mut();
+                    let adopted = adopt_shared(self, &mut engine);
+                    if adopted {
+                        engine.keys.abandon();
+                    }
+                    adopted
+                };
+                if adopted {
+                    return self.run(false);
+                }
                 let cfg = Rc::clone(&shared.borrow().config);
                 match dispatch_get(self, &cfg, &fetch) {
                     Ok(token) => {
@@ -329,7 +362,7 @@ impl HttpContext for Http {
         if let Some(shared) = &self.engine {
             let mut engine = shared.borrow_mut();
             if engine.keys.keys().is_none() {
-                adopt_shared(self, &mut engine);
+                let _ = adopt_shared(self, &mut engine);
             }
         }
         self.run(true)

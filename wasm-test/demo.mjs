@@ -1,0 +1,161 @@
+#!/usr/bin/env node
+// `make demo`: the IdP on 127.0.0.1:8180, the echo service on 127.0.0.1:8081 and Envoy with
+// gatehouse on 127.0.0.1:8080 (admin 127.0.0.1:9901, 2 workers). Stays in the foreground;
+// Ctrl-C stops all three.
+//
+//   node demo.mjs [--config configs/demo.json] [--vm-env NAME=VALUE ...] [--no-filter] path/to/gatehouse.wasm
+//
+// Envoy comes from $ENVOY_BIN, else <repo>/.venv/bin/envoy. The IdP's signing keys are kept in
+// wasm-test/.run/demo-keys.json so tokens survive a restart of the demo; logs go to
+// wasm-test/.run/gatehouse-test-*/ (the previous run's are removed).
+
+import { existsSync, readFileSync, readdirSync, rmSync, mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+
+const HERE = import.meta.dirname ?? new URL('.', import.meta.url).pathname;
+const RUN = join(HERE, '.run');
+mkdirSync(RUN, { recursive: true });
+for (const name of readdirSync(RUN)) {
+  if (name.startsWith('gatehouse-test-')) rmSync(join(RUN, name), { recursive: true, force: true });
+}
+process.env.GATEHOUSE_TEST_RUN_DIR = RUN;
+
+const {
+  startIdp, startEcho, startEnvoy, stopAll, keepLogs, runDirectory, envoyBin,
+} = await import('./lib/harness.mjs');
+const { readKeysFile, writeKeysFile } = await import('./lib/keys.mjs');
+
+const USAGE = 'usage: node demo.mjs [--config configs/demo.json] [--vm-env NAME=VALUE ...] [--no-filter] path/to/gatehouse.wasm';
+const PORTS = { gateway: 8080, admin: 9901, idp: 8180, echo: 8081 };
+
+function fail(message) {
+  console.error(`demo: ${message}`);
+  process.exit(1);
+}
+
+let parsed;
+try {
+  parsed = parseArgs({
+    options: {
+      config: { type: 'string', default: join(HERE, 'configs', 'demo.json') },
+      'vm-env': { type: 'string', multiple: true, default: [] },
+      'no-filter': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+} catch (err) {
+  fail(`${err.message}\n${USAGE}`);
+}
+const { values, positionals } = parsed;
+if (values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+
+const noFilter = values['no-filter'];
+let wasmPath;
+let filterConfig = null;
+if (!noFilter) {
+  if (positionals.length !== 1) fail(`the Wasm module path is required\n${USAGE}`);
+  wasmPath = resolve(positionals[0]);
+  if (!existsSync(wasmPath)) fail(`no Wasm module at ${wasmPath} (run make build)`);
+  try {
+    filterConfig = JSON.parse(readFileSync(values.config, 'utf8'));
+  } catch (err) {
+    fail(`cannot read the filter configuration ${values.config}: ${err.message}`);
+  }
+}
+const keyValues = {};
+for (const kv of values['vm-env']) {
+  const i = kv.indexOf('=');
+  if (i < 1) fail(`--vm-env expects NAME=VALUE, got ${JSON.stringify(kv)}`);
+  keyValues[kv.slice(0, i)] = kv.slice(i + 1);
+}
+
+const keysFile = join(RUN, 'demo-keys.json');
+try {
+  if (existsSync(keysFile)) await readKeysFile(keysFile);
+  else await writeKeysFile(keysFile);
+} catch (err) {
+  console.error(`demo: ${err.message}; generating new keys`);
+  await writeKeysFile(keysFile);
+}
+
+keepLogs();
+let stopping = false;
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    if (!stopping) console.log('\ndemo: stopping (IdP, echo, Envoy)...');
+    stopping = true;
+  });
+}
+
+let procs;
+try {
+  console.log(`demo: Envoy ${envoyBin()}`);
+  const [idp, echo] = await Promise.all([
+    startIdp({ port: PORTS.idp, keysFile }),
+    startEcho({ port: PORTS.echo }),
+  ]);
+  const envoy = await startEnvoy({
+    listenPort: PORTS.gateway,
+    adminPort: PORTS.admin,
+    idpPort: PORTS.idp,
+    echoPort: PORTS.echo,
+    wasmPath,
+    filterConfig,
+    concurrency: 2,
+    vmEnv: Object.keys(keyValues).length ? { keyValues } : undefined,
+  });
+  procs = { idp, echo, envoy };
+} catch (err) {
+  console.error(`demo: could not start: ${err.message}`);
+  await stopAll();
+  process.exit(1);
+}
+
+const token = 'http://127.0.0.1:8180/realms/demo/protocol/openid-connect/token';
+console.log(`
+gatehouse demo is running${noFilter ? ' WITHOUT the filter (--no-filter)' : ''}. Ctrl-C stops it.
+
+  gateway  http://127.0.0.1:${PORTS.gateway}   Envoy${noFilter ? '' : ' + gatehouse'}, admin http://127.0.0.1:${PORTS.admin}/
+  IdP      http://127.0.0.1:${PORTS.idp}/realms/demo   users alice/alice (group admins), bob/bob
+  echo     http://127.0.0.1:${PORTS.echo}   returns the request it got, as JSON
+
+A token for alice (client "api", password grant):
+
+  TOKEN=$(curl -s ${token} \\
+    -d grant_type=password -d client_id=api -d client_secret=api-secret \\
+    -d username=alice -d password=alice -d scope=openid \\
+    | node -pe 'JSON.parse(require("fs").readFileSync(0, "utf8")).access_token')
+
+Then:
+
+  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:${PORTS.gateway}/echo      # 200, x-auth-request-* headers added
+  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:${PORTS.gateway}/admin/    # 200 for alice; 403 with bob's token
+  curl -i http://127.0.0.1:${PORTS.gateway}/echo                                     # 401: no token
+  curl http://127.0.0.1:${PORTS.gateway}/public/hello                                # 200: public path, no token needed
+
+A service token (client credentials):
+
+  curl -s ${token} -d grant_type=client_credentials -d client_id=api -d client_secret=api-secret
+
+In a browser: http://127.0.0.1:${PORTS.gateway}/ and sign in as alice/alice or bob/bob.
+
+Logs: ${runDirectory()}
+`);
+
+// Stay in the foreground; if a process dies on its own, say which and stop the others.
+for (const [name, proc] of Object.entries(procs)) {
+  proc.exit.then(async ({ code, signal }) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`demo: ${name} (pid ${proc.pid}) exited unexpectedly (code ${code}, signal ${signal})\n${proc.log()}`);
+    await stopAll();
+    process.exit(1);
+  });
+}
+setInterval(() => {}, 60_000);

@@ -1,0 +1,258 @@
+// The API path end to end: the built gatehouse.wasm in real Envoy, the Keycloak-shaped IdP,
+// the echo upstream. Tokens come from the IdP (password and client-credentials grants) or are
+// minted here with the IdP's own private keys to reach every rejection rule.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHmac, generateKeyPairSync } from 'node:crypto';
+
+import {
+  freePort, startIdp, startEcho, startEnvoy, stopAll, http, passwordToken as passwordGrant,
+  clientCredentialsToken as clientCredentialsGrant, envoyStats, waitFor,
+} from '../lib/harness.mjs';
+import { writeKeysFile, signJwt, publicJwks } from '../lib/keys.mjs';
+
+const WASM = process.env.WASM;
+
+let dir;
+let keysFile;
+let jwks;
+let idp;
+let idpPort;
+let envoy;
+let gateway;
+let issuer;
+
+const filterConfig = (port) => ({
+  provider: {
+    issuer: `http://127.0.0.1:${port}/realms/demo`,
+    cluster: 'idp',
+    clientId: 'gateway',
+    audiences: ['api', 'gateway'],
+  },
+  publicPaths: [{ prefix: '/public/' }, { exact: '/healthz' }],
+  rules: [{ name: 'admins-only', match: { paths: [{ prefix: '/admin/' }] }, require: { groups: ['admins'] } }],
+  keys: { unknownKidMinIntervalSeconds: 1, retryMaxSeconds: 2 },
+});
+
+const passwordToken = async (o) => (await passwordGrant(o)).access_token;
+const clientCredentialsToken = async (o) => (await clientCredentialsGrant(o)).access_token;
+
+const now = () => Math.floor(Date.now() / 1000);
+const b64 = (v) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
+
+/** Claims like the IdP's access token for alice via client api. */
+function aliceClaims(extra = {}) {
+  return {
+    iss: issuer, sub: '0c7e2b4a-5d1f-4e8a-9b3c-a11ce0000001', aud: 'account', azp: 'api', typ: 'Bearer',
+    exp: now() + 300, iat: now(), jti: `t-${Math.random()}`, email: 'alice@example.com',
+    preferred_username: 'alice', groups: ['/admins'], realm_access: { roles: ['backendaccess'] },
+    ...extra,
+  };
+}
+
+async function call(path, token, headers = {}) {
+  const h = { ...headers };
+  if (token) h.authorization = `Bearer ${token}`;
+  return http(`${gateway}${path}`, { headers: h });
+}
+
+before(async () => {
+  assert.ok(WASM, 'WASM must point at the built gatehouse.wasm (run through `make test`)');
+  dir = await mkdtemp(join(tmpdir(), 'gatehouse-bearer-'));
+  keysFile = join(dir, 'keys.json');
+  jwks = await writeKeysFile(keysFile);
+  idpPort = await freePort();
+  issuer = `http://127.0.0.1:${idpPort}/realms/demo`;
+  idp = await startIdp({ port: idpPort, keysFile });
+  const echoPort = await freePort();
+  await startEcho({ port: echoPort });
+  const listenPort = await freePort();
+  envoy = await startEnvoy({
+    listenPort, adminPort: await freePort(), idpPort, echoPort, wasmPath: WASM,
+    filterConfig: filterConfig(idpPort), concurrency: 2,
+  });
+  gateway = `http://127.0.0.1:${listenPort}`;
+  // Ready when the keys are loaded: an IdP token passes.
+  const token = await passwordToken({ idpPort, username: 'alice', password: 'alice' });
+  await waitFor(async () => (await call('/echo', token)).status === 200, { timeoutMs: 20000, what: 'gatehouse to load keys' });
+});
+
+after(async () => {
+  await stopAll();
+});
+
+test('alice (password grant) reaches the echo with her identity headers', async () => {
+  const token = await passwordToken({ idpPort, username: 'alice', password: 'alice' });
+  const r = await call('/echo', token);
+  assert.equal(r.status, 200);
+  const h = r.json.headers;
+  assert.equal(h['x-auth-request-email'], 'alice@example.com');
+  assert.equal(h['x-auth-request-preferred-username'], 'alice');
+  assert.equal(h['x-auth-request-user'], '0c7e2b4a-5d1f-4e8a-9b3c-a11ce0000001');
+  assert.equal(h['x-auth-request-groups'], '/admins');
+  assert.ok(h['x-auth-request-roles'].split(',').includes('backendaccess'), h['x-auth-request-roles']);
+  assert.equal(h.authorization, undefined, 'the token is not forwarded by default');
+  assert.equal((await call('/admin/panel', token)).status, 200);
+});
+
+test('a client-credentials token is accepted', async () => {
+  const token = await clientCredentialsToken({ idpPort });
+  const r = await call('/echo', token);
+  assert.equal(r.status, 200);
+  assert.equal(r.json.headers['x-auth-request-preferred-username'], 'service-account-api');
+  assert.equal(r.json.headers['x-auth-request-email'], undefined);
+});
+
+test('bob gets 403 on /admin/ and 200 elsewhere', async () => {
+  const token = await passwordToken({ idpPort, username: 'bob', password: 'bob' });
+  assert.equal((await call('/echo', token)).status, 200);
+  const r = await call('/admin/', token);
+  assert.equal(r.status, 403);
+  assert.deepEqual(r.json, { error: 'access_denied', reason: 'group_required', rule: 'admins-only' });
+  for (const sneaky of ['/admin', '/public/../admin/', '//admin/x', '/%61dmin/']) {
+    assert.equal((await call(sneaky, token)).status, 403, sneaky);
+  }
+});
+
+test('no token: 401 with a Bearer challenge', async () => {
+  const r = await call('/echo');
+  assert.equal(r.status, 401);
+  assert.equal(r.headers['www-authenticate'], 'Bearer realm="gatehouse"');
+  const basic = await http(`${gateway}/echo`, { headers: { authorization: 'Basic YWxpY2U6YWxpY2U=' } });
+  assert.equal(basic.status, 401);
+});
+
+test('every bad token gets 401 invalid_token, and the upstream is never reached', async () => {
+  const good = await signJwt(jwks, aliceClaims());
+  const [h, p, s] = good.split('.');
+  const sig = Buffer.from(s, 'base64url');
+  sig[sig.length - 1] ^= 1;
+  const flipped = `${h}.${p}.${sig.toString('base64url')}`;
+  const rsaPublic = publicJwks(jwks).keys.find((k) => k.alg === 'RS256');
+  const hsHeader = b64({ alg: 'HS256', typ: 'JWT', kid: rsaPublic.kid });
+  const hsInput = `${hsHeader}.${b64(aliceClaims())}`;
+  const hsSig = createHmac('sha256', JSON.stringify(rsaPublic)).update(hsInput).digest('base64url');
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const foreign = { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: 'not-in-the-set', alg: 'RS256', use: 'sig' }] };
+
+  const cases = {
+    'one flipped signature bit': [flipped, 'invalid signature'],
+    'alg none': [`${b64({ alg: 'none', typ: 'JWT' })}.${b64(aliceClaims())}.`, 'algorithm not allowed'],
+    'HS256 keyed with the RSA public key': [`${hsInput}.${hsSig}`, 'algorithm not allowed'],
+    expired: [await signJwt(jwks, aliceClaims({ exp: now() - 3600, iat: now() - 7200 })), 'token expired'],
+    'not yet valid': [await signJwt(jwks, aliceClaims({ nbf: now() + 3600 })), 'token not yet valid'],
+    'wrong issuer': [await signJwt(jwks, aliceClaims({ iss: 'http://127.0.0.1:1/realms/demo' })), 'issuer not accepted'],
+    'wrong audience': [await signJwt(jwks, aliceClaims({ aud: 'other', azp: 'other' })), 'audience not accepted'],
+    'unknown kid': [await signJwt(foreign, aliceClaims(), { kid: 'not-in-the-set' }), 'unknown key id'],
+    garbage: ['garbage', 'malformed token'],
+    oversized: [await signJwt(jwks, aliceClaims({ pad: 'x'.repeat(20000) })), 'token too large'],
+    'ES256 signature by another key': [await signJwt(jwks, aliceClaims(), { alg: 'ES256', header: { kid: rsaPublic.kid } }), 'algorithm does not match the key'],
+  };
+  for (const [name, [token, reason]] of Object.entries(cases)) {
+    const r = await call('/echo', token);
+    assert.equal(r.status, 401, name);
+    assert.equal(
+      r.headers['www-authenticate'],
+      `Bearer realm="gatehouse", error="invalid_token", error_description="${reason}"`,
+      name,
+    );
+    assert.equal(r.json.error, 'invalid_token', name);
+    assert.equal(r.json.path, undefined, `${name}: the answer is gatehouse's, not the echo's`);
+    assert.ok(!r.body.includes(token.slice(0, 40)), `${name}: the token is not echoed`);
+  }
+});
+
+test('tokens signed with each of the IdP\'s algorithms are accepted', async () => {
+  for (const alg of ['RS256', 'ES256', 'EdDSA']) {
+    const r = await call('/echo', await signJwt(jwks, aliceClaims(), { alg }));
+    assert.equal(r.status, 200, alg);
+  }
+});
+
+test('client-sent identity headers never reach the upstream', async () => {
+  const spoof = {
+    'x-auth-request-email': 'ceo@example.com',
+    'X-Auth-Request-Groups': 'admins',
+    x_auth_request_email: 'ceo@example.com',
+    'x-auth-request-roles': 'superuser',
+  };
+  const bob = await passwordToken({ idpPort, username: 'bob', password: 'bob' });
+  const withToken = await call('/echo', bob, spoof);
+  assert.equal(withToken.status, 200);
+  assert.equal(withToken.json.headers['x-auth-request-email'], 'bob@example.com');
+  assert.equal(withToken.json.headers['x-auth-request-groups'], undefined);
+  assert.equal(withToken.json.headers.x_auth_request_email, undefined);
+  assert.ok(!withToken.json.headers['x-auth-request-roles'].includes('superuser'));
+  const pub = await http(`${gateway}/public/hello`, { headers: spoof });
+  assert.equal(pub.status, 200);
+  for (const name of ['x-auth-request-email', 'x-auth-request-groups', 'x_auth_request_email', 'x-auth-request-roles']) {
+    assert.equal(pub.json.headers[name], undefined, `${name} on a public path`);
+  }
+  // Duplicates too.
+  const dup = await http(`${gateway}/public/x`, { headers: [['x-auth-request-email', 'a@x'], ['x-auth-request-email', 'b@x']] });
+  assert.equal(dup.json.headers['x-auth-request-email'], undefined);
+});
+
+test('public paths need no token', async () => {
+  assert.equal((await http(`${gateway}/public/hello`)).status, 200);
+  assert.equal((await http(`${gateway}/healthz`)).status, 200);
+  assert.equal((await http(`${gateway}/publicity`)).status, 401);
+  assert.equal((await http(`${gateway}/public/..%2fadmin/`)).status, 401);
+});
+
+test('the workers share one fetch of discovery and keys', async () => {
+  const stats = await envoyStats(envoy);
+  // Three VMs (main thread and two workers) would make six requests without sharing.
+  const fetches = stats['cluster.idp.upstream_rq_total'];
+  assert.ok(fetches >= 2 && fetches <= 4, `idp requests: ${fetches}`);
+});
+
+test('keys rotated at the IdP: new tokens accepted without a restart', async () => {
+  await idp.stop();
+  const rotated = join(dir, 'rotated.json');
+  const newKeys = await writeKeysFile(rotated);
+  idp = await startIdp({ port: idpPort, keysFile: rotated });
+  const token = await passwordToken({ idpPort, username: 'alice', password: 'alice' });
+  const kid = JSON.parse(Buffer.from(token.split('.')[0], 'base64url')).kid;
+  assert.equal(kid, newKeys.keys[0].kid);
+  // The unknown-kid fetch may be rate-limited by an earlier test (1 s here): retry briefly.
+  await waitFor(async () => (await call('/echo', token)).status === 200, { timeoutMs: 10000, what: 'the rotated key to be fetched' });
+  jwks = newKeys;
+  // Tokens of the old keys are refused once the provider no longer publishes them: at once by
+  // the worker that fetched, within a tick (1 s) by the others, which adopt its shared snapshot.
+  const old = await signJwt(JSON.parse(await readFile(keysFile, 'utf8')), aliceClaims());
+  await waitFor(async () => {
+    const results = await Promise.all([1, 2, 3, 4].map(() => call('/echo', old)));
+    return results.every((r) => r.status === 401);
+  }, { timeoutMs: 5000, what: 'every worker to drop the removed key' });
+  // Connections may all have reached one worker: give the others their documented tick.
+  await new Promise((r) => { setTimeout(r, 1500); });
+});
+
+test('the IdP stopped after start: tokens keep working', async () => {
+  const token = await signJwt(jwks, aliceClaims());
+  await idp.stop();
+  const r = await call('/echo', token);
+  assert.equal(r.status, 200, r.body);
+  const another = await signJwt(jwks, aliceClaims({ jti: 'fresh' }));
+  assert.equal((await call('/echo', another)).status, 200, 'a token never seen before, with cached keys');
+  idp = await startIdp({ port: idpPort, keysFile: join(dir, 'rotated.json') });
+});
+
+test('a bad configuration fails the plugin and names the field', async () => {
+  const bad = { provider: { issuer: 'not-a-url', cluster: 'idp', clientId: 'gateway' }, tokens: { allowedAlgorithms: ['HS256'] } };
+  await assert.rejects(
+    startEnvoy({ listenPort: await freePort(), adminPort: await freePort(), idpPort, echoPort: await freePort(), wasmPath: WASM, filterConfig: bad }),
+    (err) => {
+      const log = String(err.log ?? err.message);
+      assert.match(log, /invalid configuration: provider\.issuer: /);
+      assert.match(log, /invalid configuration: tokens\.allowedAlgorithms\[0\]: /);
+      assert.match(log, /Plugin gatehouse failed to load|Unable to create Wasm plugin/);
+      return true;
+    },
+  );
+});
