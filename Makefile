@@ -61,8 +61,8 @@ lint: .tools/rust-target .tools/apt
 	cargo clippy --quiet --target wasm32-wasip1 -- -D warnings
 	cargo clippy --quiet --all-targets -- -D warnings
 
-validate: $(ENVOY) $(NODE_STAMP)
-	cd wasm-test && node validate.mjs
+validate: $(ENVOY) $(NODE_STAMP) build
+	cd wasm-test && ENVOY_BIN=$(CURDIR)/$(ENVOY) WASM=$(CURDIR)/$(WASM) node validate.mjs --require-wasm
 
 e2e: deps build
 	cd wasm-test && WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node --test --test-concurrency=1 e2e/

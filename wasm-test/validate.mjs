@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // `make validate`: `envoy --mode validate` on the bootstraps the test bed generates (the demo's,
-// without and with the gatehouse filter), plus any bootstrap files given as arguments.
+// without and with the gatehouse filter), on every shipped Envoy config in examples/ (with the
+// module path `/etc/envoy/gatehouse.wasm` pointed at the built module), and on any bootstrap files
+// given as arguments.
 //
 //   node validate.mjs [--wasm path/to/gatehouse.wasm] [--require-wasm] [bootstrap.{json,yaml} ...]
 //
@@ -9,7 +11,7 @@
 // gatehouse.wasm. Without one it is reported as skipped, or failed with --require-wasm.
 // Ends with "N passed, N failed"; exits 1 if anything failed.
 
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -45,6 +47,14 @@ const checks = [
       ...ports, wasmPath, filterConfig: demoConfig,
     }),
   },
+  ...readdirSync(join(REPO_ROOT, 'examples'))
+    .filter((f) => /^envoy.*\.ya?ml$/.test(f))
+    .map((f) => ({
+      name: `examples/${f}`,
+      needsWasm: true,
+      make: () => readFileSync(join(REPO_ROOT, 'examples', f), 'utf8').replaceAll('/etc/envoy/gatehouse.wasm', wasmPath),
+      ext: '.yaml',
+    })),
   ...positionals.map((file) => ({ name: file, file: resolve(file) })),
 ];
 
@@ -64,7 +74,13 @@ try {
       }
       continue;
     }
-    const file = check.file ?? writeBootstrap(join(dir, `bootstrap-${i}.json`), check.make());
+    let { file } = check;
+    if (!file && check.ext === '.yaml') {
+      file = join(dir, `bootstrap-${i}.yaml`);
+      writeFileSync(file, check.make());
+    } else if (!file) {
+      file = writeBootstrap(join(dir, `bootstrap-${i}.json`), check.make());
+    }
     // eslint-disable-next-line no-await-in-loop
     const { ok, output } = await envoyValidate(file);
     if (ok) {
