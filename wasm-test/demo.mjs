@@ -143,7 +143,6 @@ A service token (client credentials):
 
   curl -s ${token} -d grant_type=client_credentials -d client_id=api -d client_secret=api-secret
 
-In a browser: http://127.0.0.1:${PORTS.gateway}/ and sign in as alice/alice or bob/bob.
 
 Logs: ${runDirectory()}
 `);
