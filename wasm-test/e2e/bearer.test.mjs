@@ -256,3 +256,21 @@ test('a bad configuration fails the plugin and names the field', async () => {
     },
   );
 });
+
+test('the client secret can come from the VM environment, and its absence is a named error', async () => {
+  const config = { ...filterConfig(idpPort), provider: { ...filterConfig(idpPort).provider, clientSecretEnv: 'GATEHOUSE_CLIENT_SECRET' } };
+  const ok = await startEnvoy({
+    idpPort, echoPort: await freePort(), wasmPath: WASM, filterConfig: config,
+    vmEnv: { keyValues: { GATEHOUSE_CLIENT_SECRET: 'gateway-secret' } },
+  });
+  assert.match(ok.log(), /configured for issuer/);
+  assert.doesNotMatch(ok.log(), /gateway-secret/, 'the secret is never logged');
+  await ok.stop();
+  await assert.rejects(
+    startEnvoy({ idpPort, echoPort: await freePort(), wasmPath: WASM, filterConfig: config }),
+    (err) => {
+      assert.match(String(err.log ?? err.message), /invalid configuration: provider\.clientSecretEnv: environment variable "GATEHOUSE_CLIENT_SECRET" is not set/);
+      return true;
+    },
+  );
+});
