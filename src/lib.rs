@@ -4,6 +4,7 @@
 
 pub mod claims;
 pub mod config;
+pub mod cookie;
 #[cfg(target_arch = "wasm32")]
 mod filter;
 pub mod flow;
@@ -13,6 +14,7 @@ pub mod keys;
 pub mod oidc;
 pub mod policy;
 pub mod secret;
+pub mod session;
 
 #[cfg(test)]
 mod testutil;
