@@ -54,6 +54,11 @@ impl ClaimPath {
         Self(segments.into_iter().map(Into::into).collect())
     }
 
+    /// The first segment (the top-level claim).
+    pub fn root(&self) -> Option<&str> {
+        self.0.first().map(String::as_str)
+    }
+
     /// The value at this path, if every segment names an object member.
     pub fn lookup<'a>(&self, claims: &'a Value) -> Option<&'a Value> {
         self.0

@@ -9,6 +9,7 @@ use crate::jwt::alg::Alg;
 use crate::jwt::jwks::KeySet;
 use crate::policy::{ClaimCondition, ClaimOp, HostPattern, PathMatch, Policy, Rule};
 use crate::secret::Secret;
+use crate::session::Sealer;
 use raw::{OneOrMany, RawConfig, RawPathMatch};
 use serde_json::Value;
 use std::fmt;
@@ -101,8 +102,30 @@ pub struct KeyTiming {
     pub retry_max: u64,
 }
 
+/// The browser sign-in: the OIDC authorization-code flow and gatehouse's session cookie.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Browser {
+    pub cookie_name: String,
+    pub sealer: Sealer,
+    pub lifetime_secs: u64,
+    pub cookie: crate::cookie::Attributes,
+    pub keep_id_token: bool,
+    pub callback_path: String,
+    pub sign_out_path: String,
+    /// A fixed redirect URI; when `None` it is derived from the request's scheme and host.
+    pub redirect_uri: Option<String>,
+    pub scope: String,
+    pub extra_params: Vec<(String, String)>,
+    pub client_secret_post: bool,
+    pub post_logout_redirect_uri: Option<String>,
+    pub login_timeout_secs: u64,
+    pub redirect_browsers: bool,
+    /// Top-level claims kept in the session: those headers and rules read.
+    pub kept_claims: Vec<String>,
+}
+
 /// The validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Config {
     pub provider: Provider,
     pub tokens: Tokens,
@@ -114,6 +137,8 @@ pub struct Config {
     pub callout_timeout_ms: u64,
     pub key_timing: KeyTiming,
     pub token_cache_size: usize,
+    /// Browser sign-in, when a `session` section is configured.
+    pub browser: Option<Browser>,
 }
 
 /// Header names gatehouse refuses to set from claims: they carry routing, framing or credentials.
@@ -481,7 +506,12 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
         errors.add("cache.tokens", format!("expected at most 100000, found {token_cache_size}"));
     }
 
+    let browser = raw.session.and_then(|session| {
+        browser(session, raw.login, &p.client_id, &client_secret, &claim_headers, &groups_claim, &roles_claims, &rules, env, errors)
+    });
+
     Some(Config {
+        browser,
         provider: Provider {
             issuer: p.issuer,
             issuers,
@@ -507,6 +537,165 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
         callout_timeout_ms,
         key_timing,
         token_cache_size,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn browser(
+    s: raw::RawSession,
+    l: raw::RawLogin,
+    client_id: &Option<String>,
+    client_secret: &Option<Secret>,
+    claim_headers: &[ClaimHeader],
+    groups_claim: &ClaimPath,
+    roles_claims: &[ClaimPath],
+    rules: &[Rule],
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Errors,
+) -> Option<Browser> {
+    if client_id.is_none() {
+        errors.add("provider.clientId", "required for browser sign-in (a `session` section is configured)");
+    }
+    if client_secret.is_none() {
+        errors.add("provider.clientSecret", "required for browser sign-in (set clientSecret or clientSecretEnv)");
+    }
+    let cookie_name = s.cookie_name.unwrap_or_else(|| "_gatehouse".into());
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-^_`|~".contains(&b);
+    if cookie_name.is_empty() || !cookie_name.bytes().all(tchar) {
+        errors.add("session.cookieName", format!("expected letters, digits and !#$%&'*+-^_`|~ (no dots), found {cookie_name:?}"));
+    }
+    let keys: Vec<Secret> = match (s.keys, s.keys_env) {
+        (Some(_), Some(_)) => {
+            errors.add("session.keys", "set either keys or keysEnv, not both");
+            Vec::new()
+        }
+        (Some(list), None) => list.into_iter().map(Secret::new).collect(),
+        (None, Some(var)) => match env(&var) {
+            Some(v) if !v.trim().is_empty() => v.split(',').map(|k| Secret::new(k.trim().to_string())).collect(),
+            _ => {
+                errors.add("session.keysEnv", format!("environment variable {var:?} is not set (or empty) in the Wasm VM"));
+                Vec::new()
+            }
+        },
+        (None, None) => {
+            errors.add("session.keys", "required: at least one cookie key of 32 bytes or more (or keysEnv)");
+            Vec::new()
+        }
+    };
+    for (i, k) in keys.iter().enumerate() {
+        if k.expose().len() < 32 {
+            errors.add(format!("session.keys[{i}]"), format!("expected at least 32 bytes, found {}", k.expose().len()));
+        }
+    }
+    let lifetime_secs = s.lifetime_seconds.unwrap_or(12 * 3600);
+    if !(60..=30 * 86_400).contains(&lifetime_secs) {
+        errors.add("session.lifetimeSeconds", format!("expected 60 to 2592000, found {lifetime_secs}"));
+    }
+    let same_site = match s.same_site.as_deref().unwrap_or("Lax") {
+        "Lax" | "lax" => "Lax",
+        "Strict" | "strict" => "Strict",
+        "None" | "none" => "None",
+        other => {
+            errors.add("session.sameSite", format!("expected Lax, Strict or None, found {other:?}"));
+            "Lax"
+        }
+    };
+    let secure = s.secure.unwrap_or(true);
+    if same_site == "None" && !secure {
+        errors.add("session.sameSite", "SameSite=None requires secure: true (browsers refuse it otherwise)");
+    }
+    let path = s.path.unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic() || b == b';') {
+        errors.add("session.path", format!("expected a path starting with `/`, found {path:?}"));
+    }
+    if let Some(d) = &s.domain {
+        if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+            errors.add("session.domain", format!("expected a domain such as example.com, found {d:?}"));
+        }
+    }
+    let abs_path = |v: Option<String>, default: &str, field: &str, errors: &mut Errors| {
+        let v = v.unwrap_or_else(|| default.into());
+        if !v.starts_with('/') || v.contains(['?', '#']) || v.bytes().any(|b| !b.is_ascii_graphic()) || crate::policy::normalize_path(&v).path != v {
+            errors.add(field, format!("expected a normalized path such as {default}, found {v:?}"));
+        }
+        v
+    };
+    let callback_path = abs_path(l.callback_path, "/oauth2/callback", "login.callbackPath", errors);
+    let sign_out_path = abs_path(l.sign_out_path, "/oauth2/sign_out", "login.signOutPath", errors);
+    if callback_path == sign_out_path {
+        errors.add("login.signOutPath", "must differ from login.callbackPath");
+    }
+    let absolute_url = |v: &Option<String>, field: &str, errors: &mut Errors| {
+        if let Some(u) = v {
+            match url::Url::parse(u) {
+                Ok(parsed) if (parsed.scheme() == "https" || parsed.scheme() == "http") && parsed.host_str().is_some() && parsed.fragment().is_none() => {}
+                _ => errors.add(field, format!("expected an absolute http(s) URL, found {u:?}")),
+            }
+        }
+    };
+    absolute_url(&l.redirect_uri, "login.redirectUri", errors);
+    if let Some(u) = l.redirect_uri.as_deref().and_then(|u| url::Url::parse(u).ok()) {
+        if u.path() != callback_path {
+            errors.add("login.redirectUri", format!("its path must be login.callbackPath ({callback_path}), found {}", u.path()));
+        }
+    }
+    absolute_url(&l.post_logout_redirect_uri, "login.postLogoutRedirectUri", errors);
+    let scopes = l.scopes.unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        errors.add("login.scopes", "must include \"openid\"");
+    }
+    for (i, sc) in scopes.iter().enumerate() {
+        if sc.is_empty() || sc.bytes().any(|b| !(0x21..0x7f).contains(&b) || b == b'"' || b == b'\\') {
+            errors.add(format!("login.scopes[{i}]"), format!("expected a scope token, found {sc:?}"));
+        }
+    }
+    const RESERVED: &[&str] = &["response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "code_challenge", "code_challenge_method", "response_mode"];
+    for name in l.extra_params.keys() {
+        if RESERVED.contains(&name.as_str()) || name.is_empty() {
+            errors.add(format!("login.extraParams.{name}"), "is set by gatehouse and cannot be overridden");
+        }
+    }
+    let client_secret_post = match l.token_endpoint_auth.as_deref().unwrap_or("client_secret_basic") {
+        "client_secret_basic" => false,
+        "client_secret_post" => true,
+        other => {
+            errors.add("login.tokenEndpointAuth", format!("expected client_secret_basic or client_secret_post, found {other:?}"));
+            false
+        }
+    };
+    let login_timeout_secs = l.timeout_seconds.unwrap_or(600);
+    if !(30..=3600).contains(&login_timeout_secs) {
+        errors.add("login.timeoutSeconds", format!("expected 30 to 3600, found {login_timeout_secs}"));
+    }
+    // The session keeps the top-level claims that headers and rules read, and nothing else.
+    let mut kept_claims: Vec<String> = vec!["sub".into()];
+    let paths = claim_headers.iter().flat_map(|h| h.claims.iter())
+        .chain(std::iter::once(groups_claim))
+        .chain(roles_claims.iter())
+        .chain(rules.iter().flat_map(|r| r.claims.iter().map(|c| &c.claim)));
+    for p in paths {
+        if let Some(root) = p.root() {
+            if !kept_claims.iter().any(|k| k == root) {
+                kept_claims.push(root.to_string());
+            }
+        }
+    }
+    Some(Browser {
+        cookie_name,
+        sealer: Sealer::new(&keys),
+        lifetime_secs,
+        cookie: crate::cookie::Attributes { path, domain: s.domain, secure, same_site },
+        keep_id_token: s.keep_id_token.unwrap_or(true),
+        callback_path,
+        sign_out_path,
+        redirect_uri: l.redirect_uri,
+        scope: scopes.join(" "),
+        extra_params: l.extra_params.into_iter().collect(),
+        client_secret_post,
+        post_logout_redirect_uri: l.post_logout_redirect_uri,
+        login_timeout_secs,
+        redirect_browsers: l.redirect_browsers.unwrap_or(true),
+        kept_claims,
     })
 }
 

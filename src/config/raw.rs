@@ -129,6 +129,35 @@ pub struct RawCache {
     pub tokens: Option<usize>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawSession {
+    pub cookie_name: Option<String>,
+    pub keys: Option<Vec<String>>,
+    pub keys_env: Option<String>,
+    pub lifetime_seconds: Option<u64>,
+    pub secure: Option<bool>,
+    pub same_site: Option<String>,
+    pub domain: Option<String>,
+    pub path: Option<String>,
+    pub keep_id_token: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawLogin {
+    pub callback_path: Option<String>,
+    pub sign_out_path: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub extra_params: std::collections::BTreeMap<String, String>,
+    pub token_endpoint_auth: Option<String>,
+    pub post_logout_redirect_uri: Option<String>,
+    pub timeout_seconds: Option<u64>,
+    pub redirect_browsers: Option<bool>,
+}
+
 /// The whole configuration.
 #[derive(Debug)]
 pub struct RawConfig {
@@ -142,11 +171,13 @@ pub struct RawConfig {
     pub timeouts: RawTimeouts,
     pub keys: RawKeys,
     pub cache: RawCache,
+    pub session: Option<RawSession>,
+    pub login: RawLogin,
 }
 
 const SECTIONS: &[&str] = &[
     "provider", "tokens", "publicPaths", "claimHeaders", "identity", "rules", "defaultAction",
-    "timeouts", "keys", "cache",
+    "timeouts", "keys", "cache", "session", "login",
 ];
 
 impl RawConfig {
@@ -177,6 +208,8 @@ impl RawConfig {
         let timeouts = optional::<RawTimeouts>(obj, "timeouts", errors);
         let keys = optional::<RawKeys>(obj, "keys", errors);
         let cache = optional::<RawCache>(obj, "cache", errors);
+        let session = optional::<Option<RawSession>>(obj, "session", errors);
+        let login = optional::<RawLogin>(obj, "login", errors);
         Some(RawConfig {
             provider: provider?,
             tokens: tokens?,
@@ -188,6 +221,8 @@ impl RawConfig {
             timeouts: timeouts?,
             keys: keys?,
             cache: cache?,
+            session: session?,
+            login: login?,
         })
     }
 }

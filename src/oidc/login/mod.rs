@@ -1,0 +1,222 @@
+//! The authorization-code flow's pure parts: PKCE (RFC 7636), the authorization request, the
+//! token request and response (RFC 6749 §4.1), ID-token validation (OpenID Connect Core
+//! §3.1.3.7), and where to send the user afterwards (no open redirect).
+
+use crate::jwt::{self, alg::Alg, jwks::KeySet, Expectations, JwtError};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The S256 code challenge of a verifier (RFC 7636 §4.2).
+pub fn pkce_challenge(verifier: &str) -> String {
+    B64.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// What a login attempt remembers, sealed in its own cookie until the callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginState {
+    /// `state` sent to the provider (also names the cookie).
+    pub state: String,
+    pub nonce: String,
+    /// The PKCE code verifier.
+    pub verifier: String,
+    /// Where to go after login: a path on this host.
+    pub return_to: String,
+    pub redirect_uri: String,
+    /// Unix seconds after which the attempt is void.
+    pub exp: u64,
+}
+
+/// The parameters of the authorization request.
+pub struct AuthorizeRequest<'a> {
+    pub endpoint: &'a str,
+    pub client_id: &'a str,
+    pub redirect_uri: &'a str,
+    pub scope: &'a str,
+    pub state: &'a str,
+    pub nonce: &'a str,
+    pub code_challenge: &'a str,
+    pub extra: &'a [(String, String)],
+}
+
+/// The authorization URL (RFC 6749 §4.1.1, OIDC Core §3.1.2.1, RFC 7636 §4.3).
+pub fn authorize_url(r: &AuthorizeRequest<'_>) -> Option<String> {
+    let mut url = url::Url::parse(r.endpoint).ok()?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", r.client_id)
+            .append_pair("redirect_uri", r.redirect_uri)
+            .append_pair("scope", r.scope)
+            .append_pair("state", r.state)
+            .append_pair("nonce", r.nonce)
+            .append_pair("code_challenge", r.code_challenge)
+            .append_pair("code_challenge_method", "S256");
+        for (k, v) in r.extra {
+            q.append_pair(k, v);
+        }
+    }
+    Some(url.into())
+}
+
+/// The token request for a code: the form body, and the `Authorization` header when the client
+/// authenticates with HTTP Basic (RFC 6749 §2.3.1: id and secret are form-encoded first).
+pub fn token_request(
+    code: &str,
+    redirect_uri: &str,
+    verifier: &str,
+    client_id: &str,
+    client_secret: &str,
+    secret_in_body: bool,
+) -> (String, Option<String>) {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "authorization_code")
+        .append_pair("code", code)
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("code_verifier", verifier);
+    let auth = client_auth(&mut form, client_id, client_secret, secret_in_body);
+    (form.finish(), auth)
+}
+
+/// The refresh request (RFC 6749 §6).
+pub fn refresh_request(refresh_token: &str, client_id: &str, client_secret: &str, secret_in_body: bool) -> (String, Option<String>) {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "refresh_token").append_pair("refresh_token", refresh_token);
+    let auth = client_auth(&mut form, client_id, client_secret, secret_in_body);
+    (form.finish(), auth)
+}
+
+fn client_auth(
+    form: &mut url::form_urlencoded::Serializer<'_, String>,
+    client_id: &str,
+    client_secret: &str,
+    secret_in_body: bool,
+) -> Option<String> {
+    if secret_in_body {
+        form.append_pair("client_id", client_id).append_pair("client_secret", client_secret);
+        None
+    } else {
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        Some(format!("Basic {}", STANDARD.encode(format!("{}:{}", enc(client_id), enc(client_secret)))))
+    }
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    #[serde(default)]
+    pub id_token: Option<String>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    #[serde(default)]
+    pub token_type: Option<String>,
+}
+
+impl TokenResponse {
+    pub fn parse(body: &[u8]) -> Result<TokenResponse, String> {
+        let r: TokenResponse = serde_json::from_slice(body).map_err(|_| "token response is not valid JSON of the expected shape".to_string())?;
+        if !r.token_type.as_deref().unwrap_or("Bearer").eq_ignore_ascii_case("bearer") {
+            return Err("token response has a token_type other than Bearer".into());
+        }
+        Ok(r)
+    }
+}
+
+/// The `error` of a token endpoint error answer (RFC 6749 §5.2), if it has one.
+pub fn token_error(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let e = v.get("error")?.as_str()?;
+    // Only the registered error-code characters (RFC 6749 §5.2): safe to show and log.
+    e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_').then(|| e.to_string())
+}
+
+/// Why an ID token was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdTokenError {
+    Missing,
+    Jwt(JwtError),
+    AudienceMissingClient,
+    AzpMismatch,
+    NonceMismatch,
+    MissingIssuedAt,
+}
+
+impl IdTokenError {
+    pub fn description(&self) -> &'static str {
+        match self {
+            IdTokenError::Missing => "no ID token in the token response",
+            IdTokenError::Jwt(e) => e.description(),
+            IdTokenError::AudienceMissingClient => "ID token audience does not contain this client",
+            IdTokenError::AzpMismatch => "ID token azp is not this client",
+            IdTokenError::NonceMismatch => "ID token nonce does not match the login",
+            IdTokenError::MissingIssuedAt => "ID token has no iat",
+        }
+    }
+}
+
+/// Validates an ID token (OpenID Connect Core §3.1.3.7): signature with a key of the set and an
+/// allowed algorithm, `iss`, `aud` containing the client id, `azp` (if present) equal to it,
+/// `exp`, `iat` (required) and the `nonce` of this login attempt. Returns its claims.
+#[allow(clippy::too_many_arguments)]
+pub fn validate_id_token(
+    id_token: Option<&str>,
+    keys: &KeySet,
+    issuers: &[String],
+    client_id: &str,
+    algorithms: &[Alg],
+    leeway_secs: u64,
+    nonce: &str,
+    now: u64,
+) -> Result<Value, IdTokenError> {
+    let token = id_token.ok_or(IdTokenError::Missing)?;
+    let audiences = [client_id.to_string()];
+    let expect = Expectations { issuers, audiences: &audiences, algorithms, leeway_secs };
+    let verified = jwt::verify(token, keys, &expect, now).map_err(IdTokenError::Jwt)?;
+    let claims = verified.claims;
+    // jwt::verify also accepts `azp` as the audience (right for access tokens); an ID token's
+    // `aud` itself must name this client (§3.1.3.7 item 3).
+    let aud_has_client = match claims.get("aud") {
+        Some(Value::String(a)) => a == client_id,
+        Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(client_id)),
+        _ => false,
+    };
+    if !aud_has_client {
+        return Err(IdTokenError::AudienceMissingClient);
+    }
+    if let Some(azp) = claims.get("azp") {
+        if azp.as_str() != Some(client_id) {
+            return Err(IdTokenError::AzpMismatch);
+        }
+    }
+    if claims.get("iat").is_none() {
+        return Err(IdTokenError::MissingIssuedAt);
+    }
+    if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
+        return Err(IdTokenError::NonceMismatch);
+    }
+    Ok(claims)
+}
+
+/// Where to return after login: the request's own path and query, made safe. Anything that a
+/// browser could read as another host — `//evil`, `/\evil`, schemes, control characters (CR/LF) —
+/// becomes `/`. The result is always a path on this host.
+pub fn safe_return_path(path: &str) -> String {
+    let ok = path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.starts_with("/\\")
+        && path.len() <= 2048
+        && path.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'\\');
+    if ok {
+        path.to_string()
+    } else {
+        "/".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests;
