@@ -3,7 +3,7 @@
 //! nothing itself.
 
 use crate::config::Config;
-use crate::flow::{Decision, Engine, Request, Response};
+use crate::flow::{Decision, Engine, Pending, Request, Response};
 use crate::keys::{Fetch, Snapshot};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -21,6 +21,16 @@ proxy_wasm::main! {{
 }}
 
 type Shared = Rc<RefCell<Engine>>;
+
+/// Fills a buffer from the WASI random source (`random_get`, backed by the host's CSPRNG).
+/// There is no usable fallback for a login secret: on failure the process aborts (the VM is
+/// restarted by Envoy) rather than issuing a guessable state or PKCE verifier.
+fn fill_random(buf: &mut [u8]) {
+    if getrandom::fill(buf).is_err() {
+        log::error!("no randomness from the host");
+        std::process::abort();
+    }
+}
 
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -253,7 +263,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http { engine: self.engine.clone(), headers: Vec::new(), pending: None }))
+        Some(Box::new(Http { engine: self.engine.clone(), headers: Vec::new(), pending: None, idp_call: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -266,6 +276,8 @@ struct Http {
     headers: Vec<(String, String)>,
     /// A key-set fetch this request waits for (unknown `kid`).
     pending: Option<u32>,
+    /// A token-endpoint call this request waits for (login callback).
+    idp_call: Option<(u32, Pending)>,
 }
 
 impl Http {
@@ -285,7 +297,12 @@ impl Http {
             return Action::Pause;
         };
         let now = unix_secs(self.get_current_time());
-        let decision = shared.borrow_mut().decide(&Request { headers: &self.headers }, now, refetch_allowed);
+        let decision = shared.borrow_mut().decide(&Request { headers: &self.headers }, now, refetch_allowed, &mut fill_random);
+        self.apply(&shared, decision, now)
+    }
+
+    /// Applies a decision. Returns the action for the current callback.
+    fn apply(&mut self, shared: &Shared, decision: Decision, now: u64) -> Action {
         match decision {
             Decision::Forward { remove, set } => {
                 for name in &remove {
@@ -326,12 +343,58 @@ impl Http {
                     }
                 }
             }
+            Decision::CallIdp(call) => {
+                let cfg = Rc::clone(&shared.borrow().config);
+                let mut headers: Vec<(&str, &str)> = vec![
+                    (":method", "POST"),
+                    (":path", &call.path),
+                    (":authority", &cfg.provider.authority),
+                    ("user-agent", "gatehouse"),
+                ];
+                headers.extend(call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                let dispatched = self.dispatch_http_call(
+                    &cfg.provider.cluster,
+                    headers,
+                    Some(call.body.as_bytes()),
+                    vec![],
+                    Duration::from_millis(cfg.callout_timeout_ms),
+                );
+                match dispatched {
+                    Ok(token) => {
+                        self.idp_call = Some((token, call.pending));
+                        Action::Pause
+                    }
+                    Err(status) => {
+                        log::error!("could not start a callout to cluster {:?} ({status:?})", cfg.provider.cluster);
+                        let decision = shared.borrow_mut().on_idp_answer(call.pending, &Request { headers: &self.headers }, None, b"", now);
+                        self.apply(shared, decision, now)
+                    }
+                }
+            }
         }
     }
 }
 
 impl Context for Http {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        match self.idp_call.take() {
+            Some((expected, pending)) if expected == token => {
+                let Some(shared) = self.engine.clone() else { return };
+                let now = unix_secs(self.get_current_time());
+                let status = self.get_http_call_response_header(":status").and_then(|s| s.parse::<u32>().ok());
+                let body = if body_size <= MAX_CALLOUT_BODY {
+                    self.get_http_call_response_body(0, body_size).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                let decision = shared.borrow_mut().on_idp_answer(pending, &Request { headers: &self.headers }, status, &body, now);
+                if let Action::Continue = self.apply(&shared, decision, now) {
+                    self.resume_http_request();
+                }
+                return;
+            }
+            other => self.idp_call = other,
+        }
         if self.pending != Some(token) {
             return;
         }

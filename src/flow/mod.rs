@@ -45,6 +45,8 @@ pub enum Decision {
     /// Hold it, fetch the key set (a token named an unknown `kid`), then decide again with
     /// `refetch_allowed = false`.
     FetchKeys(Fetch),
+    /// Hold it, make this call to the provider, and give the answer to [`Engine::on_idp_answer`].
+    CallIdp(Box<browser::IdpCall>),
 }
 
 /// An authenticated identity, as cached per token.
@@ -71,64 +73,68 @@ impl Engine {
         Self { config, keys, cache, cache_generation: 0 }
     }
 
-    /// Decides what to do with a request at time `now` (Unix seconds).
-    pub fn decide(&mut self, req: &Request<'_>, now: u64, refetch_allowed: bool) -> Decision {
+    /// Decides what to do with a request at time `now` (Unix seconds). `random` fills buffers
+    /// with cryptographically secure random bytes (used only to start a login).
+    pub fn decide(
+        &mut self,
+        req: &Request<'_>,
+        now: u64,
+        refetch_allowed: bool,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Decision {
         let cfg = Rc::clone(&self.config);
-        let mut remove = managed_headers_present(&cfg, req);
+        let remove = managed_headers_present(&cfg, req);
         let raw_path = req.header(":path").unwrap_or("/");
         let normalized = normalize_path(raw_path);
+
+        if let Some(b) = &cfg.browser {
+            if normalized.path == b.callback_path {
+                return self.callback(req, now);
+            }
+            if normalized.path == b.sign_out_path {
+                return self.sign_out(req);
+            }
+        }
 
         // Public paths skip authentication, but never let identity headers through.
         if !normalized.ambiguous && cfg.public_paths.iter().any(|p| p.matches(&normalized.path)) {
             return Decision::Forward { remove, set: Vec::new() };
         }
 
-        let token = match bearer_token(req) {
-            Ok(Some(t)) => t,
-            Ok(None) => return Decision::Respond(unauthorized(&cfg, None)),
-            Err(reason) => return Decision::Respond(bad_request(&cfg, reason)),
-        };
-
-        let Some(keys) = self.keys.keys().cloned() else {
-            log::warn!("rejecting request: signing keys not loaded yet");
-            return Decision::Respond(unavailable("signing keys are not loaded yet"));
-        };
         if self.cache_generation != self.keys.generation {
             self.cache.clear();
             self.cache_generation = self.keys.generation;
         }
 
-        let hash = token_hash(token);
-        let identity = match self.cache.get(&hash, now) {
-            Some(identity) => identity,
-            None => {
-                let expect = Expectations {
-                    issuers: &cfg.provider.issuers,
-                    audiences: &cfg.provider.audiences,
-                    algorithms: &cfg.tokens.algorithms,
-                    leeway_secs: cfg.tokens.leeway_secs,
-                };
-                match jwt::verify(token, &keys, &expect, now) {
-                    Ok(verified) => {
-                        let identity = Rc::new(identity_of(&cfg, verified.claims, token));
-                        let until = verified.exp.saturating_add(cfg.tokens.leeway_secs);
-                        self.cache.insert(hash, until, Rc::clone(&identity), now);
-                        identity
+        let token = match bearer_token(req) {
+            Ok(t) => t,
+            Err(reason) => return Decision::Respond(bad_request(&cfg, reason)),
+        };
+        let (identity, mut remove, extra_set) = match token {
+            Some(token) => match self.bearer_identity(token, now, refetch_allowed) {
+                Ok(identity) => {
+                    let mut remove = remove;
+                    if !cfg.tokens.forward_authorization {
+                        remove.push("authorization".into());
                     }
-                    Err(JwtError::UnknownKeyId) if refetch_allowed => {
-                        if let Some(fetch) = self.keys.unknown_kid(now) {
-                            log::info!("token names an unknown key id; fetching the key set");
-                            return Decision::FetchKeys(fetch);
-                        }
-                        log::warn!("rejecting token: {}", JwtError::UnknownKeyId);
-                        return Decision::Respond(unauthorized(&cfg, Some(JwtError::UnknownKeyId)));
-                    }
-                    Err(e) => {
-                        log::warn!("rejecting token: {e}");
-                        return Decision::Respond(unauthorized(&cfg, Some(e)));
-                    }
+                    (identity, remove, Vec::new())
                 }
-            }
+                Err(decision) => return decision,
+            },
+            None => match self.session_identity(req, now) {
+                SessionOutcome::Valid { identity, cookie_header } => {
+                    let mut remove = remove;
+                    let mut set = Vec::new();
+                    match cookie_header {
+                        Some(rest) => set.push(("cookie".to_string(), rest)),
+                        None => remove.push("cookie".into()),
+                    }
+                    (identity, remove, set)
+                }
+                SessionOutcome::None { had_cookie } => {
+                    return self.unauthenticated(req, now, had_cookie, random);
+                }
+            },
         };
 
         let host = host_of(req.header(":authority").unwrap_or(""));
@@ -139,17 +145,53 @@ impl Engine {
         };
         match cfg.policy.evaluate(&target, &identity.claims) {
             Verdict::Allow => {
-                if !cfg.tokens.forward_authorization {
-                    remove.push("authorization".into());
-                }
-                Decision::Forward { remove, set: identity.headers.clone() }
+                let mut set = identity.headers.clone();
+                set.extend(extra_set);
+                remove.retain(|r| !set.iter().any(|(n, _)| n == r));
+                Decision::Forward { remove, set }
             }
             Verdict::Deny { rule, reason } => {
-                log::warn!(
-                    "access denied: {reason} (rule {})",
-                    rule.as_deref().unwrap_or("-")
-                );
+                log::warn!("access denied: {reason} (rule {})", rule.as_deref().unwrap_or("-"));
                 Decision::Respond(forbidden(req, rule.as_deref(), reason))
+            }
+        }
+    }
+
+    /// Verifies a bearer token (or finds it in the cache).
+    fn bearer_identity(&mut self, token: &str, now: u64, refetch_allowed: bool) -> Result<Rc<Identity>, Decision> {
+        let cfg = Rc::clone(&self.config);
+        let Some(keys) = self.keys.keys().cloned() else {
+            log::warn!("rejecting request: signing keys not loaded yet");
+            return Err(Decision::Respond(unavailable("signing keys are not loaded yet")));
+        };
+        let hash = token_hash(token);
+        if let Some(identity) = self.cache.get(&hash, now) {
+            return Ok(identity);
+        }
+        let expect = Expectations {
+            issuers: &cfg.provider.issuers,
+            audiences: &cfg.provider.audiences,
+            algorithms: &cfg.tokens.algorithms,
+            leeway_secs: cfg.tokens.leeway_secs,
+        };
+        match jwt::verify(token, &keys, &expect, now) {
+            Ok(verified) => {
+                let identity = Rc::new(identity_of(&cfg, verified.claims, Some(token)));
+                let until = verified.exp.saturating_add(cfg.tokens.leeway_secs);
+                self.cache.insert(hash, until, Rc::clone(&identity), now);
+                Ok(identity)
+            }
+            Err(JwtError::UnknownKeyId) if refetch_allowed => {
+                if let Some(fetch) = self.keys.unknown_kid(now) {
+                    log::info!("token names an unknown key id; fetching the key set");
+                    return Err(Decision::FetchKeys(fetch));
+                }
+                log::warn!("rejecting token: {}", JwtError::UnknownKeyId);
+                Err(Decision::Respond(unauthorized(&cfg, Some(JwtError::UnknownKeyId))))
+            }
+            Err(e) => {
+                log::warn!("rejecting token: {e}");
+                Err(Decision::Respond(unauthorized(&cfg, Some(e))))
             }
         }
     }
@@ -190,7 +232,7 @@ fn bearer_token<'a>(req: &Request<'a>) -> Result<Option<&'a str>, &'static str> 
 }
 
 /// Builds the identity (claim headers) of verified claims.
-fn identity_of(cfg: &Config, claims: serde_json::Value, token: &str) -> Identity {
+pub(crate) fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option<&str>) -> Identity {
     let mut headers = Vec::new();
     for h in &cfg.claim_headers {
         let values: Vec<String> = h
@@ -203,7 +245,7 @@ fn identity_of(cfg: &Config, claims: serde_json::Value, token: &str) -> Identity
             headers.push((h.name.clone(), v));
         }
     }
-    if let Some(name) = &cfg.tokens.payload_header {
+    if let (Some(name), Some(token)) = (&cfg.tokens.payload_header, token) {
         // The payload segment as the token carries it: base64url of the verified JSON.
         if let Some(payload) = token.split('.').nth(1) {
             headers.push((name.clone(), payload.to_string()));
@@ -220,7 +262,7 @@ fn json_response(status: u32, mut headers: Vec<(String, String)>, body: serde_js
 
 /// 401 with a `WWW-Authenticate` challenge (RFC 6750 §3). Without credentials the challenge
 /// carries no error code (§3.1); for a bad token, `invalid_token` and a short reason.
-fn unauthorized(cfg: &Config, error: Option<JwtError>) -> Response {
+pub(crate) fn unauthorized(cfg: &Config, error: Option<JwtError>) -> Response {
     let realm = &cfg.tokens.realm;
     match error {
         None => json_response(
@@ -250,7 +292,7 @@ fn bad_request(cfg: &Config, reason: &str) -> Response {
     )
 }
 
-fn unavailable(reason: &str) -> Response {
+pub(crate) fn unavailable(reason: &str) -> Response {
     json_response(
         503,
         vec![("retry-after".into(), "5".into())],
@@ -282,6 +324,9 @@ fn forbidden(req: &Request<'_>, rule: Option<&str>, reason: &str) -> Response {
         serde_json::json!({"error": "access_denied", "reason": reason, "rule": rule}),
     )
 }
+
+mod browser;
+pub use browser::{IdpCall, Pending, SessionOutcome};
 
 #[cfg(test)]
 mod tests;

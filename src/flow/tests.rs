@@ -7,6 +7,17 @@ use serde_json::{json, Value};
 const ISS: &str = "http://127.0.0.1:8180/realms/demo";
 const NOW: u64 = 1_800_000_000;
 
+/// Deterministic "randomness" for tests: a counter.
+fn rng() -> impl FnMut(&mut [u8]) {
+    let mut n = 0u8;
+    move |buf: &mut [u8]| {
+        for b in buf.iter_mut() {
+            n = n.wrapping_add(1);
+            *b = n;
+        }
+    }
+}
+
 fn config(extra: Value, inline_keys: Option<Value>) -> Rc<Config> {
     let mut doc = json!({
         "provider": {"issuer": ISS, "cluster": "idp", "clientId": "gateway", "audiences": ["api", "gateway"]},
@@ -59,7 +70,7 @@ impl Bed {
             (":authority".into(), "127.0.0.1:8080".into()),
         ];
         headers.extend(extra_headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
-        self.engine.decide(&Request { headers: &headers }, NOW, true)
+        self.engine.decide(&Request { headers: &headers }, NOW, true, &mut rng())
     }
 
     fn bearer(&mut self, path: &str, token: &str) -> Decision {
@@ -71,7 +82,7 @@ fn status(d: &Decision) -> u32 {
     match d {
         Decision::Respond(r) => r.status,
         Decision::Forward { .. } => 200,
-        Decision::FetchKeys(_) => 0,
+        Decision::FetchKeys(_) | Decision::CallIdp(_) => 0,
     }
 }
 
@@ -79,7 +90,7 @@ fn header<'a>(d: &'a Decision, name: &str) -> Option<&'a str> {
     match d {
         Decision::Respond(r) => r.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()),
         Decision::Forward { set, .. } => set.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()),
-        Decision::FetchKeys(_) => None,
+        Decision::FetchKeys(_) | Decision::CallIdp(_) => None,
     }
 }
 
@@ -233,7 +244,7 @@ fn verified_tokens_are_cached_until_expiry() {
     assert_eq!(b.engine.cache.len(), 1);
     // Past exp + leeway the cached entry is not used.
     let headers = vec![(":path".to_string(), "/echo".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
-    let later = b.engine.decide(&Request { headers: &headers }, NOW + 41, true);
+    let later = b.engine.decide(&Request { headers: &headers }, NOW + 41, true, &mut rng());
     assert_eq!(status(&later), 401);
     // Rejected tokens are never cached.
     assert_eq!(status(&b.bearer("/echo", "garbage")), 401);
@@ -246,12 +257,12 @@ fn keys_not_loaded_means_503_never_a_pass() {
     let key = TestKey::rsa(RSA_A);
     let t = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &alice_claims());
     let headers = vec![(":path".to_string(), "/echo".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
-    let d = engine.decide(&Request { headers: &headers }, NOW, true);
+    let d = engine.decide(&Request { headers: &headers }, NOW, true, &mut rng());
     assert_eq!(status(&d), 503);
     assert_eq!(header(&d, "retry-after"), Some("5"));
     // Public paths still work, and requests without credentials still get 401.
     let public = vec![(":path".to_string(), "/public/x".to_string())];
-    assert_eq!(status(&engine.decide(&Request { headers: &public }, NOW, true)), 200);
+    assert_eq!(status(&engine.decide(&Request { headers: &public }, NOW, true, &mut rng())), 200);
 }
 
 #[test]
@@ -268,19 +279,19 @@ fn unknown_kid_triggers_one_key_fetch_then_verifies() {
     let t = new.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k2"}), &alice_claims());
     let headers = vec![(":path".to_string(), "/echo".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
     let req = Request { headers: &headers };
-    assert_eq!(engine.decide(&req, NOW + 1, true), Decision::FetchKeys(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into())));
+    assert_eq!(engine.decide(&req, NOW + 1, true, &mut rng()), Decision::FetchKeys(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into())));
     engine.keys.on_jwks(NOW + 1, Ok(json!({"keys": [old.jwk("k1", Alg::RS256), new.jwk("k2", Alg::RS256)]}).to_string().as_bytes())).unwrap();
-    assert_eq!(status(&engine.decide(&req, NOW + 1, false)), 200);
+    assert_eq!(status(&engine.decide(&req, NOW + 1, false, &mut rng())), 200);
 
     // A bogus kid: one fetch, then rate-limited straight to 401.
     let bogus = new.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "bogus"}), &alice_claims());
     let headers = vec![(":path".to_string(), "/echo".to_string()), ("authorization".to_string(), format!("Bearer {bogus}"))];
     let req = Request { headers: &headers };
-    assert_eq!(status(&engine.decide(&req, NOW + 2, true)), 401, "within the rate limit window");
-    assert!(matches!(engine.decide(&req, NOW + 40, true), Decision::FetchKeys(_)));
+    assert_eq!(status(&engine.decide(&req, NOW + 2, true, &mut rng())), 401, "within the rate limit window");
+    assert!(matches!(engine.decide(&req, NOW + 40, true, &mut rng()), Decision::FetchKeys(_)));
     engine.keys.on_jwks(NOW + 40, Err("timeout".into())).unwrap_err();
-    assert_eq!(status(&engine.decide(&req, NOW + 40, false)), 401);
-    assert_eq!(status(&engine.decide(&req, NOW + 41, true)), 401);
+    assert_eq!(status(&engine.decide(&req, NOW + 40, false, &mut rng())), 401);
+    assert_eq!(status(&engine.decide(&req, NOW + 41, true, &mut rng())), 401);
 }
 
 #[test]
@@ -294,11 +305,11 @@ fn key_set_change_drops_cached_tokens() {
     let t = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &alice_claims());
     let headers = vec![(":path".to_string(), "/echo".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
     let req = Request { headers: &headers };
-    assert_eq!(status(&engine.decide(&req, NOW, true)), 200);
+    assert_eq!(status(&engine.decide(&req, NOW, true, &mut rng())), 200);
     // The provider removes the key (e.g. it was compromised): the cached token stops working.
     engine.keys.due(NOW + 300);
     engine.keys.on_discovery(NOW + 300, Ok(disc.as_bytes())).unwrap();
     let other = TestKey::rsa(RSA_B);
     engine.keys.on_jwks(NOW + 300, Ok(json!({"keys": [other.jwk("k9", Alg::RS256)]}).to_string().as_bytes())).unwrap();
-    assert_eq!(status(&engine.decide(&req, NOW + 200, false)), 401);
+    assert_eq!(status(&engine.decide(&req, NOW + 200, false, &mut rng())), 401);
 }

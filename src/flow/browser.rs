@@ -1,0 +1,486 @@
+//! The browser side of the decision: the session cookie, starting a login, the callback, and
+//! signing out. Pure like the rest of `flow`: calls to the provider are returned as
+//! [`Decision::CallIdp`] and their answers come back through [`Engine::on_idp_answer`].
+
+use super::{identity_of, unauthorized, unavailable, Decision, Engine, Identity, Request, Response};
+use crate::cache::token_hash;
+use crate::config::{Browser, Config};
+use crate::cookie;
+use crate::jwt::{self, Expectations};
+use crate::oidc::login::{self, AuthorizeRequest, LoginState, TokenResponse};
+use crate::session::Purpose;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::rc::Rc;
+
+/// A call to the provider's token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdpCall {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub pending: Pending,
+}
+
+/// What a provider call was for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// Redeeming an authorization code; the login attempt and its cookie's name.
+    Code { login: LoginState, state_cookie: String },
+}
+
+/// The result of looking at a request's session cookie.
+pub enum SessionOutcome {
+    /// A valid session, and the request's `Cookie` header without gatehouse's cookies (`None`:
+    /// nothing left).
+    Valid { identity: Rc<Identity>, cookie_header: Option<String> },
+    /// No valid session; `had_cookie` if an invalid or expired one was sent.
+    None { had_cookie: bool },
+}
+
+/// What the session cookie holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionData {
+    /// Unix seconds after which the session is over.
+    exp: u64,
+    /// The claims headers and rules read (top-level members only).
+    claims: Map<String, Value>,
+    /// The ID token, for `id_token_hint` at sign-out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idt: Option<String>,
+}
+
+/// The cookies of a request.
+fn request_cookies<'a>(req: &Request<'a>) -> Vec<(&'a str, &'a str)> {
+    cookie::parse(req.headers.iter().filter(|(n, _)| n == "cookie").map(|(_, v)| v.as_str()))
+}
+
+/// The state cookie's name for a `state` value (one cookie per login attempt, so that logins in
+/// several tabs do not overwrite each other).
+fn state_cookie_name(b: &Browser, state: &str) -> Option<String> {
+    let id = state.get(..16)?;
+    id.bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        .then(|| format!("{}_st_{id}", b.cookie_name))
+}
+
+fn state_attrs(b: &Browser) -> cookie::Attributes {
+    // Lax even if the session is Strict: the callback is a cross-site navigation from the provider.
+    cookie::Attributes {
+        path: b.callback_path.clone(),
+        domain: b.cookie.domain.clone(),
+        secure: b.cookie.secure,
+        same_site: "Lax",
+    }
+}
+
+/// Is this a page navigation by a browser (which may be sent to a login page), rather than an
+/// API or XHR call (which gets a 401)?
+fn is_navigation(req: &Request<'_>) -> bool {
+    let method = req.header(":method").unwrap_or("GET");
+    if method != "GET" && method != "HEAD" {
+        return false;
+    }
+    if req.header("x-requested-with").is_some() {
+        return false;
+    }
+    match req.header("sec-fetch-mode") {
+        Some(mode) => mode == "navigate",
+        None => req.header("accept").is_some_and(|a| a.contains("text/html")),
+    }
+}
+
+/// `scheme://authority` of the request, for a derived redirect URI.
+fn origin(req: &Request<'_>) -> Option<String> {
+    let authority = req.header(":authority")?;
+    if authority.is_empty() || !authority.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+        return None;
+    }
+    let scheme = match req.header("x-forwarded-proto").or(req.header(":scheme")) {
+        Some("https") => "https",
+        _ => "http",
+    };
+    Some(format!("{scheme}://{authority}"))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+/// A small error page with a way to try again.
+pub(crate) fn error_page(status: u32, title: &str, message: &str, retry: &str, set_cookies: Vec<String>) -> Response {
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body>\
+         <h1>{t}</h1><p>{m}</p><p><a href=\"{r}\">Try again</a></p></body></html>",
+        t = html_escape(title),
+        m = html_escape(message),
+        r = html_escape(retry),
+    );
+    let mut headers = vec![
+        ("content-type".to_string(), "text/html; charset=utf-8".to_string()),
+        ("cache-control".to_string(), "no-store".to_string()),
+    ];
+    headers.extend(set_cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));
+    Response { status, headers, body }
+}
+
+fn redirect(location: &str, set_cookies: Vec<String>) -> Response {
+    let mut headers = vec![
+        ("location".to_string(), location.to_string()),
+        ("cache-control".to_string(), "no-store".to_string()),
+    ];
+    headers.extend(set_cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));
+    Response { status: 302, headers, body: String::new() }
+}
+
+fn query_params(raw_path: &str) -> Vec<(String, String)> {
+    raw_path
+        .split_once('?')
+        .map(|(_, q)| url::form_urlencoded::parse(q.split('#').next().unwrap_or("").as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+impl Engine {
+    /// The identity of the request's session cookie, if valid.
+    pub fn session_identity(&mut self, req: &Request<'_>, now: u64) -> SessionOutcome {
+        let cfg = Rc::clone(&self.config);
+        let Some(b) = &cfg.browser else {
+            return SessionOutcome::None { had_cookie: false };
+        };
+        let cookies = request_cookies(req);
+        let Some(value) = cookie::get_chunked(&cookies, &b.cookie_name) else {
+            let had_cookie = cookie::get(&cookies, &b.cookie_name).is_some();
+            return SessionOutcome::None { had_cookie };
+        };
+        let hash = token_hash(&value);
+        let identity = match self.cache.get(&hash, now) {
+            Some(identity) => identity,
+            None => {
+                let data = b
+                    .sealer
+                    .open(Purpose::Session, &value)
+                    .and_then(|json| serde_json::from_slice::<SessionData>(&json).ok());
+                let Some(data) = data.filter(|d| now < d.exp) else {
+                    log::info!("session cookie rejected (invalid, expired or signed with a retired key)");
+                    return SessionOutcome::None { had_cookie: true };
+                };
+                let identity = Rc::new(identity_of(&cfg, Value::Object(data.claims), None));
+                self.cache.insert(hash, data.exp, Rc::clone(&identity), now);
+                identity
+            }
+        };
+        // The upstream does not get gatehouse's cookies.
+        let ours = |name: &str| {
+            name == b.cookie_name
+                || name.strip_prefix(b.cookie_name.as_str()).is_some_and(|rest| rest.starts_with('.') || rest.starts_with("_st_"))
+        };
+        let rest: Vec<String> = cookies.iter().filter(|(n, _)| !ours(n)).map(|(n, v)| format!("{n}={v}")).collect();
+        let cookie_header = (!rest.is_empty()).then(|| rest.join("; "));
+        SessionOutcome::Valid { identity, cookie_header }
+    }
+
+    /// No valid credentials: a login redirect for a browser navigation, else 401.
+    pub(super) fn unauthenticated(
+        &mut self,
+        req: &Request<'_>,
+        now: u64,
+        had_cookie: bool,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        match &cfg.browser {
+            Some(b) if b.redirect_browsers && is_navigation(req) => Decision::Respond(self.start_login(&cfg, b, req, now, had_cookie, random)),
+            _ => Decision::Respond(unauthorized(&cfg, None)),
+        }
+    }
+
+    fn start_login(
+        &self,
+        cfg: &Config,
+        b: &Browser,
+        req: &Request<'_>,
+        now: u64,
+        had_cookie: bool,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Response {
+        let return_to = login::safe_return_path(req.header(":path").unwrap_or("/"));
+        let Some(endpoint) = self.keys.discovery.as_ref().and_then(|d| d.authorization_endpoint.clone()) else {
+            log::warn!("cannot start a login: the provider's discovery document is not loaded");
+            return error_page(503, "Sign-in unavailable", "The identity provider cannot be reached right now. Please try again in a moment.", &return_to, Vec::new());
+        };
+        let redirect_uri = match &b.redirect_uri {
+            Some(u) => u.clone(),
+            None => match origin(req) {
+                Some(o) => format!("{o}{}", b.callback_path),
+                None => return error_page(400, "Bad request", "The request has no usable host.", "/", Vec::new()),
+            },
+        };
+        let mut fresh = || {
+            let mut bytes = [0u8; 32];
+            random(&mut bytes);
+            B64.encode(bytes)
+        };
+        let state = fresh();
+        let nonce = fresh();
+        let verifier = fresh();
+        let Some(cookie_name) = state_cookie_name(b, &state) else {
+            return error_page(500, "Sign-in failed", "Could not start the sign-in.", &return_to, Vec::new());
+        };
+        let challenge = login::pkce_challenge(&verifier);
+        let client_id = cfg.provider.client_id.as_deref().unwrap_or_default();
+        let url = login::authorize_url(&AuthorizeRequest {
+            endpoint: &endpoint,
+            client_id,
+            redirect_uri: &redirect_uri,
+            scope: &b.scope,
+            state: &state,
+            nonce: &nonce,
+            code_challenge: &challenge,
+            extra: &b.extra_params,
+        });
+        let attempt = LoginState { state, nonce, verifier, return_to: return_to.clone(), redirect_uri, exp: now + b.login_timeout_secs };
+        let sealed = serde_json::to_vec(&attempt).ok().and_then(|json| b.sealer.seal(Purpose::LoginState, &json));
+        let (Some(url), Some(sealed)) = (url, sealed) else {
+            log::error!("cannot build the authorization request (authorization_endpoint {endpoint:.100})");
+            return error_page(502, "Sign-in unavailable", "The identity provider's configuration is not usable.", &return_to, Vec::new());
+        };
+        let mut cookies = vec![cookie::set_cookie(&cookie_name, &sealed, &state_attrs(b), Some(b.login_timeout_secs))];
+        if had_cookie {
+            cookies.extend(cookie::delete_chunked(&b.cookie_name, &b.cookie, &request_cookies(req)));
+        }
+        log::debug!("starting a login");
+        redirect(&url, cookies)
+    }
+
+    /// The provider sent the browser back: check the state, then redeem the code.
+    pub(super) fn callback(&mut self, req: &Request<'_>, now: u64) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        let Some(b) = &cfg.browser else {
+            return Decision::Respond(unauthorized(&cfg, None));
+        };
+        let params = query_params(req.header(":path").unwrap_or("/"));
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let cookies = request_cookies(req);
+        let state_cookie = param("state").and_then(|s| state_cookie_name(b, s));
+        let clear_state = || match &state_cookie {
+            Some(name) if cookie::get(&cookies, name).is_some() => vec![cookie::set_cookie(name, "", &state_attrs(b), Some(0))],
+            _ => Vec::new(),
+        };
+        let attempt = state_cookie
+            .as_deref()
+            .and_then(|name| cookie::get(&cookies, name))
+            .and_then(|v| b.sealer.open(Purpose::LoginState, v))
+            .and_then(|json| serde_json::from_slice::<LoginState>(&json).ok())
+            .filter(|a| Some(a.state.as_str()) == param("state") && now < a.exp);
+        let retry = attempt.as_ref().map_or_else(|| "/".to_string(), |a| a.return_to.clone());
+
+        if let Some(error) = param("error") {
+            let code: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+            log::warn!("login failed at the provider: {code}");
+            let (status, message) = if code == "access_denied" {
+                (403, "Sign-in was cancelled or access was denied by the identity provider.".to_string())
+            } else {
+                (400, format!("The identity provider reported an error ({code})."))
+            };
+            return Decision::Respond(error_page(status, "Sign-in failed", &message, &retry, clear_state()));
+        }
+        let Some(attempt) = attempt else {
+            log::warn!("callback rejected: state missing, unknown, expired or not matching its cookie");
+            return Decision::Respond(error_page(
+                400,
+                "Sign-in expired",
+                "This sign-in could not be matched to your browser: it expired, was already used, or cookies are blocked.",
+                "/",
+                clear_state(),
+            ));
+        };
+        // RFC 9207: an `iss` in the response must be our provider's (mix-up defence).
+        if let Some(iss) = param("iss") {
+            if iss != cfg.provider.issuer {
+                log::warn!("callback rejected: iss parameter names another issuer");
+                return Decision::Respond(error_page(400, "Sign-in failed", "The response came from an unexpected identity provider.", &retry, clear_state()));
+            }
+        }
+        let Some(code) = param("code").filter(|c| !c.is_empty() && c.len() <= 4096) else {
+            return Decision::Respond(error_page(400, "Sign-in failed", "The identity provider's response has no authorization code.", &retry, clear_state()));
+        };
+        let Some(token_path) = self.keys.discovery.as_ref().and_then(|d| d.token_endpoint.as_deref()).and_then(path_of) else {
+            return Decision::Respond(error_page(503, "Sign-in unavailable", "The identity provider cannot be reached right now.", &retry, clear_state()));
+        };
+        let secret = cfg.provider.client_secret.as_ref().map(|s| s.expose()).unwrap_or_default();
+        let client_id = cfg.provider.client_id.as_deref().unwrap_or_default();
+        let (body, auth) = login::token_request(code, &attempt.redirect_uri, &attempt.verifier, client_id, secret, b.client_secret_post);
+        let mut headers = vec![
+            ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
+            ("accept".to_string(), "application/json".to_string()),
+        ];
+        if let Some(auth) = auth {
+            headers.push(("authorization".to_string(), auth));
+        }
+        let state_cookie = state_cookie.unwrap_or_default();
+        Decision::CallIdp(Box::new(IdpCall { path: token_path, headers, body, pending: Pending::Code { login: attempt, state_cookie } }))
+    }
+
+    /// The provider's answer to a call made for a [`Decision::CallIdp`]. `status` is `None` if
+    /// the call failed (connection failure, timeout).
+    pub fn on_idp_answer(&mut self, pending: Pending, req: &Request<'_>, status: Option<u32>, body: &[u8], now: u64) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        let Some(b) = &cfg.browser else {
+            return Decision::Respond(unauthorized(&cfg, None));
+        };
+        let Pending::Code { login: attempt, state_cookie } = pending;
+        let cookies = request_cookies(req);
+        let mut set_cookies = vec![cookie::set_cookie(&state_cookie, "", &state_attrs(b), Some(0))];
+        let retry = attempt.return_to.clone();
+        let fail = |status: u32, message: &str, set_cookies: Vec<String>| Decision::Respond(error_page(status, "Sign-in failed", message, &retry, set_cookies));
+        match status {
+            None => {
+                log::error!("token endpoint unreachable (connection failure or timeout)");
+                return Decision::Respond(error_page(503, "Sign-in unavailable", "The identity provider cannot be reached right now. Please try again in a moment.", &retry, set_cookies));
+            }
+            Some(200) => {}
+            Some(code) => {
+                let error = login::token_error(body).unwrap_or_else(|| "-".into());
+                log::warn!("token endpoint answered HTTP {code} ({error})");
+                return if error == "invalid_grant" {
+                    fail(400, "The sign-in could not be completed: the authorization code expired or was already used.", set_cookies)
+                } else {
+                    fail(502, "The identity provider refused to complete the sign-in.", set_cookies)
+                };
+            }
+        }
+        let tokens = match TokenResponse::parse(body) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("token endpoint: {e}");
+                return fail(502, "The identity provider's answer could not be read.", set_cookies);
+            }
+        };
+        let Some(keys) = self.keys.keys().cloned() else {
+            return Decision::Respond(unavailable("signing keys are not loaded yet"));
+        };
+        let client_id = cfg.provider.client_id.clone().unwrap_or_default();
+        let id_claims = match login::validate_id_token(
+            tokens.id_token.as_deref(),
+            &keys,
+            &cfg.provider.issuers,
+            &client_id,
+            &cfg.tokens.algorithms,
+            cfg.tokens.leeway_secs,
+            &attempt.nonce,
+            now,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("ID token rejected: {}", e.description());
+                return fail(502, "The identity provider's answer could not be verified.", set_cookies);
+            }
+        };
+        // Keycloak puts roles in the access token, not the ID token: take them from there when
+        // the access token is a JWT that verifies for this client.
+        let audiences = [client_id.clone()];
+        let expect = Expectations { issuers: &cfg.provider.issuers, audiences: &audiences, algorithms: &cfg.tokens.algorithms, leeway_secs: cfg.tokens.leeway_secs };
+        let access_claims = jwt::verify(&tokens.access_token, &keys, &expect, now).ok().map(|v| v.claims);
+        let mut merged = match id_claims {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        if let Some(Value::Object(access)) = access_claims {
+            for (k, v) in access {
+                merged.entry(k).or_insert(v);
+            }
+        }
+        let claims: Map<String, Value> = merged.into_iter().filter(|(k, _)| b.kept_claims.contains(k)).collect();
+        let data = SessionData {
+            exp: now + b.lifetime_secs,
+            claims,
+            idt: if b.keep_id_token { tokens.id_token.clone() } else { None },
+        };
+        let sealed = serde_json::to_vec(&data).ok().and_then(|json| b.sealer.seal(Purpose::Session, &json));
+        let session_cookies = sealed.and_then(|v| cookie::set_chunked(&b.cookie_name, &v, &b.cookie, b.lifetime_secs, &cookies));
+        let Some(session_cookies) = session_cookies else {
+            log::error!("session too large for {} cookies; map fewer claims to headers", cookie::MAX_CHUNKS);
+            return fail(500, "The session is too large to be stored.", set_cookies);
+        };
+        set_cookies.splice(0..0, session_cookies);
+        log::info!("login completed");
+        Decision::Respond(redirect(&attempt.return_to, set_cookies))
+    }
+
+    /// Signs out: clears gatehouse's cookies and sends the browser to the provider's logout.
+    /// Cross-site requests only get a confirmation form (logout CSRF).
+    pub(super) fn sign_out(&mut self, req: &Request<'_>) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        let Some(b) = &cfg.browser else {
+            return Decision::Respond(unauthorized(&cfg, None));
+        };
+        let method = req.header(":method").unwrap_or("GET");
+        let site = req.header("sec-fetch-site");
+        let same_origin = match (req.header("origin"), origin(req)) {
+            (Some(o), Some(ours)) => o == ours,
+            (Some(_), None) => false,
+            (None, _) => matches!(site, None | Some("same-origin") | Some("none")),
+        };
+        let cross_site = matches!(site, Some("cross-site") | Some("same-site")) || !same_origin;
+        if method != "GET" && method != "POST" {
+            return Decision::Respond(Response { status: 405, headers: vec![("allow".into(), "GET, POST".into())], body: String::new() });
+        }
+        if cross_site {
+            // A form the user submits themselves: a cross-site page cannot sign them out.
+            let body = format!(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign out</title></head><body>\
+                 <h1>Sign out?</h1><form method=\"post\" action=\"{}\"><button type=\"submit\">Sign out</button></form></body></html>",
+                html_escape(&b.sign_out_path)
+            );
+            return Decision::Respond(Response {
+                status: 200,
+                headers: vec![("content-type".into(), "text/html; charset=utf-8".into()), ("cache-control".into(), "no-store".into())],
+                body,
+            });
+        }
+        let cookies = request_cookies(req);
+        let id_token = cookie::get_chunked(&cookies, &b.cookie_name)
+            .and_then(|v| b.sealer.open(Purpose::Session, &v))
+            .and_then(|json| serde_json::from_slice::<SessionData>(&json).ok())
+            .and_then(|d| d.idt);
+        let mut set_cookies = cookie::delete_chunked(&b.cookie_name, &b.cookie, &cookies);
+        let state_prefix = format!("{}_st_", b.cookie_name);
+        for (name, _) in &cookies {
+            if name.starts_with(&state_prefix) {
+                set_cookies.push(cookie::set_cookie(name, "", &state_attrs(b), Some(0)));
+            }
+        }
+        let end_session = self.keys.discovery.as_ref().and_then(|d| d.end_session_endpoint.clone());
+        let location = match end_session.and_then(|e| url::Url::parse(&e).ok()) {
+            Some(mut url) => {
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(hint) = &id_token {
+                        q.append_pair("id_token_hint", hint);
+                    }
+                    if let Some(client) = &cfg.provider.client_id {
+                        q.append_pair("client_id", client);
+                    }
+                    if let Some(after) = &b.post_logout_redirect_uri {
+                        q.append_pair("post_logout_redirect_uri", after);
+                    }
+                }
+                url.to_string()
+            }
+            None => b.post_logout_redirect_uri.clone().unwrap_or_else(|| "/".into()),
+        };
+        log::info!("signed out");
+        Decision::Respond(redirect(&location, set_cookies))
+    }
+}
+
+/// The path and query of an absolute URL (callouts go to the cluster, not the URL's host).
+fn path_of(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    Some(match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_string(),
+    })
+}
