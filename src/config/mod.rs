@@ -110,6 +110,9 @@ pub struct Browser {
     pub lifetime_secs: u64,
     pub cookie: crate::cookie::Attributes,
     pub keep_id_token: bool,
+    /// Keep the refresh token (encrypted) and refresh the session before the access token expires.
+    pub refresh: bool,
+    pub refresh_before_secs: u64,
     pub callback_path: String,
     pub sign_out_path: String,
     /// A fixed redirect URI; when `None` it is derived from the request's scheme and host.
@@ -591,6 +594,10 @@ fn browser(
     if !(60..=30 * 86_400).contains(&lifetime_secs) {
         errors.add("session.lifetimeSeconds", format!("expected 60 to 2592000, found {lifetime_secs}"));
     }
+    let refresh_before_secs = s.refresh_before_seconds.unwrap_or(30);
+    if refresh_before_secs > 3600 {
+        errors.add("session.refreshBeforeSeconds", format!("expected 0 to 3600, found {refresh_before_secs}"));
+    }
     let same_site = match s.same_site.as_deref().unwrap_or("Lax") {
         "Lax" | "lax" => "Lax",
         "Strict" | "strict" => "Strict",
@@ -686,6 +693,8 @@ fn browser(
         lifetime_secs,
         cookie: crate::cookie::Attributes { path, domain: s.domain, secure, same_site },
         keep_id_token: s.keep_id_token.unwrap_or(true),
+        refresh: s.refresh.unwrap_or(false),
+        refresh_before_secs,
         callback_path,
         sign_out_path,
         redirect_uri: l.redirect_uri,

@@ -141,6 +141,8 @@ pub struct RawSession {
     pub domain: Option<String>,
     pub path: Option<String>,
     pub keep_id_token: Option<bool>,
+    pub refresh: Option<bool>,
+    pub refresh_before_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

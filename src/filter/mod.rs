@@ -263,7 +263,13 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http { engine: self.engine.clone(), headers: Vec::new(), pending: None, idp_call: None }))
+        Some(Box::new(Http {
+            engine: self.engine.clone(),
+            headers: Vec::new(),
+            pending: None,
+            idp_call: None,
+            response_cookies: Vec::new(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -276,8 +282,10 @@ struct Http {
     headers: Vec<(String, String)>,
     /// A key-set fetch this request waits for (unknown `kid`).
     pending: Option<u32>,
-    /// A token-endpoint call this request waits for (login callback).
+    /// A token-endpoint call this request waits for (login callback, session refresh).
     idp_call: Option<(u32, Pending)>,
+    /// `Set-Cookie` values for the upstream's response (a refreshed session).
+    response_cookies: Vec<String>,
 }
 
 impl Http {
@@ -304,13 +312,14 @@ impl Http {
     /// Applies a decision. Returns the action for the current callback.
     fn apply(&mut self, shared: &Shared, decision: Decision, now: u64) -> Action {
         match decision {
-            Decision::Forward { remove, set } => {
+            Decision::Forward { remove, set, set_cookies } => {
                 for name in &remove {
                     self.set_http_request_header(name, None);
                 }
                 for (name, value) in &set {
                     self.set_http_request_header(name, Some(value));
                 }
+                self.response_cookies = set_cookies;
                 Action::Continue
             }
             Decision::Respond(r) => {
@@ -366,7 +375,7 @@ impl Http {
                     }
                     Err(status) => {
                         log::error!("could not start a callout to cluster {:?} ({status:?})", cfg.provider.cluster);
-                        let decision = shared.borrow_mut().on_idp_answer(call.pending, &Request { headers: &self.headers }, None, b"", now);
+                        let decision = shared.borrow_mut().on_idp_answer(call.pending, &Request { headers: &self.headers }, None, b"", now, &mut fill_random);
                         self.apply(shared, decision, now)
                     }
                 }
@@ -387,7 +396,7 @@ impl Context for Http {
                 } else {
                     Vec::new()
                 };
-                let decision = shared.borrow_mut().on_idp_answer(pending, &Request { headers: &self.headers }, status, &body, now);
+                let decision = shared.borrow_mut().on_idp_answer(pending, &Request { headers: &self.headers }, status, &body, now, &mut fill_random);
                 if let Action::Continue = self.apply(&shared, decision, now) {
                     self.resume_http_request();
                 }
@@ -429,5 +438,12 @@ impl HttpContext for Http {
             }
         }
         self.run(true)
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        for cookie in std::mem::take(&mut self.response_cookies) {
+            self.add_http_response_header("set-cookie", &cookie);
+        }
+        Action::Continue
     }
 }

@@ -2,7 +2,8 @@
 //! signing out. Pure like the rest of `flow`: calls to the provider are returned as
 //! [`Decision::CallIdp`] and their answers come back through [`Engine::on_idp_answer`].
 
-use super::{identity_of, unauthorized, unavailable, Decision, Engine, Identity, Request, Response};
+use super::{authorize, identity_of, managed_headers_present, unauthorized, unavailable, Decision, Engine, Identity, Request, Response};
+use crate::cache::TokenHash;
 use crate::cache::token_hash;
 use crate::config::{Browser, Config};
 use crate::cookie;
@@ -16,7 +17,7 @@ use serde_json::{Map, Value};
 use std::rc::Rc;
 
 /// A call to the provider's token endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IdpCall {
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -25,31 +26,50 @@ pub struct IdpCall {
 }
 
 /// What a provider call was for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Pending {
     /// Redeeming an authorization code; the login attempt and its cookie's name.
     Code { login: LoginState, state_cookie: String },
+    /// Refreshing a session (by its cookie's hash).
+    Refresh { hash: TokenHash, old: Rc<Identity> },
 }
 
 /// The result of looking at a request's session cookie.
 pub enum SessionOutcome {
-    /// A valid session, and the request's `Cookie` header without gatehouse's cookies (`None`:
-    /// nothing left).
-    Valid { identity: Rc<Identity>, cookie_header: Option<String> },
+    /// A valid session, and the hash of its cookie.
+    Valid { identity: Rc<Identity>, hash: TokenHash },
+    /// An old cookie of a session refreshed moments ago: the new session, and its cookies.
+    Refreshed { identity: Rc<Identity>, set_cookies: Vec<String> },
     /// No valid session; `had_cookie` if an invalid or expired one was sent.
     None { had_cookie: bool },
 }
 
 /// What the session cookie holds.
-#[derive(Debug, Serialize, Deserialize)]
-struct SessionData {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionData {
     /// Unix seconds after which the session is over.
-    exp: u64,
+    pub exp: u64,
     /// The claims headers and rules read (top-level members only).
-    claims: Map<String, Value>,
+    pub claims: Map<String, Value>,
     /// The ID token, for `id_token_hint` at sign-out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    idt: Option<String>,
+    pub idt: Option<String>,
+    /// The refresh token, encrypted (never readable by the client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt: Option<String>,
+    /// When to refresh: the access token's expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rexp: Option<u64>,
+}
+
+/// A session's data, kept with its identity.
+pub type SessionInfo = SessionData;
+
+/// The identity of a session's data.
+fn session_identity_of(cfg: &Config, data: SessionData) -> Identity {
+    let mut identity = identity_of(cfg, Value::Object(data.claims.clone()), None);
+    identity.session = Some(data);
+    identity
 }
 
 /// The cookies of a request.
@@ -155,6 +175,10 @@ impl Engine {
             return SessionOutcome::None { had_cookie };
         };
         let hash = token_hash(&value);
+        if let Some(done) = self.refreshed.get(&hash, now) {
+            let (identity, set_cookies) = (*done).clone();
+            return SessionOutcome::Refreshed { identity, set_cookies };
+        }
         let identity = match self.cache.get(&hash, now) {
             Some(identity) => identity,
             None => {
@@ -166,19 +190,68 @@ impl Engine {
                     log::info!("session cookie rejected (invalid, expired or signed with a retired key)");
                     return SessionOutcome::None { had_cookie: true };
                 };
-                let identity = Rc::new(identity_of(&cfg, Value::Object(data.claims), None));
-                self.cache.insert(hash, data.exp, Rc::clone(&identity), now);
+                let identity = Rc::new(session_identity_of(&cfg, data));
+                let until = identity.session.as_ref().map_or(now, |d| d.exp);
+                self.cache.insert(hash, until, Rc::clone(&identity), now);
                 identity
             }
         };
-        // The upstream does not get gatehouse's cookies.
+        SessionOutcome::Valid { identity, hash }
+    }
+
+    /// Forwards a request authenticated by a session: gatehouse's cookies are taken out of the
+    /// `Cookie` header (the upstream does not need them), then the rules apply.
+    pub(super) fn forward_session(&self, req: &Request<'_>, identity: &Identity, set_cookies: Vec<String>) -> Decision {
+        let cfg = &self.config;
+        let Some(b) = &cfg.browser else {
+            return Decision::Respond(unauthorized(cfg, None));
+        };
+        let mut remove = managed_headers_present(cfg, req);
         let ours = |name: &str| {
             name == b.cookie_name
                 || name.strip_prefix(b.cookie_name.as_str()).is_some_and(|rest| rest.starts_with('.') || rest.starts_with("_st_"))
         };
+        let cookies = request_cookies(req);
         let rest: Vec<String> = cookies.iter().filter(|(n, _)| !ours(n)).map(|(n, v)| format!("{n}={v}")).collect();
-        let cookie_header = (!rest.is_empty()).then(|| rest.join("; "));
-        SessionOutcome::Valid { identity, cookie_header }
+        let mut set = Vec::new();
+        if rest.is_empty() {
+            remove.push("cookie".into());
+        } else {
+            set.push(("cookie".to_string(), rest.join("; ")));
+        }
+        authorize(cfg, req, identity, remove, set, set_cookies)
+    }
+
+    /// A refresh call for this session if it is due and none is running.
+    pub(super) fn refresh_due(&mut self, identity: &Rc<Identity>, hash: TokenHash, now: u64) -> Option<Decision> {
+        let cfg = Rc::clone(&self.config);
+        let b = cfg.browser.as_ref().filter(|b| b.refresh)?;
+        let info = identity.session.as_ref()?;
+        let (rexp, rt) = (info.rexp?, info.rt.as_deref()?);
+        if now.saturating_add(b.refresh_before_secs) < rexp {
+            return None;
+        }
+        if self.refreshing.get(&hash).is_some_and(|until| now < *until) {
+            return None; // one refresh per session at a time; others go on with the session
+        }
+        let refresh_token = b.sealer.decrypt(rt).and_then(|p| String::from_utf8(p).ok())?;
+        let token_path = self.keys.discovery.as_ref().and_then(|d| d.token_endpoint.as_deref()).and_then(path_of)?;
+        let secret = cfg.provider.client_secret.as_ref().map(|s| s.expose()).unwrap_or_default();
+        let client_id = cfg.provider.client_id.as_deref().unwrap_or_default();
+        let (body, auth) = login::refresh_request(&refresh_token, client_id, secret, b.client_secret_post);
+        let mut headers = vec![
+            ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
+            ("accept".to_string(), "application/json".to_string()),
+        ];
+        if let Some(auth) = auth {
+            headers.push(("authorization".to_string(), auth));
+        }
+        if self.refreshing.len() > 4096 {
+            self.refreshing.retain(|_, until| now < *until);
+        }
+        self.refreshing.insert(hash, now + 2 * cfg.callout_timeout_ms.div_ceil(1000) + 1);
+        log::debug!("refreshing a session");
+        Some(Decision::CallIdp(Box::new(IdpCall { path: token_path, headers, body, pending: Pending::Refresh { hash, old: Rc::clone(identity) } })))
     }
 
     /// No valid credentials: a login redirect for a browser navigation, else 401.
@@ -325,12 +398,89 @@ impl Engine {
 
     /// The provider's answer to a call made for a [`Decision::CallIdp`]. `status` is `None` if
     /// the call failed (connection failure, timeout).
-    pub fn on_idp_answer(&mut self, pending: Pending, req: &Request<'_>, status: Option<u32>, body: &[u8], now: u64) -> Decision {
+    pub fn on_idp_answer(
+        &mut self,
+        pending: Pending,
+        req: &Request<'_>,
+        status: Option<u32>,
+        body: &[u8],
+        now: u64,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Decision {
+        match pending {
+            Pending::Code { login, state_cookie } => self.finish_login(login, state_cookie, req, status, body, now, random),
+            Pending::Refresh { hash, old } => self.finish_refresh(hash, &old, req, status, body, now, random),
+        }
+    }
+
+    /// Builds session data from a token response. `previous` is the session being refreshed.
+    #[allow(clippy::too_many_arguments)]
+    fn session_from_tokens(
+        &self,
+        b: &Browser,
+        tokens: &TokenResponse,
+        id_claims: Option<Value>,
+        previous: Option<&SessionData>,
+        exp: u64,
+        now: u64,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> SessionData {
+        let cfg = &self.config;
+        let client_id = cfg.provider.client_id.clone().unwrap_or_default();
+        // Keycloak puts roles in the access token, not the ID token: take them from there when
+        // the access token is a JWT that verifies for this client.
+        let audiences = [client_id];
+        let expect = Expectations { issuers: &cfg.provider.issuers, audiences: &audiences, algorithms: &cfg.tokens.algorithms, leeway_secs: cfg.tokens.leeway_secs };
+        let access = self.keys.keys().and_then(|keys| jwt::verify(&tokens.access_token, keys, &expect, now).ok());
+        let mut merged = match id_claims {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        let access_exp = access.as_ref().map(|a| a.exp);
+        if let Some(Value::Object(claims)) = access.map(|a| a.claims) {
+            for (k, v) in claims {
+                merged.entry(k).or_insert(v);
+            }
+        }
+        if let Some(prev) = previous {
+            for (k, v) in &prev.claims {
+                merged.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        let claims: Map<String, Value> = merged.into_iter().filter(|(k, _)| b.kept_claims.contains(k)).collect();
+        let (rt, rexp) = if b.refresh {
+            let rt = match &tokens.refresh_token {
+                Some(token) => {
+                    let mut nonce = [0u8; 12];
+                    random(&mut nonce);
+                    b.sealer.encrypt(token.as_bytes(), nonce)
+                }
+                None => previous.and_then(|p| p.rt.clone()),
+            };
+            let rexp = tokens.expires_in.map(|s| now.saturating_add(s)).or(access_exp);
+            (rt, rexp)
+        } else {
+            (None, None)
+        };
+        let idt = if b.keep_id_token { tokens.id_token.clone().or_else(|| previous.and_then(|p| p.idt.clone())) } else { None };
+        SessionData { exp, claims, idt, rt, rexp }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_login(
+        &mut self,
+        attempt: LoginState,
+        state_cookie: String,
+        req: &Request<'_>,
+        status: Option<u32>,
+        body: &[u8],
+        now: u64,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Decision {
         let cfg = Rc::clone(&self.config);
         let Some(b) = &cfg.browser else {
             return Decision::Respond(unauthorized(&cfg, None));
         };
-        let Pending::Code { login: attempt, state_cookie } = pending;
         let cookies = request_cookies(req);
         let mut set_cookies = vec![cookie::set_cookie(&state_cookie, "", &state_attrs(b), Some(0))];
         let retry = attempt.return_to.clone();
@@ -369,7 +519,7 @@ impl Engine {
             &client_id,
             &cfg.tokens.algorithms,
             cfg.tokens.leeway_secs,
-            &attempt.nonce,
+            Some(&attempt.nonce),
             now,
         ) {
             Ok(c) => c,
@@ -378,35 +528,96 @@ impl Engine {
                 return fail(502, "The identity provider's answer could not be verified.", set_cookies);
             }
         };
-        // Keycloak puts roles in the access token, not the ID token: take them from there when
-        // the access token is a JWT that verifies for this client.
-        let audiences = [client_id.clone()];
-        let expect = Expectations { issuers: &cfg.provider.issuers, audiences: &audiences, algorithms: &cfg.tokens.algorithms, leeway_secs: cfg.tokens.leeway_secs };
-        let access_claims = jwt::verify(&tokens.access_token, &keys, &expect, now).ok().map(|v| v.claims);
-        let mut merged = match id_claims {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        if let Some(Value::Object(access)) = access_claims {
-            for (k, v) in access {
-                merged.entry(k).or_insert(v);
-            }
-        }
-        let claims: Map<String, Value> = merged.into_iter().filter(|(k, _)| b.kept_claims.contains(k)).collect();
-        let data = SessionData {
-            exp: now + b.lifetime_secs,
-            claims,
-            idt: if b.keep_id_token { tokens.id_token.clone() } else { None },
-        };
-        let sealed = serde_json::to_vec(&data).ok().and_then(|json| b.sealer.seal(Purpose::Session, &json));
-        let session_cookies = sealed.and_then(|v| cookie::set_chunked(&b.cookie_name, &v, &b.cookie, b.lifetime_secs, &cookies));
-        let Some(session_cookies) = session_cookies else {
-            log::error!("session too large for {} cookies; map fewer claims to headers", cookie::MAX_CHUNKS);
+        let data = self.session_from_tokens(b, &tokens, Some(id_claims), None, now + b.lifetime_secs, now, random);
+        let Some(session_cookies) = self.session_cookies(b, &data, &cookies, now) else {
             return fail(500, "The session is too large to be stored.", set_cookies);
         };
         set_cookies.splice(0..0, session_cookies);
         log::info!("login completed");
         Decision::Respond(redirect(&attempt.return_to, set_cookies))
+    }
+
+    /// Seals session data into `Set-Cookie` values (chunked if large).
+    fn session_cookies(&self, b: &Browser, data: &SessionData, request_cookies: &[(&str, &str)], now: u64) -> Option<Vec<String>> {
+        let sealed = serde_json::to_vec(data).ok().and_then(|json| b.sealer.seal(Purpose::Session, &json));
+        let max_age = data.exp.saturating_sub(now);
+        let cookies = sealed.and_then(|v| cookie::set_chunked(&b.cookie_name, &v, &b.cookie, max_age, request_cookies));
+        if cookies.is_none() {
+            log::error!("session too large for {} cookies; map fewer claims to headers", cookie::MAX_CHUNKS);
+        }
+        cookies
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_refresh(
+        &mut self,
+        hash: TokenHash,
+        old: &Rc<Identity>,
+        req: &Request<'_>,
+        status: Option<u32>,
+        body: &[u8],
+        now: u64,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        let (Some(b), Some(previous)) = (&cfg.browser, old.session.as_ref()) else {
+            return Decision::Respond(unauthorized(&cfg, None));
+        };
+        let cookies = request_cookies(req);
+        let transient = |engine: &mut Engine, why: &str| {
+            // The provider is unavailable: the session stays valid until its own expiry; retry later.
+            log::warn!("session refresh failed ({why}); keeping the session, retrying in 30s");
+            engine.refreshing.insert(hash, now + 30);
+            engine.forward_session(req, old, Vec::new())
+        };
+        match status {
+            None => return transient(self, "provider unreachable"),
+            Some(code) if code >= 500 => return transient(self, &format!("HTTP {code}")),
+            Some(200) => {}
+            Some(code) => {
+                // invalid_grant and friends: the refresh token was revoked or expired. The
+                // session is over; a page is sent round once to start a new login.
+                self.refreshing.remove(&hash);
+                self.cache.clear();
+                let error = login::token_error(body).unwrap_or_else(|| "-".into());
+                log::info!("session refresh refused (HTTP {code}, {error}); session ended");
+                let set_cookies = cookie::delete_chunked(&b.cookie_name, &b.cookie, &cookies);
+                return if is_navigation(req) {
+                    Decision::Respond(redirect(&login::safe_return_path(req.header(":path").unwrap_or("/")), set_cookies))
+                } else {
+                    let mut r = unauthorized(&cfg, None);
+                    r.headers.extend(set_cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));
+                    Decision::Respond(r)
+                };
+            }
+        }
+        let tokens = match TokenResponse::parse(body) {
+            Ok(t) => t,
+            Err(e) => return transient(self, &e),
+        };
+        let client_id = cfg.provider.client_id.clone().unwrap_or_default();
+        let id_claims = match (&tokens.id_token, self.keys.keys()) {
+            (Some(idt), Some(keys)) => {
+                match login::validate_id_token(Some(idt), keys, &cfg.provider.issuers, &client_id, &cfg.tokens.algorithms, cfg.tokens.leeway_secs, None, now) {
+                    // OIDC Core §12.2: the refreshed ID token is about the same user.
+                    Ok(c) if c.get("sub") == previous.claims.get("sub") => Some(c),
+                    Ok(_) => return transient(self, "refreshed ID token names another subject"),
+                    Err(e) => return transient(self, e.description()),
+                }
+            }
+            _ => None,
+        };
+        let data = self.session_from_tokens(b, &tokens, id_claims, Some(previous), previous.exp, now, random);
+        let Some(set_cookies) = self.session_cookies(b, &data, &cookies, now) else {
+            return transient(self, "session too large");
+        };
+        let identity = Rc::new(session_identity_of(&cfg, data));
+        self.refreshing.remove(&hash);
+        // Requests still carrying the old cookie (other tabs, requests in flight) get the new
+        // session for a minute instead of refreshing again with a rotated-out token.
+        self.refreshed.insert(hash, now + 60, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
+        log::debug!("session refreshed");
+        self.forward_session(req, &identity, set_cookies)
     }
 
     /// Signs out: clears gatehouse's cookies and sends the browser to the provider's logout.

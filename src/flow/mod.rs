@@ -36,10 +36,11 @@ pub struct Response {
 }
 
 /// What to do with a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Forward it, after removing then setting these headers.
-    Forward { remove: Vec<String>, set: Vec<(String, String)> },
+    /// Forward it, after removing then setting these request headers; add these `Set-Cookie`
+    /// headers to the response (a refreshed session).
+    Forward { remove: Vec<String>, set: Vec<(String, String)>, set_cookies: Vec<String> },
     /// Answer it directly.
     Respond(Response),
     /// Hold it, fetch the key set (a token named an unknown `kid`), then decide again with
@@ -49,12 +50,14 @@ pub enum Decision {
     CallIdp(Box<browser::IdpCall>),
 }
 
-/// An authenticated identity, as cached per token.
-#[derive(Debug)]
+/// An authenticated identity, as cached per token or session cookie.
+#[derive(Debug, PartialEq)]
 pub struct Identity {
     pub claims: serde_json::Value,
     /// The claim headers for the upstream.
     pub headers: Vec<(String, String)>,
+    /// For a session: what refreshing it needs.
+    pub session: Option<browser::SessionInfo>,
 }
 
 /// Per-VM state: configuration, keys, verified-token cache.
@@ -63,6 +66,10 @@ pub struct Engine {
     pub keys: KeyManager,
     cache: TokenCache<Identity>,
     cache_generation: u64,
+    /// Sessions being refreshed (by cookie hash), or waiting to retry, until the given time.
+    refreshing: std::collections::HashMap<crate::cache::TokenHash, u64>,
+    /// Sessions just refreshed: requests still carrying the old cookie get the new session.
+    refreshed: TokenCache<(Rc<Identity>, Vec<String>)>,
 }
 
 impl Engine {
@@ -70,7 +77,14 @@ impl Engine {
         let p = &config.provider;
         let keys = KeyManager::new(&p.keys, &p.issuer, &p.discovery_path, config.key_timing);
         let cache = TokenCache::new(config.token_cache_size);
-        Self { config, keys, cache, cache_generation: 0 }
+        Self {
+            config,
+            keys,
+            cache,
+            cache_generation: 0,
+            refreshing: std::collections::HashMap::new(),
+            refreshed: TokenCache::new(256),
+        }
     }
 
     /// Decides what to do with a request at time `now` (Unix seconds). `random` fills buffers
@@ -98,7 +112,7 @@ impl Engine {
 
         // Public paths skip authentication, but never let identity headers through.
         if !normalized.ambiguous && cfg.public_paths.iter().any(|p| p.matches(&normalized.path)) {
-            return Decision::Forward { remove, set: Vec::new() };
+            return Decision::Forward { remove, set: Vec::new(), set_cookies: Vec::new() };
         }
 
         if self.cache_generation != self.keys.generation {
@@ -110,50 +124,27 @@ impl Engine {
             Ok(t) => t,
             Err(reason) => return Decision::Respond(bad_request(&cfg, reason)),
         };
-        let (identity, mut remove, extra_set) = match token {
+        match token {
             Some(token) => match self.bearer_identity(token, now, refetch_allowed) {
                 Ok(identity) => {
                     let mut remove = remove;
                     if !cfg.tokens.forward_authorization {
                         remove.push("authorization".into());
                     }
-                    (identity, remove, Vec::new())
+                    authorize(&cfg, req, &identity, remove, Vec::new(), Vec::new())
                 }
-                Err(decision) => return decision,
+                Err(decision) => decision,
             },
             None => match self.session_identity(req, now) {
-                SessionOutcome::Valid { identity, cookie_header } => {
-                    let mut remove = remove;
-                    let mut set = Vec::new();
-                    match cookie_header {
-                        Some(rest) => set.push(("cookie".to_string(), rest)),
-                        None => remove.push("cookie".into()),
+                SessionOutcome::Valid { identity, hash } => {
+                    if let Some(call) = self.refresh_due(&identity, hash, now) {
+                        return call;
                     }
-                    (identity, remove, set)
+                    self.forward_session(req, &identity, Vec::new())
                 }
-                SessionOutcome::None { had_cookie } => {
-                    return self.unauthenticated(req, now, had_cookie, random);
-                }
+                SessionOutcome::Refreshed { identity, set_cookies } => self.forward_session(req, &identity, set_cookies),
+                SessionOutcome::None { had_cookie } => self.unauthenticated(req, now, had_cookie, random),
             },
-        };
-
-        let host = host_of(req.header(":authority").unwrap_or(""));
-        let target = Target {
-            host: &host,
-            path: &normalized.path,
-            method: req.header(":method").unwrap_or("GET"),
-        };
-        match cfg.policy.evaluate(&target, &identity.claims) {
-            Verdict::Allow => {
-                let mut set = identity.headers.clone();
-                set.extend(extra_set);
-                remove.retain(|r| !set.iter().any(|(n, _)| n == r));
-                Decision::Forward { remove, set }
-            }
-            Verdict::Deny { rule, reason } => {
-                log::warn!("access denied: {reason} (rule {})", rule.as_deref().unwrap_or("-"));
-                Decision::Respond(forbidden(req, rule.as_deref(), reason))
-            }
         }
     }
 
@@ -197,9 +188,38 @@ impl Engine {
     }
 }
 
+/// Applies the rules to an authenticated request: forwards it with the identity headers (after
+/// `remove`, plus `extra_set`), or answers 403.
+pub(crate) fn authorize(
+    cfg: &Config,
+    req: &Request<'_>,
+    identity: &Identity,
+    mut remove: Vec<String>,
+    extra_set: Vec<(String, String)>,
+    set_cookies: Vec<String>,
+) -> Decision {
+    let normalized = normalize_path(req.header(":path").unwrap_or("/"));
+    let host = host_of(req.header(":authority").unwrap_or(""));
+    let target = Target { host: &host, path: &normalized.path, method: req.header(":method").unwrap_or("GET") };
+    match cfg.policy.evaluate(&target, &identity.claims) {
+        Verdict::Allow => {
+            let mut set = identity.headers.clone();
+            set.extend(extra_set);
+            remove.retain(|r| !set.iter().any(|(n, _)| n == r));
+            Decision::Forward { remove, set, set_cookies }
+        }
+        Verdict::Deny { rule, reason } => {
+            log::warn!("access denied: {reason} (rule {})", rule.as_deref().unwrap_or("-"));
+            let mut r = forbidden(req, rule.as_deref(), reason);
+            r.headers.extend(set_cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));
+            Decision::Respond(r)
+        }
+    }
+}
+
 /// Headers to strip from the request: every managed header present, in any spelling Envoy lets
 /// through, including `_` for `-` (CGI-style upstreams map both to the same variable).
-fn managed_headers_present(cfg: &Config, req: &Request<'_>) -> Vec<String> {
+pub(crate) fn managed_headers_present(cfg: &Config, req: &Request<'_>) -> Vec<String> {
     let mut remove: Vec<String> = cfg.managed_headers.clone();
     for (name, _) in req.headers {
         if name.contains('_') && !remove.contains(name) {
@@ -251,7 +271,7 @@ pub(crate) fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option
             headers.push((name.clone(), payload.to_string()));
         }
     }
-    Identity { claims, headers }
+    Identity { claims, headers, session: None }
 }
 
 fn json_response(status: u32, mut headers: Vec<(String, String)>, body: serde_json::Value) -> Response {
@@ -326,7 +346,7 @@ fn forbidden(req: &Request<'_>, rule: Option<&str>, reason: &str) -> Response {
 }
 
 mod browser;
-pub use browser::{IdpCall, Pending, SessionOutcome};
+pub use browser::{IdpCall, Pending, SessionInfo, SessionOutcome};
 
 #[cfg(test)]
 mod tests;

@@ -161,7 +161,8 @@ impl IdTokenError {
 
 /// Validates an ID token (OpenID Connect Core §3.1.3.7): signature with a key of the set and an
 /// allowed algorithm, `iss`, `aud` containing the client id, `azp` (if present) equal to it,
-/// `exp`, `iat` (required) and the `nonce` of this login attempt. Returns its claims.
+/// `exp`, `iat` (required) and the `nonce` of this login attempt (`None` on refresh, where the
+/// nonce is not checked, §12.2). Returns its claims.
 #[allow(clippy::too_many_arguments)]
 pub fn validate_id_token(
     id_token: Option<&str>,
@@ -170,7 +171,7 @@ pub fn validate_id_token(
     client_id: &str,
     algorithms: &[Alg],
     leeway_secs: u64,
-    nonce: &str,
+    nonce: Option<&str>,
     now: u64,
 ) -> Result<Value, IdTokenError> {
     let token = id_token.ok_or(IdTokenError::Missing)?;
@@ -196,8 +197,10 @@ pub fn validate_id_token(
     if claims.get("iat").is_none() {
         return Err(IdTokenError::MissingIssuedAt);
     }
-    if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
-        return Err(IdTokenError::NonceMismatch);
+    if let Some(nonce) = nonce {
+        if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
+            return Err(IdTokenError::NonceMismatch);
+        }
     }
     Ok(claims)
 }

@@ -67,7 +67,7 @@ fn check(claims: &Value, signer: &TestKey) -> Result<Value, IdTokenError> {
     let key = TestKey::rsa(RSA_A);
     let keys = KeySet::from_value(&json!({"keys": [key.jwk("k1", Alg::RS256)]})).unwrap();
     let token = signer.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), claims);
-    validate_id_token(Some(&token), &keys, &[ISS.to_string()], "gateway", &Alg::ALL, 30, "n0nce", NOW)
+    validate_id_token(Some(&token), &keys, &[ISS.to_string()], "gateway", &Alg::ALL, 30, Some("n0nce"), NOW)
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn id_token_rules() {
         assert_eq!(got, Err(want), "case {i}");
     }
     let keys = KeySet::default();
-    assert_eq!(validate_id_token(None, &keys, &[], "gateway", &Alg::ALL, 30, "n", NOW), Err(IdTokenError::Missing));
+    assert_eq!(validate_id_token(None, &keys, &[], "gateway", &Alg::ALL, 30, Some("n"), NOW), Err(IdTokenError::Missing));
 }
 
 #[test]
