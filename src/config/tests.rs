@@ -28,6 +28,49 @@ fn with(pointer: &str, value: Value) -> Value {
     doc
 }
 
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+fn with_session(session: Value) -> Value {
+    let mut doc = base();
+    doc["provider"]["clientSecret"] = json!("s");
+    doc["session"] = session;
+    doc
+}
+
+fn with_login(login: Value) -> Value {
+    let mut doc = with_session(json!({"keys": [KEY]}));
+    doc["login"] = login;
+    doc
+}
+
+#[test]
+fn browser_defaults_and_full_settings() {
+    let c = parse(&with_session(json!({"keys": [KEY]}))).unwrap();
+    let b = c.browser.unwrap();
+    assert_eq!(b.cookie_name, "_gatehouse");
+    assert_eq!(b.lifetime_secs, 43_200, "12h, as in seed 002");
+    assert_eq!(b.cookie, crate::cookie::Attributes { path: "/".into(), domain: None, secure: true, same_site: "Lax" });
+    assert!(b.keep_id_token && !b.refresh && b.redirect_browsers && !b.client_secret_post);
+    assert_eq!((b.callback_path.as_str(), b.sign_out_path.as_str()), ("/oauth2/callback", "/oauth2/sign_out"));
+    assert_eq!(b.scope, "openid profile email");
+    assert_eq!(b.login_timeout_secs, 600);
+    assert_eq!(b.kept_claims, vec!["sub", "email", "preferred_username", "groups", "realm_access", "resource_access"]);
+    assert!(parse(&base()).unwrap().browser.is_none(), "no session section: API only");
+
+    let env = |name: &str| (name == "KEYS").then(|| format!("{KEY}-new, {KEY}-old"));
+    let mut doc = with_session(json!({"keysEnv": "KEYS", "cookieName": "sso", "lifetimeSeconds": 3600, "secure": true,
+        "sameSite": "Strict", "domain": "example.com", "path": "/app", "keepIdToken": false, "refresh": true, "refreshBeforeSeconds": 60}));
+    doc["login"] = json!({"callbackPath": "/auth/cb", "signOutPath": "/auth/out", "redirectUri": "https://app.example.com/auth/cb",
+        "scopes": ["openid", "groups"], "extraParams": {"kc_idp_hint": "entra"}, "tokenEndpointAuth": "client_secret_post",
+        "postLogoutRedirectUri": "https://app.example.com/", "timeoutSeconds": 300, "redirectBrowsers": false});
+    let c = Config::parse(doc.to_string().as_bytes(), &env).unwrap();
+    let b = c.browser.unwrap();
+    assert_eq!(b.sealer, crate::session::Sealer::new(&[Secret::new(format!("{KEY}-new")), Secret::new(format!("{KEY}-old"))]));
+    assert_eq!(b.extra_params, vec![("kc_idp_hint".to_string(), "entra".to_string())]);
+    assert!(b.client_secret_post && b.refresh && !b.keep_id_token && !b.redirect_browsers);
+    assert_eq!(b.cookie.same_site, "Strict");
+}
+
 #[test]
 fn minimal_config_gets_the_documented_defaults() {
     let c = parse(&base()).unwrap();
@@ -174,6 +217,32 @@ fn every_bad_field_is_named() {
         ("retry max zero", with("/keys/retryMaxSeconds", json!(0)), "keys.retryMaxSeconds"),
         ("cache huge", with("/cache/tokens", json!(10_000_000)), "cache.tokens"),
         ("cache unknown", with("/cache/sessions", json!(1)), "cache.sessions"),
+        ("session without keys", with_session(json!({})), "session.keys"),
+        ("session key short", with_session(json!({"keys": ["short"]})), "session.keys[0]"),
+        ("session keys twice", with_session(json!({"keys": [KEY], "keysEnv": "K"})), "session.keys"),
+        ("session keys env unset", with_session(json!({"keysEnv": "NOPE"})), "session.keysEnv"),
+        ("session cookie name dot", with_session(json!({"keys": [KEY], "cookieName": "a.b"})), "session.cookieName"),
+        ("session lifetime", with_session(json!({"keys": [KEY], "lifetimeSeconds": 10})), "session.lifetimeSeconds"),
+        ("session samesite", with_session(json!({"keys": [KEY], "sameSite": "Sometimes"})), "session.sameSite"),
+        ("session none insecure", with_session(json!({"keys": [KEY], "sameSite": "None", "secure": false})), "session.sameSite"),
+        ("session path", with_session(json!({"keys": [KEY], "path": "app"})), "session.path"),
+        ("session domain", with_session(json!({"keys": [KEY], "domain": "a b"})), "session.domain"),
+        ("session refresh window", with_session(json!({"keys": [KEY], "refreshBeforeSeconds": 99999})), "session.refreshBeforeSeconds"),
+        ("session unknown", with_session(json!({"keys": [KEY], "cookieSecret": "x"})), "session.cookieSecret"),
+        ("session needs secret", { let mut d = with_session(json!({"keys": [KEY]})); d["provider"].as_object_mut().unwrap().remove("clientSecret"); d }, "provider.clientSecret"),
+        ("session needs client", { let mut d = with_session(json!({"keys": [KEY]})); d["provider"].as_object_mut().unwrap().remove("clientId"); d["provider"]["audiences"] = json!(["x"]); d }, "provider.clientId"),
+        ("callback path", with_login(json!({"callbackPath": "callback"})), "login.callbackPath"),
+        ("callback path dots", with_login(json!({"callbackPath": "/a/../cb"})), "login.callbackPath"),
+        ("sign out same as callback", with_login(json!({"signOutPath": "/oauth2/callback"})), "login.signOutPath"),
+        ("redirect uri relative", with_login(json!({"redirectUri": "/oauth2/callback"})), "login.redirectUri"),
+        ("redirect uri other path", with_login(json!({"redirectUri": "https://a.example/cb"})), "login.redirectUri"),
+        ("post logout relative", with_login(json!({"postLogoutRedirectUri": "/bye"})), "login.postLogoutRedirectUri"),
+        ("scopes without openid", with_login(json!({"scopes": ["email"]})), "login.scopes"),
+        ("scope with quote", with_login(json!({"scopes": ["openid", "a\"b"]})), "login.scopes[1]"),
+        ("extra param reserved", with_login(json!({"extraParams": {"state": "x"}})), "login.extraParams.state"),
+        ("token auth", with_login(json!({"tokenEndpointAuth": "private_key_jwt"})), "login.tokenEndpointAuth"),
+        ("login timeout", with_login(json!({"timeoutSeconds": 5})), "login.timeoutSeconds"),
+        ("login unknown", with_login(json!({"rd": "x"})), "login.rd"),
     ];
     for (name, doc, field) in cases {
         let result = if doc.is_null() { Config::parse(b"{not json", &no_env) } else { parse(&doc) };

@@ -197,7 +197,8 @@ impl Context for Root {
         let cfg = Rc::clone(&engine.config);
         match fetch {
             Fetch::Discovery(_) => match engine.keys.on_discovery(now, answer.as_deref().map_err(Clone::clone)) {
-                Ok(next) => self.start(&mut engine, next, now),
+                Ok(Some(next)) => self.start(&mut engine, next, now),
+                Ok(None) => self.release_lease(&cfg),
                 Err(e) => {
                     log::error!(
                         "discovery at {} failed: {e}; retrying in {}s",

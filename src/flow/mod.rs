@@ -75,7 +75,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: Rc<Config>) -> Self {
         let p = &config.provider;
-        let keys = KeyManager::new(&p.keys, &p.issuer, &p.discovery_path, config.key_timing);
+        let keys = KeyManager::new(&p.keys, &p.issuer, &p.discovery_path, config.key_timing, config.browser.is_some());
         let cache = TokenCache::new(config.token_cache_size);
         Self {
             config,

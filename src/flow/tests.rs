@@ -313,3 +313,189 @@ fn key_set_change_drops_cached_tokens() {
     engine.keys.on_jwks(NOW + 300, Ok(json!({"keys": [other.jwk("k9", Alg::RS256)]}).to_string().as_bytes())).unwrap();
     assert_eq!(status(&engine.decide(&req, NOW + 200, false, &mut rng())), 401);
 }
+
+mod browser_flow {
+    use super::*;
+    use crate::oidc::login::{pkce_challenge, LoginState};
+    use crate::session::Purpose;
+    use crate::testutil::b64;
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef-flow";
+
+    fn engine() -> (Engine, TestKey) {
+        let key = TestKey::rsa(RSA_A);
+        let jwks = json!({"keys": [key.jwk("k1", Alg::RS256)]});
+        let mut doc = json!({
+            "provider": {"issuer": ISS, "cluster": "idp", "clientId": "gateway", "clientSecret": "gateway-secret",
+                         "audiences": ["api", "gateway"], "jwks": jwks},
+            "session": {"keys": [KEY]},
+            "login": {"extraParams": {"kc_idp_hint": "entra"}, "postLogoutRedirectUri": "https://app.example/bye"},
+            "rules": [{"name": "admins-only", "match": {"paths": [{"prefix": "/admin/"}]}, "require": {"groups": ["admins"]}}]
+        });
+        doc["provider"]["jwks"] = json!({"keys": [key.jwk("k1", Alg::RS256)]});
+        let cfg = Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap());
+        let mut engine = Engine::new(cfg);
+        assert_eq!(engine.keys.due(NOW), Some(Fetch::Discovery("/realms/demo/.well-known/openid-configuration".into())));
+        let disc = json!({"issuer": ISS, "jwks_uri": format!("{ISS}/protocol/openid-connect/certs"),
+            "authorization_endpoint": "https://sso.example/realms/demo/protocol/openid-connect/auth",
+            "token_endpoint": "http://keycloak:8080/realms/demo/protocol/openid-connect/token",
+            "end_session_endpoint": "https://sso.example/realms/demo/protocol/openid-connect/logout"});
+        assert_eq!(engine.keys.on_discovery(NOW, Ok(disc.to_string().as_bytes())), Ok(None));
+        (engine, key)
+    }
+
+    fn req(path: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut h = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":path".to_string(), path.to_string()),
+            (":authority".to_string(), "app.example".to_string()),
+            ("x-forwarded-proto".to_string(), "https".to_string()),
+        ];
+        h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        h
+    }
+
+    fn respond(d: Decision) -> Response {
+        match d {
+            Decision::Respond(r) => r,
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
+    fn all<'a>(r: &'a Response, name: &str) -> Vec<&'a str> {
+        r.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    #[test]
+    fn golden_login_redirect_state_cookie_and_pkce() {
+        let (mut engine, _) = engine();
+        let headers = req("/echo?x=1", &[("accept", "text/html")]);
+        let r = respond(engine.decide(&Request { headers: &headers }, NOW, true, &mut rng()));
+        assert_eq!(r.status, 302);
+        let state = b64(&(1..=32).collect::<Vec<u8>>());
+        let nonce = b64(&(33..=64).collect::<Vec<u8>>());
+        let verifier = b64(&(65..=96).collect::<Vec<u8>>());
+        assert_eq!(state, "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA");
+        let location = all(&r, "location")[0];
+        assert_eq!(
+            location,
+            format!(
+                "https://sso.example/realms/demo/protocol/openid-connect/auth?response_type=code&client_id=gateway\
+                 &redirect_uri=https%3A%2F%2Fapp.example%2Foauth2%2Fcallback&scope=openid+profile+email&state={state}\
+                 &nonce={nonce}&code_challenge={}&code_challenge_method=S256&kc_idp_hint=entra",
+                pkce_challenge(&verifier)
+            )
+        );
+        let cookies = all(&r, "set-cookie");
+        assert_eq!(cookies.len(), 1);
+        let (name_value, attrs) = cookies[0].split_once("; ").unwrap();
+        assert_eq!(attrs, "Path=/oauth2/callback; Max-Age=600; HttpOnly; Secure; SameSite=Lax");
+        let (name, value) = name_value.split_once('=').unwrap();
+        assert_eq!(name, format!("_gatehouse_st_{}", &state[..16]));
+        let b = engine.config.browser.as_ref().unwrap();
+        let attempt: LoginState = serde_json::from_slice(&b.sealer.open(Purpose::LoginState, value).unwrap()).unwrap();
+        assert_eq!(attempt, LoginState {
+            state, nonce, verifier,
+            return_to: "/echo?x=1".into(),
+            redirect_uri: "https://app.example/oauth2/callback".into(),
+            exp: NOW + 600,
+        });
+    }
+
+    /// Logs in through the pure flow: login redirect, callback, token answer.
+    fn login(engine: &mut Engine, key: &TestKey, claims_extra: Value) -> (Response, String) {
+        let headers = req("/admin/x", &[("accept", "text/html")]);
+        let r = respond(engine.decide(&Request { headers: &headers }, NOW, true, &mut rng()));
+        let state_cookie = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+        let url = url::Url::parse(all(&r, "location")[0]).unwrap();
+        let q = |k: &str| url.query_pairs().find(|(n, _)| n == k).unwrap().1.into_owned();
+        let cb = req(&format!("/oauth2/callback?code=c0de&state={}&iss={}", q("state"), ISS), &[("cookie", &state_cookie)]);
+        let call = match engine.decide(&Request { headers: &cb }, NOW + 5, true, &mut rng()) {
+            Decision::CallIdp(call) => call,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(call.path, "/realms/demo/protocol/openid-connect/token");
+        assert!(call.body.starts_with("grant_type=authorization_code&code=c0de&redirect_uri=https%3A%2F%2Fapp.example%2Foauth2%2Fcallback&code_verifier="));
+        assert!(call.headers.contains(&("authorization".to_string(), "Basic Z2F0ZXdheTpnYXRld2F5LXNlY3JldA==".to_string())));
+        let mut id = json!({"iss": ISS, "sub": "a-1", "aud": "gateway", "azp": "gateway", "exp": NOW + 300, "iat": NOW,
+                            "nonce": q("nonce"), "email": "alice@example.com", "preferred_username": "alice"});
+        for (k, v) in claims_extra.as_object().unwrap() {
+            id[k] = v.clone();
+        }
+        let id_token = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &id);
+        let access = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &json!({"iss": ISS, "sub": "a-1", "aud": "account",
+            "azp": "gateway", "exp": NOW + 300, "iat": NOW, "realm_access": {"roles": ["backendaccess"]}}));
+        let body = json!({"access_token": access, "id_token": id_token, "token_type": "Bearer", "expires_in": 300}).to_string();
+        let r = respond(engine.on_idp_answer(call.pending.clone(), &Request { headers: &cb }, Some(200), body.as_bytes(), NOW + 6, &mut rng()));
+        (r, id_token)
+    }
+
+    #[test]
+    fn callback_then_session() {
+        let (mut engine, key) = engine();
+        let (r, id_token) = login(&mut engine, &key, json!({"groups": ["/admins"]}));
+        assert_eq!(r.status, 302);
+        assert_eq!(all(&r, "location"), vec!["/admin/x"]);
+        let cookies = all(&r, "set-cookie");
+        assert!(cookies[0].starts_with("_gatehouse=v1."), "{cookies:?}");
+        assert!(cookies[0].ends_with("; Path=/; Max-Age=43200; HttpOnly; Secure; SameSite=Lax"));
+        assert!(cookies[1].contains("Max-Age=0") && cookies[1].starts_with("_gatehouse_st_"), "state cookie cleared");
+        let session = cookies[0].split_once(';').unwrap().0.to_string();
+
+        let headers = req("/admin/x", &[("cookie", &format!("{session}; other=1"))]);
+        match engine.decide(&Request { headers: &headers }, NOW + 7, true, &mut rng()) {
+            Decision::Forward { remove, set, set_cookies } => {
+                assert!(set.contains(&("x-auth-request-email".into(), "alice@example.com".into())));
+                assert!(set.contains(&("x-auth-request-roles".into(), "backendaccess".into())), "roles from the access token");
+                assert!(set.contains(&("cookie".into(), "other=1".into())), "the session cookie is not forwarded");
+                assert!(!remove.contains(&"cookie".to_string()));
+                assert!(set_cookies.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Sign-out: cookies cleared, RP-initiated logout with the ID token as hint.
+        let out = req("/oauth2/sign_out", &[("cookie", &session)]);
+        let r = respond(engine.decide(&Request { headers: &out }, NOW + 8, true, &mut rng()));
+        assert_eq!(r.status, 302);
+        let loc = url::Url::parse(all(&r, "location")[0]).unwrap();
+        assert_eq!(loc.path(), "/realms/demo/protocol/openid-connect/logout");
+        let params: Vec<(String, String)> = loc.query_pairs().into_owned().collect();
+        assert_eq!(params, vec![
+            ("id_token_hint".into(), id_token),
+            ("client_id".into(), "gateway".into()),
+            ("post_logout_redirect_uri".into(), "https://app.example/bye".into()),
+        ]);
+        assert_eq!(all(&r, "set-cookie"), vec!["_gatehouse=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax"]);
+    }
+
+    #[test]
+    fn bob_session_is_forbidden_on_admin() {
+        let (mut engine, key) = engine();
+        let (r, _) = login(&mut engine, &key, json!({"email": "bob@example.com", "groups": []}));
+        let session = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+        let headers = req("/admin/x", &[("cookie", &session)]);
+        assert_eq!(status(&engine.decide(&Request { headers: &headers }, NOW + 7, true, &mut rng())), 403);
+    }
+
+    #[test]
+    fn id_token_with_a_wrong_nonce_gives_no_session() {
+        let (mut engine, key) = engine();
+        let (r, _) = login(&mut engine, &key, json!({"nonce": "replayed"}));
+        assert_eq!(r.status, 502);
+        assert!(!all(&r, "set-cookie").iter().any(|c| c.starts_with("_gatehouse=v1")));
+    }
+
+    #[test]
+    fn xhr_gets_401_and_expired_sessions_are_refused() {
+        let (mut engine, key) = engine();
+        let xhr = req("/echo", &[("accept", "application/json")]);
+        assert_eq!(status(&engine.decide(&Request { headers: &xhr }, NOW, true, &mut rng())), 401);
+        let (r, _) = login(&mut engine, &key, json!({}));
+        let session = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+        let headers = req("/echo", &[("cookie", &session)]);
+        assert_eq!(status(&engine.decide(&Request { headers: &headers }, NOW + 43_206, true, &mut rng())), 401, "at the end of the 12h lifetime");
+        assert_eq!(status(&engine.decide(&Request { headers: &headers }, NOW + 43_205, true, &mut rng())), 200, "a second before");
+        let page = req("/echo", &[("cookie", &session), ("sec-fetch-mode", "navigate")]);
+        assert_eq!(status(&engine.decide(&Request { headers: &page }, NOW + 43_206, true, &mut rng())), 302);
+    }
+}

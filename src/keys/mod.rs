@@ -47,6 +47,8 @@ pub struct KeyManager {
     discovery_path: String,
     fixed_jwks_path: Option<String>,
     inline: bool,
+    /// The browser flow needs the discovery document's endpoints, whatever the key source.
+    need_discovery: bool,
     pub discovery: Option<Discovery>,
     discovery_body: Option<String>,
     keys: Option<Rc<KeySet>>,
@@ -60,7 +62,7 @@ pub struct KeyManager {
 }
 
 impl KeyManager {
-    pub fn new(source: &KeySource, issuer: &str, discovery_path: &str, timing: KeyTiming) -> Self {
+    pub fn new(source: &KeySource, issuer: &str, discovery_path: &str, timing: KeyTiming, need_discovery: bool) -> Self {
         let (keys, fixed, inline) = match source {
             KeySource::Inline(set) => (Some(Rc::new(set.clone())), None, true),
             KeySource::Path(p) => (None, Some(p.clone()), false),
@@ -72,6 +74,7 @@ impl KeyManager {
             discovery_path: discovery_path.to_string(),
             fixed_jwks_path: fixed,
             inline,
+            need_discovery,
             discovery: None,
             discovery_body: None,
             keys,
@@ -102,18 +105,25 @@ impl KeyManager {
 
     /// The periodic fetch to start now, if any. Marks it in flight.
     pub fn due(&mut self, now: u64) -> Option<Fetch> {
-        if self.inline || self.in_flight || now < self.next_attempt {
+        if self.in_flight || now < self.next_attempt {
             return None;
         }
-        let stale = self.keys.is_none() || now >= self.fetched_at.saturating_add(self.timing.refresh_interval);
+        let discovery_missing = self.need_discovery && self.discovery.is_none();
+        let stale = if self.inline {
+            discovery_missing
+        } else {
+            discovery_missing
+                || self.keys.is_none()
+                || now >= self.fetched_at.saturating_add(self.timing.refresh_interval)
+        };
         if !stale {
             return None;
         }
         self.in_flight = true;
         // Each refresh re-reads discovery too (two small GETs): a changed jwks_uri is followed.
         Some(match &self.fixed_jwks_path {
-            Some(p) => Fetch::Jwks(p.clone()),
-            None => Fetch::Discovery(self.discovery_path.clone()),
+            Some(p) if !self.need_discovery => Fetch::Jwks(p.clone()),
+            _ => Fetch::Discovery(self.discovery_path.clone()),
         })
     }
 
@@ -133,18 +143,24 @@ impl KeyManager {
         Some(Fetch::Jwks(path))
     }
 
-    /// The answer to a discovery fetch: status and body, or `None` if the callout failed.
-    /// Returns the key-set fetch to make next.
-    pub fn on_discovery(&mut self, now: u64, answer: Result<&[u8], String>) -> Result<Fetch, String> {
+    /// The answer to a discovery fetch (the body, or why there is none). Returns the key-set
+    /// fetch to make next, or `None` when the keys are inline and nothing more is needed.
+    pub fn on_discovery(&mut self, now: u64, answer: Result<&[u8], String>) -> Result<Option<Fetch>, String> {
         let parsed = answer.and_then(|body| {
             Discovery::parse(body, &self.issuer).map(|d| (d, String::from_utf8_lossy(body).into_owned()))
         });
         match parsed {
             Ok((d, body)) => {
-                let path = d.jwks_path.clone();
+                let path = self.fixed_jwks_path.clone().unwrap_or_else(|| d.jwks_path.clone());
                 self.discovery = Some(d);
                 self.discovery_body = Some(body);
-                Ok(Fetch::Jwks(path))
+                if self.inline {
+                    self.in_flight = false;
+                    self.failures = 0;
+                    self.next_attempt = 0;
+                    return Ok(None);
+                }
+                Ok(Some(Fetch::Jwks(path)))
             }
             Err(e) => {
                 self.fail(now);

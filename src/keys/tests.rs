@@ -19,9 +19,9 @@ fn jwks(kid: &str) -> Vec<u8> {
 }
 
 fn loaded(now: u64) -> KeyManager {
-    let mut m = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing());
+    let mut m = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing(), false);
     assert_eq!(m.due(now), Some(Fetch::Discovery(DISC.into())));
-    assert_eq!(m.on_discovery(now, Ok(&discovery())), Ok(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into())));
+    assert_eq!(m.on_discovery(now, Ok(&discovery())), Ok(Some(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into()))));
     m.on_jwks(now, Ok(&jwks("k1"))).unwrap();
     m
 }
@@ -39,7 +39,7 @@ fn start_fetches_discovery_then_keys_then_waits_for_the_interval() {
 
 #[test]
 fn backoff_doubles_up_to_the_maximum_and_keys_survive_failures() {
-    let mut m = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing());
+    let mut m = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing(), false);
     let mut now = 0;
     let mut delays = Vec::new();
     for _ in 0..8 {
@@ -70,7 +70,7 @@ fn backoff_doubles_up_to_the_maximum_and_keys_survive_failures() {
 
 #[test]
 fn discovery_of_another_issuer_is_refused() {
-    let mut m = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing());
+    let mut m = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing(), false);
     m.due(0);
     let other = json!({"issuer": "http://evil/realms/demo", "jwks_uri": "http://evil/certs"}).to_string();
     assert!(m.on_discovery(0, Ok(other.as_bytes())).is_err());
@@ -87,19 +87,29 @@ fn unknown_kid_fetches_are_rate_limited() {
     assert_eq!(m.unknown_kid(39), None);
     assert!(m.unknown_kid(40).is_some());
     // Before discovery, there is no path to fetch.
-    let mut fresh = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing());
+    let mut fresh = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing(), false);
     assert_eq!(fresh.unknown_kid(0), None);
 }
 
 #[test]
 fn fixed_path_and_inline_sources() {
-    let mut m = KeyManager::new(&KeySource::Path("/certs".into()), ISS, DISC, timing());
+    let mut m = KeyManager::new(&KeySource::Path("/certs".into()), ISS, DISC, timing(), false);
     assert_eq!(m.due(0), Some(Fetch::Jwks("/certs".into())));
     let set = KeySet::parse(&jwks("k")).unwrap();
-    let mut m = KeyManager::new(&KeySource::Inline(set), ISS, DISC, timing());
+    let mut m = KeyManager::new(&KeySource::Inline(set.clone()), ISS, DISC, timing(), false);
     assert!(m.keys().is_some());
     assert_eq!(m.due(0), None);
     assert_eq!(m.unknown_kid(0), None);
+
+    // The browser flow needs discovery even with a fixed or inline key source.
+    let mut m = KeyManager::new(&KeySource::Path("/certs".into()), ISS, DISC, timing(), true);
+    assert_eq!(m.due(0), Some(Fetch::Discovery(DISC.into())));
+    assert_eq!(m.on_discovery(0, Ok(&discovery())), Ok(Some(Fetch::Jwks("/certs".into()))), "the fixed path wins");
+    let mut m = KeyManager::new(&KeySource::Inline(set), ISS, DISC, timing(), true);
+    assert_eq!(m.due(0), Some(Fetch::Discovery(DISC.into())));
+    assert_eq!(m.on_discovery(0, Ok(&discovery())), Ok(None), "inline keys: nothing more to fetch");
+    assert!(m.discovery.is_some());
+    assert_eq!(m.due(1000), None);
 }
 
 #[test]
@@ -119,7 +129,7 @@ fn snapshots_are_adopted_when_newer() {
     assert!(!a.adopt(&decoded), "not newer");
     assert!(a.discovery.is_some());
     // A fresh VM adopts before it ever fetched, and then has nothing due.
-    let mut fresh = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing());
+    let mut fresh = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing(), false);
     assert!(fresh.adopt(&decoded));
     assert_eq!(fresh.due(501), None);
     assert_eq!(Snapshot::decode(b"junk"), None);
