@@ -139,6 +139,9 @@ Then:
   curl -i http://127.0.0.1:${PORTS.gateway}/echo                                     # 401: no token
   curl http://127.0.0.1:${PORTS.gateway}/public/hello                                # 200: public path, no token needed
 
+In a browser: http://127.0.0.1:${PORTS.gateway}/echo — sign in as alice/alice (or bob/bob, who gets
+403 on /admin/); sign out at http://127.0.0.1:${PORTS.gateway}/oauth2/sign_out
+
 A service token (client credentials):
 
   curl -s ${token} -d grant_type=client_credentials -d client_id=api -d client_secret=api-secret
