@@ -31,6 +31,17 @@ pub fn parse<'a>(headers: impl Iterator<Item = &'a str>) -> Vec<(&'a str, &'a st
     out
 }
 
+/// The `name=value` pairs of the `Cookie` header(s), exactly as sent, except those whose name
+/// `drop` selects (to pass a request's other cookies on untouched).
+pub fn raw_pairs_except<'a>(headers: impl Iterator<Item = &'a str>, drop: impl Fn(&str) -> bool) -> Vec<&'a str> {
+    headers
+        .flat_map(|h| h.split(';'))
+        .map(|pair| pair.trim_matches(' '))
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| !drop(pair.split_once('=').map_or(*pair, |(n, _)| n)))
+        .collect()
+}
+
 /// The value of the first cookie named `name`.
 pub fn get<'a>(cookies: &[(&str, &'a str)], name: &str) -> Option<&'a str> {
     cookies.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
@@ -149,6 +160,13 @@ mod tests {
         assert_eq!(c, vec![("a", "1"), ("b", "2"), ("c", "3"), ("d", ""), ("e ", "5")]);
         assert_eq!(get(&c, "b"), Some("2"));
         assert_eq!(get(&c, "z"), None);
+    }
+
+    #[test]
+    fn other_cookies_pass_untouched() {
+        let headers = ["a=\"q\"; _s=1; _s.0=x", "b=2;_s_st_abc=y"];
+        let kept = raw_pairs_except(headers.into_iter(), |n| n.starts_with("_s"));
+        assert_eq!(kept, vec!["a=\"q\"", "b=2"]);
     }
 
     #[test]

@@ -211,8 +211,7 @@ impl Engine {
             name == b.cookie_name
                 || name.strip_prefix(b.cookie_name.as_str()).is_some_and(|rest| rest.starts_with('.') || rest.starts_with("_st_"))
         };
-        let cookies = request_cookies(req);
-        let rest: Vec<String> = cookies.iter().filter(|(n, _)| !ours(n)).map(|(n, v)| format!("{n}={v}")).collect();
+        let rest = cookie::raw_pairs_except(req.headers.iter().filter(|(n, _)| n == "cookie").map(|(_, v)| v.as_str()), ours);
         let mut set = Vec::new();
         if rest.is_empty() {
             remove.push("cookie".into());
