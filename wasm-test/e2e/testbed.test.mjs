@@ -27,7 +27,9 @@ import {
   tokenRequest,
 } from '../lib/harness.mjs';
 import { readKeysFile, signJwt, writeKeysFile } from '../lib/keys.mjs';
-import { DEFAULT_REALM_ROLES, SERVICE_ACCOUNTS, USERS } from '../lib/realm.mjs';
+import {
+  BIG_USER, BIG_USER_GROUP_COUNT, DEFAULT_REALM_ROLES, SERVICE_ACCOUNTS, USERS, bigUserGroup,
+} from '../lib/realm.mjs';
 
 const b64url = (buf) => Buffer.from(buf).toString('base64url');
 
@@ -61,13 +63,15 @@ function pkce() {
 }
 
 /** Start an authorization-code flow for client gateway; returns what the callback needs. */
-async function authorize({ jar = new CookieJar(), username = 'alice', password = 'alice', callbackPort } = {}) {
+async function authorize({
+  jar = new CookieJar(), username = 'alice', password = 'alice', callbackPort, server = idp,
+} = {}) {
   const port = callbackPort ?? await freePort();
   const redirectUri = `http://127.0.0.1:${port}/oauth2/callback`;
   const { verifier, challenge } = pkce();
   const state = b64url(randomBytes(16));
   const nonce = b64url(randomBytes(16));
-  const url = new URL(idp.urls.authorization);
+  const url = new URL(server.urls.authorization);
   url.search = new URLSearchParams({
     client_id: 'gateway',
     response_type: 'code',
@@ -433,5 +437,64 @@ describe('Envoy without the filter', () => {
 
     const ready = await http(`${envoy.adminUrl}/ready`);
     assert.equal(ready.body.trim(), 'LIVE');
+  });
+});
+
+describe('the test-only big user (--big-user)', () => {
+  let big;
+  let bigJwks;
+  before(async () => {
+    big = await startIdp({ keysFile: join(runDirectory(), 'idp-keys.json'), bigUser: true });
+    bigJwks = createLocalJWKSet((await http(big.urls.certs)).json);
+  });
+
+  test('carol exists only with --big-user', async () => {
+    await assert.rejects(
+      passwordToken({ idpPort: idp.port, username: 'carol', password: 'carol' }),
+      /invalid_grant/,
+    );
+  });
+
+  test("carol's 300 groups are in her ID and access tokens (each token over 12 KB)", async (t) => {
+    const expectedGroups = Array.from({ length: BIG_USER_GROUP_COUNT }, (_, i) => bigUserGroup(i + 1));
+    assert.equal(expectedGroups[0], '/teams/team-0001-platform-engineering');
+    assert.equal(BIG_USER.groups.length, 300);
+
+    // Through the browser flow's client, as the gateway gets them...
+    const flow = await authorize({ username: 'carol', password: 'carol', server: big });
+    assert.equal(flow.result.stopped, true, `flow ended at ${flow.result.url} (${flow.result.response?.status})`);
+    const tr = await tokenRequest({
+      idpPort: big.port,
+      clientId: 'gateway',
+      clientSecret: 'gateway-secret',
+      params: {
+        grant_type: 'authorization_code',
+        code: new URL(flow.result.url).searchParams.get('code'),
+        redirect_uri: flow.redirectUri,
+        code_verifier: flow.verifier,
+      },
+    });
+    const { payload: id } = await jwtVerify(tr.id_token, bigJwks, { issuer: big.issuer, audience: 'gateway' });
+    const { payload: at } = await jwtVerify(tr.access_token, bigJwks, { issuer: big.issuer, audience: 'account' });
+    for (const p of [id, at]) {
+      assert.equal(p.sub, BIG_USER.sub);
+      assert.equal(p.preferred_username, 'carol');
+      assert.equal(p.email, 'carol@example.com');
+      assert.deepEqual(p.groups, expectedGroups);
+    }
+    assert.ok(at.realm_access.roles.includes('backendaccess'), String(at.realm_access.roles));
+    assert.equal(id.realm_access, undefined, 'roles are not in the ID token');
+    t.diagnostic(`carol: ID token ${tr.id_token.length} bytes, access token ${tr.access_token.length} bytes`);
+    assert.ok(tr.id_token.length > 12_000, `ID token ${tr.id_token.length} bytes`);
+    assert.ok(tr.access_token.length > 12_000, `access token ${tr.access_token.length} bytes`);
+
+    // ...and through the password grant.
+    const pw = await passwordToken({ idpPort: big.port, username: 'carol', password: 'carol' });
+    assert.deepEqual(decodeJwt(pw.access_token).groups, expectedGroups);
+    assert.deepEqual(decodeJwt(pw.id_token).groups, expectedGroups);
+
+    // alice is the same on this IdP.
+    const alice = await passwordToken({ idpPort: big.port, username: 'alice', password: 'alice' });
+    assert.deepEqual(decodeJwt(alice.access_token).groups, ['/admins']);
   });
 });

@@ -21,6 +21,7 @@ import { randomBytes, randomUUID, createHash, timingSafeEqual, createPublicKey }
 import { createLocalJWKSet, jwtVerify } from 'jose';
 
 import {
+  BIG_USER,
   CLIENTS,
   DEFAULT_ACCOUNT_ROLES,
   DEFAULT_REALM_ROLES,
@@ -221,6 +222,9 @@ async function readForm(req) {
  * @param {boolean} [options.rotateRefreshTokens] Keycloak "Revoke Refresh Token": each refresh token
  *   is single-use and reuse revokes the grant (default false, as in Keycloak)
  * @param {string} [options.backchannelLogoutUri] back-channel logout URI of client "gateway"
+ * @param {boolean} [options.bigUser] add the test-only user carol/carol (lib/realm.mjs BIG_USER:
+ *   300 groups, ~12 KB of `groups` in each token); the server then also accepts request headers up
+ *   to 64 KB, because on 127.0.0.1 a gateway's large (chunked) session cookies reach the IdP too
  * @param {(line: string) => void} [options.log] access log sink (no query strings, no bodies)
  * @returns {Promise<{issuer: string, url: string, port: number, provider: object, server: object,
  *   close: () => Promise<void>}>}
@@ -240,7 +244,9 @@ export async function createIdp(options = {}) {
 
   // Bind first: the issuer needs the port when port 0 was asked for.
   let handler = (req, res) => sendJson(res, 503, { error: 'temporarily_unavailable' });
-  const server = createServer((req, res) => handler(req, res));
+  // Node's default limit is 16 KB of request headers; Keycloak (Quarkus) takes more. Browsers send
+  // the cookies of every port of 127.0.0.1, so carol's chunked gateway session reaches us as well.
+  const server = createServer(options.bigUser ? { maxHeaderSize: 64 * 1024 } : {}, (req, res) => handler(req, res));
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   server.keepAliveTimeout = 5_000;
@@ -263,6 +269,11 @@ async function setUp(server, options, { host, accessTokenTtl, refreshTokenTtl, j
   const issuerHost = new URL(issuer).host;
 
   const store = createMemoryStore();
+
+  // Users beyond the demo realm's alice and bob: carol only when asked for.
+  const extraUsers = options.bigUser ? [BIG_USER] : [];
+  const userBySub = (sub) => findUserBySub(sub, extraUsers);
+  const userByUsername = (username) => findUserByUsername(username, extraUsers);
 
   // Public keys for verifying our own access tokens (userinfo, introspection, revocation).
   const verifyKeys = createLocalJWKSet(publicJwks({ keys: jwks.keys.filter((k) => (k.use ?? 'sig') === 'sig') }));
@@ -410,7 +421,7 @@ async function setUp(server, options, { host, accessTokenTtl, refreshTokenTtl, j
               client_id: token.clientId,
             };
           } else {
-            const user = findUserBySub(token.accountId);
+            const user = userBySub(token.accountId);
             if (!user) throw new Error(`access token for unknown account ${token.accountId}`);
             const { sub, ...profile } = userClaims(user);
             claims = {
@@ -439,7 +450,7 @@ async function setUp(server, options, { host, accessTokenTtl, refreshTokenTtl, j
       },
     },
     async findAccount(ctx, sub) {
-      const user = findUserBySub(sub);
+      const user = userBySub(sub);
       if (!user) return undefined;
       return {
         accountId: user.sub,
@@ -540,7 +551,7 @@ async function setUp(server, options, { host, accessTokenTtl, refreshTokenTtl, j
     if (!params.username) {
       throw new errors.InvalidRequest('Missing parameter: username');
     }
-    const user = findUserByUsername(params.username);
+    const user = userByUsername(params.username);
     if (!user || typeof params.password !== 'string' || !sameSecret(params.password, user.password)) {
       const err = new errors.CustomOIDCProviderError('invalid_grant', 'Invalid user credentials');
       err.status = 401;
@@ -724,7 +735,7 @@ async function setUp(server, options, { host, accessTokenTtl, refreshTokenTtl, j
     if (!`${payload.scope}`.split(' ').includes('openid')) {
       throw new HttpError(403, 'insufficient_scope', 'Missing openid scope', challenge('insufficient_scope', 'Missing openid scope'));
     }
-    const user = findUserBySub(payload.sub);
+    const user = userBySub(payload.sub);
     if (user) {
       sendJson(res, 200, userClaims(user));
     } else {
@@ -745,7 +756,7 @@ async function setUp(server, options, { host, accessTokenTtl, refreshTokenTtl, j
     }
     const rt = await activeRefreshToken(form.token);
     if (rt) {
-      const user = findUserBySub(rt.accountId);
+      const user = userBySub(rt.accountId);
       sendJson(res, 200, {
         exp: rt.exp,
         iat: rt.iat,
@@ -856,7 +867,7 @@ async function setUp(server, options, { host, accessTokenTtl, refreshTokenTtl, j
       sendHtml(res, err.status ?? 400, pages.errorPage({ message: err.message, realm: REALM }));
       return;
     }
-    const user = findUserByUsername(form.username);
+    const user = userByUsername(form.username);
     if (!user || typeof form.password !== 'string' || !sameSecret(form.password, user.password)) {
       // Keycloak re-renders the form with 200 and this exact message.
       sendHtml(res, 200, pages.loginPage({

@@ -3,7 +3,11 @@
 //
 //   node idp/server.mjs --port 8180 [--host 127.0.0.1] [--keys private-jwks.json]
 //                       [--access-token-ttl 300] [--refresh-token-ttl 1800]
-//                       [--rotate-refresh-tokens] [--backchannel-logout-uri URL] [--quiet]
+//                       [--rotate-refresh-tokens] [--backchannel-logout-uri URL] [--big-user]
+//                       [--quiet]
+//
+// --big-user adds the test-only user carol/carol with 300 groups (lib/realm.mjs BIG_USER), whose
+// tokens are large enough to need the gateway's cookie chunking; alice and bob are unchanged.
 //
 // Prints "idp listening on http://127.0.0.1:<port>" once it accepts requests; then one access-log
 // line per request (method, path without query, status, time) unless --quiet. Stops on
@@ -13,11 +17,11 @@ import { parseArgs } from 'node:util';
 
 import { readKeysFile } from '../lib/keys.mjs';
 import { createIdp } from './provider.mjs';
-import { REALM_PATH } from '../lib/realm.mjs';
+import { BIG_USER, REALM_PATH } from '../lib/realm.mjs';
 
 const USAGE = `usage: node idp/server.mjs --port PORT [--host 127.0.0.1] [--keys private-jwks.json]
          [--access-token-ttl SECONDS] [--refresh-token-ttl SECONDS] [--rotate-refresh-tokens]
-         [--backchannel-logout-uri URL] [--quiet]`;
+         [--backchannel-logout-uri URL] [--big-user] [--quiet]`;
 
 function fail(message) {
   console.error(`idp: ${message}\n${USAGE}`);
@@ -44,6 +48,7 @@ try {
       'refresh-token-ttl': { type: 'string' },
       'rotate-refresh-tokens': { type: 'boolean', default: false },
       'backchannel-logout-uri': { type: 'string' },
+      'big-user': { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -79,6 +84,7 @@ try {
     refreshTokenTtl: intOption(values, 'refresh-token-ttl'),
     rotateRefreshTokens: values['rotate-refresh-tokens'],
     backchannelLogoutUri: values['backchannel-logout-uri'],
+    bigUser: values['big-user'],
     log: values.quiet ? undefined : (line) => console.log(`idp: ${line}`),
   });
 } catch (err) {
@@ -88,6 +94,7 @@ try {
 
 console.log(`idp listening on ${idp.url}`);
 console.log(`idp: issuer ${idp.issuer}, discovery ${idp.url}${REALM_PATH}/.well-known/openid-configuration`);
+if (values['big-user']) console.log(`idp: test-only user ${BIG_USER.username} with ${BIG_USER.groups.length} groups`);
 
 let stopping = false;
 async function shutdown(signal) {

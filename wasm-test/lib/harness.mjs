@@ -339,6 +339,8 @@ export function http(url, { method = 'GET', headers = {}, body, timeoutMs = 10_0
       headers: flat,
       setHost: false,
       agent: false,
+      // Chunked session cookies make large Set-Cookie answers (Node's default limit is 16 KB).
+      maxHeaderSize: 128 * 1024,
     }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
@@ -570,12 +572,14 @@ export function idpUrls(idpPort) {
  * @param {number} [options.refreshTokenTtl] seconds
  * @param {boolean} [options.rotateRefreshTokens]
  * @param {string} [options.backchannelLogoutUri]
+ * @param {boolean} [options.bigUser] add the test-only user carol/carol with 300 groups
+ *   (lib/realm.mjs BIG_USER; idp/server.mjs --big-user)
  * @param {number} [options.timeoutMs] readiness timeout (default 15 s)
  * @returns {Promise<{pid, port, url, issuer, urls, logFiles, stop, log}>}
  */
 export async function startIdp({
   port, keysFile, accessTokenTtl, refreshTokenTtl, rotateRefreshTokens = false, backchannelLogoutUri,
-  timeoutMs = DEFAULT_TIMEOUTS.idp,
+  bigUser = false, timeoutMs = DEFAULT_TIMEOUTS.idp,
 } = {}) {
   const p = port === undefined ? await freePort() : checkPort(port, 'port');
   await assertPortFree(p, 'IdP port');
@@ -586,6 +590,7 @@ export async function startIdp({
   if (refreshTokenTtl !== undefined) args.push('--refresh-token-ttl', String(refreshTokenTtl));
   if (rotateRefreshTokens) args.push('--rotate-refresh-tokens');
   if (backchannelLogoutUri !== undefined) args.push('--backchannel-logout-uri', backchannelLogoutUri);
+  if (bigUser) args.push('--big-user');
   const urls = idpUrls(p);
   const handle = await startProcess({
     name: `idp:${p}`,
@@ -788,13 +793,15 @@ export function envoyValidate(bootstrapPath, { bin = envoyBin(), timeoutMs = 60_
  * @param {string} [o.failurePolicy]
  * @param {Function} [o.customize] see envoyBootstrap
  * @param {string} [o.bin] Envoy binary (default envoyBin())
+ * @param {string[]} [o.extraArgs] more command-line arguments, e.g.
+ *   ['--file-flush-interval-msec', '200'] for logs that are on disk soon after each request
  * @param {number} [o.timeoutMs] readiness timeout (default 60 s: V8 compiles the module first)
  * @returns {Promise<{pid, listenPort, adminPort, url, adminUrl, bootstrapPath, logFiles, stop, log}>}
  */
 export async function startEnvoy({
   listenPort, adminPort, idpPort, echoPort, wasmPath, filterConfig = null, concurrency = 1,
   logLevel = 'info', componentLogLevel, vmEnv, env, failurePolicy, customize, bin = envoyBin(),
-  timeoutMs = DEFAULT_TIMEOUTS.envoy,
+  extraArgs = [], timeoutMs = DEFAULT_TIMEOUTS.envoy,
 } = {}) {
   assertEnvoy(bin);
   if (filterConfig !== null && filterConfig !== undefined) {
@@ -823,6 +830,10 @@ export async function startEnvoy({
     '--parent-shutdown-time-s', '2',
   ];
   if (componentLogLevel) args.push('--component-log-level', componentLogLevel);
+  if (!Array.isArray(extraArgs) || !extraArgs.every((a) => typeof a === 'string')) {
+    throw new TypeError('extraArgs must be an array of strings');
+  }
+  args.push(...extraArgs);
   const url = `http://127.0.0.1:${lp}`;
   const adminUrl = `http://127.0.0.1:${ap}`;
   const handle = await startProcess({

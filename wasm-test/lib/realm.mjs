@@ -43,6 +43,34 @@ export const USERS = Object.freeze({
   }),
 });
 
+/**
+ * A test-only user with a very large claim set, to exercise the filter's cookie chunking and size
+ * limits: `carol`/`carol`, realm role `backendaccess`, member of BIG_USER_GROUP_COUNT groups given
+ * as full paths of about 40 bytes each (`/teams/team-0001-platform-engineering`, ...), so her
+ * `groups` claim alone is about 12 KB of JSON in the ID token and in the access token. She exists
+ * only when the IdP is started with `--big-user` (harness: `startIdp({bigUser: true})`); she is not
+ * one of USERS, is not in the demo realm and not in the docker-compose realm export.
+ */
+export const BIG_USER_GROUP_COUNT = 300;
+
+/** The n-th (1-based) of carol's group paths. */
+export function bigUserGroup(n) {
+  return `/teams/team-${String(n).padStart(4, '0')}-platform-engineering`;
+}
+
+export const BIG_USER = Object.freeze({
+  sub: 'c4a01b2d-6e7f-4a8b-9c0d-ca501000003c',
+  username: 'carol',
+  password: 'carol',
+  email: 'carol@example.com',
+  emailVerified: true,
+  givenName: 'Carol',
+  familyName: 'Manyteams',
+  groups: Object.freeze(Array.from({ length: BIG_USER_GROUP_COUNT }, (_, i) => bigUserGroup(i + 1))),
+  realmRoles: Object.freeze(['backendaccess']),
+  clientRoles: Object.freeze({}),
+});
+
 /** Service-account users behind the client-credentials grant (Keycloak: "service-account-<client>"). */
 export const SERVICE_ACCOUNTS = Object.freeze({
   api: Object.freeze({ sub: '3e8f1a2b-9c4d-4e6f-a7b8-5e4a1ce00003', username: 'service-account-api' }),
@@ -71,14 +99,18 @@ export const CLIENTS = Object.freeze({
   }),
 });
 
-export function findUserByUsername(username) {
+/** A user of USERS by username, else one of `extraUsers` (e.g. [BIG_USER] with --big-user). */
+export function findUserByUsername(username, extraUsers = []) {
   if (typeof username !== 'string') return undefined;
   // Keycloak usernames are case-insensitive (stored lower-case).
-  return Object.hasOwn(USERS, username.toLowerCase()) ? USERS[username.toLowerCase()] : undefined;
+  const name = username.toLowerCase();
+  if (Object.hasOwn(USERS, name)) return USERS[name];
+  return extraUsers.find((u) => u.username === name);
 }
 
-export function findUserBySub(sub) {
-  return Object.values(USERS).find((u) => u.sub === sub);
+/** A user of USERS by `sub`, else one of `extraUsers`. */
+export function findUserBySub(sub, extraUsers = []) {
+  return Object.values(USERS).find((u) => u.sub === sub) ?? extraUsers.find((u) => u.sub === sub);
 }
 
 /** Realm roles as they appear in `realm_access.roles`. */
