@@ -123,6 +123,9 @@ pub struct Browser {
     pub post_logout_redirect_uri: Option<String>,
     pub login_timeout_secs: u64,
     pub redirect_browsers: bool,
+    /// Other hosts a login may return to (`example.com`, or `.example.com` for subdomains), when
+    /// a fixed `redirectUri` puts the callback on another host than the page.
+    pub allowed_redirect_domains: Vec<String>,
     /// Top-level claims kept in the session: those headers and rules read.
     pub kept_claims: Vec<String>,
 }
@@ -670,6 +673,16 @@ fn browser(
             false
         }
     };
+    let mut allowed_redirect_domains = Vec::new();
+    for (i, d) in l.allowed_redirect_domains.iter().enumerate() {
+        let bare = d.strip_prefix('.').unwrap_or(d);
+        let valid = !bare.is_empty() && bare.contains('.') || bare == "localhost";
+        if !valid || !bare.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') || bare.starts_with('.') {
+            errors.add(format!("login.allowedRedirectDomains[{i}]"), format!("expected a domain such as app.example.com or .example.com (ASCII, punycode for IDN), found {d:?}"));
+        } else {
+            allowed_redirect_domains.push(d.to_ascii_lowercase());
+        }
+    }
     let login_timeout_secs = l.timeout_seconds.unwrap_or(600);
     if !(30..=3600).contains(&login_timeout_secs) {
         errors.add("login.timeoutSeconds", format!("expected 30 to 3600, found {login_timeout_secs}"));
@@ -704,6 +717,7 @@ fn browser(
         post_logout_redirect_uri: l.post_logout_redirect_uri,
         login_timeout_secs,
         redirect_browsers: l.redirect_browsers.unwrap_or(true),
+        allowed_redirect_domains,
         kept_claims,
     })
 }

@@ -158,6 +158,8 @@ pub struct RawLogin {
     pub post_logout_redirect_uri: Option<String>,
     pub timeout_seconds: Option<u64>,
     pub redirect_browsers: Option<bool>,
+    #[serde(default)]
+    pub allowed_redirect_domains: Vec<String>,
 }
 
 /// The whole configuration.

@@ -243,6 +243,9 @@ fn every_bad_field_is_named() {
         ("token auth", with_login(json!({"tokenEndpointAuth": "private_key_jwt"})), "login.tokenEndpointAuth"),
         ("login timeout", with_login(json!({"timeoutSeconds": 5})), "login.timeoutSeconds"),
         ("login unknown", with_login(json!({"rd": "x"})), "login.rd"),
+        ("redirect domain bad", with_login(json!({"allowedRedirectDomains": ["*.example.com"]})), "login.allowedRedirectDomains[0]"),
+        ("redirect domain tld", with_login(json!({"allowedRedirectDomains": [".com"]})), "login.allowedRedirectDomains[0]"),
+        ("redirect domain idn", with_login(json!({"allowedRedirectDomains": ["b\u{fc}cher.example"]})), "login.allowedRedirectDomains[0]"),
     ];
     for (name, doc, field) in cases {
         let result = if doc.is_null() { Config::parse(b"{not json", &no_env) } else { parse(&doc) };

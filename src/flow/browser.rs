@@ -277,7 +277,7 @@ impl Engine {
         had_cookie: bool,
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Response {
-        let return_to = login::safe_return_path(req.header(":path").unwrap_or("/"));
+        let mut return_to = login::safe_return_path(req.header(":path").unwrap_or("/"));
         let Some(endpoint) = self.keys.discovery.as_ref().and_then(|d| d.authorization_endpoint.clone()) else {
             log::warn!("cannot start a login: the provider's discovery document is not loaded");
             return error_page(503, "Sign-in unavailable", "The identity provider cannot be reached right now. Please try again in a moment.", &return_to, Vec::new());
@@ -289,6 +289,17 @@ impl Engine {
                 None => return error_page(400, "Bad request", "The request has no usable host.", "/", Vec::new()),
             },
         };
+        // A fixed redirect URI on another host: come back to this host with an absolute URL, if
+        // it is allowed (checked again at the callback).
+        if let (Some(fixed), Some(here)) = (&b.redirect_uri, origin(req)) {
+            let callback_origin = url::Url::parse(fixed).ok().map(|u| u.origin().ascii_serialization());
+            if callback_origin.as_deref() != Some(here.as_str()) {
+                let callback_host = url::Url::parse(fixed).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+                if let Some(abs) = login::allowed_return_url(&format!("{here}{return_to}"), &callback_host, &b.allowed_redirect_domains) {
+                    return_to = abs;
+                }
+            }
+        }
         let mut fresh = || {
             let mut bytes = [0u8; 32];
             random(&mut bytes);
@@ -533,7 +544,13 @@ impl Engine {
         };
         set_cookies.splice(0..0, session_cookies);
         log::info!("login completed");
-        Decision::Respond(redirect(&attempt.return_to, set_cookies))
+        let target = if attempt.return_to.starts_with('/') {
+            login::safe_return_path(&attempt.return_to)
+        } else {
+            let own = req.header(":authority").map(crate::policy::host_of).unwrap_or_default();
+            login::allowed_return_url(&attempt.return_to, &own, &b.allowed_redirect_domains).unwrap_or_else(|| "/".into())
+        };
+        Decision::Respond(redirect(&target, set_cookies))
     }
 
     /// Seals session data into `Set-Cookie` values (chunked if large). If the ID token makes the

@@ -498,4 +498,37 @@ mod browser_flow {
         let page = req("/echo", &[("cookie", &session), ("sec-fetch-mode", "navigate")]);
         assert_eq!(status(&engine.decide(&Request { headers: &page }, NOW + 43_206, true, &mut rng())), 302);
     }
+
+    #[test]
+    fn a_central_callback_host_returns_to_allowed_hosts_only() {
+        let key = TestKey::rsa(RSA_A);
+        let doc = json!({
+            "provider": {"issuer": ISS, "cluster": "idp", "clientId": "gateway", "clientSecret": "s",
+                         "jwks": {"keys": [key.jwk("k1", Alg::RS256)]}},
+            "session": {"keys": [KEY], "domain": "example.com"},
+            "login": {"redirectUri": "https://auth.example.com/oauth2/callback", "allowedRedirectDomains": [".example.com"]}
+        });
+        let cfg = Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap());
+        let mut engine = Engine::new(cfg);
+        engine.keys.due(NOW);
+        let disc = json!({"issuer": ISS, "jwks_uri": "http://x/certs", "authorization_endpoint": "https://auth.example.com/auth", "token_endpoint": "http://k/token"});
+        engine.keys.on_discovery(NOW, Ok(disc.to_string().as_bytes())).unwrap();
+        let cfg = Rc::clone(&engine.config);
+        let b = cfg.browser.as_ref().unwrap();
+        let attempt_of = |r: &Response| -> LoginState {
+            let c = all(r, "set-cookie")[0].split_once(';').unwrap().0.split_once('=').unwrap().1.to_string();
+            serde_json::from_slice(&b.sealer.open(Purpose::LoginState, &c).unwrap()).unwrap()
+        };
+        let start = |authority: &str| {
+            let mut h = req("/page?a=1", &[("accept", "text/html")]);
+            h[2].1 = authority.to_string();
+            h
+        };
+        let h = start("app.example.com");
+        let r = respond(engine.decide(&Request { headers: &h }, NOW, true, &mut rng()));
+        assert_eq!(attempt_of(&r).return_to, "https://app.example.com/page?a=1");
+        let h = start("evil.com");
+        let r = respond(engine.decide(&Request { headers: &h }, NOW, true, &mut rng()));
+        assert_eq!(attempt_of(&r).return_to, "/page?a=1", "a host outside the list comes back as a path on the callback host");
+    }
 }

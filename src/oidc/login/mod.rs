@@ -221,5 +221,33 @@ pub fn safe_return_path(path: &str) -> String {
     }
 }
 
+/// Validates an absolute return URL (used when the callback is on another host than the page,
+/// with a fixed `redirectUri`): http(s), no userinfo, and a host that is the callback's own or
+/// in the allow-list (`example.com` exactly, `.example.com` for its subdomains). Hosts are
+/// compared in their ASCII form, so IDN look-alikes (`exаmple.com` with a Cyrillic `а`, which
+/// becomes `xn--…`) never match. Returns the URL to redirect to, or `None`.
+pub fn allowed_return_url(target: &str, own_host: &str, allowed: &[String]) -> Option<String> {
+    let url = url::Url::parse(target).ok()?;
+    if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() || url.password().is_some() {
+        return None;
+    }
+    let host = url.host_str()?.to_ascii_lowercase();
+    let host_ok = host == own_host.to_ascii_lowercase()
+        || allowed.iter().any(|a| match a.strip_prefix('.') {
+            Some(suffix) => host.len() > suffix.len() && host.ends_with(a.as_str()),
+            None => host == *a,
+        });
+    if !host_ok {
+        return None;
+    }
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let safe = safe_return_path(&path);
+    let origin = url.origin().ascii_serialization();
+    Some(format!("{origin}{safe}"))
+}
+
 #[cfg(test)]
 mod tests;

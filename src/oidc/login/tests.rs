@@ -119,3 +119,25 @@ fn return_paths_never_leave_the_host() {
     }
     assert_eq!(safe_return_path(&format!("/{}", "a".repeat(3000))), "/");
 }
+
+#[test]
+fn absolute_return_urls_only_to_allowed_hosts() {
+    let allowed = vec![".example.com".to_string(), "partner.test".to_string()];
+    let ok = |t: &str, want: &str| assert_eq!(allowed_return_url(t, "auth.example.com", &allowed).as_deref(), Some(want), "{t}");
+    ok("https://app.example.com/x?y=1", "https://app.example.com/x?y=1");
+    ok("https://APP.Example.com/x", "https://app.example.com/x");
+    ok("https://partner.test/", "https://partner.test/");
+    ok("http://auth.example.com:8443/a", "http://auth.example.com:8443/a");
+    ok("https://app.example.com//evil.com/", "https://app.example.com/");
+    for bad in [
+        "https://evil.com/", "https://example.com.evil.com/", "https://evilexample.com/", "https://example.com/",
+        "https://evil.com@app.example.com/", "https://app.example.com@evil.com/", "https://user:pw@app.example.com/",
+        "https:evil.com", "//app.example.com/x", "/x", "javascript:alert(1)", "ftp://app.example.com/",
+        "https://ex\u{0430}mple.com/", "https://app.ex\u{0430}mple.com/", "https://sub.partner.test/", "",
+    ] {
+        assert_eq!(allowed_return_url(bad, "auth.example.com", &allowed), None, "{bad:?}");
+    }
+    // CR/LF cannot survive into the Location header.
+    let got = allowed_return_url("https://app.example.com/a\r\nSet-Cookie:%20x=1", "auth.example.com", &allowed).unwrap();
+    assert!(!got.contains('\r') && !got.contains('\n'), "{got:?}");
+}
