@@ -65,7 +65,7 @@ validate: $(ENVOY) $(NODE_STAMP) build
 	cd wasm-test && ENVOY_BIN=$(CURDIR)/$(ENVOY) WASM=$(CURDIR)/$(WASM) node validate.mjs --require-wasm
 
 e2e: deps build
-	cd wasm-test && WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node --test --test-concurrency=1 e2e/
+	cd wasm-test && WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node --test --test-concurrency=1 --test-timeout=180000 e2e/
 
 ## demo: runs in the foreground; Ctrl-C stops everything it started.
 demo: deps build

@@ -3,7 +3,7 @@
 //! nothing itself.
 
 use crate::config::Config;
-use crate::flow::{Decision, Engine, Pending, Request, Response};
+use crate::flow::{Decision, Engine, Pending, RefreshNote, Request, Response};
 use crate::keys::{Fetch, Snapshot};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -40,6 +40,11 @@ fn unix_secs(t: SystemTime) -> u64 {
 /// do not mix their keys.
 fn snapshot_key(cfg: &Config) -> String {
     format!("gatehouse|{}|keys", cfg.provider.issuer)
+}
+
+/// One of 256 slots where refreshed sessions are noted for the other workers.
+fn refresh_slot_key(cfg: &Config, slot: u8) -> String {
+    format!("gatehouse|{}|refreshed|{slot}", cfg.provider.issuer)
 }
 
 fn lease_key(cfg: &Config) -> String {
@@ -355,6 +360,20 @@ impl Http {
             }
             Decision::CallIdp(call) => {
                 let cfg = Rc::clone(&shared.borrow().config);
+                if let Pending::Refresh { hash, .. } = &call.pending {
+                    // Another worker may have refreshed this session a moment ago.
+                    let note = self
+                        .get_shared_data(&refresh_slot_key(&cfg, RefreshNote::slot(hash)))
+                        .0
+                        .and_then(|v| String::from_utf8(v).ok())
+                        .and_then(|t| RefreshNote::decode(&t));
+                    let adopted = note.and_then(|n| {
+                        shared.borrow_mut().adopt_peer_refresh(&n, &call.pending, &Request { headers: &self.headers }, now)
+                    });
+                    if let Some(decision) = adopted {
+                        return self.apply(shared, decision, now);
+                    }
+                }
                 let mut headers: Vec<(&str, &str)> = vec![
                     (":method", "POST"),
                     (":path", &call.path),
@@ -398,6 +417,14 @@ impl Context for Http {
                     Vec::new()
                 };
                 let decision = shared.borrow_mut().on_idp_answer(pending, &Request { headers: &self.headers }, status, &body, now, &mut fill_random);
+                let notes = std::mem::take(&mut shared.borrow_mut().refresh_outbox);
+                let cfg = Rc::clone(&shared.borrow().config);
+                for note in notes {
+                    let key = refresh_slot_key(&cfg, RefreshNote::slot(&note.old));
+                    if let Err(status) = self.set_shared_data(&key, Some(note.encode().as_bytes()), None) {
+                        log::warn!("could not share a session refresh with other workers: {status:?}");
+                    }
+                }
                 if let Action::Continue = self.apply(&shared, decision, now) {
                     self.resume_http_request();
                 }

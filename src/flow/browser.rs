@@ -65,6 +65,64 @@ pub struct SessionData {
 /// A session's data, kept with its identity.
 pub type SessionInfo = SessionData;
 
+/// A refresh one worker made, for the others: requests carrying the old cookie (`old`, its hash)
+/// until `until` get the session sealed in `cookie` instead of refreshing again with a refresh
+/// token the provider may have rotated out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshNote {
+    pub old: TokenHash,
+    pub until: u64,
+    pub cookie: String,
+}
+
+impl RefreshNote {
+    /// Shared-data slots are a fixed ring (Envoy's shared data cannot be deleted): this note's.
+    pub fn slot(hash: &TokenHash) -> u8 {
+        hash[0]
+    }
+
+    pub fn encode(&self) -> String {
+        let hex: String = self.old.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{hex}|{}|{}", self.until, self.cookie)
+    }
+
+    pub fn decode(text: &str) -> Option<RefreshNote> {
+        let mut parts = text.splitn(3, '|');
+        let (hex, until, cookie) = (parts.next()?, parts.next()?, parts.next()?);
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut old = [0u8; 32];
+        for (i, byte) in old.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(RefreshNote { old, until: until.parse().ok()?, cookie: cookie.to_string() })
+    }
+}
+
+impl Engine {
+    /// Another worker already refreshed this session: take its result (if the note is about this
+    /// cookie and still fresh) and go on with the held request.
+    pub fn adopt_peer_refresh(&mut self, note: &RefreshNote, pending: &Pending, req: &Request<'_>, now: u64) -> Option<Decision> {
+        let Pending::Refresh { hash, .. } = pending else { return None };
+        if note.old != *hash || now >= note.until {
+            return None;
+        }
+        let cfg = Rc::clone(&self.config);
+        let b = cfg.browser.as_ref()?;
+        let data: SessionData = serde_json::from_slice(&b.sealer.open(Purpose::Session, &note.cookie)?).ok()?;
+        if now >= data.exp {
+            return None;
+        }
+        let set_cookies = cookie::set_chunked(&b.cookie_name, &note.cookie, &b.cookie, data.exp.saturating_sub(now), &request_cookies(req))?;
+        let identity = Rc::new(session_identity_of(&cfg, data));
+        self.refreshing.remove(hash);
+        self.refreshed.insert(*hash, note.until, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
+        log::debug!("session refreshed by another worker");
+        Some(self.forward_session(req, &identity, set_cookies))
+    }
+}
+
 /// The identity of a session's data.
 fn session_identity_of(cfg: &Config, data: SessionData) -> Identity {
     let mut identity = identity_of(cfg, Value::Object(data.claims.clone()), None);
@@ -539,7 +597,7 @@ impl Engine {
             }
         };
         let mut data = self.session_from_tokens(b, &tokens, Some(id_claims), None, now + b.lifetime_secs, now, random);
-        let Some(session_cookies) = self.session_cookies(b, &mut data, &cookies, now) else {
+        let Some((_, session_cookies)) = self.session_cookies(b, &mut data, &cookies, now) else {
             return fail(500, "The session is too large to be stored.", set_cookies);
         };
         set_cookies.splice(0..0, session_cookies);
@@ -555,11 +613,12 @@ impl Engine {
 
     /// Seals session data into `Set-Cookie` values (chunked if large). If the ID token makes the
     /// session too large, it is left out (sign-out then names the client instead).
-    fn session_cookies(&self, b: &Browser, data: &mut SessionData, request_cookies: &[(&str, &str)], now: u64) -> Option<Vec<String>> {
+    fn session_cookies(&self, b: &Browser, data: &mut SessionData, request_cookies: &[(&str, &str)], now: u64) -> Option<(String, Vec<String>)> {
         let max_age = data.exp.saturating_sub(now);
         let seal = |data: &SessionData| {
-            let sealed = serde_json::to_vec(data).ok().and_then(|json| b.sealer.seal(Purpose::Session, &json));
-            sealed.and_then(|v| cookie::set_chunked(&b.cookie_name, &v, &b.cookie, max_age, request_cookies))
+            let sealed = serde_json::to_vec(data).ok().and_then(|json| b.sealer.seal(Purpose::Session, &json))?;
+            let cookies = cookie::set_chunked(&b.cookie_name, &sealed, &b.cookie, max_age, request_cookies)?;
+            Some((sealed, cookies))
         };
         if let Some(cookies) = seal(data) {
             return Some(cookies);
@@ -634,11 +693,13 @@ impl Engine {
             _ => None,
         };
         let mut data = self.session_from_tokens(b, &tokens, id_claims, Some(previous), previous.exp, now, random);
-        let Some(set_cookies) = self.session_cookies(b, &mut data, &cookies, now) else {
+        let Some((sealed, set_cookies)) = self.session_cookies(b, &mut data, &cookies, now) else {
             return transient(self, "session too large");
         };
         let identity = Rc::new(session_identity_of(&cfg, data));
         self.refreshing.remove(&hash);
+        // Other workers' VMs may see the old cookie too: publish the outcome for them.
+        self.refresh_outbox.push(RefreshNote { old: hash, until: now + 60, cookie: sealed });
         // Requests still carrying the old cookie (other tabs, requests in flight) get the new
         // session for a minute instead of refreshing again with a rotated-out token.
         self.refreshed.insert(hash, now + 60, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);

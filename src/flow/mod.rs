@@ -70,6 +70,8 @@ pub struct Engine {
     refreshing: std::collections::HashMap<crate::cache::TokenHash, u64>,
     /// Sessions just refreshed: requests still carrying the old cookie get the new session.
     refreshed: TokenCache<(Rc<Identity>, Vec<String>)>,
+    /// Refreshes made here, for the glue to publish to the other workers.
+    pub refresh_outbox: Vec<browser::RefreshNote>,
 }
 
 impl Engine {
@@ -84,6 +86,7 @@ impl Engine {
             cache_generation: 0,
             refreshing: std::collections::HashMap::new(),
             refreshed: TokenCache::new(256),
+            refresh_outbox: Vec::new(),
         }
     }
 
@@ -346,7 +349,7 @@ fn forbidden(req: &Request<'_>, rule: Option<&str>, reason: &str) -> Response {
 }
 
 mod browser;
-pub use browser::{IdpCall, Pending, SessionInfo, SessionOutcome};
+pub use browser::{IdpCall, Pending, RefreshNote, SessionInfo, SessionOutcome};
 
 #[cfg(test)]
 mod tests;

@@ -323,12 +323,16 @@ mod browser_flow {
     const KEY: &str = "0123456789abcdef0123456789abcdef-flow";
 
     fn engine() -> (Engine, TestKey) {
+        engine_with(json!({"keys": [KEY]}))
+    }
+
+    fn engine_with(session: Value) -> (Engine, TestKey) {
         let key = TestKey::rsa(RSA_A);
         let jwks = json!({"keys": [key.jwk("k1", Alg::RS256)]});
         let mut doc = json!({
             "provider": {"issuer": ISS, "cluster": "idp", "clientId": "gateway", "clientSecret": "gateway-secret",
                          "audiences": ["api", "gateway"], "jwks": jwks},
-            "session": {"keys": [KEY]},
+            "session": session,
             "login": {"extraParams": {"kc_idp_hint": "entra"}, "postLogoutRedirectUri": "https://app.example/bye"},
             "rules": [{"name": "admins-only", "match": {"paths": [{"prefix": "/admin/"}]}, "require": {"groups": ["admins"]}}]
         });
@@ -425,7 +429,7 @@ mod browser_flow {
         let id_token = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &id);
         let access = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &json!({"iss": ISS, "sub": "a-1", "aud": "account",
             "azp": "gateway", "exp": NOW + 300, "iat": NOW, "realm_access": {"roles": ["backendaccess"]}}));
-        let body = json!({"access_token": access, "id_token": id_token, "token_type": "Bearer", "expires_in": 300}).to_string();
+        let body = json!({"access_token": access, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": "rt-1"}).to_string();
         let r = respond(engine.on_idp_answer(call.pending.clone(), &Request { headers: &cb }, Some(200), body.as_bytes(), NOW + 6, &mut rng()));
         (r, id_token)
     }
@@ -530,5 +534,57 @@ mod browser_flow {
         let h = start("evil.com");
         let r = respond(engine.decide(&Request { headers: &h }, NOW, true, &mut rng()));
         assert_eq!(attempt_of(&r).return_to, "/page?a=1", "a host outside the list comes back as a path on the callback host");
+    }
+
+    #[test]
+    fn refresh_notes_round_trip() {
+        let note = RefreshNote { old: [7; 32], until: 99, cookie: "v1.a.b.c".into() };
+        assert_eq!(RefreshNote::decode(&note.encode()), Some(note.clone()));
+        assert_eq!(RefreshNote::slot(&note.old), 7);
+        for bad in ["", "x|1|c", &format!("{}|x|c", "0".repeat(64)), &format!("{}|1", "0".repeat(64)), &format!("{}|1|c", "g".repeat(64))] {
+            assert_eq!(RefreshNote::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_refresh_is_shared_with_the_other_workers() {
+        let (mut a, key) = engine_with(json!({"keys": [KEY], "refresh": true}));
+        let (r, _) = login(&mut a, &key, json!({"groups": ["/admins"]}));
+        let s1 = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+        let payload: Value = serde_json::from_slice(&base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s1.split('.').nth(2).unwrap()).unwrap()).unwrap();
+        assert_eq!(payload["rexp"], json!(NOW + 6 + 300));
+        assert!(!payload["rt"].as_str().unwrap().contains("rt-1"), "the refresh token is encrypted");
+
+        // Before the window: no refresh. In it: the request is held for a refresh call.
+        let h = req("/echo", &[("cookie", &s1)]);
+        assert!(matches!(a.decide(&Request { headers: &h }, NOW + 200, true, &mut rng()), Decision::Forward { .. }));
+        let Decision::CallIdp(call) = a.decide(&Request { headers: &h }, NOW + 290, true, &mut rng()) else { panic!("no refresh") };
+        assert!(call.body.starts_with("grant_type=refresh_token&refresh_token=rt-1"), "{}", call.body);
+        // Only one at a time: a parallel request goes on with the session.
+        assert!(matches!(a.decide(&Request { headers: &h }, NOW + 290, true, &mut rng()), Decision::Forward { .. }));
+        let access = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &json!({"iss": ISS, "sub": "a-1", "aud": "account",
+            "azp": "gateway", "exp": NOW + 600, "iat": NOW + 290, "realm_access": {"roles": ["newrole"]}}));
+        let body = json!({"access_token": access, "token_type": "Bearer", "expires_in": 300, "refresh_token": "rt-2"}).to_string();
+        let Decision::Forward { set, set_cookies, .. } = a.on_idp_answer(call.pending.clone(), &Request { headers: &h }, Some(200), body.as_bytes(), NOW + 290, &mut rng()) else { panic!() };
+        assert!(set.contains(&("x-auth-request-roles".into(), "newrole".into())), "{set:?}");
+        assert!(set_cookies[0].starts_with("_gatehouse=v1."));
+        assert_eq!(a.refresh_outbox.len(), 1);
+        let note = a.refresh_outbox.remove(0);
+
+        // Worker B still sees the old cookie and would refresh with rt-1 (rotated out): it adopts.
+        let (mut b, _) = engine_with(json!({"keys": [KEY], "refresh": true}));
+        let Decision::CallIdp(b_call) = b.decide(&Request { headers: &h }, NOW + 291, true, &mut rng()) else { panic!("no refresh") };
+        let adopted = b.adopt_peer_refresh(&RefreshNote::decode(&note.encode()).unwrap(), &b_call.pending, &Request { headers: &h }, NOW + 291).unwrap();
+        let Decision::Forward { set: b_set, set_cookies: b_cookies, .. } = adopted else { panic!() };
+        let value = |c: &Vec<String>| c.iter().map(|x| x.split_once(';').unwrap().0.to_string()).collect::<Vec<_>>();
+        assert_eq!(value(&b_cookies), value(&set_cookies), "the same new session");
+        assert!(b_set.contains(&("x-auth-request-roles".into(), "newrole".into())));
+        // And then serves the old cookie from its own memory, without another refresh.
+        assert!(matches!(b.decide(&Request { headers: &h }, NOW + 292, true, &mut rng()), Decision::Forward { .. }));
+        // A note about another session, or an old one, is not taken.
+        let other = RefreshNote { old: [0; 32], ..note.clone() };
+        assert!(b.adopt_peer_refresh(&other, &b_call.pending, &Request { headers: &h }, NOW + 291).is_none());
+        let stale = RefreshNote { until: NOW, ..note };
+        assert!(b.adopt_peer_refresh(&stale, &b_call.pending, &Request { headers: &h }, NOW + 291).is_none());
     }
 }

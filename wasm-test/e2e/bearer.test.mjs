@@ -7,13 +7,13 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHmac, generateKeyPairSync } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 
 import {
   freePort, startIdp, startEcho, startEnvoy, stopAll, http, passwordToken as passwordGrant,
   clientCredentialsToken as clientCredentialsGrant, envoyStats, waitFor,
 } from '../lib/harness.mjs';
-import { writeKeysFile, signJwt, publicJwks } from '../lib/keys.mjs';
+import { writeKeysFile, signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
 
 const WASM = process.env.WASM;
 
@@ -136,8 +136,7 @@ test('every bad token gets 401 invalid_token, and the upstream is never reached'
   const hsHeader = b64({ alg: 'HS256', typ: 'JWT', kid: rsaPublic.kid });
   const hsInput = `${hsHeader}.${b64(aliceClaims())}`;
   const hsSig = createHmac('sha256', JSON.stringify(rsaPublic)).update(hsInput).digest('base64url');
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const foreign = { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: 'not-in-the-set', alg: 'RS256', use: 'sig' }] };
+  const foreign = await generateKeys({ algs: ['RS256'], encryptionKey: false });
 
   const cases = {
     'one flipped signature bit': [flipped, 'invalid signature'],
@@ -147,7 +146,7 @@ test('every bad token gets 401 invalid_token, and the upstream is never reached'
     'not yet valid': [await signJwt(jwks, aliceClaims({ nbf: now() + 3600 })), 'token not yet valid'],
     'wrong issuer': [await signJwt(jwks, aliceClaims({ iss: 'http://127.0.0.1:1/realms/demo' })), 'issuer not accepted'],
     'wrong audience': [await signJwt(jwks, aliceClaims({ aud: 'other', azp: 'other' })), 'audience not accepted'],
-    'unknown kid': [await signJwt(foreign, aliceClaims(), { kid: 'not-in-the-set' }), 'unknown key id'],
+    'unknown kid': [await signJwt(foreign, aliceClaims(), { header: { kid: 'not-in-the-set' } }), 'unknown key id'],
     garbage: ['garbage', 'malformed token'],
     oversized: [await signJwt(jwks, aliceClaims({ pad: 'x'.repeat(30000) })), 'token too large'],
     'ES256 signature by another key': [await signJwt(jwks, aliceClaims(), { alg: 'ES256', header: { kid: rsaPublic.kid } }), 'algorithm does not match the key'],
@@ -234,6 +233,11 @@ test('keys rotated at the IdP: new tokens accepted without a restart', async () 
 });
 
 test('the IdP stopped after start: tokens keep working', async () => {
+  // Precondition: every worker holds the current keys (each connection may land on any worker).
+  await waitFor(async () => {
+    const results = await Promise.all(Array.from({ length: 8 }, async () => call('/echo', await signJwt(jwks, aliceClaims()))));
+    return results.every((r) => r.status === 200);
+  }, { timeoutMs: 5000, what: 'every worker to hold the current keys' });
   const token = await signJwt(jwks, aliceClaims());
   await idp.stop();
   const r = await call('/echo', token);
