@@ -25,6 +25,7 @@ let idpPort;
 let envoy;
 let gateway;
 let issuer;
+let startupFetches;
 
 const filterConfig = (port) => ({
   provider: {
@@ -79,6 +80,7 @@ before(async () => {
   // Ready when the keys are loaded: an IdP token passes.
   const token = await passwordToken({ idpPort, username: 'alice', password: 'alice' });
   await waitFor(async () => (await call('/echo', token)).status === 200, { timeoutMs: 20000, what: 'gatehouse to load keys' });
+  startupFetches = (await envoyStats(envoy))['cluster.idp.upstream_rq_total'];
 });
 
 after(async () => {
@@ -204,10 +206,9 @@ test('public paths need no token', async () => {
 });
 
 test('the workers share one fetch of discovery and keys', async () => {
-  const stats = await envoyStats(envoy);
-  // Three VMs (main thread and two workers) would make six requests without sharing.
-  const fetches = stats['cluster.idp.upstream_rq_total'];
-  assert.ok(fetches >= 2 && fetches <= 4, `idp requests: ${fetches}`);
+  // Three VMs (main thread and two workers) would make six requests at start without sharing:
+  // one worker takes the fetch lease, the others adopt what it publishes.
+  assert.ok(startupFetches >= 2 && startupFetches <= 4, `idp requests at start: ${startupFetches}`);
 });
 
 test('keys rotated at the IdP: new tokens accepted without a restart', async () => {
