@@ -292,10 +292,20 @@ impl Engine {
             return None; // one refresh per session at a time; others go on with the session
         }
         let refresh_token = b.sealer.decrypt(rt).and_then(|p| String::from_utf8(p).ok())?;
-        let token_path = self.keys.discovery.as_ref().and_then(|d| d.token_endpoint.as_deref()).and_then(path_of)?;
-        let secret = cfg.provider.client_secret.as_ref().map(|s| s.expose()).unwrap_or_default();
-        let client_id = cfg.provider.client_id.as_deref().unwrap_or_default();
-        let (body, auth) = login::refresh_request(&refresh_token, client_id, secret, b.client_secret_post);
+        let (client_id, secret) = client_credentials(&cfg);
+        let form = login::refresh_request(&refresh_token, client_id, secret, b.client_secret_post);
+        let call = self.token_call(form, Pending::Refresh { hash, old: Rc::clone(identity) })?;
+        if self.refreshing.len() > 4096 {
+            self.refreshing.retain(|_, until| now < *until);
+        }
+        self.refreshing.insert(hash, now + 2 * cfg.callout_timeout_ms.div_ceil(1000) + 1);
+        log::debug!("refreshing a session");
+        Some(call)
+    }
+
+    /// A POST of `form` (body, client `Authorization`) to the provider's token endpoint.
+    fn token_call(&self, (body, auth): (String, Option<String>), pending: Pending) -> Option<Decision> {
+        let path = self.keys.discovery.as_ref().and_then(|d| d.token_endpoint.as_deref()).and_then(path_of)?;
         let mut headers = vec![
             ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
             ("accept".to_string(), "application/json".to_string()),
@@ -303,12 +313,7 @@ impl Engine {
         if let Some(auth) = auth {
             headers.push(("authorization".to_string(), auth));
         }
-        if self.refreshing.len() > 4096 {
-            self.refreshing.retain(|_, until| now < *until);
-        }
-        self.refreshing.insert(hash, now + 2 * cfg.callout_timeout_ms.div_ceil(1000) + 1);
-        log::debug!("refreshing a session");
-        Some(Decision::CallIdp(Box::new(IdpCall { path: token_path, headers, body, pending: Pending::Refresh { hash, old: Rc::clone(identity) } })))
+        Some(Decision::CallIdp(Box::new(IdpCall { path, headers, body, pending })))
     }
 
     /// No valid credentials: a login redirect for a browser navigation, else 401.
@@ -447,21 +452,13 @@ impl Engine {
         let Some(code) = param("code").filter(|c| !c.is_empty() && c.len() <= 4096) else {
             return Decision::Respond(error_page(400, "Sign-in failed", "The identity provider's response has no authorization code.", &retry, clear_state()));
         };
-        let Some(token_path) = self.keys.discovery.as_ref().and_then(|d| d.token_endpoint.as_deref()).and_then(path_of) else {
-            return Decision::Respond(error_page(503, "Sign-in unavailable", "The identity provider cannot be reached right now.", &retry, clear_state()));
-        };
-        let secret = cfg.provider.client_secret.as_ref().map(|s| s.expose()).unwrap_or_default();
-        let client_id = cfg.provider.client_id.as_deref().unwrap_or_default();
-        let (body, auth) = login::token_request(code, &attempt.redirect_uri, &attempt.verifier, client_id, secret, b.client_secret_post);
-        let mut headers = vec![
-            ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
-            ("accept".to_string(), "application/json".to_string()),
-        ];
-        if let Some(auth) = auth {
-            headers.push(("authorization".to_string(), auth));
-        }
-        let state_cookie = state_cookie.unwrap_or_default();
-        Decision::CallIdp(Box::new(IdpCall { path: token_path, headers, body, pending: Pending::Code { login: attempt, state_cookie } }))
+        let (client_id, secret) = client_credentials(&cfg);
+        let form = login::token_request(code, &attempt.redirect_uri, &attempt.verifier, client_id, secret, b.client_secret_post);
+        let cleared = clear_state();
+        let pending = Pending::Code { login: attempt, state_cookie: state_cookie.unwrap_or_default() };
+        self.token_call(form, pending).unwrap_or_else(|| {
+            Decision::Respond(error_page(503, "Sign-in unavailable", "The identity provider cannot be reached right now.", &retry, cleared))
+        })
     }
 
     /// The provider's answer to a call made for a [`Decision::CallIdp`]. `status` is `None` if
@@ -772,6 +769,14 @@ impl Engine {
         log::info!("signed out");
         Decision::Respond(redirect(&location, set_cookies))
     }
+}
+
+/// The client id and secret (validated present when a `session` is configured).
+fn client_credentials(cfg: &Config) -> (&str, &str) {
+    (
+        cfg.provider.client_id.as_deref().unwrap_or_default(),
+        cfg.provider.client_secret.as_ref().map(|s| s.expose()).unwrap_or_default(),
+    )
 }
 
 /// The path and query of an absolute URL (callouts go to the cluster, not the URL's host).
