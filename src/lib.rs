@@ -15,6 +15,7 @@ pub mod oidc;
 pub mod policy;
 pub mod secret;
 pub mod session;
+pub mod stats;
 
 #[cfg(test)]
 mod testutil;

@@ -11,6 +11,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod metrics;
+use metrics::{Glue, Metrics};
+
 /// Provider answers larger than this are refused (a JWKS or discovery document is a few KB).
 const MAX_CALLOUT_BODY: usize = 512 * 1024;
 
@@ -34,6 +37,10 @@ fn fill_random(buf: &mut [u8]) {
 
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
 /// Shared-data keys, per issuer, so that several gatehouse configurations in one VM group
@@ -128,6 +135,9 @@ const SLOW_TICK: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct Root {
     engine: Option<Shared>,
+    metrics: Rc<Metrics>,
+    /// When the callout in flight started (ms), for the latency histogram.
+    call_started_ms: u64,
     fast_tick: bool,
     /// The callout in flight, if any, and what it fetches.
     call: Option<(u32, Fetch)>,
@@ -162,9 +172,18 @@ impl Root {
 
     fn start(&mut self, engine: &mut Engine, fetch: Fetch, now: u64) {
         match dispatch_get(self, &engine.config, &fetch) {
-            Ok(token) => self.call = Some((token, fetch)),
+            Ok(token) => {
+                self.call = Some((token, fetch));
+                self.call_started_ms = unix_millis(self.get_current_time());
+            }
             Err(e) => {
                 log::error!("{e}");
+                let (attempt, failure) = match fetch {
+                    Fetch::Discovery(_) => (Glue::DiscoveryFetch, Glue::DiscoveryFetchFailure),
+                    Fetch::Jwks(_) => (Glue::JwksFetch, Glue::JwksFetchFailure),
+                };
+                self.metrics.glue(attempt);
+                self.metrics.glue(failure);
                 engine.keys.on_dispatch_failed(now);
                 self.release_lease(&engine.config);
             }
@@ -199,12 +218,21 @@ impl Context for Root {
         let mut engine = shared.borrow_mut();
         let now = unix_secs(self.get_current_time());
         let answer = callout_answer(self, body_size);
+        self.metrics.callout(unix_millis(self.get_current_time()).saturating_sub(self.call_started_ms));
         let cfg = Rc::clone(&engine.config);
         match fetch {
             Fetch::Discovery(_) => match engine.keys.on_discovery(now, answer.as_deref().map_err(Clone::clone)) {
-                Ok(Some(next)) => self.start(&mut engine, next, now),
-                Ok(None) => self.release_lease(&cfg),
+                Ok(Some(next)) => {
+                    self.metrics.glue(Glue::DiscoveryFetch);
+                    self.start(&mut engine, next, now);
+                }
+                Ok(None) => {
+                    self.metrics.glue(Glue::DiscoveryFetch);
+                    self.release_lease(&cfg);
+                }
                 Err(e) => {
+                    self.metrics.glue(Glue::DiscoveryFetch);
+                    self.metrics.glue(Glue::DiscoveryFetchFailure);
                     log::error!(
                         "discovery at {} failed: {e}; retrying in {}s",
                         cfg.provider.discovery_path,
@@ -214,15 +242,19 @@ impl Context for Root {
                 }
             },
             Fetch::Jwks(path) => {
+                self.metrics.glue(Glue::JwksFetch);
                 match engine.keys.on_jwks(now, answer.as_deref().map_err(Clone::clone)) {
                     Ok(snapshot) => {
                         publish(self, &cfg, &snapshot);
                         log_keys_loaded(&engine);
                     }
-                    Err(e) => log::error!(
-                        "key set at {path} failed: {e}; keeping the previous keys, retrying in {}s",
-                        engine.keys.retry_in(now)
-                    ),
+                    Err(e) => {
+                        self.metrics.glue(Glue::JwksFetchFailure);
+                        log::error!(
+                            "key set at {path} failed: {e}; keeping the previous keys, retrying in {}s",
+                            engine.keys.retry_in(now)
+                        );
+                    }
                 }
                 self.release_lease(&cfg);
             }
@@ -242,6 +274,7 @@ impl RootContext for Root {
                     engine.config.provider.cluster
                 );
                 self.engine = Some(Rc::new(RefCell::new(engine)));
+                self.metrics = Rc::new(Metrics::define());
                 self.call = None;
                 // No fetch from here: Envoy also configures a throw-away VM that is destroyed at
                 // once, and its callout would hold the fetch lease. The first tick starts it.
@@ -271,6 +304,8 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http {
             engine: self.engine.clone(),
+            metrics: Rc::clone(&self.metrics),
+            call_started_ms: 0,
             headers: Vec::new(),
             pending: None,
             idp_call: None,
@@ -285,6 +320,9 @@ impl RootContext for Root {
 
 struct Http {
     engine: Option<Shared>,
+    metrics: Rc<Metrics>,
+    /// When this request's callout started (ms), for the latency histogram.
+    call_started_ms: u64,
     headers: Vec<(String, String)>,
     /// A key-set fetch this request waits for (unknown `kid`).
     pending: Option<u32>,
@@ -317,6 +355,7 @@ impl Http {
 
     /// Applies a decision. Returns the action for the current callback.
     fn apply(&mut self, shared: &Shared, decision: Decision, now: u64) -> Action {
+        self.metrics.add(shared.borrow_mut().stats.take());
         match decision {
             Decision::Forward { remove, set, set_cookies } => {
                 for name in &remove {
@@ -349,6 +388,7 @@ impl Http {
                 match dispatch_get(self, &cfg, &fetch) {
                     Ok(token) => {
                         self.pending = Some(token);
+                        self.call_started_ms = unix_millis(self.get_current_time());
                         Action::Pause
                     }
                     Err(e) => {
@@ -391,6 +431,7 @@ impl Http {
                 match dispatched {
                     Ok(token) => {
                         self.idp_call = Some((token, call.pending));
+                        self.call_started_ms = unix_millis(self.get_current_time());
                         Action::Pause
                     }
                     Err(status) => {
@@ -410,6 +451,7 @@ impl Context for Http {
             Some((expected, pending)) if expected == token => {
                 let Some(shared) = self.engine.clone() else { return };
                 let now = unix_secs(self.get_current_time());
+                self.metrics.callout(unix_millis(self.get_current_time()).saturating_sub(self.call_started_ms));
                 let status = self.get_http_call_response_header(":status").and_then(|s| s.parse::<u32>().ok());
                 let body = if body_size <= MAX_CALLOUT_BODY {
                     self.get_http_call_response_body(0, body_size).unwrap_or_default()
@@ -439,6 +481,8 @@ impl Context for Http {
         let Some(shared) = self.engine.clone() else { return };
         let now = unix_secs(self.get_current_time());
         let answer = callout_answer(self, body_size);
+        self.metrics.callout(unix_millis(self.get_current_time()).saturating_sub(self.call_started_ms));
+        self.metrics.glue(Glue::JwksFetch);
         {
             let mut engine = shared.borrow_mut();
             let cfg = Rc::clone(&engine.config);
@@ -447,7 +491,10 @@ impl Context for Http {
                     publish(self, &cfg, &snapshot);
                     log_keys_loaded(&engine);
                 }
-                Err(e) => log::error!("key set fetch for an unknown kid failed: {e}"),
+                Err(e) => {
+                    self.metrics.glue(Glue::JwksFetchFailure);
+                    log::error!("key set fetch for an unknown kid failed: {e}");
+                }
             }
         }
         if let Action::Continue = self.run(false) {

@@ -10,6 +10,7 @@ use crate::cookie;
 use crate::jwt::{self, Expectations};
 use crate::oidc::login::{self, AuthorizeRequest, LoginState, TokenResponse};
 use crate::session::Purpose;
+use crate::stats::{Counter, DenyReason};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -259,8 +260,9 @@ impl Engine {
 
     /// Forwards a request authenticated by a session: gatehouse's cookies are taken out of the
     /// `Cookie` header (the upstream does not need them), then the rules apply.
-    pub(super) fn forward_session(&self, req: &Request<'_>, identity: &Identity, set_cookies: Vec<String>) -> Decision {
-        let cfg = &self.config;
+    pub(super) fn forward_session(&mut self, req: &Request<'_>, identity: &Identity, set_cookies: Vec<String>) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        let cfg = &cfg;
         let Some(b) = &cfg.browser else {
             return Decision::Respond(unauthorized(cfg, None));
         };
@@ -276,7 +278,7 @@ impl Engine {
         } else {
             set.push(("cookie".to_string(), rest.join("; ")));
         }
-        authorize(cfg, req, identity, remove, set, set_cookies)
+        authorize(cfg, &mut self.stats, req, identity, remove, set, set_cookies)
     }
 
     /// A refresh call for this session if it is due and none is running.
@@ -326,8 +328,15 @@ impl Engine {
     ) -> Decision {
         let cfg = Rc::clone(&self.config);
         match &cfg.browser {
-            Some(b) if b.redirect_browsers && is_navigation(req) => Decision::Respond(self.start_login(&cfg, b, req, now, had_cookie, random)),
-            _ => Decision::Respond(unauthorized(&cfg, None)),
+            Some(b) if b.redirect_browsers && is_navigation(req) => {
+                let r = self.start_login(&cfg, b, req, now, had_cookie, random);
+                self.stats.count(if r.status == 302 { Counter::LoginStarted } else { Counter::Denied(DenyReason::Unavailable) });
+                Decision::Respond(r)
+            }
+            _ => {
+                self.stats.count(Counter::Denied(DenyReason::Unauthenticated));
+                Decision::Respond(unauthorized(&cfg, None))
+            }
         }
     }
 
@@ -402,6 +411,14 @@ impl Engine {
 
     /// The provider sent the browser back: check the state, then redeem the code.
     pub(super) fn callback(&mut self, req: &Request<'_>, now: u64) -> Decision {
+        let d = self.check_callback(req, now);
+        if let Decision::Respond(_) = d {
+            self.stats.count(Counter::LoginFailed);
+        }
+        d
+    }
+
+    fn check_callback(&mut self, req: &Request<'_>, now: u64) -> Decision {
         let cfg = Rc::clone(&self.config);
         let Some(b) = &cfg.browser else {
             return Decision::Respond(unauthorized(&cfg, None));
@@ -473,7 +490,12 @@ impl Engine {
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
         match pending {
-            Pending::Code { login, state_cookie } => self.finish_login(login, state_cookie, req, status, body, now, random),
+            Pending::Code { login, state_cookie } => {
+                let d = self.finish_login(login, state_cookie, req, status, body, now, random);
+                let completed = matches!(&d, Decision::Respond(r) if r.status == 302);
+                self.stats.count(if completed { Counter::LoginCompleted } else { Counter::LoginFailed });
+                d
+            }
             Pending::Refresh { hash, old } => self.finish_refresh(hash, &old, req, status, body, now, random),
         }
     }
@@ -649,6 +671,7 @@ impl Engine {
         let transient = |engine: &mut Engine, why: &str| {
             // The provider is unavailable: the session stays valid until its own expiry; retry later.
             log::warn!("session refresh failed ({why}); keeping the session, retrying in 30s");
+            engine.stats.count(Counter::RefreshFailed);
             engine.refreshing.insert(hash, now + 30);
             engine.forward_session(req, old, Vec::new())
         };
@@ -661,6 +684,7 @@ impl Engine {
                 // session is over; a page is sent round once to start a new login.
                 self.refreshing.remove(&hash);
                 self.cache.clear();
+                self.stats.count(Counter::RefreshFailed);
                 let error = login::token_error(body).unwrap_or_else(|| "-".into());
                 log::info!("session refresh refused (HTTP {code}, {error}); session ended");
                 let set_cookies = cookie::delete_chunked(&b.cookie_name, &b.cookie, &cookies);
@@ -697,6 +721,7 @@ impl Engine {
         self.refreshing.remove(&hash);
         // Other workers' VMs may see the old cookie too: publish the outcome for them.
         self.refresh_outbox.push(RefreshNote { old: hash, until: now + 60, cookie: sealed });
+        self.stats.count(Counter::Refreshed);
         // Requests still carrying the old cookie (other tabs, requests in flight) get the new
         // session for a minute instead of refreshing again with a rotated-out token.
         self.refreshed.insert(hash, now + 60, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
@@ -767,6 +792,7 @@ impl Engine {
             None => b.post_logout_redirect_uri.clone().unwrap_or_else(|| "/".into()),
         };
         log::info!("signed out");
+        self.stats.count(Counter::Logout);
         Decision::Respond(redirect(&location, set_cookies))
     }
 }

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::jwt::{self, Expectations, JwtError};
 use crate::keys::{Fetch, KeyManager};
 use crate::policy::{host_of, normalize_path, Target, Verdict};
+use crate::stats::{Counter, DenyReason, Stats};
 use std::rc::Rc;
 
 /// What the filter needs from a request's headers. Names are lower case, as Envoy gives them.
@@ -72,6 +73,8 @@ pub struct Engine {
     refreshed: TokenCache<(Rc<Identity>, Vec<String>)>,
     /// Refreshes made here, for the glue to publish to the other workers.
     pub refresh_outbox: Vec<browser::RefreshNote>,
+    /// Counts for the glue to turn into Envoy metrics.
+    pub stats: Stats,
 }
 
 impl Engine {
@@ -87,6 +90,7 @@ impl Engine {
             refreshing: std::collections::HashMap::new(),
             refreshed: TokenCache::new(256),
             refresh_outbox: Vec::new(),
+            stats: Stats::default(),
         }
     }
 
@@ -115,6 +119,7 @@ impl Engine {
 
         // Public paths skip authentication, but never let identity headers through.
         if !normalized.ambiguous && cfg.public_paths.iter().any(|p| p.matches(&normalized.path)) {
+            self.stats.count(Counter::Public);
             return Decision::Forward { remove, set: Vec::new(), set_cookies: Vec::new() };
         }
 
@@ -125,7 +130,10 @@ impl Engine {
 
         let token = match bearer_token(req) {
             Ok(t) => t,
-            Err(reason) => return Decision::Respond(bad_request(&cfg, reason)),
+            Err(reason) => {
+                self.stats.count(Counter::Denied(DenyReason::BadRequest));
+                return Decision::Respond(bad_request(&cfg, reason));
+            }
         };
         match token {
             Some(token) => match self.bearer_identity(token, now, refetch_allowed) {
@@ -134,7 +142,7 @@ impl Engine {
                     if !cfg.tokens.forward_authorization {
                         remove.push("authorization".into());
                     }
-                    authorize(&cfg, req, &identity, remove, Vec::new(), Vec::new())
+                    authorize(&cfg, &mut self.stats, req, &identity, remove, Vec::new(), Vec::new())
                 }
                 Err(decision) => decision,
             },
@@ -156,10 +164,12 @@ impl Engine {
         let cfg = Rc::clone(&self.config);
         let Some(keys) = self.keys.keys().cloned() else {
             log::warn!("rejecting request: signing keys not loaded yet");
+            self.stats.count(Counter::Denied(DenyReason::Unavailable));
             return Err(Decision::Respond(unavailable("signing keys are not loaded yet")));
         };
         let hash = token_hash(token);
         if let Some(identity) = self.cache.get(&hash, now) {
+            self.stats.count(Counter::TokenCacheHit);
             return Ok(identity);
         }
         let expect = Expectations {
@@ -170,6 +180,7 @@ impl Engine {
         };
         match jwt::verify(token, &keys, &expect, now) {
             Ok(verified) => {
+                self.stats.count(Counter::TokenCacheMiss);
                 let identity = Rc::new(identity_of(&cfg, verified.claims, Some(token)));
                 let until = verified.exp.saturating_add(cfg.tokens.leeway_secs);
                 self.cache.insert(hash, until, Rc::clone(&identity), now);
@@ -181,10 +192,14 @@ impl Engine {
                     return Err(Decision::FetchKeys(fetch));
                 }
                 log::warn!("rejecting token: {}", JwtError::UnknownKeyId);
+                self.stats.count(Counter::TokenCacheMiss);
+                self.stats.count(Counter::Denied(DenyReason::InvalidToken));
                 Err(Decision::Respond(unauthorized(&cfg, Some(JwtError::UnknownKeyId))))
             }
             Err(e) => {
                 log::warn!("rejecting token: {e}");
+                self.stats.count(Counter::TokenCacheMiss);
+                self.stats.count(Counter::Denied(DenyReason::InvalidToken));
                 Err(Decision::Respond(unauthorized(&cfg, Some(e))))
             }
         }
@@ -195,6 +210,7 @@ impl Engine {
 /// `remove`, plus `extra_set`), or answers 403.
 pub(crate) fn authorize(
     cfg: &Config,
+    stats: &mut Stats,
     req: &Request<'_>,
     identity: &Identity,
     mut remove: Vec<String>,
@@ -206,12 +222,14 @@ pub(crate) fn authorize(
     let target = Target { host: &host, path: &normalized.path, method: req.header(":method").unwrap_or("GET") };
     match cfg.policy.evaluate(&target, &identity.claims) {
         Verdict::Allow => {
+            stats.count(Counter::Allowed);
             let mut set = identity.headers.clone();
             set.extend(extra_set);
             remove.retain(|r| !set.iter().any(|(n, _)| n == r));
             Decision::Forward { remove, set, set_cookies }
         }
         Verdict::Deny { rule, reason } => {
+            stats.count(Counter::Denied(DenyReason::of_policy(reason)));
             log::warn!("access denied: {reason} (rule {})", rule.as_deref().unwrap_or("-"));
             let mut r = forbidden(req, rule.as_deref(), reason);
             r.headers.extend(set_cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));

@@ -233,6 +233,26 @@ fn custom_claim_headers_with_nested_paths_and_encoding() {
 }
 
 #[test]
+fn counts_what_happened() {
+    use crate::stats::{Counter as C, DenyReason as R};
+    let mut b = bed(json!({}));
+    let alice = b.token(&alice_claims());
+    let bob = b.token(&bob_claims());
+    b.bearer("/echo", &alice);
+    b.bearer("/echo", &alice);
+    b.bearer("/admin/", &bob);
+    b.bearer("/echo", "garbage");
+    b.run("/echo", &[]);
+    b.run("/public/x", &[]);
+    let mut counts = b.engine.stats.take();
+    counts.sort();
+    let mut want = vec![C::Allowed, C::Allowed, C::Public, C::Denied(R::Unauthenticated), C::Denied(R::InvalidToken),
+                        C::Denied(R::GroupRequired), C::TokenCacheHit, C::TokenCacheMiss, C::TokenCacheMiss, C::TokenCacheMiss];
+    want.sort();
+    assert_eq!(counts, want);
+}
+
+#[test]
 fn verified_tokens_are_cached_until_expiry() {
     let mut b = bed(json!({}));
     let mut c = alice_claims();

@@ -1,0 +1,159 @@
+//! What gatehouse counts. The core only counts (no host calls); the glue turns the counts into
+//! Envoy metrics. Envoy shows Wasm metrics as `wasmcustom.<name>` in `/stats` and as `<name>` with
+//! `_` for `.` on `/stats/prometheus` (`gatehouse_requests_denied_group_required`). The dotted
+//! names put the variable part last, so one `stats_tags` regex per family can turn it into a tag.
+
+/// A counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Counter {
+    /// A request forwarded after authentication (bearer token or session).
+    Allowed,
+    /// A public-path request forwarded without authentication.
+    Public,
+    /// A request answered by gatehouse instead of forwarded, by reason.
+    Denied(DenyReason),
+    LoginStarted,
+    LoginCompleted,
+    LoginFailed,
+    Refreshed,
+    RefreshFailed,
+    Logout,
+    TokenCacheHit,
+    TokenCacheMiss,
+}
+
+/// Why a request was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DenyReason {
+    /// No credentials (401, or a login redirect is counted as `LoginStarted` instead).
+    Unauthenticated,
+    /// A bearer token was refused (401 invalid_token).
+    InvalidToken,
+    /// A malformed request (400).
+    BadRequest,
+    /// Authenticated but not allowed (403), by the rule's reason.
+    GroupRequired,
+    RoleRequired,
+    ClaimMismatch,
+    NoRuleMatched,
+    /// Keys or discovery not loaded (503).
+    Unavailable,
+}
+
+impl DenyReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            DenyReason::Unauthenticated => "unauthenticated",
+            DenyReason::InvalidToken => "invalid_token",
+            DenyReason::BadRequest => "bad_request",
+            DenyReason::GroupRequired => "group_required",
+            DenyReason::RoleRequired => "role_required",
+            DenyReason::ClaimMismatch => "claim_mismatch",
+            DenyReason::NoRuleMatched => "no_rule_matched",
+            DenyReason::Unavailable => "unavailable",
+        }
+    }
+
+    /// The reason of a policy verdict.
+    pub fn of_policy(reason: &str) -> DenyReason {
+        match reason {
+            "group_required" => DenyReason::GroupRequired,
+            "role_required" => DenyReason::RoleRequired,
+            "claim_mismatch" => DenyReason::ClaimMismatch,
+            _ => DenyReason::NoRuleMatched,
+        }
+    }
+
+    pub const ALL: [DenyReason; 8] = [
+        DenyReason::Unauthenticated,
+        DenyReason::InvalidToken,
+        DenyReason::BadRequest,
+        DenyReason::GroupRequired,
+        DenyReason::RoleRequired,
+        DenyReason::ClaimMismatch,
+        DenyReason::NoRuleMatched,
+        DenyReason::Unavailable,
+    ];
+}
+
+impl Counter {
+    /// The Envoy metric name (Envoy adds `wasmcustom.`).
+    pub fn name(self) -> String {
+        match self {
+            Counter::Allowed => "gatehouse.requests.allowed".into(),
+            Counter::Public => "gatehouse.requests.public".into(),
+            Counter::Denied(r) => format!("gatehouse.requests.denied.{}", r.name()),
+            Counter::LoginStarted => "gatehouse.logins.started".into(),
+            Counter::LoginCompleted => "gatehouse.logins.completed".into(),
+            Counter::LoginFailed => "gatehouse.logins.failed".into(),
+            Counter::Refreshed => "gatehouse.sessions.refreshed".into(),
+            Counter::RefreshFailed => "gatehouse.sessions.refresh_failed".into(),
+            Counter::Logout => "gatehouse.logouts".into(),
+            Counter::TokenCacheHit => "gatehouse.token_cache.hits".into(),
+            Counter::TokenCacheMiss => "gatehouse.token_cache.misses".into(),
+        }
+    }
+
+    /// Every counter, so that the glue can define them all up front (they then show as 0).
+    pub fn all() -> Vec<Counter> {
+        let mut v = vec![
+            Counter::Allowed,
+            Counter::Public,
+            Counter::LoginStarted,
+            Counter::LoginCompleted,
+            Counter::LoginFailed,
+            Counter::Refreshed,
+            Counter::RefreshFailed,
+            Counter::Logout,
+            Counter::TokenCacheHit,
+            Counter::TokenCacheMiss,
+        ];
+        v.extend(DenyReason::ALL.map(Counter::Denied));
+        v
+    }
+}
+
+/// Counts since the glue last took them.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pending: Vec<Counter>,
+}
+
+impl Stats {
+    pub fn count(&mut self, c: Counter) {
+        // Bounded: the glue drains after every callback; a cap guards against a glue bug.
+        if self.pending.len() < 1024 {
+            self.pending.push(c);
+        }
+    }
+
+    /// The counts since the last call.
+    pub fn take(&mut self) -> Vec<Counter> {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_envoy_shaped() {
+        let names: Vec<String> = Counter::all().iter().map(|c| c.name()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
+        assert!(names.iter().all(|n| n.starts_with("gatehouse.") && n.bytes().all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')));
+        assert_eq!(Counter::Denied(DenyReason::GroupRequired).name(), "gatehouse.requests.denied.group_required");
+    }
+
+    #[test]
+    fn take_drains() {
+        let mut s = Stats::default();
+        s.count(Counter::Allowed);
+        s.count(Counter::Allowed);
+        assert_eq!(s.take(), vec![Counter::Allowed, Counter::Allowed]);
+        assert!(s.take().is_empty());
+    }
+}
