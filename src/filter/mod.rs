@@ -118,6 +118,22 @@ fn adopt_shared(ctx: &dyn Context, engine: &mut Engine) -> bool {
     adopted
 }
 
+/// Hands a key-set answer to the key manager: publishes and logs the keys, or logs why not.
+fn take_jwks_answer(ctx: &dyn Context, metrics: &Metrics, engine: &mut Engine, now: u64, answer: Result<Vec<u8>, String>, what: &str) {
+    metrics.glue(Glue::JwksFetch);
+    let cfg = Rc::clone(&engine.config);
+    match engine.keys.on_jwks(now, answer.as_deref().map_err(Clone::clone)) {
+        Ok(snapshot) => {
+            publish(ctx, &cfg, &snapshot);
+            log_keys_loaded(engine);
+        }
+        Err(e) => {
+            metrics.glue(Glue::JwksFetchFailure);
+            log::error!("key set fetch {what} failed: {e}; keeping the previous keys, retrying in {}s", engine.keys.retry_in(now));
+        }
+    }
+}
+
 fn log_keys_loaded(engine: &Engine) {
     if let Some(keys) = engine.keys.keys() {
         log::info!("key set loaded: {} usable key(s)", keys.keys.len());
@@ -242,20 +258,7 @@ impl Context for Root {
                 }
             },
             Fetch::Jwks(path) => {
-                self.metrics.glue(Glue::JwksFetch);
-                match engine.keys.on_jwks(now, answer.as_deref().map_err(Clone::clone)) {
-                    Ok(snapshot) => {
-                        publish(self, &cfg, &snapshot);
-                        log_keys_loaded(&engine);
-                    }
-                    Err(e) => {
-                        self.metrics.glue(Glue::JwksFetchFailure);
-                        log::error!(
-                            "key set at {path} failed: {e}; keeping the previous keys, retrying in {}s",
-                            engine.keys.retry_in(now)
-                        );
-                    }
-                }
+                take_jwks_answer(self, &self.metrics, &mut engine, now, answer, &path);
                 self.release_lease(&cfg);
             }
         }
@@ -482,21 +485,7 @@ impl Context for Http {
         let now = unix_secs(self.get_current_time());
         let answer = callout_answer(self, body_size);
         self.metrics.callout(unix_millis(self.get_current_time()).saturating_sub(self.call_started_ms));
-        self.metrics.glue(Glue::JwksFetch);
-        {
-            let mut engine = shared.borrow_mut();
-            let cfg = Rc::clone(&engine.config);
-            match engine.keys.on_jwks(now, answer.as_deref().map_err(Clone::clone)) {
-                Ok(snapshot) => {
-                    publish(self, &cfg, &snapshot);
-                    log_keys_loaded(&engine);
-                }
-                Err(e) => {
-                    self.metrics.glue(Glue::JwksFetchFailure);
-                    log::error!("key set fetch for an unknown kid failed: {e}");
-                }
-            }
-        }
+        take_jwks_answer(self, &self.metrics, &mut shared.borrow_mut(), now, answer, "(unknown kid)");
         if let Action::Continue = self.run(false) {
             self.resume_http_request();
         }
