@@ -1,0 +1,80 @@
+// examples/: the Keycloak realm export holds exactly the test bed's demo data, and the role-based
+// example service makes its decision from gatehouse's headers behind real Envoy.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import {
+  REPO_ROOT, freePort, startIdp, startEnvoy, stopAll, http, passwordToken, waitFor,
+} from '../lib/harness.mjs';
+import { USERS, CLIENTS } from '../lib/realm.mjs';
+
+const WASM = process.env.WASM;
+let app;
+let gateway;
+let idpPort;
+
+before(async () => {
+  assert.ok(WASM, 'WASM must point at the built gatehouse.wasm');
+  idpPort = await freePort();
+  await startIdp({ port: idpPort });
+  const appPort = await freePort();
+  app = spawn(process.execPath, [join(REPO_ROOT, 'examples', 'role-app', 'server.mjs'), '--port', String(appPort)], { stdio: 'ignore' });
+  await waitFor(async () => (await http(`http://127.0.0.1:${appPort}/whoami`).catch(() => ({ status: 0 }))).status === 200, { what: 'role-app' });
+  const envoy = await startEnvoy({
+    idpPort, echoPort: appPort, wasmPath: WASM,
+    filterConfig: { provider: { issuer: `http://127.0.0.1:${idpPort}/realms/demo`, cluster: 'idp', clientId: 'gateway', audiences: ['api', 'gateway'] } },
+  });
+  gateway = envoy.url;
+  const token = (await passwordToken({ idpPort, username: 'alice', password: 'alice' })).access_token;
+  await waitFor(async () => (await http(`${gateway}/whoami`, { headers: { authorization: `Bearer ${token}` } })).status === 200, { timeoutMs: 20000, what: 'keys' });
+});
+
+after(async () => {
+  app?.kill('SIGTERM');
+  await stopAll();
+});
+
+test('the Keycloak realm export holds the demo users and clients', async () => {
+  const realm = JSON.parse(await readFile(join(REPO_ROOT, 'examples', 'keycloak', 'demo-realm.json'), 'utf8'));
+  assert.equal(realm.realm, 'demo');
+  for (const [name, u] of Object.entries(USERS)) {
+    const k = realm.users.find((x) => x.username === name);
+    assert.ok(k, name);
+    assert.equal(k.email, u.email);
+    assert.equal(k.credentials[0].value, u.password);
+    assert.deepEqual(k.groups, [...u.groups]);
+    assert.deepEqual(k.realmRoles, [...u.realmRoles]);
+  }
+  for (const [id, c] of Object.entries(CLIENTS)) {
+    const k = realm.clients.find((x) => x.clientId === id);
+    assert.equal(k.secret, c.secret, id);
+    assert.equal(k.standardFlowEnabled, c.grantTypes.includes('authorization_code'), id);
+    assert.equal(k.directAccessGrantsEnabled, c.grantTypes.includes('password'), id);
+    assert.equal(k.serviceAccountsEnabled, c.grantTypes.includes('client_credentials'), id);
+    assert.deepEqual(k.redirectUris, [...c.redirectUris], id);
+    const groups = k.protocolMappers.find((m) => m.protocolMapper === 'oidc-group-membership-mapper');
+    assert.equal(groups.config['full.path'], 'true', `${id}: full group paths, as the test bed`);
+    assert.equal(groups.config['claim.name'], 'groups');
+  }
+  assert.deepEqual(realm.groups.map((g) => g.path), ['/admins']);
+  assert.deepEqual(realm.roles.realm.map((r) => r.name), ['backendaccess']);
+});
+
+test('the role-based example approves for backendaccess only, from headers it can trust', async () => {
+  const alice = (await passwordToken({ idpPort, username: 'alice', password: 'alice' })).access_token;
+  const bob = (await passwordToken({ idpPort, username: 'bob', password: 'bob' })).access_token;
+  const ok = await http(`${gateway}/payments/approve`, { headers: { authorization: `Bearer ${alice}` } });
+  assert.equal(ok.status, 200);
+  assert.deepEqual(ok.json, { approved: true, by: 'alice' });
+  const no = await http(`${gateway}/payments/approve`, { headers: { authorization: `Bearer ${bob}` } });
+  assert.equal(no.status, 403);
+  assert.equal(no.json.approved, false);
+  // Bob claiming the role himself changes nothing: gatehouse replaces the header.
+  const spoof = await http(`${gateway}/payments/approve`, { headers: { authorization: `Bearer ${bob}`, 'x-auth-request-roles': 'backendaccess' } });
+  assert.equal(spoof.status, 403);
+  assert.equal((await http(`${gateway}/payments/approve`)).status, 401, 'no token never reaches the app');
+});
