@@ -59,6 +59,7 @@ test('counters show exactly what the flows did', async () => {
 
   const after = await wasm();
   const delta = (name) => (after[name] ?? 0) - (before[name] ?? 0);
+  // /stats shows the full names; the reason also becomes a tag (stats_tags in the bootstrap).
   assert.equal(delta('requests.public'), 1);
   assert.equal(delta('requests.denied.unauthenticated'), 1);
   assert.equal(delta('requests.denied.invalid_token'), 1);
@@ -82,4 +83,7 @@ test('counters show exactly what the flows did', async () => {
   assert.match(prom.body, /^# TYPE gatehouse_logins_completed counter$/m);
   assert.match(prom.body, /^gatehouse_logins_completed\{\} 1$/m);
   assert.match(prom.body, /^gatehouse_callout_ms_bucket\{le="[^"]+"\} \d+$/m);
+  assert.match(prom.body, /^# TYPE gatehouse_requests_denied counter$/m);
+  assert.match(prom.body, /^gatehouse_requests_denied\{reason="group_required"\} 1$/m);
+  assert.match(prom.body, /^gatehouse_requests_denied\{reason="invalid_token"\} 1$/m);
 });

@@ -702,6 +702,10 @@ export function envoyBootstrap({
   const bootstrap = {
     node: { id: `gatehouse-test-${listenPort}`, cluster: 'gatehouse-test' },
     admin: { address: { socket_address: { address: '127.0.0.1', port_value: adminPort } } },
+    // gatehouse's denial counters carry their reason as a tag (README, "Metrics").
+    stats_config: {
+      stats_tags: [{ tag_name: 'reason', regex: '^wasmcustom\\.gatehouse\\.requests\\.denied(\\.(\\w+))$' }],
+    },
     static_resources: {
       listeners: [{
         name: 'ingress',
