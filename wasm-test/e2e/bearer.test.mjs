@@ -251,7 +251,7 @@ test('the IdP stopped after start: tokens keep working', async () => {
 test('a bad configuration fails the plugin and names the field', async () => {
   const bad = { provider: { issuer: 'not-a-url', cluster: 'idp', clientId: 'gateway' }, tokens: { allowedAlgorithms: ['HS256'] } };
   await assert.rejects(
-    startEnvoy({ listenPort: await freePort(), adminPort: await freePort(), idpPort, echoPort: await freePort(), wasmPath: WASM, filterConfig: bad }),
+    startEnvoy({ listenPort: await freePort(), adminPort: await freePort(), idpPort, echoPort: await freePort(), wasmPath: WASM, filterConfig: bad, expectFailure: true }),
     (err) => {
       const log = String(err.log ?? err.message);
       assert.match(log, /invalid configuration: provider\.issuer: /);
@@ -273,7 +273,7 @@ test('the client secret can come from the VM environment, and its absence is a n
   assert.match(logs, /configured for issuer/);
   assert.doesNotMatch(logs, /gateway-secret/, 'the secret is never logged');
   await assert.rejects(
-    startEnvoy({ idpPort, echoPort: await freePort(), wasmPath: WASM, filterConfig: config }),
+    startEnvoy({ idpPort, echoPort: await freePort(), wasmPath: WASM, filterConfig: config, expectFailure: true }),
     (err) => {
       assert.match(String(err.log ?? err.message), /invalid configuration: provider\.clientSecretEnv: environment variable "GATEHOUSE_CLIENT_SECRET" is not set/);
       return true;

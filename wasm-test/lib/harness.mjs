@@ -93,7 +93,9 @@ function installExitHandlers() {
  * Spawn a process, capture its stdout/stderr to `logFile`, and wait until `ready()` resolves true.
  * @returns {Promise<{pid: number, name: string, logFiles: string[], exit: Promise, stop: Function}>}
  */
-async function startProcess({ name, command, args, env, logFile, extraLogFiles = [], ready, timeoutMs }) {
+async function startProcess({
+  name, command, args, env, logFile, extraLogFiles = [], ready, timeoutMs, expectFailure = false,
+}) {
   installExitHandlers();
   const fd = openSync(logFile, 'a');
   let child;
@@ -141,7 +143,8 @@ async function startProcess({ name, command, args, env, logFile, extraLogFiles =
   for (;;) {
     if (entry.exited) {
       const { code, signal } = await exit;
-      keepRunDir = true;
+      // A start a test makes fail on purpose needs no logs kept; any other does.
+      if (!expectFailure) keepRunDir = true;
       processes.delete(child.pid);
       const log = logDump(logFiles);
       throw Object.assign(
@@ -805,7 +808,7 @@ export function envoyValidate(bootstrapPath, { bin = envoyBin(), timeoutMs = 60_
 export async function startEnvoy({
   listenPort, adminPort, idpPort, echoPort, wasmPath, filterConfig = null, concurrency = 1,
   logLevel = 'info', componentLogLevel, vmEnv, env, failurePolicy, customize, bin = envoyBin(),
-  extraArgs = [], timeoutMs = DEFAULT_TIMEOUTS.envoy,
+  extraArgs = [], timeoutMs = DEFAULT_TIMEOUTS.envoy, expectFailure = false,
 } = {}) {
   assertEnvoy(bin);
   if (filterConfig !== null && filterConfig !== undefined) {
@@ -848,6 +851,7 @@ export async function startEnvoy({
     logFile: join(dir, `envoy-${lp}.out`),
     extraLogFiles: [logPath],
     timeoutMs,
+    expectFailure,
     ready: async () => {
       const r = await http(`${adminUrl}/ready`, { timeoutMs: 1_000 });
       if (r.status !== 200 || r.body.trim() !== 'LIVE') throw new Error(`admin /ready: ${r.status} ${r.body.trim()}`);
