@@ -238,16 +238,19 @@ pub(crate) fn authorize(
     }
 }
 
-/// Headers to strip from the request: every managed header present, in any spelling Envoy lets
-/// through, including `_` for `-` (CGI-style upstreams map both to the same variable).
+/// Headers to strip from the request: every managed header it carries, in any spelling Envoy lets
+/// through, including `_` for `-` (CGI-style upstreams map both to the same variable). Only those
+/// present are listed: each removal is a host call, and most requests carry none.
 pub(crate) fn managed_headers_present(cfg: &Config, req: &Request<'_>) -> Vec<String> {
-    let mut remove: Vec<String> = cfg.managed_headers.clone();
+    let mut remove: Vec<String> = Vec::new();
     for (name, _) in req.headers {
-        if name.contains('_') && !remove.contains(name) {
-            let dashed = name.replace('_', "-");
-            if cfg.managed_headers.contains(&dashed) {
-                remove.push(name.clone());
-            }
+        if remove.contains(name) {
+            continue;
+        }
+        let managed = cfg.managed_headers.contains(name)
+            || (name.contains('_') && cfg.managed_headers.contains(&name.replace('_', "-")));
+        if managed {
+            remove.push(name.clone());
         }
     }
     remove

@@ -180,10 +180,9 @@ fn spoofed_identity_headers_are_removed_everywhere() {
     let spoof = [("x-auth-request-email", "ceo@example.com"), ("x_auth_request_email", "ceo@example.com"), ("x-auth-request-groups", "admins")];
     // On a public path, without any token.
     let d = b.run("/public/x", &spoof);
-    let r = removed(&d);
-    for name in ["x-auth-request-email", "x_auth_request_email", "x-auth-request-groups", "x-auth-request-user", "x-auth-request-roles"] {
-        assert!(r.contains(&name.to_string()), "{name} not removed: {r:?}");
-    }
+    let mut r = removed(&d);
+    r.sort();
+    assert_eq!(r, vec!["x-auth-request-email", "x-auth-request-groups", "x_auth_request_email"], "exactly the managed headers sent");
     assert!(!r.contains(&"authorization".to_string()), "public paths leave Authorization alone");
     // With a token, the spoofed ones are removed and the real ones set.
     let t = b.token(&bob_claims());
@@ -215,7 +214,8 @@ fn forward_authorization_and_payload_header_options() {
     let d = b.bearer("/echo", &t);
     assert!(!removed(&d).contains(&"authorization".to_string()));
     assert_eq!(header(&d, "x-jwt-payload"), t.split('.').nth(1));
-    assert!(removed(&b.run("/public/", &[])).contains(&"x-jwt-payload".to_string()));
+    assert!(removed(&b.run("/public/", &[("x-jwt-payload", "forged")])).contains(&"x-jwt-payload".to_string()));
+    assert!(removed(&b.run("/public/", &[])).is_empty(), "nothing to remove, no host calls");
 }
 
 #[test]
