@@ -1,0 +1,374 @@
+#!/usr/bin/env node
+// Issue 5 benchmark: gatehouse against no filter and Envoy's native jwt_authn and oauth2 filters,
+// in real Envoy.
+//
+//   node wasm-test/bench/bench.mjs [--duration 5] [--rounds 3] [--out wasm-test/bench/RESULTS.md]
+//     [--pool 20000] [--connections 16] [--threads 2] [--wasm <path>]
+//
+// Every Envoy runs with ONE worker (--concurrency 1) and answers inside itself (route
+// `direct_response` 200), so only the HTTP filters differ. Load comes from wrk (fixed duration);
+// the cases are interleaved and repeated, and each result is a ratio to the no-filter run of the
+// same round. All processes are started by the harness and stopped by PID; wrk runs are bounded
+// by -d plus a kill timeout.
+
+import { execFile } from 'node:child_process';
+import { mkdtemp, writeFile, rm } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
+import { tmpdir, cpus } from 'node:os';
+import { join, resolve, relative } from 'node:path';
+import { parseArgs } from 'node:util';
+
+import {
+  freePort, startIdp, startEnvoy, stopAll, http, browse, CookieJar, waitFor, envoyStats,
+  REPO_ROOT, WASM_TEST_DIR, envoyBin,
+} from '../lib/harness.mjs';
+import { writeKeysFile, signJwt, publicJwks } from '../lib/keys.mjs';
+
+const { values: opt } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '3' },
+    out: { type: 'string', default: join(WASM_TEST_DIR, 'bench', 'RESULTS.md') },
+    pool: { type: 'string', default: '20000' },
+    connections: { type: 'string', default: '16' },
+    threads: { type: 'string', default: '2' },
+    wasm: { type: 'string', default: join(REPO_ROOT, 'target', 'wasm32-wasip1', 'release', 'gatehouse.wasm') },
+  },
+});
+const DURATION = Number(opt.duration);
+const ROUNDS = Number(opt.rounds);
+const POOL = Number(opt.pool);
+const CONNS = Number(opt.connections);
+const THREADS = Number(opt.threads);
+const WASM = resolve(opt.wasm);
+for (const [k, v] of Object.entries({ DURATION, ROUNDS, POOL, CONNS, THREADS })) {
+  if (!Number.isInteger(v) || v < 1) throw new Error(`--${k.toLowerCase()} must be a positive integer`);
+}
+const LUA = join(WASM_TEST_DIR, 'bench', 'tokens.lua');
+const COOKIE_KEY = 'bench-cookie-key-0123456789abcdef0123456789';
+const ALGS = ['RS256', 'ES256', 'EdDSA'];
+const started = Date.now();
+const log = (m) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${m}\n`);
+
+// --- wrk ------------------------------------------------------------------------------------------
+
+function wrk(url, { headers = {}, script, scriptArgs = [], duration = DURATION } = {}) {
+  const args = [`-c${CONNS}`, `-t${THREADS}`, `-d${duration}s`, '--latency', '--timeout', '5s'];
+  for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
+  if (script) args.push('-s', script);
+  args.push(url);
+  if (scriptArgs.length) args.push('--', ...scriptArgs);
+  return new Promise((res, rej) => {
+    execFile('wrk', args, { timeout: (duration + 20) * 1000, killSignal: 'SIGKILL', maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      if (err) { rej(new Error(`wrk failed: ${err.message}\n${stdout}${stderr}`)); return; }
+      res(parseWrk(stdout));
+    });
+  });
+}
+
+function toMs(s) {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(s);
+  if (!m) return NaN;
+  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000, m: 60000 }[m[2]];
+}
+
+function parseWrk(text) {
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1]);
+  const p50 = toMs(/^\s+50%\s+(\S+)/m.exec(text)?.[1] ?? '');
+  const p99 = toMs(/^\s+99%\s+(\S+)/m.exec(text)?.[1] ?? '');
+  const total = Number(/(\d+) requests in/.exec(text)?.[1]);
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(text)?.[1] ?? 0);
+  const errors = /Socket errors:.*/.exec(text)?.[0] ?? '';
+  if (!Number.isFinite(rps)) throw new Error(`cannot parse wrk output:\n${text}`);
+  return { rps, p50, p99, total, non2xx, errors, raw: text };
+}
+
+// --- Envoy configurations -------------------------------------------------------------------------
+
+/** Route everything to a direct 200 and drop the access log (identical for every variant). */
+function directResponse(extraFilters = []) {
+  return (b) => {
+    const hcm = b.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
+    delete hcm.access_log;
+    hcm.route_config.virtual_hosts[0].routes = [{
+      match: { prefix: '/' },
+      direct_response: { status: 200, body: { inline_string: 'ok\n' } },
+    }];
+    hcm.http_filters.splice(hcm.http_filters.length - 1, 0, ...extraFilters);
+    return b;
+  };
+}
+
+function jwtAuthnFilter({ issuer, jwks, cache }) {
+  const signing = { keys: publicJwks(jwks).keys.filter((k) => (k.use ?? 'sig') === 'sig') };
+  return {
+    name: 'envoy.filters.http.jwt_authn',
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication',
+      providers: {
+        idp: {
+          issuer,
+          audiences: ['api'],
+          local_jwks: { inline_string: JSON.stringify(signing) },
+          ...(cache ? { jwt_cache_config: { jwt_cache_size: 1000 } } : {}),
+        },
+      },
+      rules: [{ match: { prefix: '/' }, requires: { provider_name: 'idp' } }],
+    },
+  };
+}
+
+function oauth2Filter({ idpPort, listenPort }) {
+  const oidc = `http://127.0.0.1:${idpPort}/realms/demo/protocol/openid-connect`;
+  return {
+    name: 'envoy.filters.http.oauth2',
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.filters.http.oauth2.v3.OAuth2',
+      config: {
+        token_endpoint: { cluster: 'idp', uri: `${oidc}/token`, timeout: '5s' },
+        authorization_endpoint: `${oidc}/auth`,
+        redirect_uri: `http://127.0.0.1:${listenPort}/oauth2/callback`,
+        redirect_path_matcher: { path: { exact: '/oauth2/callback' } },
+        signout_path: { path: { exact: '/signout' } },
+        credentials: { client_id: 'gateway', token_secret: { name: 'oauth2-token' }, hmac_secret: { name: 'oauth2-hmac' } },
+        auth_scopes: ['openid'],
+        auth_type: 'BASIC_AUTH',
+      },
+    },
+  };
+}
+
+/** Static secrets for the native oauth2 filter. */
+function withOauth2Secrets(customize) {
+  return (b) => {
+    const out = customize(b);
+    out.static_resources.secrets = [
+      { name: 'oauth2-token', generic_secret: { secret: { inline_string: 'gateway-secret' } } },
+      { name: 'oauth2-hmac', generic_secret: { secret: { inline_string: 'bench-hmac-secret-0123456789abcdef' } } },
+    ];
+    return out;
+  };
+}
+
+// --- main -----------------------------------------------------------------------------------------
+
+async function main() {
+  statSync(WASM);
+  const moduleBytes = statSync(WASM).size;
+  const dir = await mkdtemp(join(tmpdir(), 'gatehouse-bench-'));
+  try {
+    const keysFile = join(dir, 'keys.json');
+    const jwks = await writeKeysFile(keysFile);
+    const idpPort = await freePort();
+    const issuer = `http://127.0.0.1:${idpPort}/realms/demo`;
+    log(`starting IdP on ${idpPort}`);
+    await startIdp({ port: idpPort, keysFile });
+    const echoPort = await freePort(); // nothing listens: every route answers directly
+
+    // Token pools (distinct tokens, one file per algorithm) and one repeated token.
+    const now = Math.floor(Date.now() / 1000);
+    const claims = (i) => ({
+      iss: issuer, sub: `bench-user-${i}`, aud: ['account', 'api'], azp: 'api', typ: 'Bearer',
+      exp: now + 3600, iat: now, jti: `bench-${i}`, email: 'bench@example.com', preferred_username: 'bench',
+      groups: ['/users'], realm_access: { roles: ['backendaccess'] },
+    });
+    const pools = {};
+    for (const alg of ALGS) {
+      const t0 = Date.now();
+      const lines = [];
+      for (let i = 0; i < POOL; i += 1) {
+        // eslint-disable-next-line no-await-in-loop
+        lines.push(await signJwt(jwks, claims(`${alg}-${i}`), { alg }));
+      }
+      pools[alg] = join(dir, `tokens-${alg}.txt`);
+      await writeFile(pools[alg], `${lines.join('\n')}\n`);
+      log(`minted ${POOL} ${alg} tokens in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+    }
+    const sameToken = await signJwt(jwks, claims('same'), { alg: 'RS256' });
+
+    log('starting Envoys (one worker each)');
+    const none = await startEnvoy({ idpPort, echoPort, concurrency: 1, logLevel: 'warn', customize: directResponse() });
+    const gh = await startEnvoy({
+      idpPort, echoPort, concurrency: 1, logLevel: 'warn', wasmPath: WASM, customize: directResponse(),
+      filterConfig: {
+        provider: { issuer, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret', audiences: ['api', 'gateway'] },
+        session: { keys: [COOKIE_KEY], secure: false },
+        publicPaths: [{ prefix: '/public/' }],
+      },
+    });
+    const jwtNoCache = await startEnvoy({
+      idpPort, echoPort, concurrency: 1, logLevel: 'warn', customize: directResponse([jwtAuthnFilter({ issuer, jwks, cache: false })]),
+    });
+    const jwtCache = await startEnvoy({
+      idpPort, echoPort, concurrency: 1, logLevel: 'warn', customize: directResponse([jwtAuthnFilter({ issuer, jwks, cache: true })]),
+    });
+
+    // (f) Envoy's native oauth2 filter, with cookies from a real login through it. Optional: if
+    // the login does not work, (f) is left out with a warning.
+    let oauth2Cookie;
+    let oauth2Envoy;
+    try {
+      const lp = await freePort();
+      oauth2Envoy = await startEnvoy({
+        listenPort: lp, idpPort, echoPort, concurrency: 1, logLevel: 'warn',
+        customize: withOauth2Secrets(directResponse([oauth2Filter({ idpPort, listenPort: lp })])),
+      });
+      const ojar = new CookieJar();
+      const ol = await browse(`${oauth2Envoy.url}/app`, { jar: ojar, username: 'alice', password: 'alice' });
+      oauth2Cookie = ojar.header(`${oauth2Envoy.url}/app`);
+      if (ol.response?.status !== 200 || !oauth2Cookie) {
+        throw new Error(`login through oauth2 ended with ${ol.response?.status}: ${ol.history.map((h) => `${h.status} ${h.url.replace(/\?.*/, '')}`).join(' -> ')}`);
+      }
+      log(`oauth2 cookies: ${oauth2Cookie.length} bytes in the Cookie header`);
+    } catch (err) {
+      log(`WARNING: (f) native oauth2 left out: ${err.message.split('\n')[0]}`);
+      oauth2Cookie = undefined;
+    }
+
+    // gatehouse is ready when its keys are loaded; then sign in once for a session cookie.
+    await waitFor(async () => (await http(`${gh.url}/x`, { headers: { authorization: `Bearer ${sameToken}` } })).status === 200,
+      { timeoutMs: 30000, what: 'gatehouse to load keys' });
+    const jar = new CookieJar();
+    const login = await browse(`${gh.url}/app`, { jar, username: 'alice', password: 'alice' });
+    const cookie = jar.header(`${gh.url}/app`);
+    if (login.response?.status !== 200 || !cookie) {
+      throw new Error(`login failed: ${login.response?.status} ${login.history.map((h) => `${h.status} ${h.url}`).join(' -> ')}`);
+    }
+    log(`session cookie: ${cookie.length} bytes in the Cookie header`);
+
+    const bearer = { authorization: `Bearer ${sameToken}` };
+    const cases = [
+      { id: 'a', name: 'no filter', url: `${none.url}/x` },
+      { id: 'b', name: 'gatehouse, session cookie', url: `${gh.url}/x`, headers: { cookie } },
+      { id: 'c', name: 'gatehouse, same RS256 bearer (token cache)', url: `${gh.url}/x`, headers: bearer, envoy: gh },
+      ...ALGS.map((alg) => ({
+        id: `d-${alg}`, name: `gatehouse, distinct ${alg} bearer`, url: `${gh.url}/x`, pool: pools[alg], envoy: gh,
+      })),
+      { id: 'e-same', name: 'jwt_authn, same RS256 bearer, no cache', url: `${jwtNoCache.url}/x`, headers: bearer },
+      { id: 'e-same-cache', name: 'jwt_authn, same RS256 bearer, jwt_cache_config', url: `${jwtCache.url}/x`, headers: bearer },
+      ...ALGS.map((alg) => ({
+        id: `e-${alg}`, name: `jwt_authn, distinct ${alg} bearer, no cache`, url: `${jwtNoCache.url}/x`, pool: pools[alg],
+      })),
+      { id: 'e-RS256-cache', name: 'jwt_authn, distinct RS256 bearer, jwt_cache_config', url: `${jwtCache.url}/x`, pool: pools.RS256 },
+      ...(oauth2Cookie ? [{ id: 'f', name: 'oauth2 (native), session cookies', url: `${oauth2Envoy.url}/x`, headers: { cookie: oauth2Cookie } }] : []),
+      { id: 'g', name: 'gatehouse, public path', url: `${gh.url}/public/x` },
+      // Control: the token-cycling Lua script against no filter (wrk's own ceiling with a script).
+      { id: 'a-lua', name: 'no filter, wrk cycling the RS256 pool (client control)', url: `${none.url}/x`, pool: pools.RS256 },
+    ];
+
+    // Sanity: every case answers 200 once, and a request without credentials is refused.
+    for (const c of cases) {
+      const headers = c.pool ? { authorization: `Bearer ${readFileSync(c.pool, 'utf8').split('\n', 1)[0]}` } : (c.headers ?? {});
+      const r = await http(c.url, { headers });
+      if (r.status !== 200) throw new Error(`case ${c.id} (${c.name}) answers ${r.status}: ${r.body.slice(0, 200)}`);
+    }
+    for (const e of [gh, jwtNoCache, ...(oauth2Cookie ? [oauth2Envoy] : [])]) {
+      const r = await http(`${e.url}/x`);
+      const expected = e === oauth2Envoy ? 302 : 401; // the native oauth2 filter redirects to login
+      if (r.status !== expected) throw new Error(`${e.url}/x without credentials answers ${r.status}, expected ${expected}`);
+    }
+
+    const run = (c, duration) => wrk(c.url, {
+      headers: c.headers, duration,
+      ...(c.pool ? { script: LUA, scriptArgs: [c.pool, String(THREADS)] } : {}),
+    });
+
+    log('warm-up (1 s per case)');
+    for (const c of cases) await run(c, 1);
+
+    const results = []; // results[round][caseId] = {rps, p50, p99, ratio, ...}
+    const cacheStat = async () => {
+      const s = await envoyStats(gh, 'token_cache');
+      const pick = (w) => Object.entries(s).filter(([k]) => k.includes(`token_cache`) && k.endsWith(w)).reduce((a, [, v]) => a + v, 0);
+      return { hits: pick('hits'), misses: pick('misses') };
+    };
+    const cacheDelta = {}; // caseId -> {hits, misses} summed over rounds
+    for (let r = 0; r < ROUNDS; r += 1) {
+      // Rotate the order each round (baseline first every time, so its ratio is defined even if
+      // the run is cut short); rotation spreads drift over the cases.
+      const rest = cases.slice(1);
+      const rot = rest.slice(r % rest.length).concat(rest.slice(0, r % rest.length));
+      const round = {};
+      for (const c of [cases[0], ...rot]) {
+        const before = c.envoy ? await cacheStat() : null;
+        // eslint-disable-next-line no-await-in-loop
+        const res = await run(c, DURATION);
+        if (before) {
+          const after = await cacheStat();
+          const d = cacheDelta[c.id] ?? { hits: 0, misses: 0 };
+          d.hits += after.hits - before.hits;
+          d.misses += after.misses - before.misses;
+          cacheDelta[c.id] = d;
+        }
+        round[c.id] = res;
+        log(`round ${r + 1}/${ROUNDS} ${c.id.padEnd(14)} ${res.rps.toFixed(0).padStart(6)} req/s  p50 ${res.p50.toFixed(2)} ms  p99 ${res.p99.toFixed(2)} ms${res.non2xx ? `  NON-2xx ${res.non2xx}` : ''}${res.errors ? `  ${res.errors}` : ''}`);
+      }
+      for (const c of cases) round[c.id].ratio = round[c.id].rps / round.a.rps;
+      results.push(round);
+    }
+
+    // --- report -----------------------------------------------------------------------------------
+    const median = (xs) => { const s = [...xs].sort((x, y) => x - y); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+    const f0 = (x) => x.toFixed(0);
+    const f2 = (x) => x.toFixed(2);
+    const rows = cases.map((c) => {
+      const rs = results.map((rd) => rd[c.id]);
+      const ratios = rs.map((x) => x.ratio);
+      const non2xx = rs.reduce((a, x) => a + x.non2xx, 0);
+      const cd = cacheDelta[c.id];
+      return {
+        c,
+        rps: median(rs.map((x) => x.rps)),
+        p50: median(rs.map((x) => x.p50)),
+        p99: median(rs.map((x) => x.p99)),
+        ratio: median(ratios),
+        lo: Math.min(...ratios),
+        hi: Math.max(...ratios),
+        non2xx,
+        cache: cd ? `${cd.hits}/${cd.misses}` : '',
+      };
+    });
+    const header = '| case | path | req/s (median) | p50 ms | p99 ms | vs. no filter (median) | min–max | non-2xx | gatehouse cache hits/misses |\n|---|---|---|---|---|---|---|---|---|';
+    const table = [header, ...rows.map((x) => `| ${x.c.id} | ${x.c.name} | ${f0(x.rps)} | ${f2(x.p50)} | ${f2(x.p99)} | ${f2(x.ratio)} | ${f2(x.lo)}–${f2(x.hi)} | ${x.non2xx} | ${x.cache} |`)].join('\n');
+    const perRound = ['| case | ' + results.map((_, i) => `round ${i + 1} req/s (ratio)`).join(' | ') + ' |',
+      '|---|' + results.map(() => '---|').join(''),
+      ...cases.map((c) => `| ${c.id} | ${results.map((rd) => `${f0(rd[c.id].rps)} (${f2(rd[c.id].ratio)})`).join(' | ')} |`)].join('\n');
+    const elapsed = (Date.now() - started) / 1000;
+    const cmd = `node ${relative(REPO_ROOT, process.argv[1])} ${process.argv.slice(2).join(' ')}`.trim();
+    const envoyVersion = await new Promise((res) => {
+      execFile(envoyBin(), ['--version'], { timeout: 10000 }, (e, out) => res((out || '').trim().split('\n').pop() || 'unknown'));
+    });
+    const md = `# gatehouse benchmark (issue 5)
+
+Generated by \`${cmd}\` on ${new Date().toISOString()} (${elapsed.toFixed(0)} s in all).
+
+- Module: \`${relative(REPO_ROOT, WASM)}\`, **${moduleBytes} bytes**
+- Envoy: ${envoyVersion}; \`--concurrency 1\` (one worker), V8 runtime, route \`direct_response\` 200, no access log
+- Load: \`wrk -c${CONNS} -t${THREADS} -d${DURATION}s --latency\`, ${ROUNDS} rounds, cases interleaved (order rotated each round, baseline first), 1 s warm-up per case
+- Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'} (wrk and Envoy share it)
+- Distinct-token pools: ${POOL} tokens per algorithm, minted with \`signJwt\` from the IdP's key file, cycled by \`bench/tokens.lua\` (gatehouse's token cache holds 1024 per worker, so a cycled pool this size never hits; the last column counts hits/misses during the measured runs)
+- Native \`jwt_authn\`: \`local_jwks\` inline with the IdP's public signing keys; "jwt_cache_config" = \`jwt_cache_size: 1000\`
+- Native \`oauth2\` (case f, present only if its login worked): cookies from a real login through the filter (client \`gateway\`, \`BASIC_AUTH\`), ${oauth2Cookie ? `${oauth2Cookie.length}` : '–'}-byte Cookie header; gatehouse's session cookie header: ${cookie.length} bytes
+- No-filter baseline answers from \`direct_response\` (no upstream hop), so every filter's cost is a larger share than behind a real upstream
+
+Ratios are req/s divided by the no-filter req/s of the same round; the table shows the median over rounds and the min–max. p50/p99 are medians over rounds of wrk's per-run percentiles.
+
+${table}
+
+## Per round
+
+${perRound}
+`;
+    await writeFile(opt.out, md);
+    process.stdout.write(`${table}\n\nmodule ${moduleBytes} bytes; ${elapsed.toFixed(0)} s; written to ${opt.out}\n`);
+  } finally {
+    await stopAll();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch(async (err) => {
+  process.stderr.write(`bench failed: ${err.stack || err}\n`);
+  await stopAll();
+  process.exit(1);
+});
