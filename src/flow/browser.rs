@@ -2,7 +2,7 @@
 //! signing out. Pure like the rest of `flow`: calls to the provider are returned as
 //! [`Decision::CallIdp`] and their answers come back through [`Engine::on_idp_answer`].
 
-use super::{authorize, identity_of, managed_headers_present, unauthorized, unavailable, Decision, Engine, Identity, Request, Response};
+use super::{authorize, identity_of, managed_headers_present, request_path, unauthorized, unavailable, Decision, Engine, Identity, Request, Response};
 use crate::cache::TokenHash;
 use crate::cache::token_hash;
 use crate::config::{Browser, Config};
@@ -120,7 +120,7 @@ impl Engine {
         self.refreshing.remove(hash);
         self.refreshed.insert(*hash, note.until, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed by another worker");
-        Some(self.forward_session(req, &identity, set_cookies))
+        Some(self.forward_session(req, &request_path(req).path, &identity, set_cookies))
     }
 }
 
@@ -260,7 +260,7 @@ impl Engine {
 
     /// Forwards a request authenticated by a session: gatehouse's cookies are taken out of the
     /// `Cookie` header (the upstream does not need them), then the rules apply.
-    pub(super) fn forward_session(&mut self, req: &Request<'_>, identity: &Identity, set_cookies: Vec<String>) -> Decision {
+    pub(super) fn forward_session(&mut self, req: &Request<'_>, path: &str, identity: &Identity, set_cookies: Vec<String>) -> Decision {
         let cfg = Rc::clone(&self.config);
         let cfg = &cfg;
         let Some(b) = &cfg.browser else {
@@ -278,7 +278,7 @@ impl Engine {
         } else {
             set.push(("cookie".to_string(), rest.join("; ")));
         }
-        authorize(cfg, &mut self.stats, req, identity, remove, set, set_cookies)
+        authorize(cfg, &mut self.stats, req, path, identity, remove, set, set_cookies)
     }
 
     /// A refresh call for this session if it is due and none is running.
@@ -673,7 +673,7 @@ impl Engine {
             log::warn!("session refresh failed ({why}); keeping the session, retrying in 30s");
             engine.stats.count(Counter::RefreshFailed);
             engine.refreshing.insert(hash, now + 30);
-            engine.forward_session(req, old, Vec::new())
+            engine.forward_session(req, &request_path(req).path, old, Vec::new())
         };
         match status {
             None => return transient(self, "provider unreachable"),
@@ -726,7 +726,7 @@ impl Engine {
         // session for a minute instead of refreshing again with a rotated-out token.
         self.refreshed.insert(hash, now + 60, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed");
-        self.forward_session(req, &identity, set_cookies)
+        self.forward_session(req, &request_path(req).path, &identity, set_cookies)
     }
 
     /// Signs out: clears gatehouse's cookies and sends the browser to the provider's logout.

@@ -104,9 +104,7 @@ impl Engine {
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
         let cfg = Rc::clone(&self.config);
-        let remove = managed_headers_present(&cfg, req);
-        let raw_path = req.header(":path").unwrap_or("/");
-        let normalized = normalize_path(raw_path);
+        let normalized = request_path(req);
 
         if let Some(b) = &cfg.browser {
             if normalized.path == b.callback_path {
@@ -120,6 +118,7 @@ impl Engine {
         // Public paths skip authentication, but never let identity headers through.
         if !normalized.ambiguous && cfg.public_paths.iter().any(|p| p.matches(&normalized.path)) {
             self.stats.count(Counter::Public);
+            let remove = managed_headers_present(&cfg, req);
             return Decision::Forward { remove, set: Vec::new(), set_cookies: Vec::new() };
         }
 
@@ -138,11 +137,11 @@ impl Engine {
         match token {
             Some(token) => match self.bearer_identity(token, now, refetch_allowed) {
                 Ok(identity) => {
-                    let mut remove = remove;
+                    let mut remove = managed_headers_present(&cfg, req);
                     if !cfg.tokens.forward_authorization {
                         remove.push("authorization".into());
                     }
-                    authorize(&cfg, &mut self.stats, req, &identity, remove, Vec::new(), Vec::new())
+                    authorize(&cfg, &mut self.stats, req, &normalized.path, &identity, remove, Vec::new(), Vec::new())
                 }
                 Err(decision) => decision,
             },
@@ -151,9 +150,11 @@ impl Engine {
                     if let Some(call) = self.refresh_due(&identity, hash, now) {
                         return call;
                     }
-                    self.forward_session(req, &identity, Vec::new())
+                    self.forward_session(req, &normalized.path, &identity, Vec::new())
                 }
-                SessionOutcome::Refreshed { identity, set_cookies } => self.forward_session(req, &identity, set_cookies),
+                SessionOutcome::Refreshed { identity, set_cookies } => {
+                    self.forward_session(req, &normalized.path, &identity, set_cookies)
+                }
                 SessionOutcome::None { had_cookie } => self.unauthenticated(req, now, had_cookie, random),
             },
         }
@@ -206,20 +207,26 @@ impl Engine {
     }
 }
 
-/// Applies the rules to an authenticated request: forwards it with the identity headers (after
-/// `remove`, plus `extra_set`), or answers 403.
+/// The request's path, normalized for matching (see [`normalize_path`]).
+pub(crate) fn request_path(req: &Request<'_>) -> crate::policy::NormalizedPath {
+    normalize_path(req.header(":path").unwrap_or("/"))
+}
+
+/// Applies the rules to an authenticated request (`path` normalized): forwards it with the
+/// identity headers (after `remove`, plus `extra_set`), or answers 403.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn authorize(
     cfg: &Config,
     stats: &mut Stats,
     req: &Request<'_>,
+    path: &str,
     identity: &Identity,
     mut remove: Vec<String>,
     extra_set: Vec<(String, String)>,
     set_cookies: Vec<String>,
 ) -> Decision {
-    let normalized = normalize_path(req.header(":path").unwrap_or("/"));
     let host = host_of(req.header(":authority").unwrap_or(""));
-    let target = Target { host: &host, path: &normalized.path, method: req.header(":method").unwrap_or("GET") };
+    let target = Target { host: &host, path, method: req.header(":method").unwrap_or("GET") };
     match cfg.policy.evaluate(&target, &identity.claims) {
         Verdict::Allow => {
             stats.count(Counter::Allowed);
