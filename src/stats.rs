@@ -113,23 +113,29 @@ impl Counter {
     }
 }
 
-/// Counts since the glue last took them.
+/// Counts since the glue last took them. The glue hands them to Envoy once per tick rather
+/// than per request: each metric update is a host call.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pending: Vec<Counter>,
+    counts: std::collections::BTreeMap<Counter, u64>,
 }
 
 impl Stats {
     pub fn count(&mut self, c: Counter) {
-        // Bounded: the glue drains after every callback; a cap guards against a glue bug.
-        if self.pending.len() < 1024 {
-            self.pending.push(c);
-        }
+        *self.counts.entry(c).or_insert(0) += 1;
     }
 
-    /// The counts since the last call.
+    /// The counts since the last call, per counter.
+    pub fn take_counts(&mut self) -> Vec<(Counter, u64)> {
+        std::mem::take(&mut self.counts).into_iter().collect()
+    }
+
+    /// The counts since the last call, one entry per count, in counter order.
     pub fn take(&mut self) -> Vec<Counter> {
-        std::mem::take(&mut self.pending)
+        self.take_counts()
+            .into_iter()
+            .flat_map(|(c, n)| std::iter::repeat_n(c, usize::try_from(n).unwrap_or(usize::MAX)))
+            .collect()
     }
 }
 
@@ -153,7 +159,10 @@ mod tests {
         let mut s = Stats::default();
         s.count(Counter::Allowed);
         s.count(Counter::Allowed);
-        assert_eq!(s.take(), vec![Counter::Allowed, Counter::Allowed]);
+        s.count(Counter::Public);
+        assert_eq!(s.take(), vec![Counter::Allowed, Counter::Allowed, Counter::Public]);
         assert!(s.take().is_empty());
+        s.count(Counter::Logout);
+        assert_eq!(s.take_counts(), vec![(Counter::Logout, 1)]);
     }
 }

@@ -33,6 +33,7 @@ pub struct Metrics {
     counters: HashMap<Counter, u32>,
     glue: HashMap<&'static str, u32>,
     callout_ms: Option<u32>,
+    memory: Option<u32>,
 }
 
 impl Metrics {
@@ -49,13 +50,22 @@ impl Metrics {
             }
         }
         m.callout_ms = hostcalls::define_metric(MetricType::Histogram, "gatehouse.callout_ms").ok();
+        m.memory = hostcalls::define_metric(MetricType::Gauge, "gatehouse.vm_memory_bytes").ok();
         m
     }
 
-    pub fn add(&self, counts: Vec<Counter>) {
-        for c in counts {
+    /// The VM's linear memory (all VMs of a plugin share the gauge: the last one to tick shows).
+    pub fn memory(&self) {
+        if let Some(id) = self.memory {
+            let bytes = core::arch::wasm32::memory_size(0).saturating_mul(65536);
+            let _ = hostcalls::record_metric(id, u64::try_from(bytes).unwrap_or(u64::MAX));
+        }
+    }
+
+    pub fn add(&self, counts: Vec<(Counter, u64)>) {
+        for (c, n) in counts {
             if let Some(id) = self.counters.get(&c) {
-                let _ = hostcalls::increment_metric(*id, 1);
+                let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
             }
         }
     }

@@ -143,8 +143,10 @@ fn log_keys_loaded(engine: &Engine) {
     }
 }
 
-/// Tick periods: fast while no keys are loaded, then the period of refresh checks and of
-/// adopting keys other workers fetched.
+/// Tick periods: the first tick soon after configure (it starts the key fetch), fast while no
+/// keys are loaded, then the period of refresh checks and of adopting keys other workers
+/// fetched.
+const FIRST_TICK: Duration = Duration::from_millis(10);
 const FAST_TICK: Duration = Duration::from_millis(200);
 const SLOW_TICK: Duration = Duration::from_secs(1);
 
@@ -154,7 +156,8 @@ struct Root {
     metrics: Rc<Metrics>,
     /// When the callout in flight started (ms), for the latency histogram.
     call_started_ms: u64,
-    fast_tick: bool,
+    /// The tick period set last.
+    tick: Duration,
     /// The callout in flight, if any, and what it fetches.
     call: Option<(u32, Fetch)>,
 }
@@ -180,6 +183,13 @@ impl Root {
         // Long enough for discovery + key set, each with its timeout.
         let until = now + 2 * cfg.callout_timeout_ms.div_ceil(1000) + 2;
         self.set_shared_data(&key, Some(until.to_string().as_bytes()), cas).is_ok()
+    }
+
+    fn set_tick(&mut self, period: Duration) {
+        if self.tick != period {
+            self.set_tick_period(period);
+            self.tick = period;
+        }
     }
 
     fn release_lease(&self, cfg: &Config) {
@@ -281,8 +291,7 @@ impl RootContext for Root {
                 self.call = None;
                 // No fetch from here: Envoy also configures a throw-away VM that is destroyed at
                 // once, and its callout would hold the fetch lease. The first tick starts it.
-                self.set_tick_period(FAST_TICK);
-                self.fast_tick = true;
+                self.set_tick(FIRST_TICK);
                 true
             }
             Err(errors) => {
@@ -295,13 +304,15 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        // Request counts go to Envoy once per tick (a host call per metric, not per request).
+        if let Some(shared) = &self.engine {
+            self.metrics.add(shared.borrow_mut().stats.take_counts());
+        }
+        self.metrics.memory();
         self.poll();
         // Tick fast until the keys are in, then once a second.
         let loaded = self.engine.as_ref().is_some_and(|e| e.borrow().keys.keys().is_some());
-        if self.fast_tick && loaded {
-            self.set_tick_period(SLOW_TICK);
-            self.fast_tick = false;
-        }
+        self.set_tick(if loaded { SLOW_TICK } else { FAST_TICK });
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -358,7 +369,6 @@ impl Http {
 
     /// Applies a decision. Returns the action for the current callback.
     fn apply(&mut self, shared: &Shared, decision: Decision, now: u64) -> Action {
-        self.metrics.add(shared.borrow_mut().stats.take());
         match decision {
             Decision::Forward { remove, set, set_cookies } => {
                 for name in &remove {

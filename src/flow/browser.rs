@@ -31,14 +31,15 @@ pub struct IdpCall {
 pub enum Pending {
     /// Redeeming an authorization code; the login attempt and its cookie's name.
     Code { login: LoginState, state_cookie: String },
-    /// Refreshing a session (by its cookie's hash).
-    Refresh { hash: TokenHash, old: Rc<Identity> },
+    /// Refreshing a session: its cookie, the cookie's hash (how other workers name it), and
+    /// its identity.
+    Refresh { cookie: Rc<str>, hash: TokenHash, old: Rc<Identity> },
 }
 
 /// The result of looking at a request's session cookie.
 pub enum SessionOutcome {
-    /// A valid session, and the hash of its cookie.
-    Valid { identity: Rc<Identity>, hash: TokenHash },
+    /// A valid session, and its cookie (chunks joined).
+    Valid { identity: Rc<Identity>, cookie: String },
     /// An old cookie of a session refreshed moments ago: the new session, and its cookies.
     Refreshed { identity: Rc<Identity>, set_cookies: Vec<String> },
     /// No valid session; `had_cookie` if an invalid or expired one was sent.
@@ -105,7 +106,7 @@ impl Engine {
     /// Another worker already refreshed this session: take its result (if the note is about this
     /// cookie and still fresh) and go on with the held request.
     pub fn adopt_peer_refresh(&mut self, note: &RefreshNote, pending: &Pending, req: &Request<'_>, now: u64) -> Option<Decision> {
-        let Pending::Refresh { hash, .. } = pending else { return None };
+        let Pending::Refresh { cookie: old_cookie, hash, .. } = pending else { return None };
         if note.old != *hash || now >= note.until {
             return None;
         }
@@ -118,7 +119,7 @@ impl Engine {
         let set_cookies = cookie::set_chunked(&b.cookie_name, &note.cookie, &b.cookie, data.exp.saturating_sub(now), &request_cookies(req))?;
         let identity = Rc::new(session_identity_of(&cfg, data));
         self.refreshing.remove(hash);
-        self.refreshed.insert(*hash, note.until, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
+        self.refreshed.insert(old_cookie, note.until, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed by another worker");
         Some(self.forward_session(req, &request_path(req).path, &identity, set_cookies))
     }
@@ -233,12 +234,13 @@ impl Engine {
             let had_cookie = cookie::get(&cookies, &b.cookie_name).is_some();
             return SessionOutcome::None { had_cookie };
         };
-        let hash = token_hash(&value);
-        if let Some(done) = self.refreshed.get(&hash, now) {
-            let (identity, set_cookies) = (*done).clone();
-            return SessionOutcome::Refreshed { identity, set_cookies };
+        if !self.refreshed.is_empty() {
+            if let Some(done) = self.refreshed.get(&value, now) {
+                let (identity, set_cookies) = (*done).clone();
+                return SessionOutcome::Refreshed { identity, set_cookies };
+            }
         }
-        let identity = match self.cache.get(&hash, now) {
+        let identity = match self.cache.get(&value, now) {
             Some(identity) => identity,
             None => {
                 let data = b
@@ -251,11 +253,11 @@ impl Engine {
                 };
                 let identity = Rc::new(session_identity_of(&cfg, data));
                 let until = identity.session.as_ref().map_or(now, |d| d.exp);
-                self.cache.insert(hash, until, Rc::clone(&identity), now);
+                self.cache.insert(&value, until, Rc::clone(&identity), now);
                 identity
             }
         };
-        SessionOutcome::Valid { identity, hash }
+        SessionOutcome::Valid { identity, cookie: value }
     }
 
     /// Forwards a request authenticated by a session: gatehouse's cookies are taken out of the
@@ -282,7 +284,7 @@ impl Engine {
     }
 
     /// A refresh call for this session if it is due and none is running.
-    pub(super) fn refresh_due(&mut self, identity: &Rc<Identity>, hash: TokenHash, now: u64) -> Option<Decision> {
+    pub(super) fn refresh_due(&mut self, identity: &Rc<Identity>, cookie: String, now: u64) -> Option<Decision> {
         let cfg = Rc::clone(&self.config);
         let b = cfg.browser.as_ref().filter(|b| b.refresh)?;
         let info = identity.session.as_ref()?;
@@ -290,13 +292,14 @@ impl Engine {
         if now.saturating_add(b.refresh_before_secs) < rexp {
             return None;
         }
+        let hash = token_hash(&cookie);
         if self.refreshing.get(&hash).is_some_and(|until| now < *until) {
             return None; // one refresh per session at a time; others go on with the session
         }
         let refresh_token = b.sealer.decrypt(rt).and_then(|p| String::from_utf8(p).ok())?;
         let (client_id, secret) = client_credentials(&cfg);
         let form = login::refresh_request(&refresh_token, client_id, secret, b.client_secret_post);
-        let call = self.token_call(form, Pending::Refresh { hash, old: Rc::clone(identity) })?;
+        let call = self.token_call(form, Pending::Refresh { cookie: Rc::from(cookie), hash, old: Rc::clone(identity) })?;
         if self.refreshing.len() > 4096 {
             self.refreshing.retain(|_, until| now < *until);
         }
@@ -496,7 +499,7 @@ impl Engine {
                 self.stats.count(if completed { Counter::LoginCompleted } else { Counter::LoginFailed });
                 d
             }
-            Pending::Refresh { hash, old } => self.finish_refresh(hash, &old, req, status, body, now, random),
+            Pending::Refresh { cookie, hash, old } => self.finish_refresh(&cookie, hash, &old, req, status, body, now, random),
         }
     }
 
@@ -655,6 +658,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn finish_refresh(
         &mut self,
+        old_cookie: &str,
         hash: TokenHash,
         old: &Rc<Identity>,
         req: &Request<'_>,
@@ -724,7 +728,7 @@ impl Engine {
         self.stats.count(Counter::Refreshed);
         // Requests still carrying the old cookie (other tabs, requests in flight) get the new
         // session for a minute instead of refreshing again with a rotated-out token.
-        self.refreshed.insert(hash, now + 60, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
+        self.refreshed.insert(old_cookie, now + 60, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed");
         self.forward_session(req, &request_path(req).path, &identity, set_cookies)
     }

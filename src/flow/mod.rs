@@ -2,7 +2,7 @@
 //! VM's key and token caches. The glue gathers the inputs, calls [`Engine::decide`] once and
 //! applies the [`Decision`].
 
-use crate::cache::{token_hash, TokenCache};
+use crate::cache::TokenCache;
 use crate::claims::{header_value, values_of};
 use crate::config::Config;
 use crate::jwt::{self, Expectations, JwtError};
@@ -146,8 +146,8 @@ impl Engine {
                 Err(decision) => decision,
             },
             None => match self.session_identity(req, now) {
-                SessionOutcome::Valid { identity, hash } => {
-                    if let Some(call) = self.refresh_due(&identity, hash, now) {
+                SessionOutcome::Valid { identity, cookie } => {
+                    if let Some(call) = self.refresh_due(&identity, cookie, now) {
                         return call;
                     }
                     self.forward_session(req, &normalized.path, &identity, Vec::new())
@@ -168,8 +168,7 @@ impl Engine {
             self.stats.count(Counter::Denied(DenyReason::Unavailable));
             return Err(Decision::Respond(unavailable("signing keys are not loaded yet")));
         };
-        let hash = token_hash(token);
-        if let Some(identity) = self.cache.get(&hash, now) {
+        if let Some(identity) = self.cache.get(token, now) {
             self.stats.count(Counter::TokenCacheHit);
             return Ok(identity);
         }
@@ -184,7 +183,7 @@ impl Engine {
                 self.stats.count(Counter::TokenCacheMiss);
                 let identity = Rc::new(identity_of(&cfg, verified.claims, Some(token)));
                 let until = verified.exp.saturating_add(cfg.tokens.leeway_secs);
-                self.cache.insert(hash, until, Rc::clone(&identity), now);
+                self.cache.insert(token, until, Rc::clone(&identity), now);
                 Ok(identity)
             }
             Err(JwtError::UnknownKeyId) if refetch_allowed => {
@@ -283,7 +282,7 @@ fn bearer_token<'a>(req: &Request<'a>) -> Result<Option<&'a str>, &'static str> 
 }
 
 /// Builds the identity (claim headers) of verified claims.
-pub(crate) fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option<&str>) -> Identity {
+pub fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option<&str>) -> Identity {
     let mut headers = Vec::new();
     for h in &cfg.claim_headers {
         let values: Vec<String> = h

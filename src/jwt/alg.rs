@@ -1,14 +1,17 @@
 //! JWS algorithms (RFC 7518 §3) and their verification with `ring`.
 //!
 //! jwt-compact parses tokens and runs the validate pipeline; it takes any signature backend
-//! through its `Algorithm` trait. We plug in `ring`, which is several times faster than the
-//! pure-Rust RSA/ECDSA crates under a Wasm runtime (see DESIGN.md's measurements).
+//! through its `Algorithm` trait. We plug in `ring` (PSS, ECDSA, EdDSA), which is faster than
+//! the pure-Rust RSA/ECDSA crates under a Wasm runtime, and our own RSASSA-PKCS1-v1_5 for RS*
+//! (see [`super::rsa`] for why and the measurements).
 //! The filter only verifies: the signing key type is uninhabited, so no signing code exists.
 
 use jwt_compact::{Algorithm, AlgorithmSignature};
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
+use super::rsa::{Hash, RsaKey};
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 /// An asymmetric JWS algorithm gatehouse can verify. `none` and the HMAC family are not here by
 /// construction: a verifier holding public keys must never accept them (RFC 8725 §2.1, §3.1).
@@ -69,8 +72,9 @@ impl fmt::Display for Alg {
 /// A public key from a JWKS, in the form `ring` verifies with.
 #[derive(Clone, PartialEq, Eq)]
 pub enum PublicKey {
-    /// RSA modulus and exponent, big-endian without leading zeros.
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// RSA modulus and exponent, big-endian without leading zeros, and the key prepared for
+    /// RS* verification (see [`super::rsa`]).
+    Rsa { n: Vec<u8>, e: Vec<u8>, prepared: Arc<RsaKey> },
     /// An uncompressed SEC1 point (`0x04 ‖ x ‖ y`) on the curve of the key's algorithm.
     Ec { point: Vec<u8> },
     /// A 32-byte Ed25519 public key.
@@ -125,20 +129,16 @@ impl Algorithm for RingVerifier {
     fn verify_signature(&self, sig: &SignatureBytes, key: &PublicKey, message: &[u8]) -> bool {
         let alg = self.0;
         let result = match (alg, key) {
-            (
-                Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512,
-                PublicKey::Rsa { n, e },
-            ) => {
-                let components = RsaPublicKeyComponents { n, e };
+            (Alg::RS256, PublicKey::Rsa { prepared, .. }) => return prepared.verify_pkcs1(Hash::Sha256, message, &sig.0),
+            (Alg::RS384, PublicKey::Rsa { prepared, .. }) => return prepared.verify_pkcs1(Hash::Sha384, message, &sig.0),
+            (Alg::RS512, PublicKey::Rsa { prepared, .. }) => return prepared.verify_pkcs1(Hash::Sha512, message, &sig.0),
+            (Alg::PS256 | Alg::PS384 | Alg::PS512, PublicKey::Rsa { n, e, .. }) => {
                 let params = match alg {
-                    Alg::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-                    Alg::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-                    Alg::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
                     Alg::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
                     Alg::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
                     _ => &signature::RSA_PSS_2048_8192_SHA512,
                 };
-                components.verify(params, message, &sig.0)
+                RsaPublicKeyComponents { n, e }.verify(params, message, &sig.0)
             }
             (Alg::ES256, PublicKey::Ec { point }) => {
                 UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)

@@ -5,6 +5,8 @@
 //! one odd key must not take the whole set (and every token) down with it.
 
 use super::alg::{Alg, PublicKey};
+use super::rsa::RsaKey;
+use std::sync::Arc;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, Engine};
 use serde_json::{Map, Value};
@@ -107,7 +109,9 @@ fn parse_key(key: &Value) -> Result<Jwk, String> {
             if e.is_empty() || e.len() > 4 {
                 return Err("RSA exponent out of range".into());
             }
-            PublicKey::Rsa { n, e }
+            let prepared = RsaKey::new(&n, &e)
+                .ok_or("RSA key unusable (the modulus must be odd and 2048-8192 bits, the exponent odd and at least 3)")?;
+            PublicKey::Rsa { n, e, prepared: Arc::new(prepared) }
         }
         ("EC", Alg::ES256 | Alg::ES384) => {
             let (curve, size) = if alg == Alg::ES256 { ("P-256", 32) } else { ("P-384", 48) };

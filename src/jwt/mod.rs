@@ -13,6 +13,7 @@
 
 pub mod alg;
 pub mod jwks;
+pub mod rsa;
 
 use alg::{Alg, RingVerifier};
 use jwks::KeySet;
@@ -171,8 +172,7 @@ pub fn verify(
             Err(_) => return Err(JwtError::BadSignature),
         }
     }
-    let token = outcome?;
-    let claims = token.claims();
+    let (_, claims) = outcome?.into_parts();
 
     // Time checks (RFC 7519 §4.1.4–4.1.6), with leeway for clock skew.
     let leeway = expect.leeway_secs;
@@ -196,7 +196,7 @@ pub fn verify(
         }
     }
 
-    let mut custom = claims.custom.clone();
+    let mut custom = claims.custom;
     let issuer_ok = custom
         .get("iss")
         .and_then(Value::as_str)

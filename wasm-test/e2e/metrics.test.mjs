@@ -37,8 +37,21 @@ const wasm = async () => {
   return Object.fromEntries(Object.entries(all).map(([k, v]) => [k.replace('wasmcustom.gatehouse.', ''), v]));
 };
 
+// Each worker hands its counts to Envoy once a second (on its tick). Settled: two reads more than
+// a tick apart agree.
+const settled = async () => {
+  let prev = JSON.stringify(await wasm());
+  for (let i = 0; i < 10; i += 1) {
+    await new Promise((r) => { setTimeout(r, 1300); });
+    const cur = JSON.stringify(await wasm());
+    if (cur === prev) return JSON.parse(cur);
+    prev = cur;
+  }
+  throw new Error('gatehouse metrics did not settle');
+};
+
 test('counters show exactly what the flows did', async () => {
-  const before = await wasm();
+  const before = await settled();
   const token = (await passwordToken({ idpPort, username: 'alice', password: 'alice' })).access_token;
   const bob = (await passwordToken({ idpPort, username: 'bob', password: 'bob' })).access_token;
   const bearer = (t) => ({ authorization: `Bearer ${t}` });
@@ -57,7 +70,7 @@ test('counters show exactly what the flows did', async () => {
   // The same token several times: verified once per worker at most, then from the cache.
   for (let i = 0; i < 6; i += 1) assert.equal((await http(`${envoy.url}/echo`, { headers: bearer(token) })).status, 200);
 
-  const after = await wasm();
+  const after = await settled();
   const delta = (name) => (after[name] ?? 0) - (before[name] ?? 0);
   // /stats shows the full names; the reason also becomes a tag (stats_tags in the bootstrap).
   assert.equal(delta('requests.public'), 1);
