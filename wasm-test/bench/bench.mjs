@@ -33,6 +33,8 @@ const { values: opt } = parseArgs({
     connections: { type: 'string', default: '16' },
     threads: { type: 'string', default: '2' },
     wasm: { type: 'string', default: join(REPO_ROOT, 'target', 'wasm32-wasip1', 'release', 'gatehouse.wasm') },
+    noop: { type: 'string', default: join(REPO_ROOT, 'target', 'noop', 'wasm32-wasip1', 'release', 'noop_filter.wasm') },
+    only: { type: 'string' },
   },
 });
 const DURATION = Number(opt.duration);
@@ -41,6 +43,9 @@ const POOL = Number(opt.pool);
 const CONNS = Number(opt.connections);
 const THREADS = Number(opt.threads);
 const WASM = resolve(opt.wasm);
+const NOOP = resolve(opt.noop);
+// --only a,b,g: run just these cases (for quick comparisons while working; the baseline always runs).
+const ONLY = opt.only ? new Set(['a', ...opt.only.split(',')]) : null;
 for (const [k, v] of Object.entries({ DURATION, ROUNDS, POOL, CONNS, THREADS })) {
   if (!Number.isInteger(v) || v < 1) throw new Error(`--${k.toLowerCase()} must be a positive integer`);
 }
@@ -150,6 +155,124 @@ function withOauth2Secrets(customize) {
   };
 }
 
+// --- start-up, memory, logins ----------------------------------------------------------------------
+
+const sleepMs = (ms) => new Promise((r) => { setTimeout(r, ms); });
+
+/**
+ * Start-up of a fresh Envoy, median of `times` starts: milliseconds from spawning it to its first
+ * 200 on `path` (polled every 2 ms, alongside the harness's own readiness check) and, for a Wasm
+ * filter, from Envoy's wasm debug log: compiling the module (base VM created → first VM
+ * instantiated) and the worker's VM from its creation to the first 200 (configure, key fetch).
+ */
+async function startupTimes(times, startOpts, { path = '/x', headers = {} } = {}) {
+  const runs = [];
+  for (let i = 0; i < times; i += 1) {
+    const listenPort = await freePort();
+    const url = `http://127.0.0.1:${listenPort}${path}`;
+    const t0 = performance.now();
+    let done = false;
+    const poll = (async () => {
+      while (!done && performance.now() - t0 < 30000) {
+        const r = await http(url, { headers, timeoutMs: 1000 }).catch(() => null);
+        if (r?.status === 200) return { ms: performance.now() - t0, wall: Date.now() };
+        await sleepMs(2);
+      }
+      throw new Error(`${url} gave no 200 within 30 s`);
+    })();
+    const e = await startEnvoy({ ...startOpts, listenPort, componentLogLevel: 'wasm:debug' });
+    let first;
+    try {
+      first = await poll;
+    } finally {
+      done = true;
+      await e.stop(); // Envoy writes its log file out when it exits
+    }
+    {
+      // "[2026-11-24 11:44:03.477][18298][debug][wasm] ... Base Wasm created" (local time)
+      const lines = readFileSync(e.logFiles[1], 'utf8').split('\n');
+      const at = (re, pred = () => true) => {
+        for (const line of lines) {
+          const m = /^\[(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)\.(\d+)\]\[(\d+)\]/.exec(line);
+          if (m && re.test(line) && pred(m[8])) return { wall: new Date(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6], +m[7]).getTime(), thread: m[8] };
+        }
+        return null;
+      };
+      const base = at(/Base Wasm created/);
+      const firstVm = at(/Thread-Local Wasm created/);
+      const workerVm = base && at(/Thread-Local Wasm created/, (t) => t !== base.thread);
+      runs.push({
+        first200: first.ms,
+        compile: base && firstVm ? firstVm.wall - base.wall : NaN,
+        vmToFirst200: workerVm ? first.wall - workerVm.wall : NaN,
+      });
+    }
+  }
+  return {
+    first200: median(runs.map((r) => r.first200)),
+    compile: median(runs.map((r) => r.compile)),
+    vmToFirst200: median(runs.map((r) => r.vmToFirst200)),
+  };
+}
+
+/** Resident memory of a process, in KiB (Linux /proc). */
+function rssKiB(pid) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+/**
+ * Code-flow logins through gatehouse for `seconds`, `parallel` at a time (each a fresh browser:
+ * gateway → IdP login form → IdP → gateway callback → gateway), and the time per login split into
+ * gateway hops and IdP hops (client-observed), plus the IdP's own time on the token endpoint
+ * (server-measured, from its log) that the callback hop includes.
+ */
+async function loginRun({ gh, idp, seconds, parallel }) {
+  const idpLog = idp.logFiles[0];
+  const before = readFileSync(idpLog, 'utf8').length;
+  const perLogin = [];
+  let failures = 0;
+  const t0 = performance.now();
+  const deadline = t0 + seconds * 1000;
+  await Promise.all(Array.from({ length: parallel }, async () => {
+    while (performance.now() < deadline) {
+      const jar = new CookieJar();
+      const l0 = performance.now();
+      const r = await browse(`${gh.url}/app`, { jar, username: 'alice', password: 'alice' });
+      if (r.response?.status !== 200) { failures += 1; continue; }
+      const onGateway = (h) => h.url.startsWith(gh.url);
+      const sum = (hs) => hs.reduce((a, h) => a + h.ms, 0);
+      perLogin.push({
+        total: performance.now() - l0,
+        gateway: sum(r.history.filter(onGateway)),
+        gatewayHops: r.history.filter(onGateway).length,
+        idp: sum(r.history.filter((h) => !onGateway(h))),
+      });
+    }
+  }));
+  const elapsed = (performance.now() - t0) / 1000;
+  // The IdP logs "POST <path> <status> <ms>ms" per request; token-endpoint calls came from gatehouse.
+  const tokenMs = readFileSync(idpLog, 'utf8').slice(before).split('\n')
+    .map((line) => /POST \S*\/token 200 ([\d.]+)ms/.exec(line)).filter(Boolean).map((m) => Number(m[1]));
+  return {
+    parallel,
+    logins: perLogin.length,
+    failures,
+    perSecond: perLogin.length / elapsed,
+    total: median(perLogin.map((x) => x.total)),
+    gateway: median(perLogin.map((x) => x.gateway)),
+    gatewayHops: median(perLogin.map((x) => x.gatewayHops)),
+    idp: median(perLogin.map((x) => x.idp)),
+    token: tokenMs.length ? median(tokenMs) : NaN,
+  };
+}
+
+function median(xs) {
+  const s = [...xs].sort((x, y) => x - y);
+  const m = s.length >> 1;
+  return s.length === 0 ? NaN : (s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2);
+}
+
 // --- main -----------------------------------------------------------------------------------------
 
 async function main() {
@@ -162,7 +285,7 @@ async function main() {
     const idpPort = await freePort();
     const issuer = `http://127.0.0.1:${idpPort}/realms/demo`;
     log(`starting IdP on ${idpPort}`);
-    await startIdp({ port: idpPort, keysFile });
+    const idp = await startIdp({ port: idpPort, keysFile });
     const echoPort = await freePort(); // nothing listens: every route answers directly
 
     // Token pools (distinct tokens, one file per algorithm) and one repeated token.
@@ -188,13 +311,15 @@ async function main() {
 
     log('starting Envoys (one worker each)');
     const none = await startEnvoy({ idpPort, echoPort, concurrency: 1, logLevel: 'warn', customize: directResponse() });
-    const gh = await startEnvoy({
-      idpPort, echoPort, concurrency: 1, logLevel: 'warn', wasmPath: WASM, customize: directResponse(),
-      filterConfig: {
-        provider: { issuer, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret', audiences: ['api', 'gateway'] },
-        session: { keys: [COOKIE_KEY], secure: false },
-        publicPaths: [{ prefix: '/public/' }],
-      },
+    const ghConfig = {
+      provider: { issuer, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret', audiences: ['api', 'gateway'] },
+      session: { keys: [COOKIE_KEY], secure: false },
+      publicPaths: [{ prefix: '/public/' }],
+    };
+    const ghStart = { idpPort, echoPort, concurrency: 1, logLevel: 'warn', wasmPath: WASM, customize: directResponse(), filterConfig: ghConfig };
+    const gh = await startEnvoy(ghStart);
+    const noop = await startEnvoy({
+      idpPort, echoPort, concurrency: 1, logLevel: 'warn', wasmPath: NOOP, filterConfig: {}, customize: directResponse(),
     });
     const jwtNoCache = await startEnvoy({
       idpPort, echoPort, concurrency: 1, logLevel: 'warn', customize: directResponse([jwtAuthnFilter({ issuer, jwks, cache: false })]),
@@ -237,8 +362,9 @@ async function main() {
     log(`session cookie: ${cookie.length} bytes in the Cookie header`);
 
     const bearer = { authorization: `Bearer ${sameToken}` };
-    const cases = [
+    const allCases = [
       { id: 'a', name: 'no filter', url: `${none.url}/x` },
+      { id: 'h', name: 'empty Proxy-Wasm filter (floor for any Wasm filter)', url: `${noop.url}/x` },
       { id: 'b', name: 'gatehouse, session cookie', url: `${gh.url}/x`, headers: { cookie } },
       { id: 'c', name: 'gatehouse, same RS256 bearer (token cache)', url: `${gh.url}/x`, headers: bearer, envoy: gh },
       ...ALGS.map((alg) => ({
@@ -255,6 +381,7 @@ async function main() {
       // Control: the token-cycling Lua script against no filter (wrk's own ceiling with a script).
       { id: 'a-lua', name: 'no filter, wrk cycling the RS256 pool (client control)', url: `${none.url}/x`, pool: pools.RS256 },
     ];
+    const cases = ONLY ? allCases.filter((c) => ONLY.has(c.id)) : allCases;
 
     // Sanity: every case answers 200 once, and a request without credentials is refused.
     for (const c of cases) {
@@ -290,10 +417,13 @@ async function main() {
       const rot = rest.slice(r % rest.length).concat(rest.slice(0, r % rest.length));
       const round = {};
       for (const c of [cases[0], ...rot]) {
+        // gatehouse hands its counts to Envoy once a second: let the last case's counts land first.
+        if (c.envoy) await sleepMs(1100);
         const before = c.envoy ? await cacheStat() : null;
         // eslint-disable-next-line no-await-in-loop
         const res = await run(c, DURATION);
         if (before) {
+          await sleepMs(1100);
           const after = await cacheStat();
           const d = cacheDelta[c.id] ?? { hits: 0, misses: 0 };
           d.hits += after.hits - before.hits;
@@ -307,8 +437,38 @@ async function main() {
       results.push(round);
     }
 
+    // --- memory (after the load: token cache filled), start-up, logins ----------------------------
+    const mem = {
+      none: rssKiB(none.pid), noop: rssKiB(noop.pid), gh: rssKiB(gh.pid),
+      ghLinear: (await envoyStats(gh, 'vm_memory_bytes').then((st) => Object.entries(st).find(([k]) => k.endsWith('gatehouse.vm_memory_bytes'))?.[1])) ?? NaN,
+    };
+    log(`RSS: no filter ${mem.none} KiB, empty Wasm filter ${mem.noop} KiB, gatehouse ${mem.gh} KiB; gatehouse linear memory ${mem.ghLinear} bytes`);
+
+    let startup = null;
+    if (!ONLY || ONLY.has('startup')) {
+      log('start-up: Envoy spawn to first 200, 3 fresh starts each');
+      const signing = { keys: publicJwks(jwks).keys.filter((k) => (k.use ?? 'sig') === 'sig') };
+      const base = { idpPort, echoPort, concurrency: 1, logLevel: 'warn', customize: directResponse() };
+      startup = {
+        none: await startupTimes(3, base),
+        noop: await startupTimes(3, { ...base, wasmPath: NOOP, filterConfig: {} }),
+        inline: await startupTimes(3, { ...ghStart, filterConfig: { provider: { ...ghConfig.provider, jwks: signing }, publicPaths: ghConfig.publicPaths } },
+          { headers: bearer }),
+        fetched: await startupTimes(3, ghStart, { headers: bearer }),
+      };
+      log(`start-up: ${JSON.stringify(startup)}`);
+    }
+
+    const logins = [];
+    if (!ONLY || ONLY.has('login')) {
+      for (const parallel of [1, 8]) {
+        const l = await loginRun({ gh, idp, seconds: DURATION, parallel });
+        log(`logins, ${parallel} at a time: ${l.perSecond.toFixed(1)}/s (${l.failures} failed); per login ${l.total.toFixed(1)} ms, gateway hops ${l.gateway.toFixed(1)} ms, token endpoint ${l.token.toFixed(1)} ms`);
+        logins.push(l);
+      }
+    }
+
     // --- report -----------------------------------------------------------------------------------
-    const median = (xs) => { const s = [...xs].sort((x, y) => x - y); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
     const f0 = (x) => x.toFixed(0);
     const f2 = (x) => x.toFixed(2);
     const rows = cases.map((c) => {
@@ -333,6 +493,61 @@ async function main() {
     const perRound = ['| case | ' + results.map((_, i) => `round ${i + 1} req/s (ratio)`).join(' | ') + ' |',
       '|---|' + results.map(() => '---|').join(''),
       ...cases.map((c) => `| ${c.id} | ${results.map((rd) => `${f0(rd[c.id].rps)} (${f2(rd[c.id].ratio)})`).join(' | ')} |`)].join('\n');
+    const medianRatio = (id, base) => median(results.map((rd) => (rd[id] && rd[base] ? rd[id].rps / rd[base].rps : NaN)).filter(Number.isFinite));
+    const target = (what, measured, goal, unit = '×', lowerIsBetter = false) => {
+      if (!Number.isFinite(measured)) return `| ${what} | ${unit === '×' ? '≥' : '≤'} ${goal}${unit === '×' ? '' : ` ${unit}`} | not measured in this run | |`;
+      const met = lowerIsBetter ? measured <= goal : measured >= goal;
+      const by = lowerIsBetter ? `${((measured / goal - 1) * 100).toFixed(0)}% over` : `${((1 - measured / goal) * 100).toFixed(0)}% short`;
+      const shown = unit === '×' ? f2(measured) : `${f0(measured)} ${unit}`;
+      return `| ${what} | ${lowerIsBetter ? '≤' : '≥'} ${unit === '×' ? goal : `${goal} ${unit}`} | ${shown} | ${met ? 'met' : `missed, ${by}`} |`;
+    };
+    const targetTable = [
+      '| target | goal | measured | |',
+      '|---|---|---|---|',
+      target('session cookie vs. no filter (b / a)', medianRatio('b', 'a'), 0.92),
+      target('public path vs. no filter (g / a)', medianRatio('g', 'a'), 0.97),
+      target('repeated bearer vs. native `jwt_authn` with cache (c / e-same-cache)', medianRatio('c', 'e-same-cache'), 1.0),
+      target('distinct RS256 vs. native `jwt_authn` without cache (d-RS256 / e-RS256)', medianRatio('d-RS256', 'e-RS256'), 0.5),
+      target('distinct ES256 vs. native `jwt_authn` without cache (d-ES256 / e-ES256)', medianRatio('d-ES256', 'e-ES256'), 0.3),
+      target('module size', moduleBytes / 1000, 600, 'KB', true),
+      target('a worker\'s VM from creation (configure) to its first 200, keys fetched from the IdP', startup ? startup.fetched.vmToFirst200 : NaN, 50, 'ms', true),
+      '',
+      `For reference, the floor any Proxy-Wasm filter pays here (h, an empty Rust SDK filter): ${f2(medianRatio('h', 'a'))} of no filter. `
+        + `Against that floor: session cookie ${f2(medianRatio('b', 'h'))}, public path ${f2(medianRatio('g', 'h'))}, repeated bearer ${f2(medianRatio('c', 'h'))}. `
+        + 'Ratios are medians over rounds of the per-round ratios.',
+    ].join('\n');
+    const startupText = startup
+      ? [
+        '| Envoy | spawn → first 200 (ms) | compiling the module (ms) | worker VM created → first 200 (ms) |', '|---|---|---|---|',
+        `| no filter | ${f0(startup.none.first200)} | | |`,
+        ...[['empty Proxy-Wasm filter', startup.noop], ['gatehouse, inline JWKS (no fetch)', startup.inline],
+          ['gatehouse, discovery + JWKS fetched from the IdP', startup.fetched]]
+          .map(([n, x]) => `| ${n} | ${f0(x.first200)} | ${f0(x.compile)} | ${f0(x.vmToFirst200)} |`),
+        '',
+        'Envoy compiles a module once (on the main thread, before the listeners open), then creates a VM per worker from it and calls `on_configure`; '
+          + 'the last column is that per-worker part up to the first request served (log timestamps have millisecond resolution). '
+          + 'Compile time grows with the module\'s size.',
+      ].join('\n')
+      : '(not measured in this run)';
+    const kib = (x) => `${(x / 1024).toFixed(1)} MiB`;
+    const memText = [
+      '| Envoy | resident | vs. no filter |', '|---|---|---|',
+      `| no filter | ${kib(mem.none)} | |`,
+      `| empty Proxy-Wasm filter | ${kib(mem.noop)} | +${kib(mem.noop - mem.none)} |`,
+      `| gatehouse, after the runs above (token cache filled) | ${kib(mem.gh)} | +${kib(mem.gh - mem.none)} |`,
+      '',
+      `gatehouse's own linear memory (gauge \`gatehouse.vm_memory_bytes\`, one VM): ${Number.isFinite(mem.ghLinear) ? `${(mem.ghLinear / 1048576).toFixed(1)} MiB` : 'n/a'}.`,
+    ].join('\n');
+    const loginText = logins.length
+      ? [
+        '| at a time | logins/s | failed | per login (median ms) | gateway hops (ms, count) | IdP hops (ms) | IdP token endpoint, server time (ms) |',
+        '|---|---|---|---|---|---|---|',
+        ...logins.map((l) => `| ${l.parallel} | ${l.perSecond.toFixed(1)} | ${l.failures} | ${l.total.toFixed(1)} | ${l.gateway.toFixed(1)} (${l.gatewayHops}) | ${l.idp.toFixed(1)} | ${l.token.toFixed(1)} |`),
+        '',
+        'Gateway hops: the first request (redirect to the IdP), the callback (which includes gatehouse\'s own call to the IdP token endpoint) and the landing request. '
+          + 'gatehouse\'s part of a login is the gateway hops minus the token endpoint time, and includes Envoy and the loopback network.',
+      ].join('\n')
+      : '(not measured in this run)';
     const elapsed = (Date.now() - started) / 1000;
     const cmd = `node ${relative(REPO_ROOT, process.argv[1])} ${process.argv.slice(2).join(' ')}`.trim();
     const envoyVersion = await new Promise((res) => {
@@ -354,6 +569,22 @@ Generated by \`${cmd}\` on ${new Date().toISOString()} (${elapsed.toFixed(0)} s 
 Ratios are req/s divided by the no-filter req/s of the same round; the table shows the median over rounds and the min–max. p50/p99 are medians over rounds of wrk's per-run percentiles.
 
 ${table}
+
+## Targets (issue 5)
+
+${targetTable}
+
+## Start-up: Envoy spawned → first 200 (one worker; median of 3 fresh starts)
+
+${startupText}
+
+## Memory (resident, one worker: Envoy runs one VM on the main thread and one per worker)
+
+${memText}
+
+## Logins (full code flow through Envoy + gatehouse against the local IdP)
+
+${loginText}
 
 ## Per round
 

@@ -498,13 +498,14 @@ export async function browse(url, {
       return { url: current.href, stopped: true, loginFailed: false, history, jar };
     }
     const cookie = jar.header(current.href);
+    const t0 = performance.now();
     // eslint-disable-next-line no-await-in-loop
     const res = await http(current.href, {
       method,
       headers: { ...headers, ...(cookie ? { cookie } : {}) },
       body,
     });
-    history.push({ method, url: current.href, status: res.status });
+    history.push({ method, url: current.href, status: res.status, ms: performance.now() - t0 });
     jar.store(current.href, res.headers['set-cookie']);
     if (res.status >= 300 && res.status < 400 && res.headers.location) {
       current = new URL(res.headers.location, current);
