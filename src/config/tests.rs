@@ -195,6 +195,7 @@ fn every_bad_field_is_named() {
         ("claim path bad", with("/claimHeaders", json!([{"header": "x-a", "claim": "a..b"}])), "claimHeaders[0].claim"),
         ("claim list empty", with("/claimHeaders", json!([{"header": "x-a", "claim": []}])), "claimHeaders[0].claim"),
         ("payload header clash", with("/tokens/payloadHeader", json!("x-auth-request-email")), "tokens.payloadHeader"),
+        ("non-ASCII issuer host (write it in punycode)", with("/provider/issuer", json!("https://k\u{e4}se.example/realms/demo")), "provider.issuer"),
         ("groups claim bad", with("/identity/groupsClaim", json!("")), "identity.groupsClaim"),
         ("roles claim bad", with("/identity/rolesClaims", json!(["a."])), "identity.rolesClaims[0]"),
         ("rule name bad", with("/rules", json!([{"name": "a b"}])), "rules[0].name"),
