@@ -35,8 +35,10 @@ pub const MAX_BITS: usize = 8192;
 pub struct RsaKey {
     /// The modulus, big-endian, without leading zeros (the signature's length).
     n_bytes: Vec<u8>,
-    /// The modulus in 28-bit limbs, least significant first.
+    /// The modulus in 28-bit limbs, least significant first; as u32, and reversed.
     n: Vec<u64>,
+    n32: Vec<u32>,
+    n_rev: Vec<u32>,
     /// −n⁻¹ mod 2^28.
     n0inv: u64,
     /// R² mod n, R = 2^(28·limbs), in limbs.
@@ -84,7 +86,9 @@ impl RsaKey {
         }
         let n0inv = inv.wrapping_neg() & MASK;
         let rr = r_squared(&limbs)?;
-        Some(RsaKey { n_bytes: n.to_vec(), n: limbs, n0inv, rr, e })
+        let n32: Vec<u32> = limbs.iter().map(|l| *l as u32).collect();
+        let n_rev = n32.iter().rev().copied().collect();
+        Some(RsaKey { n_bytes: n.to_vec(), n: limbs, n32, n_rev, n0inv, rr, e })
     }
 
     pub fn bits(&self) -> usize {
@@ -143,70 +147,73 @@ impl RsaKey {
 
     /// Montgomery product a·b·R⁻¹ mod n, for a, b < n (column by column: each column sums its
     /// products of a·b and of m·n, then yields one limb of m, or of the result). Passing the
-    /// same slice twice squares, with half the products.
+    /// same slice twice squares, with half the products. The second factor of every column is
+    /// read from a reversed copy, so that each column sum is a dot product of two ascending runs
+    /// (what SIMD loads want).
     // Every index below is < len (k < len in the first loop, from..len in the second), and a,
     // b, m and n all have len limbs, checked on entry.
     #[allow(clippy::indexing_slicing)]
     fn mont_mul(&self, a: &[u64], b: &[u64], scratch: &mut Scratch) -> Vec<u64> {
-        let n = &self.n;
-        let len = n.len();
-        let m = &mut scratch.m;
-        if a.len() != len || b.len() != len || m.len() != len || len == 0 {
+        let len = self.n.len();
+        let square = std::ptr::eq(a, b);
+        let Scratch { m, a32, rev } = scratch;
+        if a.len() != len || b.len() != len || m.len() != len || a32.len() != len || rev.len() != len || len == 0 {
             return vec![0; len]; // unreachable: every caller passes len-limb values
         }
+        // Limbs are below 2^28: they fit u32.
+        for (d, s) in a32.iter_mut().zip(a) {
+            *d = *s as u32;
+        }
+        for (d, s) in rev.iter_mut().zip(b.iter().rev()) {
+            *d = *s as u32;
+        }
+        let (n, n_rev) = (&self.n32, &self.n_rev);
         let mut out = vec![0u64; len + 1];
         let (mut lo, mut hi) = (0u64, 0u64);
-        let square = std::ptr::eq(a, b);
         for k in 0..len {
-            // Σ a[i]·b[k−i], i = 0..=k, and Σ m[i]·n[k−i], i = 0..k.
+            // Σ a[i]·b[k−i], i = 0..=k (b[k−i] = rev[len−1−k+i]), and Σ m[i]·n[k−i], i = 0..k.
+            let r = len - 1 - k;
             if square {
                 // a[i]·a[k−i] = a[k−i]·a[i]: each pair once, doubled, and the middle square.
                 let h = k.div_ceil(2);
-                column_doubled(&mut lo, &mut hi, &a[..h], &a[k + 1 - h..=k]);
+                column::<1>(&mut lo, &mut hi, &a32[..h], &rev[r..r + h]);
                 if k % 2 == 0 {
-                    lo += a[k / 2] * a[k / 2];
+                    lo += u64::from(a32[k / 2]) * u64::from(a32[k / 2]);
                 }
             } else {
-                column(&mut lo, &mut hi, &a[..=k], &b[..=k]);
+                column::<0>(&mut lo, &mut hi, &a32[..=k], &rev[r..]);
             }
-            column(&mut lo, &mut hi, &m[..k], &n[1..=k]);
+            column::<0>(&mut lo, &mut hi, &m[..k], &n_rev[r..len - 1]);
             let mk = ((lo & MASK) * self.n0inv) & MASK;
-            if let Some(slot) = m.get_mut(k) {
-                *slot = mk;
-            }
-            lo += mk * n[0];
+            m[k] = mk as u32;
+            lo += mk * u64::from(n[0]);
             // The low 28 bits are now zero: move on to the next column.
             lo = (lo >> LIMB_BITS) + hi;
             hi = 0;
         }
         for k in len..2 * len - 1 {
-            // Σ a[i]·b[k−i] and Σ m[i]·n[k−i], i = k−len+1..len.
+            // The same sums over i = k−len+1..len.
             let from = k + 1 - len;
+            let t = len - from;
             if square {
-                let h = (len - from) / 2;
-                column_doubled(&mut lo, &mut hi, &a[from..from + h], &a[len - h..]);
+                let h = t / 2;
+                column::<1>(&mut lo, &mut hi, &a32[from..from + h], &rev[..h]);
                 if k % 2 == 0 {
-                    lo += a[k / 2] * a[k / 2];
+                    lo += u64::from(a32[k / 2]) * u64::from(a32[k / 2]);
                 }
             } else {
-                column(&mut lo, &mut hi, &a[from..], &b[from..]);
+                column::<0>(&mut lo, &mut hi, &a32[from..], &rev[..t]);
             }
-            column(&mut lo, &mut hi, &m[from..], &n[from..]);
-            if let Some(slot) = out.get_mut(k - len) {
-                *slot = lo & MASK;
-            }
+            column::<0>(&mut lo, &mut hi, &m[from..], &n_rev[..t]);
+            out[k - len] = lo & MASK;
             lo = (lo >> LIMB_BITS) + hi;
             hi = 0;
         }
-        if let Some(slot) = out.get_mut(len - 1) {
-            *slot = lo & MASK;
-        }
-        if let Some(slot) = out.get_mut(len) {
-            *slot = lo >> LIMB_BITS;
-        }
+        out[len - 1] = lo & MASK;
+        out[len] = lo >> LIMB_BITS;
         // The result is below 2n: one conditional subtraction.
-        if !less_than(&out, n) {
-            sub_in_place(&mut out, n);
+        if !less_than(&out, &self.n) {
+            sub_in_place(&mut out, &self.n);
         }
         out.truncate(len);
         out
@@ -215,42 +222,58 @@ impl RsaKey {
 
 /// Working space of one exponentiation.
 struct Scratch {
-    m: Vec<u64>,
+    /// The m limbs of the Montgomery reduction.
+    m: Vec<u32>,
+    /// The first factor, as u32.
+    a32: Vec<u32>,
+    /// The second factor, reversed.
+    rev: Vec<u32>,
 }
 
 impl Scratch {
     fn new(len: usize) -> Scratch {
-        Scratch { m: vec![0; len] }
+        Scratch { m: vec![0; len], a32: vec![0; len], rev: vec![0; len] }
     }
 }
 
-/// Adds 2^SHIFT · Σ x[i]·y[len−1−i] (x ascending, y descending: the products of one column) to
-/// the accumulator `lo`, moving its high part to `hi` every CHUNK >> SHIFT products (SHIFT 1
-/// counts the cross products of a square twice).
+/// Adds 2^SHIFT · Σ x[i]·y[i] (the products of one column) to the accumulator `lo`, moving its
+/// high part to `hi` every CHUNK >> SHIFT products (SHIFT 1 counts the cross products of a
+/// square twice).
 #[inline(always)]
-#[allow(clippy::indexing_slicing)] // pairs ≤ both lengths
-fn column_shifted<const SHIFT: u32>(lo: &mut u64, hi: &mut u64, x: &[u64], y: &[u64]) {
-    let pairs = x.len().min(y.len());
-    let x = &x[..pairs];
-    let y = &y[y.len() - pairs..];
+fn column<const SHIFT: u32>(lo: &mut u64, hi: &mut u64, x: &[u32], y: &[u32]) {
     let chunk = CHUNK >> SHIFT;
-    for (xc, yc) in x.chunks(chunk).zip(y.rchunks(chunk)) {
-        let sum: u64 = xc.iter().zip(yc.iter().rev()).map(|(p, q)| p * q).sum();
+    for (xc, yc) in x.chunks(chunk).zip(y.chunks(chunk)) {
         // `lo` is below 2^38 here (a carry), the scaled sum below 128·2^56 = 2^63.
-        *lo += sum << SHIFT;
+        *lo += dot(xc, yc) << SHIFT;
         *hi += *lo >> LIMB_BITS;
         *lo &= MASK;
     }
 }
 
+/// Σ x[i]·y[i] over the shorter length (each product below 2^56; callers bound the count).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
-fn column(lo: &mut u64, hi: &mut u64, x: &[u64], y: &[u64]) {
-    column_shifted::<0>(lo, hi, x, y);
+fn dot(x: &[u32], y: &[u32]) -> u64 {
+    x.iter().zip(y).map(|(p, q)| u64::from(*p) * u64::from(*q)).sum()
 }
 
+/// Σ x[i]·y[i], four products per step: Wasm SIMD's `i64x2.extmul_{low,high}_i32x4_u` is the
+/// 32×32→64 multiply of two lanes at once (one `pmuludq` on x86).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-fn column_doubled(lo: &mut u64, hi: &mut u64, x: &[u64], y: &[u64]) {
-    column_shifted::<1>(lo, hi, x, y);
+fn dot(x: &[u32], y: &[u32]) -> u64 {
+    use core::arch::wasm32::{i64x2_add, u64x2_extmul_high_u32x4, u64x2_extmul_low_u32x4, u64x2_extract_lane, u64x2_splat, v128, v128_load};
+    let mut acc = u64x2_splat(0);
+    let (xs, ys) = (x.chunks_exact(4), y.chunks_exact(4));
+    let (x_rest, y_rest) = (xs.remainder(), ys.remainder());
+    for (p, q) in xs.zip(ys) {
+        // SAFETY: `chunks_exact(4)` gives 16 readable bytes; Wasm loads need no alignment.
+        let (pv, qv) = unsafe { (v128_load(p.as_ptr().cast::<v128>()), v128_load(q.as_ptr().cast::<v128>())) };
+        acc = i64x2_add(acc, u64x2_extmul_low_u32x4(pv, qv));
+        acc = i64x2_add(acc, u64x2_extmul_high_u32x4(pv, qv));
+    }
+    let tail: u64 = x_rest.iter().zip(y_rest).map(|(p, q)| u64::from(*p) * u64::from(*q)).sum();
+    u64x2_extract_lane::<0>(acc) + u64x2_extract_lane::<1>(acc) + tail
 }
 
 /// R² mod n by doubling: 1 doubled 2·28·len times, reduced each time.
