@@ -2,12 +2,15 @@
 //!
 //! RSA and ECDSA verification inside Wasm costs hundreds of microseconds; a token seen again is
 //! a map lookup. The map is std's `HashMap` (SipHash-1-3 with a per-VM random key, so lookups
-//! with hostile strings cannot be steered into collisions) and a hit compares the whole
-//! credential, so it is exact. Hashing a 2 KB cookie this way costs a few hundred nanoseconds in
-//! Wasm; the SHA-256 digest this cache was keyed by before cost about ten times that, on every
-//! request. Only credentials that verified are stored. Entries live until the token's `exp` (plus leeway); when full, expired
-//! entries go first, then the oldest. The whole cache is dropped when the key set changes, so a
-//! key removed at the provider stops being honoured at once.
+//! with hostile strings cannot be steered into collisions). It hashes only a credential's last
+//! 64 bytes — every credential cached here ends with its signature or MAC, which tells them
+//! apart — and a hit compares the whole credential, so it is exact. Hashing a 2 KB cookie
+//! whole cost a few microseconds per request in Wasm; the SHA-256 digest this cache was keyed by
+//! before, ten times that. Only credentials that verified are stored.
+//!
+//! Entries live until the token's `exp` (plus leeway); when full, the oldest goes, and expired
+//! entries are swept out. The whole cache is dropped when the key set changes, so a key removed
+//! at the provider stops being honoured at once.
 
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
@@ -21,10 +24,28 @@ pub fn token_hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// How much of a credential's end the map hashes.
+const TAIL: usize = 64;
+
+fn tail(credential: &str) -> &str {
+    let mut start = credential.len().saturating_sub(TAIL);
+    while !credential.is_char_boundary(start) {
+        start += 1;
+    }
+    credential.get(start..).unwrap_or(credential)
+}
+
+struct Entry<V> {
+    credential: Rc<str>,
+    until: u64,
+    value: Rc<V>,
+}
+
 pub struct TokenCache<V> {
     capacity: usize,
-    entries: HashMap<Rc<str>, (u64, Rc<V>)>,
-    /// Insertion order, oldest first (may name entries already removed).
+    /// By the credential's tail.
+    entries: HashMap<Rc<str>, Entry<V>>,
+    /// Tails in insertion order, oldest first (may name entries already removed).
     order: VecDeque<Rc<str>>,
     /// When expired entries were last swept out.
     swept_at: u64,
@@ -35,10 +56,12 @@ impl<V> TokenCache<V> {
         Self { capacity, entries: HashMap::new(), order: VecDeque::new(), swept_at: 0 }
     }
 
-    /// The cached value, if present and not past `valid_until`.
-    pub fn get(&mut self, key: &str, now: u64) -> Option<Rc<V>> {
+    /// The cached value, if this exact credential is present and not past `valid_until`.
+    pub fn get(&mut self, credential: &str, now: u64) -> Option<Rc<V>> {
+        let key = tail(credential);
         match self.entries.get(key) {
-            Some((until, value)) if now < *until => Some(Rc::clone(value)),
+            Some(e) if *e.credential != *credential => None,
+            Some(e) if now < e.until => Some(Rc::clone(&e.value)),
             Some(_) => {
                 self.entries.remove(key);
                 None
@@ -50,13 +73,12 @@ impl<V> TokenCache<V> {
     /// Caches `value` until `valid_until` (exclusive). Each insert into a full cache evicts the
     /// oldest entry; expired entries are swept out at most once a second (a sweep visits every
     /// entry, and a cache of distinct tokens is full all the time).
-    pub fn insert(&mut self, key: &str, valid_until: u64, value: Rc<V>, now: u64) {
+    pub fn insert(&mut self, credential: &str, valid_until: u64, value: Rc<V>, now: u64) {
         if self.capacity == 0 || valid_until <= now {
             return;
         }
-        let key: Rc<str> = Rc::from(key);
         if self.entries.len() >= self.capacity && now > self.swept_at {
-            self.entries.retain(|_, (until, _)| now < *until);
+            self.entries.retain(|_, e| now < e.until);
             self.swept_at = now;
         }
         while self.entries.len() >= self.capacity {
@@ -68,7 +90,11 @@ impl<V> TokenCache<V> {
                 None => break,
             }
         }
-        if self.entries.insert(Rc::clone(&key), (valid_until, value)).is_none() {
+        let key: Rc<str> = Rc::from(tail(credential));
+        let entry = Entry { credential: Rc::from(credential), until: valid_until, value };
+        // Another credential with the same tail (two verified ones cannot share a signature in
+        // practice) is replaced.
+        if self.entries.insert(Rc::clone(&key), entry).is_none() {
             self.order.push_back(key);
         }
         // Keep `order` bounded too; compacting costs a lookup per name, so only now and then.
@@ -134,6 +160,25 @@ mod tests {
             assert!(c.get(other, 11).is_none(), "{other:?} must not hit");
         }
         assert!(c.get("eyJ.payload.sig", 11).is_some());
+    }
+
+    #[test]
+    fn a_credential_sharing_only_the_tail_misses() {
+        let mut c = TokenCache::new(4);
+        let sig = "s".repeat(80);
+        let good = format!("header.good-claims.{sig}");
+        let forged = format!("header.forged-claims.{sig}");
+        c.insert(&good, 1000, Rc::new("alice"), 10);
+        assert!(c.get(&forged, 11).is_none(), "same signature, other payload: a miss");
+        assert_eq!(c.get(&good, 11).as_deref(), Some(&"alice"), "and the cached entry stays");
+        // Non-ASCII near the cut does not split a character.
+        let odd = format!("{}é{}", "x".repeat(10), "y".repeat(63));
+        c.insert(&odd, 1000, Rc::new("odd"), 10);
+        assert_eq!(c.get(&odd, 11).as_deref(), Some(&"odd"));
+        // A later credential with the same tail replaces the earlier one.
+        c.insert(&forged, 1000, Rc::new("mallory"), 10);
+        assert!(c.get(&good, 11).is_none());
+        assert_eq!(c.get(&forged, 11).as_deref(), Some(&"mallory"));
     }
 
     #[test]
