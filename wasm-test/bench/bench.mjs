@@ -29,7 +29,7 @@ const { values: opt } = parseArgs({
     duration: { type: 'string', default: '5' },
     rounds: { type: 'string', default: '3' },
     out: { type: 'string', default: join(WASM_TEST_DIR, 'bench', 'RESULTS.md') },
-    pool: { type: 'string', default: '20000' },
+    pool: { type: 'string', default: '10000' },
     connections: { type: 'string', default: '16' },
     threads: { type: 'string', default: '2' },
     wasm: { type: 'string', default: join(REPO_ROOT, 'target', 'wasm32-wasip1', 'release', 'gatehouse.wasm') },
