@@ -1,13 +1,15 @@
 //! JWS algorithms (RFC 7518 §3) and their verification with `ring`.
 //!
 //! jwt-compact parses tokens and runs the validate pipeline; it takes any signature backend
-//! through its `Algorithm` trait. We plug in `ring` (PSS, ECDSA, EdDSA), which is faster than
-//! the pure-Rust RSA/ECDSA crates under a Wasm runtime, and our own RSASSA-PKCS1-v1_5 for RS*
-//! (see [`super::rsa`] for why and the measurements).
+//! through its `Algorithm` trait. We plug in `ring` (PSS, ES384, EdDSA), which is faster than
+//! the pure-Rust RSA/ECDSA crates under a Wasm runtime, our own RSASSA-PKCS1-v1_5 for RS*
+//! (see [`super::rsa`]) and ES256 with per-key tables (see [`super::es256`]), both several times
+//! faster than `ring` in Wasm.
 //! The filter only verifies: the signing key type is uninhabited, so no signing code exists.
 
 use jwt_compact::{Algorithm, AlgorithmSignature};
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
+use super::es256::LazyP256Key;
 use super::rsa::{Hash, RsaKey};
 use std::borrow::Cow;
 use std::fmt;
@@ -75,8 +77,10 @@ pub enum PublicKey {
     /// RSA modulus and exponent, big-endian without leading zeros, and the key prepared for
     /// RS* verification (see [`super::rsa`]).
     Rsa { n: Vec<u8>, e: Vec<u8>, prepared: Arc<RsaKey> },
-    /// An uncompressed SEC1 point (`0x04 ‖ x ‖ y`) on the curve of the key's algorithm.
-    Ec { point: Vec<u8> },
+    /// An uncompressed SEC1 point (`0x04 ‖ x ‖ y`) on the curve of the key's algorithm, and for
+    /// ES256 the key prepared for fast verification (see [`super::es256`]; `None` for ES384, and
+    /// past the first few ES256 keys of a set, which then verify with `ring`).
+    Ec { point: Vec<u8>, prepared: Option<Arc<LazyP256Key>> },
     /// A 32-byte Ed25519 public key.
     Ed25519 { x: Vec<u8> },
 }
@@ -85,7 +89,7 @@ impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PublicKey::Rsa { n, .. } => write!(f, "Rsa({} bits)", n.len() * 8),
-            PublicKey::Ec { point } => write!(f, "Ec({} bytes)", point.len()),
+            PublicKey::Ec { point, .. } => write!(f, "Ec({} bytes)", point.len()),
             PublicKey::Ed25519 { .. } => f.write_str("Ed25519"),
         }
     }
@@ -140,11 +144,12 @@ impl Algorithm for RingVerifier {
                 };
                 RsaPublicKeyComponents { n, e }.verify(params, message, &sig.0)
             }
-            (Alg::ES256, PublicKey::Ec { point }) => {
+            (Alg::ES256, PublicKey::Ec { prepared: Some(key), .. }) => return key.verify(message, &sig.0),
+            (Alg::ES256, PublicKey::Ec { point, prepared: None }) => {
                 UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
                     .verify(message, &sig.0)
             }
-            (Alg::ES384, PublicKey::Ec { point }) => {
+            (Alg::ES384, PublicKey::Ec { point, .. }) => {
                 UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, point)
                     .verify(message, &sig.0)
             }

@@ -5,6 +5,7 @@
 //! one odd key must not take the whole set (and every token) down with it.
 
 use super::alg::{Alg, PublicKey};
+use super::es256::LazyP256Key;
 use super::rsa::RsaKey;
 use std::sync::Arc;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -13,6 +14,10 @@ use serde_json::{Map, Value};
 
 /// At most this many keys of one set are considered; real sets hold a handful.
 pub const MAX_KEYS: usize = 64;
+
+/// ES256 keys of one set that get a verification table (150 KB each, about 5 ms to build in
+/// Wasm, when first used); any further ones verify with `ring`, as fast as that is.
+pub const MAX_PREPARED_ES256: usize = 8;
 
 /// Base64url as JWKs use it: unpadded by the RFC, but padded members are accepted.
 const B64URL: GeneralPurpose = GeneralPurpose::new(
@@ -53,13 +58,14 @@ impl KeySet {
             .and_then(Value::as_array)
             .ok_or("key set has no `keys` array")?;
         let mut set = KeySet::default();
+        let mut es256_budget = MAX_PREPARED_ES256;
         for (i, key) in keys.iter().enumerate() {
             if i >= MAX_KEYS {
                 set.skipped
                     .push(format!("keys after the first {MAX_KEYS} ignored"));
                 break;
             }
-            match parse_key(key) {
+            match parse_key(key, &mut es256_budget) {
                 Ok(jwk) => set.keys.push(jwk),
                 Err(reason) => {
                     let kid = key.get("kid").and_then(Value::as_str).unwrap_or("-");
@@ -76,7 +82,7 @@ impl KeySet {
     }
 }
 
-fn parse_key(key: &Value) -> Result<Jwk, String> {
+fn parse_key(key: &Value, es256_budget: &mut usize) -> Result<Jwk, String> {
     let obj = key.as_object().ok_or("not a JSON object")?;
     let kty = str_member(obj, "kty")?.ok_or("no `kty`")?;
     if let Some(usage) = str_member(obj, "use")? {
@@ -128,7 +134,14 @@ fn parse_key(key: &Value) -> Result<Jwk, String> {
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            PublicKey::Ec { point }
+            let prepared = if alg == Alg::ES256 && *es256_budget > 0 {
+                *es256_budget -= 1;
+                let key = LazyP256Key::new(&point).ok_or("EC point is not on the curve")?;
+                Some(Arc::new(key))
+            } else {
+                None
+            };
+            PublicKey::Ec { point, prepared }
         }
         ("OKP", Alg::EdDSA) => {
             let crv = str_member(obj, "crv")?.ok_or("no `crv`")?;

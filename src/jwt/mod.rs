@@ -12,6 +12,7 @@
 //!    issuers; `aud` containing an accepted audience, or else `azp` being one.
 
 pub mod alg;
+pub mod es256;
 pub mod jwks;
 pub mod rsa;
 

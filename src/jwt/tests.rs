@@ -331,12 +331,38 @@ fn weak_and_malformed_keys_are_skipped() {
         {"kty": "RSA", "kid": "notb64", "alg": "RS256", "n": "!!", "e": "AQAB"},
         {"kty": 7},
         "not an object",
+        {"kty": "EC", "kid": "offcurve", "alg": "ES256", "crv": "P-256", "x": b64(&[1; 32]), "y": b64(&[2; 32])},
+        {"kty": "RSA", "kid": "even", "alg": "RS256", "n": b64(&[0xc2; 256]), "e": "AQAB"},
     ]}))
     .unwrap();
     assert!(set.keys.is_empty(), "{:?}", set.keys);
-    assert_eq!(set.skipped.len(), 9, "{:?}", set.skipped);
+    assert_eq!(set.skipped.len(), 11, "{:?}", set.skipped);
+    assert!(set.skipped[9].contains("not on the curve"), "{:?}", set.skipped[9]);
+    assert!(set.skipped[10].contains("RSA key unusable"), "{:?}", set.skipped[10]);
     assert!(set.skipped[0].contains("below 2048"));
     assert!(set.skipped[1].contains("no `alg`"));
+}
+
+#[test]
+fn es256_keys_past_the_prepared_ones_verify_with_ring() {
+    let f = fixture();
+    let keys: Vec<TestKey> = (0..jwks::MAX_PREPARED_ES256 + 2).map(|_| TestKey::ec(Alg::ES256)).collect();
+    let set = KeySet::from_value(&json!({"keys": keys.iter().enumerate().map(|(i, k)| k.jwk(&format!("ec{i}"), Alg::ES256)).collect::<Vec<_>>()}))
+        .unwrap();
+    let built = |set: &KeySet| {
+        set.keys.iter().filter(|k| matches!(&k.key, alg::PublicKey::Ec { prepared: Some(p), .. } if p.is_prepared())).count()
+    };
+    let preparable = set.keys.iter().filter(|k| matches!(&k.key, alg::PublicKey::Ec { prepared: Some(_), .. })).count();
+    assert_eq!(preparable, jwks::MAX_PREPARED_ES256);
+    assert_eq!(built(&set), 0, "tables are built on first use, not when the set is loaded");
+    for (i, k) in keys.iter().enumerate() {
+        let token = k.mint(Alg::ES256, &json!({"alg": "ES256", "kid": format!("ec{i}")}), &f.claims());
+        assert!(verify(&token, &set, &f.expect(), NOW).is_ok(), "key {i}");
+        // The other key's signature does not verify under this kid.
+        let other = keys[(i + 1) % keys.len()].mint(Alg::ES256, &json!({"alg": "ES256", "kid": format!("ec{i}")}), &f.claims());
+        assert_eq!(verify(&other, &set, &f.expect(), NOW).unwrap_err(), JwtError::BadSignature, "key {i}");
+    }
+    assert_eq!(built(&set), jwks::MAX_PREPARED_ES256);
 }
 
 #[test]
