@@ -14,7 +14,7 @@ pub const MAX_CHUNKS: usize = 10;
 pub fn parse<'a>(headers: impl Iterator<Item = &'a str>) -> Vec<(&'a str, &'a str)> {
     let mut out = Vec::new();
     for header in headers {
-        for pair in header.split(';') {
+        for pair in pairs(header) {
             let pair = pair.trim_matches(' ');
             if let Some((name, value)) = pair.split_once('=') {
                 let value = value.trim_matches(' ');
@@ -35,11 +35,25 @@ pub fn parse<'a>(headers: impl Iterator<Item = &'a str>) -> Vec<(&'a str, &'a st
 /// `drop` selects (to pass a request's other cookies on untouched).
 pub fn raw_pairs_except<'a>(headers: impl Iterator<Item = &'a str>, drop: impl Fn(&str) -> bool) -> Vec<&'a str> {
     headers
-        .flat_map(|h| h.split(';'))
+        .flat_map(pairs)
         .map(|pair| pair.trim_matches(' '))
         .filter(|pair| !pair.is_empty())
         .filter(|pair| !drop(pair.split_once('=').map_or(*pair, |(n, _)| n)))
         .collect()
+}
+
+/// The `;`-separated parts of a `Cookie` header. A session cookie makes this header kilobytes
+/// long and it is read on every request: `memchr` finds the separators with SIMD (Wasm's
+/// included), several times faster than `str::split`.
+fn pairs(header: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b';', header.as_bytes()).chain(std::iter::once(header.len()));
+    // `;` is ASCII, so every cut is on a character boundary.
+    ends.map(move |end| {
+        let part = header.get(start..end).unwrap_or_default();
+        start = end + 1;
+        part
+    })
 }
 
 /// The value of the first cookie named `name`.

@@ -38,8 +38,9 @@ pub enum Pending {
 
 /// The result of looking at a request's session cookie.
 pub enum SessionOutcome {
-    /// A valid session, and its cookie (chunks joined).
-    Valid { identity: Rc<Identity>, cookie: String },
+    /// A valid session, its cookie (chunks joined), and whether the request carries only
+    /// gatehouse's cookies (then the upstream gets no `Cookie` header at all).
+    Valid { identity: Rc<Identity>, cookie: String, only_ours: bool },
     /// An old cookie of a session refreshed moments ago: the new session, and its cookies.
     Refreshed { identity: Rc<Identity>, set_cookies: Vec<String> },
     /// No valid session; `had_cookie` if an invalid or expired one was sent.
@@ -121,7 +122,7 @@ impl Engine {
         self.refreshing.remove(hash);
         self.refreshed.insert(old_cookie, note.until, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed by another worker");
-        Some(self.forward_session(req, &request_path(req).path, &identity, set_cookies))
+        Some(self.forward_session(req, &request_path(req).path, &identity, set_cookies, false))
     }
 }
 
@@ -130,6 +131,11 @@ fn session_identity_of(cfg: &Config, data: SessionData) -> Identity {
     let mut identity = identity_of(cfg, Value::Object(data.claims.clone()), None);
     identity.session = Some(data);
     identity
+}
+
+/// Whether a cookie is one of gatehouse's: the session (or one of its chunks) or a login's state.
+fn is_ours(b: &Browser, name: &str) -> bool {
+    name == b.cookie_name || name.strip_prefix(b.cookie_name.as_str()).is_some_and(|rest| rest.starts_with('.') || rest.starts_with("_st_"))
 }
 
 /// The cookies of a request.
@@ -257,23 +263,26 @@ impl Engine {
                 identity
             }
         };
-        SessionOutcome::Valid { identity, cookie: value }
+        let only_ours = cookies.iter().all(|(name, _)| is_ours(b, name));
+        SessionOutcome::Valid { identity, cookie: value, only_ours }
     }
 
     /// Forwards a request authenticated by a session: gatehouse's cookies are taken out of the
     /// `Cookie` header (the upstream does not need them), then the rules apply.
-    pub(super) fn forward_session(&mut self, req: &Request<'_>, path: &str, identity: &Identity, set_cookies: Vec<String>) -> Decision {
+    /// `only_ours`: the caller saw that every cookie of the request is gatehouse's (saves
+    /// reading a large `Cookie` header again); `false` if not known.
+    pub(super) fn forward_session(&mut self, req: &Request<'_>, path: &str, identity: &Identity, set_cookies: Vec<String>, only_ours: bool) -> Decision {
         let cfg = Rc::clone(&self.config);
         let cfg = &cfg;
         let Some(b) = &cfg.browser else {
             return Decision::Respond(unauthorized(cfg, None));
         };
         let mut remove = managed_headers_present(cfg, req);
-        let ours = |name: &str| {
-            name == b.cookie_name
-                || name.strip_prefix(b.cookie_name.as_str()).is_some_and(|rest| rest.starts_with('.') || rest.starts_with("_st_"))
+        let rest = if only_ours {
+            Vec::new()
+        } else {
+            cookie::raw_pairs_except(req.headers.iter().filter(|(n, _)| n == "cookie").map(|(_, v)| v.as_str()), |name| is_ours(b, name))
         };
-        let rest = cookie::raw_pairs_except(req.headers.iter().filter(|(n, _)| n == "cookie").map(|(_, v)| v.as_str()), ours);
         let mut set = Vec::new();
         if rest.is_empty() {
             remove.push("cookie".into());
@@ -677,7 +686,7 @@ impl Engine {
             log::warn!("session refresh failed ({why}); keeping the session, retrying in 30s");
             engine.stats.count(Counter::RefreshFailed);
             engine.refreshing.insert(hash, now + 30);
-            engine.forward_session(req, &request_path(req).path, old, Vec::new())
+            engine.forward_session(req, &request_path(req).path, old, Vec::new(), false)
         };
         match status {
             None => return transient(self, "provider unreachable"),
@@ -730,7 +739,7 @@ impl Engine {
         // session for a minute instead of refreshing again with a rotated-out token.
         self.refreshed.insert(old_cookie, now + 60, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed");
-        self.forward_session(req, &request_path(req).path, &identity, set_cookies)
+        self.forward_session(req, &request_path(req).path, &identity, set_cookies, false)
     }
 
     /// Signs out: clears gatehouse's cookies and sends the browser to the provider's logout.

@@ -146,14 +146,14 @@ impl Engine {
                 Err(decision) => decision,
             },
             None => match self.session_identity(req, now) {
-                SessionOutcome::Valid { identity, cookie } => {
+                SessionOutcome::Valid { identity, cookie, only_ours } => {
                     if let Some(call) = self.refresh_due(&identity, cookie, now) {
                         return call;
                     }
-                    self.forward_session(req, &normalized.path, &identity, Vec::new())
+                    self.forward_session(req, &normalized.path, &identity, Vec::new(), only_ours)
                 }
                 SessionOutcome::Refreshed { identity, set_cookies } => {
-                    self.forward_session(req, &normalized.path, &identity, set_cookies)
+                    self.forward_session(req, &normalized.path, &identity, set_cookies, false)
                 }
                 SessionOutcome::None { had_cookie } => self.unauthenticated(req, now, had_cookie, random),
             },

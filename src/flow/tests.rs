@@ -477,6 +477,18 @@ mod browser_flow {
             }
             other => panic!("{other:?}"),
         }
+        // Only gatehouse's cookies (the session and a leftover state cookie): no Cookie header
+        // reaches the upstream, whether or not the session is cached already.
+        for _ in 0..2 {
+            let headers = req("/admin/x", &[("cookie", &format!("_gatehouse_st_abcdefghijklmnop=x; {session}"))]);
+            match engine.decide(&Request { headers: &headers }, NOW + 8, true, &mut rng()) {
+                Decision::Forward { remove, set, .. } => {
+                    assert!(remove.contains(&"cookie".to_string()), "{remove:?}");
+                    assert!(!set.iter().any(|(n, _)| n == "cookie"), "{set:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
         // Sign-out: cookies cleared, RP-initiated logout with the ID token as hint.
         let out = req("/oauth2/sign_out", &[("cookie", &session)]);
         let r = respond(engine.decide(&Request { headers: &out }, NOW + 8, true, &mut rng()));
