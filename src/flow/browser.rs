@@ -287,7 +287,7 @@ impl Engine {
         if rest.is_empty() {
             remove.push("cookie".into());
         } else {
-            set.push(("cookie".to_string(), rest.join("; ")));
+            set.push((Rc::from("cookie"), Rc::from(rest.join("; "))));
         }
         authorize(cfg, &mut self.stats, req, path, identity, remove, set, set_cookies)
     }

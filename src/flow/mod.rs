@@ -36,12 +36,16 @@ pub struct Response {
     pub body: String,
 }
 
+/// A request header gatehouse sets. Shared strings: an identity's claim headers are built once
+/// and cached, and every request forwarded with them copies pointers, not text.
+pub type Header = (Rc<str>, Rc<str>);
+
 /// What to do with a request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Forward it, after removing then setting these request headers; add these `Set-Cookie`
     /// headers to the response (a refreshed session).
-    Forward { remove: Vec<String>, set: Vec<(String, String)>, set_cookies: Vec<String> },
+    Forward { remove: Vec<String>, set: Vec<Header>, set_cookies: Vec<String> },
     /// Answer it directly.
     Respond(Response),
     /// Hold it, fetch the key set (a token named an unknown `kid`), then decide again with
@@ -56,7 +60,7 @@ pub enum Decision {
 pub struct Identity {
     pub claims: serde_json::Value,
     /// The claim headers for the upstream.
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<Header>,
     /// For a session: what refreshing it needs.
     pub session: Option<browser::SessionInfo>,
 }
@@ -221,7 +225,7 @@ pub(crate) fn authorize(
     path: &str,
     identity: &Identity,
     mut remove: Vec<String>,
-    extra_set: Vec<(String, String)>,
+    extra_set: Vec<Header>,
     set_cookies: Vec<String>,
 ) -> Decision {
     let host = host_of(req.header(":authority").unwrap_or(""));
@@ -231,7 +235,7 @@ pub(crate) fn authorize(
             stats.count(Counter::Allowed);
             let mut set = identity.headers.clone();
             set.extend(extra_set);
-            remove.retain(|r| !set.iter().any(|(n, _)| n == r));
+            remove.retain(|r| !set.iter().any(|(n, _)| **n == **r));
             Decision::Forward { remove, set, set_cookies }
         }
         Verdict::Deny { rule, reason } => {
@@ -292,13 +296,13 @@ pub fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option<&str>)
             .flat_map(values_of)
             .collect();
         if let Some(v) = header_value(&values) {
-            headers.push((h.name.clone(), v));
+            headers.push((Rc::from(h.name.as_str()), Rc::from(v)));
         }
     }
     if let (Some(name), Some(token)) = (&cfg.tokens.payload_header, token) {
         // The payload segment as the token carries it: base64url of the verified JSON.
         if let Some(payload) = token.split('.').nth(1) {
-            headers.push((name.clone(), payload.to_string()));
+            headers.push((Rc::from(name.as_str()), Rc::from(payload)));
         }
     }
     Identity { claims, headers, session: None }

@@ -89,7 +89,7 @@ fn status(d: &Decision) -> u32 {
 fn header<'a>(d: &'a Decision, name: &str) -> Option<&'a str> {
     match d {
         Decision::Respond(r) => r.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()),
-        Decision::Forward { set, .. } => set.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()),
+        Decision::Forward { set, .. } => set.iter().find(|(n, _)| &**n == name).map(|(_, v)| &**v),
         Decision::FetchKeys(_) | Decision::CallIdp(_) => None,
     }
 }
@@ -484,7 +484,7 @@ mod browser_flow {
             match engine.decide(&Request { headers: &headers }, NOW + 8, true, &mut rng()) {
                 Decision::Forward { remove, set, .. } => {
                     assert!(remove.contains(&"cookie".to_string()), "{remove:?}");
-                    assert!(!set.iter().any(|(n, _)| n == "cookie"), "{set:?}");
+                    assert!(!set.iter().any(|(n, _)| &**n == "cookie"), "{set:?}");
                 }
                 other => panic!("{other:?}"),
             }
