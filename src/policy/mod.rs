@@ -187,6 +187,19 @@ pub struct NormalizedPath {
 pub fn normalize_path(raw: &str) -> NormalizedPath {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
     let raw = &raw[..end];
+    // Most paths are normal already: nothing to decode, no empty, `.` or `..` segment.
+    let plain = raw.starts_with('/')
+        && raw.bytes().all(|b| b.is_ascii() && b != b'%' && b != b'\\')
+        && !raw.contains("//")
+        && !raw.split('/').any(|s| s == "." || s == "..");
+    if plain {
+        return NormalizedPath { path: raw.to_string(), ambiguous: false };
+    }
+    normalize_slowly(raw)
+}
+
+/// [`normalize_path`] of a path without its query, in full.
+fn normalize_slowly(raw: &str) -> NormalizedPath {
     let mut ambiguous = raw.contains('\\') || !raw.starts_with('/');
     let bytes = raw.as_bytes();
     let mut decoded = String::with_capacity(raw.len());

@@ -162,3 +162,21 @@ fn hosts() {
     assert!(!HostPattern("*.example.com".into()).matches("aexample.com"));
     assert!(HostPattern("example.com".into()).matches("example.com"));
 }
+
+#[test]
+fn the_fast_path_agrees_with_full_normalization() {
+    // Every path up to 6 characters over an alphabet with the tricky parts: where normalize_path
+    // takes its shortcut, the full normalization must give the same answer.
+    let alphabet = ['/', 'a', '.', '%', '2', 'f', '\\', 'é'];
+    let mut paths = vec![String::new()];
+    for _ in 0..6 {
+        let longer: Vec<String> = paths.iter().flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}"))).collect();
+        paths.extend(longer.into_iter().filter(|p| p.chars().count() <= 6));
+        paths.sort();
+        paths.dedup();
+    }
+    assert!(paths.len() > 100_000);
+    for p in &paths {
+        assert_eq!(normalize_path(p), normalize_slowly(p), "{p:?}");
+    }
+}
