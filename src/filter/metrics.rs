@@ -54,7 +54,8 @@ impl Metrics {
         m
     }
 
-    /// The VM's linear memory (all VMs of a plugin share the gauge: the last one to tick shows).
+    /// The VM's linear memory (the VMs of all workers share the gauge: the last one to tick
+    /// shows; they are alike).
     pub fn memory(&self) {
         if let Some(id) = self.memory {
             let bytes = core::arch::wasm32::memory_size(0).saturating_mul(65536);

@@ -158,6 +158,8 @@ struct Root {
     call_started_ms: u64,
     /// The tick period set last.
     tick: Duration,
+    /// Whether this VM has served requests (the main thread's VM never does).
+    served: std::cell::Cell<bool>,
     /// The callout in flight, if any, and what it fetches.
     call: Option<(u32, Fetch)>,
 }
@@ -308,7 +310,9 @@ impl RootContext for Root {
         if let Some(shared) = &self.engine {
             self.metrics.add(shared.borrow_mut().stats.take_counts());
         }
-        self.metrics.memory();
+        if self.served.get() {
+            self.metrics.memory();
+        }
         self.poll();
         // Tick fast until the keys are in, then once a second.
         let loaded = self.engine.as_ref().is_some_and(|e| e.borrow().keys.keys().is_some());
@@ -316,6 +320,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        self.served.set(true);
         Some(Box::new(Http {
             engine: self.engine.clone(),
             metrics: Rc::clone(&self.metrics),
