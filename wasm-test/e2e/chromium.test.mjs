@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, keepLogs,
+  freePort, startIdp, startEcho, startEnvoy, stopAll, http, keepLogs, noteSecret,
 } from '../lib/harness.mjs';
 
 const WASM = process.env.WASM;
@@ -90,6 +90,8 @@ async function inBrowser(fn, { knownFailure = false } = {}) {
       + `\n--- Envoy log (access log and wasm lines, tail):\n${envoyLog.join('\n')}`;
     throw err;
   } finally {
+    // The browser's cookies never went through http(): note them for the log scan of stopAll().
+    for (const c of await ctx.context.cookies().catch(() => [])) noteSecret(c.value, `browser cookie ${c.name}`);
     await ctx.context.close().catch(() => {});
   }
 }

@@ -59,6 +59,73 @@ function logDump(logFiles) {
     .join('\n');
 }
 
+// --- secrets must never reach Envoy's logs --------------------------------------------------------
+
+/** Every credential this process has seen go to or come from Envoy: value -> what it is. */
+const secrets = new Map();
+/** Envoy log files started by this process, scanned by stopAll(). */
+const envoyLogFiles = new Set();
+/** Shorter values (e.g. a "garbage" token) would match ordinary words in logs. */
+const MIN_SECRET_LENGTH = 12;
+
+/**
+ * Remembers a secret (token, code, cookie value, client secret, key): stopAll() fails if any
+ * appears in an Envoy log. http() and startEnvoy() call it for what passes through them.
+ */
+export function noteSecret(value, what) {
+  if (typeof value === 'string' && value.length >= MIN_SECRET_LENGTH) secrets.set(value, what);
+}
+
+/** The secrets noted so far that appear in these files: [{file, line, what}] (never the value). */
+export function secretsInFiles(files) {
+  const found = [];
+  for (const file of files) {
+    let text;
+    try { text = readFileSync(file, 'utf8'); } catch { continue; }
+    for (const [value, what] of secrets) {
+      const at = text.indexOf(value);
+      if (at >= 0) found.push({ file, line: text.slice(0, at).split('\n').length, what });
+    }
+  }
+  return found;
+}
+
+function noteCookiePairs(header, what) {
+  for (const pair of String(header).split(';')) {
+    const eq = pair.indexOf('=');
+    if (eq > 0) noteSecret(pair.slice(eq + 1).trim(), `${what} ${pair.slice(0, eq).trim()}`);
+  }
+}
+
+const SECRET_FIELDS = ['access_token', 'refresh_token', 'id_token', 'code', 'client_secret', 'password', 'logout_token'];
+
+/** Notes the credentials of one http() exchange (request headers and body, response). */
+function noteExchange(pairs, payload, res) {
+  for (const [k, v] of pairs) {
+    const name = k.toLowerCase();
+    if (name === 'authorization') noteSecret(String(v).replace(/^\S+\s+/, ''), 'Authorization credential');
+    if (name === 'cookie') noteCookiePairs(v, 'request cookie');
+  }
+  if (payload) {
+    const text = payload.toString('utf8');
+    try {
+      const form = new URLSearchParams(text);
+      for (const f of SECRET_FIELDS) if (form.get(f)) noteSecret(form.get(f), `form ${f}`);
+    } catch { /* not a form */ }
+  }
+  if (!res) return;
+  for (const c of res.headers['set-cookie'] ?? []) noteCookiePairs(c.split(';', 1)[0], 'Set-Cookie');
+  if (res.headers.location) {
+    try {
+      const loc = new URL(res.headers.location, 'http://x');
+      for (const f of ['code', 'state']) if (loc.searchParams.get(f)) noteSecret(loc.searchParams.get(f), `redirect ${f}`);
+    } catch { /* not a URL */ }
+  }
+  if (res.json && typeof res.json === 'object') {
+    for (const f of SECRET_FIELDS) if (typeof res.json[f] === 'string') noteSecret(res.json[f], `JSON ${f}`);
+  }
+}
+
 const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 
 /** `promise`'s value, or `fallback` after `ms`; the timer is cleared either way (no lingering). */
@@ -198,6 +265,13 @@ export async function stopAll() {
     // eslint-disable-next-line no-await-in-loop
     await stopProcess(pid);
   }
+  // Envoy has written its logs out on exit: no credential may be in them.
+  const leaks = secretsInFiles(envoyLogFiles);
+  if (envoyLogFiles.size) {
+    process.stderr.write(`harness: ${envoyLogFiles.size} Envoy log files checked for ${secrets.size} credentials: ${leaks.length ? 'FOUND' : 'none found'}\n`);
+  }
+  envoyLogFiles.clear();
+  if (leaks.length) keepRunDir = true;
   if (runDir) {
     if (keepRunDir || process.env.GATEHOUSE_KEEP_LOGS === '1') {
       process.stderr.write(`harness: logs kept in ${runDir}\n`);
@@ -206,6 +280,9 @@ export async function stopAll() {
     }
     runDir = undefined;
     keepRunDir = false;
+  }
+  if (leaks.length) {
+    throw new Error(`credentials in Envoy's logs: ${leaks.map((l) => `${l.what} at ${l.file}:${l.line}`).join('; ')}`);
   }
 }
 
@@ -354,9 +431,11 @@ export function http(url, { method = 'GET', headers = {}, body, timeoutMs = 10_0
         if (/[/+]json\b/i.test(res.headers['content-type'] || '')) {
           try { json = JSON.parse(text); } catch { json = undefined; }
         }
-        resolveRes({
+        const out = {
           status: res.statusCode, headers: res.headers, rawHeaders: res.rawHeaders, body: text, json, url,
-        });
+        };
+        noteExchange(pairs, payload, out);
+        resolveRes(out);
       });
       res.on('error', reject);
     });
@@ -795,7 +874,8 @@ export function envoyValidate(bootstrapPath, { bin = envoyBin(), timeoutMs = 60_
  * @param {object|null} [o.filterConfig] null (default) = no Wasm filter
  * @param {number} [o.concurrency] worker threads (default 1)
  * @param {string} [o.logLevel] default "info"
- * @param {string} [o.componentLogLevel] e.g. "wasm:debug"
+ * @param {string} [o.componentLogLevel] default "wasm:debug": gatehouse logs everything, and
+ *   stopAll() checks that no credential reached the log
  * @param {object} [o.vmEnv] {hostEnvKeys, keyValues} for the Wasm VM
  * @param {object} [o.env] extra environment for the Envoy process (for vmEnv.hostEnvKeys)
  * @param {string} [o.failurePolicy]
@@ -808,7 +888,7 @@ export function envoyValidate(bootstrapPath, { bin = envoyBin(), timeoutMs = 60_
  */
 export async function startEnvoy({
   listenPort, adminPort, idpPort, echoPort, wasmPath, filterConfig = null, concurrency = 1,
-  logLevel = 'info', componentLogLevel, vmEnv, env, failurePolicy, customize, bin = envoyBin(),
+  logLevel = 'info', componentLogLevel = 'wasm:debug', vmEnv, env, failurePolicy, customize, bin = envoyBin(),
   extraArgs = [], timeoutMs = DEFAULT_TIMEOUTS.envoy, expectFailure = false,
 } = {}) {
   assertEnvoy(bin);
@@ -828,6 +908,11 @@ export async function startEnvoy({
   const dir = runDirectory();
   const bootstrapPath = writeBootstrap(join(dir, `envoy-${lp}.json`), bootstrap);
   const logPath = join(dir, `envoy-${lp}.log`);
+  noteSecret(filterConfig?.provider?.clientSecret, 'provider.clientSecret');
+  for (const k of filterConfig?.session?.keys ?? []) noteSecret(k, 'session key');
+  for (const [k, v] of Object.entries(vmEnv?.keyValues ?? {})) noteSecret(v, `VM environment ${k}`);
+  envoyLogFiles.add(logPath);
+  envoyLogFiles.add(join(dir, `envoy-${lp}.out`));
   const args = [
     '-c', bootstrapPath,
     '--disable-hot-restart',
