@@ -385,11 +385,12 @@ function checkPort(value, name) {
  * @param {string|Buffer|URLSearchParams|object} [options.body] URLSearchParams is sent as a form,
  *   a plain object as JSON
  * @param {number} [options.timeoutMs] whole-exchange timeout (default 10 s)
+ * @param {string} [options.rawPath] the request target exactly as sent, instead of the URL's
  * @returns {Promise<{status: number, headers: object, rawHeaders: string[], body: string,
  *   json: any, url: string}>} `headers` has lower-case names (set-cookie is an array); `json` is
  *   the parsed body when it is JSON, else undefined
  */
-export function http(url, { method = 'GET', headers = {}, body, timeoutMs = 10_000 } = {}) {
+export function http(url, { method = 'GET', headers = {}, body, timeoutMs = 10_000, rawPath } = {}) {
   const target = new URL(url);
   if (target.protocol !== 'http:') throw new TypeError(`http(): only http: URLs, got ${url}`);
   const pairs = Array.isArray(headers)
@@ -414,7 +415,8 @@ export function http(url, { method = 'GET', headers = {}, body, timeoutMs = 10_0
     const req = httpRequest({
       host: target.hostname.replace(/^\[|\]$/g, ''),
       port: target.port || 80,
-      path: `${target.pathname}${target.search}`,
+      // `rawPath` is sent as it is (URL parsing would turn `\` into `/`, for one).
+      path: rawPath ?? `${target.pathname}${target.search}`,
       method,
       headers: flat,
       setHost: false,

@@ -1,0 +1,87 @@
+// Issue 6 (1): open-redirect attempts through real Envoy. A browser opens a crafted path on the
+// gateway, signs in, and must land back on the gateway itself: hostile return targets become `/`,
+// odd-but-harmless paths come back unchanged, and nothing ever points at another host.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+
+import {
+  freePort, startIdp, startEcho, startEnvoy, stopAll, http, browse, CookieJar, waitFor,
+} from '../lib/harness.mjs';
+
+const WASM = process.env.WASM;
+const HTML = { accept: 'text/html,application/xhtml+xml' };
+let gateway;
+
+before(async () => {
+  assert.ok(WASM, 'WASM must point at the built gatehouse.wasm (run through `make test`)');
+  const idpPort = await freePort();
+  await startIdp({ port: idpPort });
+  const echo = await startEcho();
+  const envoy = await startEnvoy({
+    idpPort, echoPort: echo.port, wasmPath: WASM,
+    filterConfig: {
+      provider: { issuer: `http://127.0.0.1:${idpPort}/realms/demo`, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret' },
+      session: { keys: ['e2e-redirect-cookie-key-0123456789abcdef'], secure: false },
+    },
+  });
+  gateway = envoy.url;
+  await waitFor(async () => (await http(`${gateway}/`, { headers: HTML })).status === 302, { timeoutMs: 20000, what: 'discovery' });
+});
+
+after(stopAll);
+
+/** Opens `rawPath` on the gateway unauthenticated, signs in, and returns where the callback sent the browser. */
+async function landingAfterLogin(rawPath) {
+  const first = await http(`${gateway}/`, { rawPath, headers: HTML });
+  assert.equal(first.status, 302, `${rawPath}: ${first.status} ${first.body.slice(0, 120)}`);
+  const toIdp = new URL(first.headers.location);
+  assert.notEqual(toIdp.origin, gateway, 'the first redirect goes to the IdP');
+  const jar = new CookieJar();
+  jar.store(`${gateway}/`, first.headers['set-cookie']);
+  const flow = await browse(toIdp.href, { jar, username: 'alice', password: 'alice' });
+  const i = flow.history.findIndex((h) => new URL(h.url).pathname === '/oauth2/callback');
+  assert.ok(i >= 0, `${rawPath}: the flow reached the callback`);
+  assert.equal(flow.history[i].status, 302);
+  const landing = flow.history[i + 1];
+  assert.ok(landing, `${rawPath}: the browser went on from the callback`);
+  return new URL(landing.url);
+}
+
+// Read by a browser as another host (scheme-relative, or with a backslash browsers treat as `/`).
+const hostile = [
+  '//evil.example/x',
+  '///evil.example',
+  '/\\evil.example',
+  '/\\/evil.example',
+  '/\\\\evil.example',
+];
+
+for (const path of hostile) {
+  test(`return target ${JSON.stringify(path)} lands on / of the gateway`, async () => {
+    const landing = await landingAfterLogin(path);
+    assert.equal(landing.origin, gateway);
+    assert.equal(`${landing.pathname}${landing.search}`, '/');
+  });
+}
+
+// Paths on this host however they look: they come back as sent, never decoded into another host
+// or into a header break (the encoded CR/LF stays text in the Location).
+const harmless = [
+  '/%2F%2Fevil.example',
+  '/https:evil.example',
+  '/%0d%0aLocation:%20http://evil.example',
+  '/%0D%0ASet-Cookie:%20stolen=1',
+  '/%252F%252Fevil.example',
+  '/@evil.example',
+  '/x?next=https://evil.example/',
+  '/xn--80ak6aa92e.com/',
+];
+
+for (const path of harmless) {
+  test(`return target ${JSON.stringify(path)} comes back unchanged, on the gateway`, async () => {
+    const landing = await landingAfterLogin(path);
+    assert.equal(landing.origin, gateway);
+    assert.equal(`${landing.pathname}${landing.search}`, path);
+  });
+}
