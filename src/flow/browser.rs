@@ -2,6 +2,7 @@
 //! signing out. Pure like the rest of `flow`: calls to the provider are returned as
 //! [`Decision::CallIdp`] and their answers come back through [`Engine::on_idp_answer`].
 
+use crate::policy::host_of;
 use super::{authorize, identity_of, managed_headers_present, request_path, unauthorized, unavailable, Decision, Engine, Identity, Request, Response};
 use crate::cache::TokenHash;
 use crate::cache::token_hash;
@@ -63,6 +64,9 @@ pub struct SessionData {
     /// When to refresh: the access token's expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rexp: Option<u64>,
+    /// Where the session is valid (see [`session_scope`]); a session without one is refused.
+    #[serde(default)]
+    pub scope: String,
 }
 
 /// A session's data, kept with its identity.
@@ -131,6 +135,18 @@ fn session_identity_of(cfg: &Config, data: SessionData) -> Identity {
     let mut identity = identity_of(cfg, Value::Object(data.claims.clone()), None);
     identity.session = Some(data);
     identity
+}
+
+/// What a session is valid for: the cookie's `domain` when one is set (its subdomains share the
+/// session), else the exact host; and the cookie's path. Sealed into the session and checked on
+/// every request, so that a session made for one site is refused on another that shares the
+/// cookie key (one gateway serving several hosts, or a key reused across gateways).
+fn session_scope(b: &Browser, req: &Request<'_>) -> String {
+    let site = match &b.cookie.domain {
+        Some(domain) => domain.trim_start_matches('.').to_ascii_lowercase(),
+        None => host_of(req.header(":authority").unwrap_or("")),
+    };
+    format!("{site}|{}", b.cookie.path)
 }
 
 /// Whether a cookie is one of gatehouse's: the session (or one of its chunks) or a login's state.
@@ -263,6 +279,12 @@ impl Engine {
                 identity
             }
         };
+        // Checked on cache hits too: the cache is keyed by the cookie alone.
+        let scope = session_scope(b, req);
+        if identity.session.as_ref().is_none_or(|d| d.scope != scope) {
+            log::info!("session cookie rejected (made for another site)");
+            return SessionOutcome::None { had_cookie: true };
+        }
         let only_ours = cookies.iter().all(|(name, _)| is_ours(b, name));
         SessionOutcome::Valid { identity, cookie: value, only_ours }
     }
@@ -514,9 +536,11 @@ impl Engine {
 
     /// Builds session data from a token response. `previous` is the session being refreshed.
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn session_from_tokens(
         &self,
         b: &Browser,
+        scope: String,
         tokens: &TokenResponse,
         id_claims: Option<Value>,
         previous: Option<&SessionData>,
@@ -562,7 +586,7 @@ impl Engine {
             (None, None)
         };
         let idt = if b.keep_id_token { tokens.id_token.clone().or_else(|| previous.and_then(|p| p.idt.clone())) } else { None };
-        SessionData { exp, claims, idt, rt, rexp }
+        SessionData { exp, claims, idt, rt, rexp, scope }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -627,7 +651,7 @@ impl Engine {
                 return fail(502, "The identity provider's answer could not be verified.", set_cookies);
             }
         };
-        let mut data = self.session_from_tokens(b, &tokens, Some(id_claims), None, now + b.lifetime_secs, now, random);
+        let mut data = self.session_from_tokens(b, session_scope(b, req), &tokens, Some(id_claims), None, now + b.lifetime_secs, now, random);
         let Some((_, session_cookies)) = self.session_cookies(b, &mut data, &cookies, now) else {
             return fail(500, "The session is too large to be stored.", set_cookies);
         };
@@ -726,7 +750,7 @@ impl Engine {
             }
             _ => None,
         };
-        let mut data = self.session_from_tokens(b, &tokens, id_claims, Some(previous), previous.exp, now, random);
+        let mut data = self.session_from_tokens(b, session_scope(b, req), &tokens, id_claims, Some(previous), previous.exp, now, random);
         let Some((sealed, set_cookies)) = self.session_cookies(b, &mut data, &cookies, now) else {
             return transient(self, "session too large");
         };

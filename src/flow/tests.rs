@@ -505,6 +505,27 @@ mod browser_flow {
     }
 
     #[test]
+    fn a_session_is_refused_on_another_site_sharing_the_cookie_key() {
+        let (mut engine, key) = engine();
+        let (r, _) = login(&mut engine, &key, json!({}));
+        let session = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+        let on = |host: &str| {
+            let mut h = req("/echo", &[("cookie", &session), ("accept", "application/json")]);
+            h.retain(|(n, _)| n != ":authority");
+            h.push((":authority".into(), host.into()));
+            h
+        };
+        // Valid where it was made (also with a port and in other case), then from the cache.
+        for host in ["app.example", "APP.example:443", "app.example"] {
+            assert!(matches!(engine.decide(&Request { headers: &on(host) }, NOW + 7, true, &mut rng()), Decision::Forward { .. }), "{host}");
+        }
+        // Refused on another host, although it is cached and its MAC is good.
+        for host in ["other.example", "sub.app.example", "example", ""] {
+            assert_eq!(status(&engine.decide(&Request { headers: &on(host) }, NOW + 7, true, &mut rng())), 401, "{host}");
+        }
+    }
+
+    #[test]
     fn bob_session_is_forbidden_on_admin() {
         let (mut engine, key) = engine();
         let (r, _) = login(&mut engine, &key, json!({"email": "bob@example.com", "groups": []}));
