@@ -135,7 +135,9 @@ test('XHR and API calls without a session get 401, never a login page', async ()
 test('tampered, truncated, expired and retired-key cookies send the browser back to login', async () => {
   const { jar } = await login('/echo', 'alice');
   const value = jar.list().find((c) => c.name === '_gatehouse').value;
-  const good = seal(COOKIE_KEY, 'session', { exp: now() + 600, claims: { sub: 'x', email: 'forged@example.com' } });
+  // A session is sealed with its site: the host (no cookie domain here) and the cookie path.
+  const scope = `${new URL(gateway).hostname}|/`;
+  const good = seal(COOKIE_KEY, 'session', { exp: now() + 600, claims: { sub: 'x', email: 'forged@example.com' }, scope });
   // The forging helper is faithful: a cookie it seals with the current key is accepted.
   const ok = await http(`${gateway}/echo`, { headers: { cookie: `_gatehouse=${good}` } });
   assert.equal(ok.status, 200);
@@ -145,9 +147,12 @@ test('tampered, truncated, expired and retired-key cookies send the browser back
     'tampered payload': flip(value, 20),
     'tampered mac': flip(value, value.length - 5),
     truncated: value.slice(0, value.length - 10),
-    expired: seal(COOKIE_KEY, 'session', { exp: now() - 10, claims: { sub: 'x' } }),
-    'retired key': seal(RETIRED_KEY, 'session', { exp: now() + 600, claims: { sub: 'x' } }),
-    'login-state cookie used as session': seal(COOKIE_KEY, 'state', { exp: now() + 600, claims: { sub: 'x' } }),
+    expired: seal(COOKIE_KEY, 'session', { exp: now() - 10, claims: { sub: 'x' }, scope }),
+    'retired key': seal(RETIRED_KEY, 'session', { exp: now() + 600, claims: { sub: 'x' }, scope }),
+    'login-state cookie used as session': seal(COOKIE_KEY, 'state', { exp: now() + 600, claims: { sub: 'x' }, scope }),
+    'made for another site': seal(COOKIE_KEY, 'session', { exp: now() + 600, claims: { sub: 'x' }, scope: 'other.example|/' }),
+    'made for another path': seal(COOKIE_KEY, 'session', { exp: now() + 600, claims: { sub: 'x' }, scope: `${new URL(gateway).hostname}|/app` }),
+    'made without a site': seal(COOKIE_KEY, 'session', { exp: now() + 600, claims: { sub: 'x' } }),
     garbage: 'garbage',
   };
   for (const [name, cookie] of Object.entries(bad)) {
