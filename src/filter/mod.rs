@@ -3,7 +3,7 @@
 //! nothing itself.
 
 use crate::config::Config;
-use crate::flow::{Decision, Engine, Pending, RefreshNote, Request, Response};
+use crate::flow::{Decision, Engine, HeldAnswer, Pending, RefreshNote, Request, Response};
 use crate::keys::{Fetch, Snapshot};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -328,6 +328,7 @@ impl RootContext for Root {
             headers: Vec::new(),
             pending: None,
             idp_call: None,
+            held: None,
             response_cookies: Vec::new(),
         }))
     }
@@ -345,6 +346,8 @@ struct Http {
     headers: Vec<(String, String)>,
     /// A key-set fetch this request waits for (unknown `kid`).
     pending: Option<u32>,
+    /// A provider answer that waits for that fetch (its ID token named an unknown `kid`).
+    held: Option<Box<HeldAnswer>>,
     /// A token-endpoint call this request waits for (login callback, session refresh).
     idp_call: Option<(u32, Pending)>,
     /// `Set-Cookie` values for the upstream's response (a refreshed session).
@@ -416,6 +419,35 @@ impl Http {
                     }
                 }
             }
+            Decision::FetchKeysForAnswer(fetch, held) => {
+                // Another worker may have fetched the new keys already.
+                let adopted = {
+                    let mut engine = shared.borrow_mut();
+                    let adopted = adopt_shared(self, &mut engine);
+                    if adopted {
+                        engine.keys.abandon();
+                    }
+                    adopted
+                };
+                if !adopted {
+                    let cfg = Rc::clone(&shared.borrow().config);
+                    match dispatch_get(self, &cfg, &fetch) {
+                        Ok(token) => {
+                            self.pending = Some(token);
+                            self.held = Some(held);
+                            self.call_started_ms = unix_millis(self.get_current_time());
+                            return Action::Pause;
+                        }
+                        Err(e) => {
+                            log::error!("{e}");
+                            shared.borrow_mut().keys.on_dispatch_failed(now);
+                        }
+                    }
+                }
+                let HeldAnswer { pending, status, body } = *held;
+                let decision = shared.borrow_mut().on_idp_answer(pending, &Request { headers: &self.headers }, status, &body, now, false, &mut fill_random);
+                self.apply(shared, decision, now)
+            }
             Decision::CallIdp(call) => {
                 let cfg = Rc::clone(&shared.borrow().config);
                 if let Pending::Refresh { hash, .. } = &call.pending {
@@ -454,7 +486,7 @@ impl Http {
                     }
                     Err(status) => {
                         log::error!("could not start a callout to cluster {:?} ({status:?})", cfg.provider.cluster);
-                        let decision = shared.borrow_mut().on_idp_answer(call.pending, &Request { headers: &self.headers }, None, b"", now, &mut fill_random);
+                        let decision = shared.borrow_mut().on_idp_answer(call.pending, &Request { headers: &self.headers }, None, b"", now, true, &mut fill_random);
                         self.apply(shared, decision, now)
                     }
                 }
@@ -476,7 +508,7 @@ impl Context for Http {
                 } else {
                     Vec::new()
                 };
-                let decision = shared.borrow_mut().on_idp_answer(pending, &Request { headers: &self.headers }, status, &body, now, &mut fill_random);
+                let decision = shared.borrow_mut().on_idp_answer(pending, &Request { headers: &self.headers }, status, &body, now, true, &mut fill_random);
                 let notes = std::mem::take(&mut shared.borrow_mut().refresh_outbox);
                 let cfg = Rc::clone(&shared.borrow().config);
                 for note in notes {
@@ -501,7 +533,16 @@ impl Context for Http {
         let answer = callout_answer(self, body_size);
         self.metrics.callout(unix_millis(self.get_current_time()).saturating_sub(self.call_started_ms));
         take_jwks_answer(self, &self.metrics, &mut shared.borrow_mut(), now, answer, "(unknown kid)");
-        if let Action::Continue = self.run(false) {
+        let action = match self.held.take() {
+            // A provider answer waited for these keys: check it again, without another fetch.
+            Some(held) => {
+                let HeldAnswer { pending, status, body } = *held;
+                let decision = shared.borrow_mut().on_idp_answer(pending, &Request { headers: &self.headers }, status, &body, now, false, &mut fill_random);
+                self.apply(&shared, decision, now)
+            }
+            None => self.run(false),
+        };
+        if let Action::Continue = action {
             self.resume_http_request();
         }
     }

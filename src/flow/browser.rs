@@ -27,6 +27,14 @@ pub struct IdpCall {
     pub pending: Pending,
 }
 
+/// A provider answer kept while the key set is fetched (see [`Decision::FetchKeysForAnswer`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldAnswer {
+    pub pending: Pending,
+    pub status: Option<u32>,
+    pub body: Vec<u8>,
+}
+
 /// What a provider call was for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pending {
@@ -514,6 +522,9 @@ impl Engine {
 
     /// The provider's answer to a call made for a [`Decision::CallIdp`]. `status` is `None` if
     /// the call failed (connection failure, timeout).
+    /// `refetch_allowed`: whether an ID token naming an unknown `kid` may hold the answer for a
+    /// key-set fetch ([`Decision::FetchKeysForAnswer`]); false when the answer comes back after one.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_idp_answer(
         &mut self,
         pending: Pending,
@@ -521,13 +532,17 @@ impl Engine {
         status: Option<u32>,
         body: &[u8],
         now: u64,
+        refetch_allowed: bool,
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
         match pending {
             Pending::Code { login, state_cookie } => {
-                let d = self.finish_login(login, state_cookie, req, status, body, now, random);
-                let completed = matches!(&d, Decision::Respond(r) if r.status == 302);
-                self.stats.count(if completed { Counter::LoginCompleted } else { Counter::LoginFailed });
+                let d = self.finish_login(login, state_cookie, req, status, body, now, refetch_allowed, random);
+                match &d {
+                    Decision::FetchKeysForAnswer(..) => {}
+                    Decision::Respond(r) if r.status == 302 => self.stats.count(Counter::LoginCompleted),
+                    _ => self.stats.count(Counter::LoginFailed),
+                }
                 d
             }
             Pending::Refresh { cookie, hash, old } => self.finish_refresh(&cookie, hash, &old, req, status, body, now, random),
@@ -598,6 +613,7 @@ impl Engine {
         status: Option<u32>,
         body: &[u8],
         now: u64,
+        refetch_allowed: bool,
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
         let cfg = Rc::clone(&self.config);
@@ -646,6 +662,17 @@ impl Engine {
             now,
         ) {
             Ok(c) => c,
+            Err(login::IdTokenError::Jwt(jwt::JwtError::UnknownKeyId)) if refetch_allowed => {
+                // The provider signs with a key we have not seen yet (it rotated its keys):
+                // fetch the key set once, then check this same answer again.
+                if let Some(fetch) = self.keys.unknown_kid(now) {
+                    log::info!("ID token names an unknown key id; fetching the key set");
+                    let held = HeldAnswer { pending: Pending::Code { login: attempt, state_cookie }, status, body: body.to_vec() };
+                    return Decision::FetchKeysForAnswer(fetch, Box::new(held));
+                }
+                log::warn!("ID token rejected: {}", jwt::JwtError::UnknownKeyId.description());
+                return fail(502, "The identity provider's answer could not be verified.", set_cookies);
+            }
             Err(e) => {
                 log::warn!("ID token rejected: {}", e.description());
                 return fail(502, "The identity provider's answer could not be verified.", set_cookies);

@@ -53,6 +53,11 @@ pub enum Decision {
     FetchKeys(Fetch),
     /// Hold it, make this call to the provider, and give the answer to [`Engine::on_idp_answer`].
     CallIdp(Box<browser::IdpCall>),
+    /// Keep this provider answer, fetch the key set (its ID token named an unknown `kid`: the
+    /// provider rotated its keys), then give the answer to [`Engine::on_idp_answer`] again with
+    /// `refetch_allowed = false`. The authorization code is spent: the answer is kept, never
+    /// asked for twice.
+    FetchKeysForAnswer(Fetch, Box<HeldAnswer>),
 }
 
 /// An authenticated identity, as cached per token or session cookie.
@@ -380,7 +385,7 @@ fn forbidden(req: &Request<'_>, rule: Option<&str>, reason: &str) -> Response {
 }
 
 mod browser;
-pub use browser::{IdpCall, Pending, RefreshNote, SessionInfo, SessionOutcome};
+pub use browser::{HeldAnswer, IdpCall, Pending, RefreshNote, SessionInfo, SessionOutcome};
 
 #[cfg(test)]
 mod tests;

@@ -82,7 +82,7 @@ fn status(d: &Decision) -> u32 {
     match d {
         Decision::Respond(r) => r.status,
         Decision::Forward { .. } => 200,
-        Decision::FetchKeys(_) | Decision::CallIdp(_) => 0,
+        Decision::FetchKeys(_) | Decision::FetchKeysForAnswer(..) | Decision::CallIdp(_) => 0,
     }
 }
 
@@ -90,7 +90,7 @@ fn header<'a>(d: &'a Decision, name: &str) -> Option<&'a str> {
     match d {
         Decision::Respond(r) => r.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()),
         Decision::Forward { set, .. } => set.iter().find(|(n, _)| &**n == name).map(|(_, v)| &**v),
-        Decision::FetchKeys(_) | Decision::CallIdp(_) => None,
+        Decision::FetchKeys(_) | Decision::FetchKeysForAnswer(..) | Decision::CallIdp(_) => None,
     }
 }
 
@@ -346,17 +346,39 @@ mod browser_flow {
         engine_with(json!({"keys": [KEY]}))
     }
 
-    fn engine_with(session: Value) -> (Engine, TestKey) {
+    /// [`engine`], with keys fetched from the provider instead of inline (so an unknown `kid`
+    /// can fetch them again).
+    fn engine_fetching_keys() -> (Engine, TestKey) {
+        let key = TestKey::rsa(RSA_A);
+        let mut doc = config_doc(json!({"keys": [KEY]}));
+        doc["provider"].as_object_mut().unwrap().remove("jwks");
+        let cfg = Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap());
+        let mut engine = Engine::new(cfg);
+        assert!(matches!(engine.keys.due(NOW), Some(Fetch::Discovery(_))));
+        let disc = json!({"issuer": ISS, "jwks_uri": format!("{ISS}/protocol/openid-connect/certs"),
+            "authorization_endpoint": "https://sso.example/realms/demo/protocol/openid-connect/auth",
+            "token_endpoint": "http://keycloak:8080/realms/demo/protocol/openid-connect/token"});
+        let next = engine.keys.on_discovery(NOW, Ok(disc.to_string().as_bytes()));
+        assert_eq!(next, Ok(Some(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into()))));
+        engine.keys.on_jwks(NOW, Ok(json!({"keys": [key.jwk("k1", Alg::RS256)]}).to_string().as_bytes())).unwrap();
+        (engine, key)
+    }
+
+    fn config_doc(session: Value) -> Value {
         let key = TestKey::rsa(RSA_A);
         let jwks = json!({"keys": [key.jwk("k1", Alg::RS256)]});
-        let mut doc = json!({
+        json!({
             "provider": {"issuer": ISS, "cluster": "idp", "clientId": "gateway", "clientSecret": "gateway-secret",
                          "audiences": ["api", "gateway"], "jwks": jwks},
             "session": session,
             "login": {"extraParams": {"kc_idp_hint": "entra"}, "postLogoutRedirectUri": "https://app.example/bye"},
             "rules": [{"name": "admins-only", "match": {"paths": [{"prefix": "/admin/"}]}, "require": {"groups": ["admins"]}}]
-        });
-        doc["provider"]["jwks"] = json!({"keys": [key.jwk("k1", Alg::RS256)]});
+        })
+    }
+
+    fn engine_with(session: Value) -> (Engine, TestKey) {
+        let key = TestKey::rsa(RSA_A);
+        let doc = config_doc(session);
         let cfg = Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap());
         let mut engine = Engine::new(cfg);
         assert_eq!(engine.keys.due(NOW), Some(Fetch::Discovery("/realms/demo/.well-known/openid-configuration".into())));
@@ -428,6 +450,13 @@ mod browser_flow {
 
     /// Logs in through the pure flow: login redirect, callback, token answer.
     fn login(engine: &mut Engine, key: &TestKey, claims_extra: Value) -> (Response, String) {
+        let (d, id_token, _) = login_signed_by(engine, key, "k1", claims_extra);
+        (respond(d), id_token)
+    }
+
+    /// [`login`] with the ID token signed under key id `kid`: the decision on the token answer,
+    /// the ID token, and the callback request's headers.
+    fn login_signed_by(engine: &mut Engine, key: &TestKey, kid: &str, claims_extra: Value) -> (Decision, String, Vec<(String, String)>) {
         let headers = req("/admin/x", &[("accept", "text/html")]);
         let r = respond(engine.decide(&Request { headers: &headers }, NOW, true, &mut rng()));
         let state_cookie = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
@@ -446,12 +475,39 @@ mod browser_flow {
         for (k, v) in claims_extra.as_object().unwrap() {
             id[k] = v.clone();
         }
-        let id_token = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &id);
-        let access = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &json!({"iss": ISS, "sub": "a-1", "aud": "account",
+        let id_token = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": kid}), &id);
+        let access = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": kid}), &json!({"iss": ISS, "sub": "a-1", "aud": "account",
             "azp": "gateway", "exp": NOW + 300, "iat": NOW, "realm_access": {"roles": ["backendaccess"]}}));
         let body = json!({"access_token": access, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": "rt-1"}).to_string();
-        let r = respond(engine.on_idp_answer(call.pending.clone(), &Request { headers: &cb }, Some(200), body.as_bytes(), NOW + 6, &mut rng()));
-        (r, id_token)
+        let d = engine.on_idp_answer(call.pending.clone(), &Request { headers: &cb }, Some(200), body.as_bytes(), NOW + 6, true, &mut rng());
+        (d, id_token, cb)
+    }
+
+    #[test]
+    fn an_id_token_signed_by_a_rotated_in_key_waits_for_one_key_fetch() {
+        let (mut first, _) = engine_fetching_keys();
+        let rotated = TestKey::rsa(RSA_B);
+        let (d, _, cb) = login_signed_by(&mut first, &rotated, "k2", json!({}));
+        let Decision::FetchKeysForAnswer(fetch, held) = d else { panic!("{d:?}") };
+        assert_eq!(fetch, Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into()));
+        assert_eq!(held.status, Some(200));
+        // The provider's new key set; the same answer is checked again: a session, no second code redemption.
+        first.keys.on_jwks(NOW + 6, Ok(json!({"keys": [rotated.jwk("k2", Alg::RS256)]}).to_string().as_bytes())).unwrap();
+        let r = respond(first.on_idp_answer(held.pending.clone(), &Request { headers: &cb }, held.status, &held.body, NOW + 6, false, &mut rng()));
+        assert_eq!(r.status, 302, "{}", r.body);
+        assert!(all(&r, "set-cookie")[0].starts_with("_gatehouse=v1."));
+
+        // A key the fetched set does not have either: refused with the verification page, no session.
+        let (mut other, _) = engine_fetching_keys();
+        let (d, _, cb) = login_signed_by(&mut other, &rotated, "k9", json!({}));
+        let Decision::FetchKeysForAnswer(_, held) = d else { panic!("{d:?}") };
+        let r = respond(other.on_idp_answer(held.pending.clone(), &Request { headers: &cb }, held.status, &held.body, NOW + 6, false, &mut rng()));
+        assert_eq!(r.status, 502);
+        assert!(r.body.contains("could not be verified"), "{}", r.body);
+        assert!(!all(&r, "set-cookie").iter().any(|c| c.starts_with("_gatehouse=v1.")));
+        // And no second fetch while the first is out (or within the refetch interval).
+        let (d, _, _) = login_signed_by(&mut other, &rotated, "k8", json!({}));
+        assert_eq!(status(&d), 502, "{d:?}");
     }
 
     #[test]
@@ -618,7 +674,7 @@ mod browser_flow {
         let access = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &json!({"iss": ISS, "sub": "a-1", "aud": "account",
             "azp": "gateway", "exp": NOW + 600, "iat": NOW + 290, "realm_access": {"roles": ["newrole"]}}));
         let body = json!({"access_token": access, "token_type": "Bearer", "expires_in": 300, "refresh_token": "rt-2"}).to_string();
-        let Decision::Forward { set, set_cookies, .. } = a.on_idp_answer(call.pending.clone(), &Request { headers: &h }, Some(200), body.as_bytes(), NOW + 290, &mut rng()) else { panic!() };
+        let Decision::Forward { set, set_cookies, .. } = a.on_idp_answer(call.pending.clone(), &Request { headers: &h }, Some(200), body.as_bytes(), NOW + 290, true, &mut rng()) else { panic!() };
         assert!(set.contains(&("x-auth-request-roles".into(), "newrole".into())), "{set:?}");
         assert!(set_cookies[0].starts_with("_gatehouse=v1."));
         assert_eq!(a.refresh_outbox.len(), 1);

@@ -252,7 +252,7 @@ pub fn sign_in(engine: &mut Engine, signers: &Signers) -> String {
         "refresh_token": "not-kept-without-session.refresh", "scope": "openid profile email reports"
     })
     .to_string();
-    let r = respond(engine.on_idp_answer(call.pending.clone(), &Request { headers: &cb }, Some(200), body.as_bytes(), NOW, &mut random));
+    let r = respond(engine.on_idp_answer(call.pending.clone(), &Request { headers: &cb }, Some(200), body.as_bytes(), NOW, true, &mut random));
     assert_eq!(r.status, 302, "login completed");
     let name = engine.config.browser.as_ref().map(|b| b.cookie_name.clone()).unwrap_or_default();
     let session: Vec<&str> = set_cookies(&r)
@@ -284,7 +284,7 @@ mod tests {
         match d {
             Decision::Respond(r) => r.status,
             Decision::Forward { .. } => 200,
-            Decision::FetchKeys(_) | Decision::CallIdp(_) => 0,
+            Decision::FetchKeys(_) | Decision::FetchKeysForAnswer(..) | Decision::CallIdp(_) => 0,
         }
     }
 

@@ -144,6 +144,7 @@ pub enum IdTokenError {
     AzpMismatch,
     NonceMismatch,
     MissingIssuedAt,
+    MissingSubject,
 }
 
 impl IdTokenError {
@@ -155,13 +156,14 @@ impl IdTokenError {
             IdTokenError::AzpMismatch => "ID token azp is not this client",
             IdTokenError::NonceMismatch => "ID token nonce does not match the login",
             IdTokenError::MissingIssuedAt => "ID token has no iat",
+            IdTokenError::MissingSubject => "ID token has no sub",
         }
     }
 }
 
 /// Validates an ID token (OpenID Connect Core §3.1.3.7): signature with a key of the set and an
 /// allowed algorithm, `iss`, `aud` containing the client id, `azp` (if present) equal to it,
-/// `exp`, `iat` (required) and the `nonce` of this login attempt (`None` on refresh, where the
+/// `exp`, `iat` (required), `sub` (required) and the `nonce` of this login attempt (`None` on refresh, where the
 /// nonce is not checked, §12.2). Returns its claims.
 #[allow(clippy::too_many_arguments)]
 pub fn validate_id_token(
@@ -196,6 +198,10 @@ pub fn validate_id_token(
     }
     if claims.get("iat").is_none() {
         return Err(IdTokenError::MissingIssuedAt);
+    }
+    // §2: `sub` is required, a non-empty string; the session is about this subject.
+    if claims.get("sub").and_then(Value::as_str).is_none_or(str::is_empty) {
+        return Err(IdTokenError::MissingSubject);
     }
     if let Some(nonce) = nonce {
         if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {

@@ -95,6 +95,9 @@ fn id_token_rules() {
         (check(&with("nonce", json!("other")), &good), IdTokenError::NonceMismatch),
         (check(&without("nonce"), &good), IdTokenError::NonceMismatch),
         (check(&without("iat"), &good), IdTokenError::MissingIssuedAt),
+        (check(&without("sub"), &good), IdTokenError::MissingSubject),
+        (check(&with("sub", json!("")), &good), IdTokenError::MissingSubject),
+        (check(&with("sub", json!(42)), &good), IdTokenError::MissingSubject),
         (check(&with("iat", json!(NOW + 3600)), &good), IdTokenError::Jwt(JwtError::IssuedInFuture)),
         (check(&with("exp", json!(NOW - 3600)), &good), IdTokenError::Jwt(JwtError::Expired)),
     ];
