@@ -626,7 +626,13 @@ impl Engine {
         let fail = |status: u32, message: &str, set_cookies: Vec<String>| Decision::Respond(error_page(status, "Sign-in failed", message, &retry, set_cookies));
         match status {
             None => {
-                log::error!("token endpoint unreachable (connection failure or timeout)");
+                log::error!("token endpoint unreachable (timeout)");
+                return Decision::Respond(error_page(503, "Sign-in unavailable", "The identity provider cannot be reached right now. Please try again in a moment.", &retry, set_cookies));
+            }
+            // 5xx: the provider failing, or Envoy's own 503 when it cannot connect to it (a
+            // callout gets that as an answer, not as a failure). Transient: try again later.
+            Some(code) if code >= 500 => {
+                log::error!("token endpoint unavailable: HTTP {code}");
                 return Decision::Respond(error_page(503, "Sign-in unavailable", "The identity provider cannot be reached right now. Please try again in a moment.", &retry, set_cookies));
             }
             Some(200) => {}

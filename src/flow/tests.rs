@@ -484,6 +484,37 @@ mod browser_flow {
     }
 
     #[test]
+    fn token_endpoint_failures_give_the_right_page() {
+        let answer = |status: Option<u32>, body: &str| {
+            let (mut engine, _) = engine();
+            let headers = req("/admin/x", &[("accept", "text/html")]);
+            let r = respond(engine.decide(&Request { headers: &headers }, NOW, true, &mut rng()));
+            let state_cookie = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+            let url = url::Url::parse(all(&r, "location")[0]).unwrap();
+            let state = url.query_pairs().find(|(n, _)| n == "state").unwrap().1.into_owned();
+            let cb = req(&format!("/oauth2/callback?code=c0de&state={state}"), &[("cookie", &state_cookie)]);
+            let Decision::CallIdp(call) = engine.decide(&Request { headers: &cb }, NOW + 5, true, &mut rng()) else { panic!() };
+            respond(engine.on_idp_answer(call.pending, &Request { headers: &cb }, status, body.as_bytes(), NOW + 6, true, &mut rng()))
+        };
+        let unavailable = "cannot be reached right now";
+        for (status, body, want, text) in [
+            (None, "", 503, unavailable),
+            // Envoy's own answer when it cannot connect to the provider.
+            (Some(503), "upstream connect error or disconnect/reset before headers", 503, unavailable),
+            (Some(500), r#"{"error":"unknown_error"}"#, 503, unavailable),
+            (Some(504), "", 503, unavailable),
+            (Some(400), r#"{"error":"invalid_grant"}"#, 400, "expired or was already used"),
+            (Some(401), r#"{"error":"unauthorized_client"}"#, 502, "refused to complete"),
+            (Some(200), "<html>not json</html>", 502, "could not be read"),
+        ] {
+            let r = answer(status, body);
+            assert_eq!(r.status, want, "{status:?} {body}");
+            assert!(r.body.contains(text), "{status:?}: {}", r.body);
+            assert!(!all(&r, "set-cookie").iter().any(|c| c.starts_with("_gatehouse=v1.")));
+        }
+    }
+
+    #[test]
     fn an_id_token_signed_by_a_rotated_in_key_waits_for_one_key_fetch() {
         let (mut first, _) = engine_fetching_keys();
         let rotated = TestKey::rsa(RSA_B);
