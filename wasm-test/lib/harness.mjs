@@ -79,12 +79,38 @@ export function noteSecret(value, what) {
 /** The secrets noted so far that appear in these files: [{file, line, what}] (never the value). */
 export function secretsInFiles(files) {
   const found = [];
+  let byPrefix;
   for (const file of files) {
     let text;
     try { text = readFileSync(file, 'utf8'); } catch { continue; }
-    for (const [value, what] of secrets) {
-      const at = text.indexOf(value);
-      if (at >= 0) found.push({ file, line: text.slice(0, at).split('\n').length, what });
+    const report = (at, what) => found.push({ file, line: text.slice(0, at).split('\n').length, what });
+    if (secrets.size * text.length < 2e8) {
+      for (const [value, what] of secrets) {
+        const at = text.indexOf(value);
+        if (at >= 0) report(at, what);
+      }
+      continue;
+    }
+    // Many secrets and long logs (make soak): one pass over the text, looking each position's
+    // first MIN_SECRET_LENGTH characters up among the secrets' prefixes.
+    if (!byPrefix) {
+      byPrefix = new Map();
+      for (const [value, what] of secrets) {
+        const key = value.slice(0, MIN_SECRET_LENGTH);
+        if (!byPrefix.has(key)) byPrefix.set(key, []);
+        byPrefix.get(key).push([value, what]);
+      }
+    }
+    const seen = new Set();
+    for (let i = 0; i + MIN_SECRET_LENGTH <= text.length; i += 1) {
+      const candidates = byPrefix.get(text.slice(i, i + MIN_SECRET_LENGTH));
+      if (!candidates) continue;
+      for (const [value, what] of candidates) {
+        if (!seen.has(value) && text.startsWith(value, i)) {
+          seen.add(value);
+          report(i, what);
+        }
+      }
     }
   }
   return found;
