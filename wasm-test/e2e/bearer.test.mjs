@@ -5,13 +5,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHmac } from 'node:crypto';
 
 import {
   freePort, startIdp, startEcho, startEnvoy, stopAll, http, passwordToken as passwordGrant,
-  clientCredentialsToken as clientCredentialsGrant, envoyStats, waitFor,
+  clientCredentialsToken as clientCredentialsGrant, envoyStats, waitFor, runDirectory,
+
 } from '../lib/harness.mjs';
 import { writeKeysFile, signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
 
@@ -63,7 +63,7 @@ async function call(path, token, headers = {}) {
 
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm (run through `make test`)');
-  dir = await mkdtemp(join(tmpdir(), 'gatehouse-bearer-'));
+  dir = await mkdtemp(join(runDirectory(), 'bearer-'));
   keysFile = join(dir, 'keys.json');
   jwks = await writeKeysFile(keysFile);
   idpPort = await freePort();

@@ -10,12 +10,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import {
   freePort, startIdp, startEcho, startEnvoy, stopAll, stopProcess, http, CookieJar, browse, passwordToken,
-  waitFor, envoyStats,
+  waitFor, envoyStats, runDirectory,
+
 } from '../lib/harness.mjs';
 import { writeKeysFile, signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
 import { startFaultProxy, faults } from '../lib/faultproxy.mjs';
@@ -117,7 +117,7 @@ async function counter(name) {
 
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm (run through `make test`)');
-  const dir = await mkdtemp(join(tmpdir(), 'gatehouse-faults-'));
+  const dir = await mkdtemp(join(runDirectory(), 'faults-'));
   const keysFile = join(dir, 'keys.json');
   idpKeys = await writeKeysFile(keysFile, { algs: ['RS256'], encryptionKey: false });
   jwks = idpKeys;

@@ -5,11 +5,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, waitFor,
+  freePort, startIdp, startEcho, startEnvoy, stopAll, http, waitFor, runDirectory,
+
 } from '../lib/harness.mjs';
 import { writeKeysFile, signJwt } from '../lib/keys.mjs';
 
@@ -27,7 +27,7 @@ const claims = (extra = {}) => ({
 
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm (run through `make test`)');
-  const dir = await mkdtemp(join(tmpdir(), 'gatehouse-neghdr-'));
+  const dir = await mkdtemp(join(runDirectory(), 'neghdr-'));
   const keysFile = join(dir, 'keys.json');
   jwks = await writeKeysFile(keysFile);
   const idpPort = await freePort();

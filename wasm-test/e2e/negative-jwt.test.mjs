@@ -5,12 +5,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHmac, createPrivateKey, sign } from 'node:crypto';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, passwordToken, waitFor,
+  freePort, startIdp, startEcho, startEnvoy, stopAll, http, passwordToken, waitFor, runDirectory,
+
 } from '../lib/harness.mjs';
 import { writeKeysFile, signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
 
@@ -47,7 +47,7 @@ function assertRefused(r, status, reason) {
 
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm (run through `make test`)');
-  const dir = await mkdtemp(join(tmpdir(), 'gatehouse-negjwt-'));
+  const dir = await mkdtemp(join(runDirectory(), 'negjwt-'));
   const keysFile = join(dir, 'keys.json');
   jwks = await writeKeysFile(keysFile);
   const idpPort = await freePort();

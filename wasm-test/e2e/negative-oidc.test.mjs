@@ -12,12 +12,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHmac, createPrivateKey, sign } from 'node:crypto';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse, noteSecret, waitFor,
+  freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse, noteSecret, waitFor, runDirectory,
+
 } from '../lib/harness.mjs';
 import { writeKeysFile, signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
 import { startFaultProxy, faults } from '../lib/faultproxy.mjs';
@@ -100,7 +100,7 @@ function assertRefused(r, status = 502, text = /could not be verified/) {
 
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm (run through `make test`)');
-  const dir = await mkdtemp(join(tmpdir(), 'gatehouse-negoidc-'));
+  const dir = await mkdtemp(join(runDirectory(), 'negoidc-'));
   const keysFile = join(dir, 'keys.json');
   jwks = await writeKeysFile(keysFile);
   foreign = await generateKeys({ algs: ['RS256'], encryptionKey: false });

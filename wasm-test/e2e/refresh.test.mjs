@@ -5,11 +5,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse, waitFor,
+  freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse, waitFor, runDirectory,
+
 } from '../lib/harness.mjs';
 import { writeKeysFile } from '../lib/keys.mjs';
 
@@ -25,7 +25,7 @@ let gateway;
 
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm');
-  keysFile = join(await mkdtemp(join(tmpdir(), 'gatehouse-refresh-')), 'keys.json');
+  keysFile = join(await mkdtemp(join(runDirectory(), 'refresh-')), 'keys.json');
   await writeKeysFile(keysFile);
   idpPort = await freePort();
   idp = await startIdp({ port: idpPort, keysFile, accessTokenTtl: TTL });

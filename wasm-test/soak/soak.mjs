@@ -17,13 +17,13 @@
 import { parseArgs } from 'node:util';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse, passwordToken, envoyStats,
+  freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse, passwordToken, envoyStats, runDirectory,
+
 } from '../lib/harness.mjs';
 import { writeKeysFile, signJwt } from '../lib/keys.mjs';
 
@@ -52,7 +52,7 @@ const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 
 // --- set-up --------------------------------------------------------------------------------------
 
-const dir = await mkdtemp(join(tmpdir(), 'gatehouse-soak-'));
+const dir = await mkdtemp(join(runDirectory(), 'soak-'));
 const keysFile = join(dir, 'keys.json');
 const jwks = await writeKeysFile(keysFile, { algs: ['RS256', 'ES256'], encryptionKey: true });
 const idpPort = await freePort();
