@@ -360,6 +360,49 @@ impl Http {
         self.send_http_response(r.status, headers, Some(r.body.as_bytes()));
     }
 
+    /// Holds the request for a key-set fetch (a token or an ID token named an unknown `kid`),
+    /// unless another worker has fetched the keys already or the fetch cannot start: then decides
+    /// again at once.
+    fn fetch_keys(&mut self, shared: &Shared, fetch: &Fetch, held: Option<Box<HeldAnswer>>, now: u64) -> Action {
+        let adopted = {
+            let mut engine = shared.borrow_mut();
+            let adopted = adopt_shared(self, &mut engine);
+            if adopted {
+                engine.keys.abandon();
+            }
+            adopted
+        };
+        if !adopted {
+            let cfg = Rc::clone(&shared.borrow().config);
+            match dispatch_get(self, &cfg, fetch) {
+                Ok(token) => {
+                    self.pending = Some(token);
+                    self.held = held;
+                    self.call_started_ms = unix_millis(self.get_current_time());
+                    return Action::Pause;
+                }
+                Err(e) => {
+                    log::error!("{e}");
+                    shared.borrow_mut().keys.on_dispatch_failed(now);
+                }
+            }
+        }
+        self.decide_again(shared, held, now)
+    }
+
+    /// After a key-set fetch (or instead of one): the request again, or the provider answer that
+    /// waited for the keys, without another fetch.
+    fn decide_again(&mut self, shared: &Shared, held: Option<Box<HeldAnswer>>, now: u64) -> Action {
+        match held {
+            Some(held) => {
+                let HeldAnswer { pending, status, body } = *held;
+                let decision = shared.borrow_mut().on_idp_answer(pending, &Request { headers: &self.headers }, status, &body, now, false, &mut fill_random);
+                self.apply(shared, decision, now)
+            }
+            None => self.run(false),
+        }
+    }
+
     /// Decides and applies. Returns the action for the current callback.
     fn run(&mut self, refetch_allowed: bool) -> Action {
         let Some(shared) = self.engine.clone() else {
@@ -392,62 +435,8 @@ impl Http {
                 self.respond(&r);
                 Action::Pause
             }
-            Decision::FetchKeys(fetch) => {
-                // Another worker may have fetched the new keys already.
-                let adopted = {
-                    let mut engine = shared.borrow_mut();
-                    let adopted = adopt_shared(self, &mut engine);
-                    if adopted {
-                        engine.keys.abandon();
-                    }
-                    adopted
-                };
-                if adopted {
-                    return self.run(false);
-                }
-                let cfg = Rc::clone(&shared.borrow().config);
-                match dispatch_get(self, &cfg, &fetch) {
-                    Ok(token) => {
-                        self.pending = Some(token);
-                        self.call_started_ms = unix_millis(self.get_current_time());
-                        Action::Pause
-                    }
-                    Err(e) => {
-                        log::error!("{e}");
-                        shared.borrow_mut().keys.on_dispatch_failed(now);
-                        self.run(false)
-                    }
-                }
-            }
-            Decision::FetchKeysForAnswer(fetch, held) => {
-                // Another worker may have fetched the new keys already.
-                let adopted = {
-                    let mut engine = shared.borrow_mut();
-                    let adopted = adopt_shared(self, &mut engine);
-                    if adopted {
-                        engine.keys.abandon();
-                    }
-                    adopted
-                };
-                if !adopted {
-                    let cfg = Rc::clone(&shared.borrow().config);
-                    match dispatch_get(self, &cfg, &fetch) {
-                        Ok(token) => {
-                            self.pending = Some(token);
-                            self.held = Some(held);
-                            self.call_started_ms = unix_millis(self.get_current_time());
-                            return Action::Pause;
-                        }
-                        Err(e) => {
-                            log::error!("{e}");
-                            shared.borrow_mut().keys.on_dispatch_failed(now);
-                        }
-                    }
-                }
-                let HeldAnswer { pending, status, body } = *held;
-                let decision = shared.borrow_mut().on_idp_answer(pending, &Request { headers: &self.headers }, status, &body, now, false, &mut fill_random);
-                self.apply(shared, decision, now)
-            }
+            Decision::FetchKeys(fetch) => self.fetch_keys(shared, &fetch, None, now),
+            Decision::FetchKeysForAnswer(fetch, held) => self.fetch_keys(shared, &fetch, Some(held), now),
             Decision::CallIdp(call) => {
                 let cfg = Rc::clone(&shared.borrow().config);
                 if let Pending::Refresh { hash, .. } = &call.pending {
@@ -533,16 +522,8 @@ impl Context for Http {
         let answer = callout_answer(self, body_size);
         self.metrics.callout(unix_millis(self.get_current_time()).saturating_sub(self.call_started_ms));
         take_jwks_answer(self, &self.metrics, &mut shared.borrow_mut(), now, answer, "(unknown kid)");
-        let action = match self.held.take() {
-            // A provider answer waited for these keys: check it again, without another fetch.
-            Some(held) => {
-                let HeldAnswer { pending, status, body } = *held;
-                let decision = shared.borrow_mut().on_idp_answer(pending, &Request { headers: &self.headers }, status, &body, now, false, &mut fill_random);
-                self.apply(&shared, decision, now)
-            }
-            None => self.run(false),
-        };
-        if let Action::Continue = action {
+        let held = self.held.take();
+        if let Action::Continue = self.decide_again(&shared, held, now) {
             self.resume_http_request();
         }
     }
