@@ -35,14 +35,17 @@ impl TestKey {
     }
 
     pub fn ec(alg: Alg) -> TestKey {
-        let rng = SystemRandom::new();
+        Self::ec_from(alg, &SystemRandom::new())
+    }
+
+    fn ec_from(alg: Alg, rng: &dyn ring::rand::SecureRandom) -> TestKey {
         let sa = if alg == Alg::ES256 {
             &signature::ECDSA_P256_SHA256_FIXED_SIGNING
         } else {
             &signature::ECDSA_P384_SHA384_FIXED_SIGNING
         };
-        let pk8 = EcdsaKeyPair::generate_pkcs8(sa, &rng).unwrap();
-        TestKey::Ec(EcdsaKeyPair::from_pkcs8(sa, pk8.as_ref(), &rng).unwrap())
+        let pk8 = EcdsaKeyPair::generate_pkcs8(sa, rng).unwrap();
+        TestKey::Ec(EcdsaKeyPair::from_pkcs8(sa, pk8.as_ref(), rng).unwrap())
     }
 
     pub fn ed() -> TestKey {
@@ -52,14 +55,7 @@ impl TestKey {
 
     /// Like [`TestKey::ec`], but the same key on every run (made from `seed`).
     pub fn ec_fixed(alg: Alg, seed: u8) -> TestKey {
-        let rng = fixed_random(seed);
-        let sa = if alg == Alg::ES256 {
-            &signature::ECDSA_P256_SHA256_FIXED_SIGNING
-        } else {
-            &signature::ECDSA_P384_SHA384_FIXED_SIGNING
-        };
-        let pk8 = EcdsaKeyPair::generate_pkcs8(sa, &rng).unwrap();
-        TestKey::Ec(EcdsaKeyPair::from_pkcs8(sa, pk8.as_ref(), &rng).unwrap())
+        Self::ec_from(alg, &fixed_random(seed))
     }
 
     /// Like [`TestKey::ed`], but the same key on every run (made from `seed`).

@@ -11,7 +11,6 @@ import { createHmac } from 'node:crypto';
 import {
   freePort, startIdp, startEcho, startEnvoy, stopAll, http, passwordToken as passwordGrant,
   clientCredentialsToken as clientCredentialsGrant, envoyStats, waitFor, runDirectory,
-
 } from '../lib/harness.mjs';
 import { writeKeysFile, signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
 

@@ -15,7 +15,6 @@ import { join } from 'node:path';
 import {
   freePort, startIdp, startEcho, startEnvoy, stopAll, stopProcess, http, CookieJar, browse, passwordToken,
   waitFor, envoyStats, runDirectory,
-
 } from '../lib/harness.mjs';
 import { writeKeysFile, signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
 import { startFaultProxy, faults } from '../lib/faultproxy.mjs';

@@ -4,14 +4,9 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp } from 'node:fs/promises';
-import { join } from 'node:path';
 
-import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, waitFor, runDirectory,
-
-} from '../lib/harness.mjs';
-import { writeKeysFile, signJwt } from '../lib/keys.mjs';
+import { stopAll, http, waitFor, startTokenBed } from '../lib/harness.mjs';
+import { signJwt } from '../lib/keys.mjs';
 
 const WASM = process.env.WASM;
 let jwks;
@@ -27,26 +22,18 @@ const claims = (extra = {}) => ({
 
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm (run through `make test`)');
-  const dir = await mkdtemp(join(runDirectory(), 'neghdr-'));
-  const keysFile = join(dir, 'keys.json');
-  jwks = await writeKeysFile(keysFile);
-  const idpPort = await freePort();
-  issuer = `http://127.0.0.1:${idpPort}/realms/demo`;
-  await startIdp({ port: idpPort, keysFile });
-  const echo = await startEcho();
-  const envoy = await startEnvoy({
-    idpPort, echoPort: echo.port, wasmPath: WASM,
-    filterConfig: {
-      provider: { issuer, cluster: 'idp', audiences: ['api'] },
+  ({ jwks, issuer, gateway } = await startTokenBed({
+    wasmPath: WASM,
+    filterConfig: (iss) => ({
+      provider: { issuer: iss, cluster: 'idp', audiences: ['api'] },
       publicPaths: [{ prefix: '/public/' }],
       claimHeaders: [
         ...MANAGED.slice(0, 4).map((h, i) => ({ header: h, claim: ['sub', 'email', 'preferred_username', 'groups'][i] })),
         { header: 'x-auth-request-roles', claim: 'realm_access.roles' },
         { header: 'x-user-name', claim: 'name' },
       ],
-    },
-  });
-  gateway = envoy.url;
+    }),
+  }));
   await waitFor(async () => (await http(`${gateway}/echo`, { headers: { authorization: `Bearer ${await signJwt(jwks, claims())}` } })).status === 200,
     { timeoutMs: 20000, what: 'gatehouse to load keys' });
 });

@@ -4,15 +4,12 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp } from 'node:fs/promises';
-import { join } from 'node:path';
 import { createHmac, createPrivateKey, sign } from 'node:crypto';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, passwordToken, waitFor, runDirectory,
-
+  stopAll, http, passwordToken, waitFor, startTokenBed,
 } from '../lib/harness.mjs';
-import { writeKeysFile, signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
+import { signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
 
 const WASM = process.env.WASM;
 let jwks;
@@ -47,18 +44,11 @@ function assertRefused(r, status, reason) {
 
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm (run through `make test`)');
-  const dir = await mkdtemp(join(runDirectory(), 'negjwt-'));
-  const keysFile = join(dir, 'keys.json');
-  jwks = await writeKeysFile(keysFile);
-  const idpPort = await freePort();
-  issuer = `http://127.0.0.1:${idpPort}/realms/demo`;
-  await startIdp({ port: idpPort, keysFile });
-  const echo = await startEcho();
-  const envoy = await startEnvoy({
-    idpPort, echoPort: echo.port, wasmPath: WASM,
-    filterConfig: { provider: { issuer, cluster: 'idp', audiences: ['api'] } },
-  });
-  gateway = envoy.url;
+  let idpPort;
+  ({ jwks, issuer, gateway, idpPort } = await startTokenBed({
+    wasmPath: WASM,
+    filterConfig: (iss) => ({ provider: { issuer: iss, cluster: 'idp', audiences: ['api'] } }),
+  }));
   const token = (await passwordToken({ idpPort, username: 'alice', password: 'alice' })).access_token;
   await waitFor(async () => (await call(token)).status === 200, { timeoutMs: 20000, what: 'gatehouse to load keys' });
 });

@@ -17,7 +17,6 @@ import { createHmac, createPrivateKey, sign } from 'node:crypto';
 
 import {
   freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse, noteSecret, waitFor, runDirectory,
-
 } from '../lib/harness.mjs';
 import { writeKeysFile, signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
 import { startFaultProxy, faults } from '../lib/faultproxy.mjs';

@@ -9,7 +9,6 @@ import { join } from 'node:path';
 
 import {
   freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse, waitFor, runDirectory,
-
 } from '../lib/harness.mjs';
 import { writeKeysFile } from '../lib/keys.mjs';
 

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { writeKeysFile } from './keys.mjs';
 import { REALM_PATH } from './realm.mjs';
 
 export const WASM_TEST_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -995,6 +996,25 @@ export async function envoyStats(envoy, filter) {
     if (typeof st.name === 'string' && typeof st.value === 'number') out[st.name] = st.value;
   }
   return out;
+}
+
+/**
+ * The bed of the bearer-token tests: the IdP with a fresh key file the test signs with too, the
+ * echo service, and Envoy with gatehouse configured by `filterConfig(issuer)`.
+ * @param {object} o
+ * @param {string} o.wasmPath
+ * @param {(issuer: string) => object} o.filterConfig
+ * @returns {Promise<{jwks: object, issuer: string, idpPort: number, gateway: string, envoy: object}>}
+ */
+export async function startTokenBed({ wasmPath, filterConfig }) {
+  const keysFile = join(mkdtempSync(join(runDirectory(), 'keys-')), 'keys.json');
+  const jwks = await writeKeysFile(keysFile);
+  const idp = await startIdp({ keysFile });
+  const echo = await startEcho();
+  const envoy = await startEnvoy({
+    idpPort: idp.port, echoPort: echo.port, wasmPath, filterConfig: filterConfig(idp.issuer),
+  });
+  return { jwks, issuer: idp.issuer, idpPort: idp.port, gateway: envoy.url, envoy };
 }
 
 // --- tokens ---------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ import { execFileSync } from 'node:child_process';
 
 import {
   freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse, passwordToken, envoyStats, runDirectory,
-
 } from '../lib/harness.mjs';
 import { writeKeysFile, signJwt } from '../lib/keys.mjs';
 
