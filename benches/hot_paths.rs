@@ -16,7 +16,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use gatehouse::flow::{self, Decision, Engine, Request};
-use gatehouse::policy::{host_of, normalize_path, Target, Verdict};
+use gatehouse::policy::{host_of, path, PathSettings, Target, Verdict};
 use gatehouse::session::Purpose;
 use gatehouse::testutil::fixtures::{self as fx, Credential, Signers};
 use std::hint::black_box;
@@ -111,12 +111,13 @@ fn claims_and_policy(c: &mut Criterion) {
     let mut g = c.benchmark_group("policy");
     for (name, (method, raw_path), want_allow) in [("allow", fx::ALLOWED, true), ("deny", fx::DENIED, false)] {
         let host = host_of(fx::HOST);
-        let path = normalize_path(raw_path).path;
+        let path = path::prepare(raw_path, &PathSettings::default()).unwrap().path;
         let target = Target { host: &host, path: &path, method };
         assert_eq!(cfg.policy.evaluate(&target, &claims) == Verdict::Allow, want_allow, "{name}");
         g.bench_function(name, |b| b.iter(|| cfg.policy.evaluate(black_box(&target), &claims)));
     }
-    g.bench_function("normalize_path", |b| b.iter(|| normalize_path(black_box(fx::ALLOWED.1))));
+    g.bench_function("prepare_path", |b| b.iter(|| path::prepare(black_box(fx::ALLOWED.1), &PathSettings::default())));
+    g.bench_function("prepare_tricky_path", |b| b.iter(|| path::prepare(black_box("/Public/..;/Admin/%2e%2E/x"), &PathSettings::default())));
     g.finish();
 }
 

@@ -19,7 +19,7 @@
 
 use gatehouse::flow::{self, Decision, Engine, Request};
 use gatehouse::jwt::alg::Alg;
-use gatehouse::policy::{host_of, normalize_path, Target};
+use gatehouse::policy::{host_of, path, PathSettings, Target};
 use gatehouse::session::Purpose;
 use gatehouse::testutil::fixtures::{self as fx, Credential, Signers};
 use std::hint::black_box;
@@ -143,7 +143,7 @@ fn build(name: &str) -> Option<Box<dyn FnMut()>> {
             let cfg = fx::config(&Signers::new(), 1024);
             let claims = fx::access_claims();
             let (method, raw) = if name == "op-policy-allow" { fx::ALLOWED } else { fx::DENIED };
-            let path = normalize_path(raw).path;
+            let path = path::prepare(raw, &PathSettings::default()).map(|p| p.path).unwrap_or_default();
             let host = host_of(fx::HOST);
             Box::new(move || {
                 let target = Target { host: &host, path: &path, method };

@@ -7,7 +7,7 @@ mod raw;
 use crate::claims::ClaimPath;
 use crate::jwt::alg::Alg;
 use crate::jwt::jwks::KeySet;
-use crate::policy::{ClaimCondition, ClaimOp, HostPattern, PathMatch, Policy, Rule};
+use crate::policy::{ClaimCondition, ClaimOp, EscapedSlashes, HostPattern, Normalization, PathMatch, PathSettings, Policy, PublicPath, Rule};
 use crate::secret::Secret;
 use crate::session::Sealer;
 use raw::{OneOrMany, RawConfig, RawPathMatch};
@@ -135,10 +135,12 @@ pub struct Browser {
 pub struct Config {
     pub provider: Provider,
     pub tokens: Tokens,
-    pub public_paths: Vec<PathMatch>,
+    /// How request paths are normalized and checked.
+    pub paths: PathSettings,
     pub claim_headers: Vec<ClaimHeader>,
     pub policy: Policy,
-    /// Every header gatehouse may set: removed from each incoming request.
+    /// Every header gatehouse may set, and those that tell some upstreams to read another path
+    /// ([`ROUTING_HEADERS`]): removed from each incoming request.
     pub managed_headers: Vec<String>,
     pub callout_timeout_ms: u64,
     pub key_timing: KeyTiming,
@@ -146,6 +148,15 @@ pub struct Config {
     /// Browser sign-in, when a `session` section is configured.
     pub browser: Option<Browser>,
 }
+
+/// Headers that make some upstreams read another path than `:path` (IIS's URL Rewrite and
+/// Symfony read `X-Original-URL`/`X-Rewrite-URL`, Spring's `ForwardedHeaderFilter` prepends
+/// `X-Forwarded-Prefix`, Traefik-style setups pass `X-Forwarded-Uri`): removed from every request,
+/// so that the path gatehouse matched is the only one the upstream sees.
+pub const ROUTING_HEADERS: &[&str] = &[
+    "x-original-url", "x-rewrite-url", "x-original-uri", "x-forwarded-uri", "x-forwarded-path",
+    "x-forwarded-prefix", "x-envoy-original-path",
+];
 
 /// Header names gatehouse refuses to set from claims: they carry routing, framing or credentials.
 const RESERVED_HEADERS: &[&str] = &[
@@ -330,12 +341,41 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
     }
     let payload_header = t.payload_header.map(|h| header_name(&h, "tokens.payloadHeader", errors));
 
+    // pathNormalization
+    let pn = raw.path_normalization;
+    let normalization = match pn.normalization.as_deref() {
+        None => PathSettings::default().normalization,
+        Some(name) => Normalization::from_name(name).unwrap_or_else(|| {
+            errors.add("pathNormalization.normalization", format!("expected one of {}, found {name:?}", Normalization::NAMES.join(", ")));
+            PathSettings::default().normalization
+        }),
+    };
+    let escaped_slashes = match pn.escaped_slashes.as_deref() {
+        None if normalization == Normalization::DecodeAndMergeSlashes => EscapedSlashes::UnescapeAndForward,
+        None => PathSettings::default().escaped_slashes,
+        Some(name) => EscapedSlashes::from_name(name).unwrap_or_else(|| {
+            errors.add("pathNormalization.escapedSlashes", format!("expected one of {}, found {name:?}", EscapedSlashes::NAMES.join(", ")));
+            PathSettings::default().escaped_slashes
+        }),
+    };
+    if normalization == Normalization::DecodeAndMergeSlashes && escaped_slashes != EscapedSlashes::UnescapeAndForward {
+        errors.add("pathNormalization.escapedSlashes", "DECODE_AND_MERGE_SLASHES unescapes slashes: leave this unset or UNESCAPE_AND_FORWARD");
+    }
+    let paths_settings = PathSettings { normalization, escaped_slashes };
+    let case_sensitive = pn.case_sensitive.unwrap_or(true);
+
     // publicPaths
     let public_paths = raw
         .public_paths
         .iter()
         .enumerate()
-        .filter_map(|(i, m)| path_match(m, &format!("publicPaths[{i}]"), errors))
+        .filter_map(|(i, m)| {
+            let field = format!("publicPaths[{i}]");
+            let raw_match = RawPathMatch { exact: m.exact.clone(), prefix: m.prefix.clone(), case_sensitive: m.case_sensitive };
+            let path = path_match(&raw_match, &field, case_sensitive, errors)?;
+            let hosts = host_patterns(&m.hosts, &format!("{field}.hosts"), errors);
+            Some(PublicPath { path, hosts })
+        })
         .collect();
 
     // identity
@@ -401,6 +441,11 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
             managed_headers.push(h.clone());
         }
     }
+    for h in ROUTING_HEADERS {
+        if !managed_headers.iter().any(|m| m == h) {
+            managed_headers.push(h.to_string());
+        }
+    }
 
     // rules
     let mut rules = Vec::new();
@@ -416,18 +461,8 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
         }
         names.push(name.clone());
         let m = &r.match_;
-        let hosts = m.hosts.iter().enumerate().filter_map(|(j, h)| {
-            let h = h.to_ascii_lowercase();
-            let bare = h.strip_prefix("*.").unwrap_or(&h);
-            let valid = !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b)) && !bare.contains('*');
-            if valid {
-                Some(HostPattern(h))
-            } else {
-                errors.add(format!("{field}.match.hosts[{j}]"), format!("expected a host name or *.domain, found {h:?}"));
-                None
-            }
-        }).collect();
-        let paths = m.paths.iter().enumerate().filter_map(|(j, pm)| path_match(pm, &format!("{field}.match.paths[{j}]"), errors)).collect();
+        let hosts = host_patterns(&m.hosts, &format!("{field}.match.hosts"), errors);
+        let paths = m.paths.iter().enumerate().filter_map(|(j, pm)| path_match(pm, &format!("{field}.match.paths[{j}]"), case_sensitive, errors)).collect();
         let methods = m.methods.iter().enumerate().filter_map(|(j, meth)| {
             if !meth.is_empty() && meth.bytes().all(|b| b.is_ascii_alphabetic()) {
                 Some(meth.to_ascii_uppercase())
@@ -536,9 +571,9 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
             payload_header,
             realm,
         },
-        public_paths,
+        paths: paths_settings,
         claim_headers,
-        policy: Policy { rules, default_allow, groups_claim, roles_claims },
+        policy: Policy { public_paths, rules, default_allow, groups_claim, roles_claims },
         managed_headers,
         callout_timeout_ms,
         key_timing,
@@ -625,7 +660,7 @@ fn browser(
     }
     let abs_path = |v: Option<String>, default: &str, field: &str, errors: &mut Errors| {
         let v = v.unwrap_or_else(|| default.into());
-        if !v.starts_with('/') || v.contains(['?', '#']) || v.bytes().any(|b| !b.is_ascii_graphic()) || crate::policy::normalize_path(&v).path != v {
+        if !v.starts_with('/') || v.contains(['?', '#']) || v.bytes().any(|b| !b.is_ascii_graphic()) || !is_normal_path(&v) {
             errors.add(field, format!("expected a normalized path such as {default}, found {v:?}"));
         }
         v
@@ -741,26 +776,51 @@ fn header_name(name: &str, field: &str, errors: &mut Errors) -> String {
     lower
 }
 
-fn path_match(m: &RawPathMatch, field: &str, errors: &mut Errors) -> Option<PathMatch> {
+/// Whether a configured path is one gatehouse can match as it is: the form every normalization
+/// leaves alone (no escapes, `\\`, `//`, `.` or `..` segments).
+fn is_normal_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.contains(['%', '\\', '?', '#'])
+        && !p.contains("//")
+        && crate::policy::path::remove_dot_segments(p) == p
+}
+
+fn path_match(m: &RawPathMatch, field: &str, case_sensitive: bool, errors: &mut Errors) -> Option<PathMatch> {
     let check = |p: &str, errors: &mut Errors| {
         if !p.starts_with('/') || p.contains(['?', '#']) || p.bytes().any(|b| !b.is_ascii_graphic()) {
             errors.add(field, format!("expected a path starting with `/` (no query), found {p:?}"));
             false
-        } else if crate::policy::normalize_path(p).path != p {
-            errors.add(field, format!("{p:?} is not in normal form (no `//`, `.` or `..` segments, no encoded unreserved characters)"));
+        } else if !is_normal_path(p) {
+            errors.add(field, format!("{p:?} is not in normal form (no `//`, `.` or `..` segments, no `\\` or percent-escapes)"));
             false
         } else {
             true
         }
     };
-    match (&m.exact, &m.prefix) {
-        (Some(p), None) => check(p, errors).then(|| PathMatch::Exact(p.clone())),
-        (None, Some(p)) => check(p, errors).then(|| PathMatch::Prefix(p.clone())),
+    let pattern = match (&m.exact, &m.prefix) {
+        (Some(p), None) => check(p, errors).then(|| PathMatch::exact(p)),
+        (None, Some(p)) => check(p, errors).then(|| PathMatch::prefix(p)),
         _ => {
             errors.add(field, "expected exactly one of exact, prefix");
             None
         }
-    }
+    }?;
+    Some(if m.case_sensitive.unwrap_or(case_sensitive) { pattern } else { pattern.ignoring_case() })
+}
+
+/// Host patterns: names or `*.domain`, in canonical form (lower case, no trailing dot, no port).
+fn host_patterns(hosts: &[String], field: &str, errors: &mut Errors) -> Vec<HostPattern> {
+    hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(j, h)| {
+            let pattern = HostPattern::parse(h);
+            if pattern.is_none() {
+                errors.add(format!("{field}[{j}]"), format!("expected a host name, an address or *.domain, without port, found {h:?}"));
+            }
+            pattern
+        })
+        .collect()
 }
 
 /// The path and query of a `jwksUri` (an absolute URL or a path), sent to the provider cluster.

@@ -45,6 +45,25 @@ pub struct RawTokens {
 pub struct RawPathMatch {
     pub exact: Option<String>,
     pub prefix: Option<String>,
+    pub case_sensitive: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawPublicPath {
+    pub exact: Option<String>,
+    pub prefix: Option<String>,
+    pub case_sensitive: Option<bool>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawPathNormalization {
+    pub normalization: Option<String>,
+    pub escaped_slashes: Option<String>,
+    pub case_sensitive: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,7 +186,8 @@ pub struct RawLogin {
 pub struct RawConfig {
     pub provider: RawProvider,
     pub tokens: RawTokens,
-    pub public_paths: Vec<RawPathMatch>,
+    pub public_paths: Vec<RawPublicPath>,
+    pub path_normalization: RawPathNormalization,
     pub claim_headers: Option<Vec<RawClaimHeader>>,
     pub identity: RawIdentity,
     pub rules: Vec<RawRule>,
@@ -180,7 +200,7 @@ pub struct RawConfig {
 }
 
 const SECTIONS: &[&str] = &[
-    "provider", "tokens", "publicPaths", "claimHeaders", "identity", "rules", "defaultAction",
+    "provider", "tokens", "publicPaths", "pathNormalization", "claimHeaders", "identity", "rules", "defaultAction",
     "timeouts", "keys", "cache", "session", "login",
 ];
 
@@ -204,7 +224,8 @@ impl RawConfig {
             Some(v) => section::<RawProvider>("provider", v, errors),
         };
         let tokens = optional::<RawTokens>(obj, "tokens", errors);
-        let public_paths = optional::<Vec<RawPathMatch>>(obj, "publicPaths", errors);
+        let public_paths = optional::<Vec<RawPublicPath>>(obj, "publicPaths", errors);
+        let path_normalization = optional::<RawPathNormalization>(obj, "pathNormalization", errors);
         let claim_headers = optional::<Option<Vec<RawClaimHeader>>>(obj, "claimHeaders", errors);
         let identity = optional::<RawIdentity>(obj, "identity", errors);
         let rules = optional::<Vec<RawRule>>(obj, "rules", errors);
@@ -218,6 +239,7 @@ impl RawConfig {
             provider: provider?,
             tokens: tokens?,
             public_paths: public_paths?,
+            path_normalization: path_normalization?,
             claim_headers: claim_headers?,
             identity: identity?,
             rules: rules?,

@@ -83,10 +83,10 @@ fn minimal_config_gets_the_documented_defaults() {
     assert_eq!(c.tokens.leeway_secs, 30);
     assert!(!c.tokens.forward_authorization);
     assert_eq!(c.tokens.realm, "gatehouse");
-    assert_eq!(
-        c.managed_headers,
-        vec!["x-auth-request-user", "x-auth-request-email", "x-auth-request-preferred-username", "x-auth-request-groups", "x-auth-request-roles"]
-    );
+    let mut managed = vec!["x-auth-request-user", "x-auth-request-email", "x-auth-request-preferred-username", "x-auth-request-groups", "x-auth-request-roles"];
+    managed.extend(crate::config::ROUTING_HEADERS);
+    assert_eq!(c.managed_headers, managed);
+    assert_eq!(c.paths, crate::policy::PathSettings { normalization: crate::policy::Normalization::MergeSlashes, escaped_slashes: crate::policy::EscapedSlashes::RejectRequest });
     assert_eq!(c.claim_headers[4].claims, vec![ClaimPath::parse("realm_access.roles").unwrap(), ClaimPath::parse("resource_access.gateway.roles").unwrap()]);
     assert!(c.policy.default_allow);
     assert_eq!(c.callout_timeout_ms, 5000);
@@ -136,9 +136,11 @@ fn full_config_with_every_field() {
     assert_eq!(c.provider.keys, KeySource::Path("/realms/prod/protocol/openid-connect/certs?x=1".into()));
     assert_eq!(c.provider.issuers.len(), 2);
     assert_eq!(c.tokens.algorithms, vec![Alg::RS256, Alg::ES256]);
-    assert_eq!(c.managed_headers, vec!["x-user", "x-roles", "x-jwt-payload"]);
+    let mut managed = vec!["x-user", "x-roles", "x-jwt-payload"];
+    managed.extend(crate::config::ROUTING_HEADERS);
+    assert_eq!(c.managed_headers, managed);
     assert_eq!(c.policy.rules[0].methods, vec!["GET", "POST"]);
-    assert_eq!(c.policy.rules[0].hosts, vec![HostPattern("*.example.com".into())]);
+    assert_eq!(c.policy.rules[0].hosts, vec![HostPattern::parse("*.example.com").unwrap()]);
     assert_eq!(c.policy.rules[1].claims[2].op, ClaimOp::OneOf(vec!["1".into(), "2".into(), "true".into()]));
     assert!(!c.policy.default_allow);
     assert_eq!(c.token_cache_size, 0);

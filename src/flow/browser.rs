@@ -3,7 +3,7 @@
 //! [`Decision::CallIdp`] and their answers come back through [`Engine::on_idp_answer`].
 
 use crate::policy::host_of;
-use super::{authorize, identity_of, managed_headers_present, request_path, unauthorized, unavailable, Decision, Engine, Identity, Request, Response};
+use super::{authorize, identity_of, managed_headers_present, unauthorized, unavailable, Decision, Engine, Identity, Request, Response, View};
 use crate::cache::TokenHash;
 use crate::cache::token_hash;
 use crate::config::{Browser, Config};
@@ -134,7 +134,7 @@ impl Engine {
         self.refreshing.remove(hash);
         self.refreshed.insert(old_cookie, note.until, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed by another worker");
-        Some(self.forward_session(req, &request_path(req).path, &identity, set_cookies, false))
+        Some(self.forward_session(req, None, &identity, set_cookies, false))
     }
 }
 
@@ -301,11 +301,24 @@ impl Engine {
     /// `Cookie` header (the upstream does not need them), then the rules apply.
     /// `only_ours`: the caller saw that every cookie of the request is gatehouse's (saves
     /// reading a large `Cookie` header again); `false` if not known.
-    pub(super) fn forward_session(&mut self, req: &Request<'_>, path: &str, identity: &Identity, set_cookies: Vec<String>, only_ours: bool) -> Decision {
+    /// `view`: the request as [`View::read`] saw it, or `None` to read it again (a request
+    /// held for a callout).
+    pub(super) fn forward_session(&mut self, req: &Request<'_>, view: Option<&View>, identity: &Identity, set_cookies: Vec<String>, only_ours: bool) -> Decision {
         let cfg = Rc::clone(&self.config);
         let cfg = &cfg;
         let Some(b) = &cfg.browser else {
             return Decision::Respond(unauthorized(cfg, None));
+        };
+        let read;
+        let view = match view {
+            Some(v) => v,
+            None => match View::read(cfg, req) {
+                Ok(v) => {
+                    read = v;
+                    &read
+                }
+                Err(refusal) => return Decision::Respond(refusal.response()),
+            },
         };
         let mut remove = managed_headers_present(cfg, req);
         let rest = if only_ours {
@@ -319,7 +332,7 @@ impl Engine {
         } else {
             set.push((Rc::from("cookie"), Rc::from(rest.join("; "))));
         }
-        authorize(cfg, &mut self.stats, req, path, identity, remove, set, set_cookies)
+        authorize(cfg, &mut self.stats, req, view, identity, remove, set, set_cookies)
     }
 
     /// A refresh call for this session if it is due and none is running.
@@ -743,7 +756,7 @@ impl Engine {
             log::warn!("session refresh failed ({why}); keeping the session, retrying in 30s");
             engine.stats.count(Counter::RefreshFailed);
             engine.refreshing.insert(hash, now + 30);
-            engine.forward_session(req, &request_path(req).path, old, Vec::new(), false)
+            engine.forward_session(req, None, old, Vec::new(), false)
         };
         match status {
             None => return transient(self, "provider unreachable"),
@@ -796,7 +809,7 @@ impl Engine {
         // session for a minute instead of refreshing again with a rotated-out token.
         self.refreshed.insert(old_cookie, now + 60, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed");
-        self.forward_session(req, &request_path(req).path, &identity, set_cookies, false)
+        self.forward_session(req, None, &identity, set_cookies, false)
     }
 
     /// Signs out: clears gatehouse's cookies and sends the browser to the provider's logout.

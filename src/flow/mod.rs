@@ -7,7 +7,7 @@ use crate::claims::{header_value, values_of};
 use crate::config::Config;
 use crate::jwt::{self, Expectations, JwtError};
 use crate::keys::{Fetch, KeyManager};
-use crate::policy::{host_of, normalize_path, Target, Verdict};
+use crate::policy::{Route, Verdict};
 use crate::stats::{Counter, DenyReason, Stats};
 use std::rc::Rc;
 
@@ -113,22 +113,32 @@ impl Engine {
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
         let cfg = Rc::clone(&self.config);
-        let normalized = request_path(req);
+        // Read the target once: a path, host or method that is malformed, or that some
+        // upstream could read as a resource under another rule, is refused before anything else.
+        let view = match View::read(&cfg, req) {
+            Ok(v) => v,
+            Err(refusal) => {
+                log::warn!("refusing request: {}", refusal.code());
+                self.stats.count(Counter::Denied(DenyReason::BadRequest));
+                return Decision::Respond(refusal.response());
+            }
+        };
 
         if let Some(b) = &cfg.browser {
-            if normalized.path == b.callback_path {
+            if view.path.path == b.callback_path {
                 return self.callback(req, now);
             }
-            if normalized.path == b.sign_out_path {
+            if view.path.path == b.sign_out_path {
                 return self.sign_out(req);
             }
         }
 
         // Public paths skip authentication, but never let identity headers through.
-        if !normalized.ambiguous && cfg.public_paths.iter().any(|p| p.matches(&normalized.path)) {
+        if view.route == Route::Public {
             self.stats.count(Counter::Public);
             let remove = managed_headers_present(&cfg, req);
-            return Decision::Forward { remove, set: Vec::new(), set_cookies: Vec::new() };
+            let set = view.path_header().into_iter().collect();
+            return Decision::Forward { remove, set, set_cookies: Vec::new() };
         }
 
         if self.cache_generation != self.keys.generation {
@@ -150,7 +160,7 @@ impl Engine {
                     if !cfg.tokens.forward_authorization {
                         remove.push("authorization".into());
                     }
-                    authorize(&cfg, &mut self.stats, req, &normalized.path, &identity, remove, Vec::new(), Vec::new())
+                    authorize(&cfg, &mut self.stats, req, &view, &identity, remove, Vec::new(), Vec::new())
                 }
                 Err(decision) => decision,
             },
@@ -159,10 +169,10 @@ impl Engine {
                     if let Some(call) = self.refresh_due(&identity, cookie, now) {
                         return call;
                     }
-                    self.forward_session(req, &normalized.path, &identity, Vec::new(), only_ours)
+                    self.forward_session(req, Some(&view), &identity, Vec::new(), only_ours)
                 }
                 SessionOutcome::Refreshed { identity, set_cookies } => {
-                    self.forward_session(req, &normalized.path, &identity, set_cookies, false)
+                    self.forward_session(req, Some(&view), &identity, set_cookies, false)
                 }
                 SessionOutcome::None { had_cookie } => self.unauthenticated(req, now, had_cookie, random),
             },
@@ -215,31 +225,25 @@ impl Engine {
     }
 }
 
-/// The request's path, normalized for matching (see [`normalize_path`]).
-pub(crate) fn request_path(req: &Request<'_>) -> crate::policy::NormalizedPath {
-    normalize_path(req.header(":path").unwrap_or("/"))
-}
-
-/// Applies the rules to an authenticated request (`path` normalized): forwards it with the
-/// identity headers (after `remove`, plus `extra_set`), or answers 403.
+/// Applies the rules to an authenticated request: forwards it with the identity headers (after
+/// `remove`, plus `extra_set` and the normalized `:path`), or answers 403.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn authorize(
     cfg: &Config,
     stats: &mut Stats,
     req: &Request<'_>,
-    path: &str,
+    view: &View,
     identity: &Identity,
     mut remove: Vec<String>,
     extra_set: Vec<Header>,
     set_cookies: Vec<String>,
 ) -> Decision {
-    let host = host_of(req.header(":authority").unwrap_or(""));
-    let target = Target { host: &host, path, method: req.header(":method").unwrap_or("GET") };
-    match cfg.policy.evaluate(&target, &identity.claims) {
+    match cfg.policy.verdict(view.route, &identity.claims) {
         Verdict::Allow => {
             stats.count(Counter::Allowed);
             let mut set = identity.headers.clone();
             set.extend(extra_set);
+            set.extend(view.path_header());
             remove.retain(|r| !set.iter().any(|(n, _)| **n == **r));
             Decision::Forward { remove, set, set_cookies }
         }
@@ -313,7 +317,7 @@ pub fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option<&str>)
     Identity { claims, headers, session: None }
 }
 
-fn json_response(status: u32, mut headers: Vec<(String, String)>, body: serde_json::Value) -> Response {
+pub(crate) fn json_response(status: u32, mut headers: Vec<(String, String)>, body: serde_json::Value) -> Response {
     headers.push(("content-type".into(), "application/json".into()));
     headers.push(("cache-control".into(), "no-store".into()));
     Response { status, headers, body: body.to_string() }
@@ -385,6 +389,8 @@ fn forbidden(req: &Request<'_>, rule: Option<&str>, reason: &str) -> Response {
 }
 
 mod browser;
+mod view;
+pub use view::{Refusal, View};
 pub use browser::{HeldAnswer, IdpCall, Pending, RefreshNote, SessionInfo, SessionOutcome};
 
 #[cfg(test)]

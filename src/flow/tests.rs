@@ -203,7 +203,7 @@ fn public_paths_skip_authentication() {
     assert_eq!(status(&b.run("/healthz", &[])), 200);
     assert_eq!(status(&b.run("/healthz/x", &[])), 401);
     assert_eq!(status(&b.run("/publicity", &[])), 401);
-    assert_eq!(status(&b.run("/public/..%2fadmin/", &[])), 401, "ambiguous paths are never public");
+    assert_eq!(status(&b.run("/public/..%2fadmin/", &[])), 400, "encoded slashes are refused by default");
     assert_eq!(status(&b.run("/public/../admin/", &[])), 401);
 }
 
@@ -263,7 +263,7 @@ fn verified_tokens_are_cached_until_expiry() {
     assert_eq!(status(&b.bearer("/echo", &t)), 200);
     assert_eq!(b.engine.cache.len(), 1);
     // Past exp + leeway the cached entry is not used.
-    let headers = vec![(":path".to_string(), "/echo".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
+    let headers = vec![(":path".to_string(), "/echo".to_string()), (":authority".to_string(), "127.0.0.1:8080".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
     let later = b.engine.decide(&Request { headers: &headers }, NOW + 41, true, &mut rng());
     assert_eq!(status(&later), 401);
     // Rejected tokens are never cached.
@@ -276,12 +276,12 @@ fn keys_not_loaded_means_503_never_a_pass() {
     let mut engine = Engine::new(config(json!({}), None));
     let key = TestKey::rsa(RSA_A);
     let t = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &alice_claims());
-    let headers = vec![(":path".to_string(), "/echo".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
+    let headers = vec![(":path".to_string(), "/echo".to_string()), (":authority".to_string(), "127.0.0.1:8080".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
     let d = engine.decide(&Request { headers: &headers }, NOW, true, &mut rng());
     assert_eq!(status(&d), 503);
     assert_eq!(header(&d, "retry-after"), Some("5"));
     // Public paths still work, and requests without credentials still get 401.
-    let public = vec![(":path".to_string(), "/public/x".to_string())];
+    let public = vec![(":path".to_string(), "/public/x".to_string()), (":authority".to_string(), "127.0.0.1:8080".to_string())];
     assert_eq!(status(&engine.decide(&Request { headers: &public }, NOW, true, &mut rng())), 200);
 }
 
@@ -297,7 +297,7 @@ fn unknown_kid_triggers_one_key_fetch_then_verifies() {
     engine.keys.on_jwks(NOW, Ok(json!({"keys": [old.jwk("k1", Alg::RS256)]}).to_string().as_bytes())).unwrap();
 
     let t = new.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k2"}), &alice_claims());
-    let headers = vec![(":path".to_string(), "/echo".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
+    let headers = vec![(":path".to_string(), "/echo".to_string()), (":authority".to_string(), "127.0.0.1:8080".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
     let req = Request { headers: &headers };
     assert_eq!(engine.decide(&req, NOW + 1, true, &mut rng()), Decision::FetchKeys(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into())));
     engine.keys.on_jwks(NOW + 1, Ok(json!({"keys": [old.jwk("k1", Alg::RS256), new.jwk("k2", Alg::RS256)]}).to_string().as_bytes())).unwrap();
@@ -305,7 +305,7 @@ fn unknown_kid_triggers_one_key_fetch_then_verifies() {
 
     // A bogus kid: one fetch, then rate-limited straight to 401.
     let bogus = new.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "bogus"}), &alice_claims());
-    let headers = vec![(":path".to_string(), "/echo".to_string()), ("authorization".to_string(), format!("Bearer {bogus}"))];
+    let headers = vec![(":path".to_string(), "/echo".to_string()), (":authority".to_string(), "127.0.0.1:8080".to_string()), ("authorization".to_string(), format!("Bearer {bogus}"))];
     let req = Request { headers: &headers };
     assert_eq!(status(&engine.decide(&req, NOW + 2, true, &mut rng())), 401, "within the rate limit window");
     assert!(matches!(engine.decide(&req, NOW + 40, true, &mut rng()), Decision::FetchKeys(_)));
@@ -323,7 +323,7 @@ fn key_set_change_drops_cached_tokens() {
     engine.keys.on_discovery(NOW, Ok(disc.as_bytes())).unwrap();
     engine.keys.on_jwks(NOW, Ok(json!({"keys": [key.jwk("k1", Alg::RS256)]}).to_string().as_bytes())).unwrap();
     let t = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &alice_claims());
-    let headers = vec![(":path".to_string(), "/echo".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
+    let headers = vec![(":path".to_string(), "/echo".to_string()), (":authority".to_string(), "127.0.0.1:8080".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
     let req = Request { headers: &headers };
     assert_eq!(status(&engine.decide(&req, NOW, true, &mut rng())), 200);
     // The provider removes the key (e.g. it was compromised): the cached token stops working.
@@ -607,9 +607,10 @@ mod browser_flow {
             assert!(matches!(engine.decide(&Request { headers: &on(host) }, NOW + 7, true, &mut rng()), Decision::Forward { .. }), "{host}");
         }
         // Refused on another host, although it is cached and its MAC is good.
-        for host in ["other.example", "sub.app.example", "example", ""] {
+        for host in ["other.example", "sub.app.example", "example"] {
             assert_eq!(status(&engine.decide(&Request { headers: &on(host) }, NOW + 7, true, &mut rng())), 401, "{host}");
         }
+        assert_eq!(status(&engine.decide(&Request { headers: &on("") }, NOW + 7, true, &mut rng())), 400, "no host at all");
     }
 
     #[test]

@@ -1,41 +1,69 @@
 //! Authorization at the edge: public paths, and ordered rules on host, path and method that
 //! require groups, roles or claim values. First matching rule wins; a configurable default
-//! applies to authenticated requests that match none.
+//! applies to authenticated requests that match none. A request is routed once, before any
+//! credential is looked at, over every reading of it an upstream could make ([`Policy::route`]):
+//! they must all agree, or the request is refused.
 
 use crate::claims::{values_of, ClaimPath};
 use serde_json::Value;
 
+pub mod host;
+pub mod path;
+
+pub use host::{canonical_host, host_of, HostError, HostPattern};
+pub use path::{EscapedSlashes, Normalization, PathError, PathSettings, RequestPath};
+
 /// A path pattern: exact, or a prefix. A prefix ending in `/` also matches the path without that
 /// slash (`/admin/` matches `/admin`), so a rule on a directory cannot be sidestepped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathMatch {
-    Exact(String),
-    Prefix(String),
+pub struct PathMatch {
+    pub kind: PathKind,
+    /// In normal form (checked by the config); lower case when not `case_sensitive`.
+    pub value: String,
+    /// `false`: ASCII letters match in either case (upstreams that route case-insensitively).
+    pub case_sensitive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    Exact,
+    Prefix,
 }
 
 impl PathMatch {
+    pub fn exact(value: &str) -> PathMatch {
+        PathMatch { kind: PathKind::Exact, value: value.to_string(), case_sensitive: true }
+    }
+
+    pub fn prefix(value: &str) -> PathMatch {
+        PathMatch { kind: PathKind::Prefix, value: value.to_string(), case_sensitive: true }
+    }
+
+    /// The same pattern, matching ASCII letters in either case.
+    pub fn ignoring_case(self) -> PathMatch {
+        PathMatch { value: self.value.to_ascii_lowercase(), case_sensitive: false, ..self }
+    }
+
     pub fn matches(&self, path: &str) -> bool {
-        match self {
-            PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => {
-                path.starts_with(p.as_str())
-                    || (p.len() > 1 && p.ends_with('/') && path == &p[..p.len() - 1])
+        // Bytes, not characters: a reading may hold non-ASCII text, patterns never do.
+        let (p, path) = (self.value.as_bytes(), path.as_bytes());
+        let eq = |a: &[u8], b: &[u8]| if self.case_sensitive { a == b } else { a.eq_ignore_ascii_case(b) };
+        match self.kind {
+            PathKind::Exact => eq(path, p),
+            PathKind::Prefix => {
+                path.get(..p.len()).is_some_and(|head| eq(head, p))
+                    || (p.len() > 1 && p.ends_with(b"/") && eq(path, p.get(..p.len() - 1).unwrap_or_default()))
             }
         }
     }
 }
 
-/// A host pattern: an exact name or `*.suffix`, compared case-insensitively without the port.
+/// A path that skips authentication, on any host or on these.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPattern(pub String);
-
-impl HostPattern {
-    pub fn matches(&self, host: &str) -> bool {
-        match self.0.strip_prefix('*') {
-            Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
-            None => host == self.0,
-        }
-    }
+pub struct PublicPath {
+    pub path: PathMatch,
+    /// Any of these hosts (empty: any host).
+    pub hosts: Vec<HostPattern>,
 }
 
 /// A condition on one claim.
@@ -96,14 +124,22 @@ pub struct Rule {
     pub claims: Vec<ClaimCondition>,
 }
 
-/// The request facts rules match on.
+/// One reading of a request: what one rule match looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
-    /// Lower-case host without port.
+    /// Canonical host (see [`canonical_host`]).
     pub host: &'a str,
-    /// The normalized path (see [`normalize_path`]).
+    /// A reading of the path (see [`path::prepare`]).
     pub path: &'a str,
     pub method: &'a str,
+}
+
+/// What applies to a request: a public path, a rule (by index), or the default action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Public,
+    Rule(usize),
+    Default,
 }
 
 /// The outcome for an authenticated request.
@@ -116,9 +152,10 @@ pub enum Verdict {
     },
 }
 
-/// The ordered rules and where groups and roles are found in the claims.
+/// Public paths, the ordered rules and where groups and roles are found in the claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
+    pub public_paths: Vec<PublicPath>,
     pub rules: Vec<Rule>,
     pub default_allow: bool,
     pub groups_claim: ClaimPath,
@@ -126,14 +163,54 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Evaluates the first rule matching `target` against the claims.
-    pub fn evaluate(&self, target: &Target<'_>, claims: &Value) -> Verdict {
-        let Some(rule) = self.rules.iter().find(|r| rule_matches(r, target)) else {
-            return if self.default_allow {
-                Verdict::Allow
-            } else {
-                Verdict::Deny { rule: None, reason: "no_rule_matched" }
-            };
+    /// What applies to one reading of a request.
+    pub fn route_of(&self, t: &Target<'_>) -> Route {
+        let public = |p: &PublicPath| p.path.matches(t.path) && (p.hosts.is_empty() || p.hosts.iter().any(|h| h.matches(t.host)));
+        if self.public_paths.iter().any(public) {
+            return Route::Public;
+        }
+        match self.rules.iter().position(|r| rule_matches(r, t)) {
+            Some(i) => Route::Rule(i),
+            None => Route::Default,
+        }
+    }
+
+    /// What applies to a request, given every reading of it an upstream could make: the same
+    /// public path or rule for all of them, or `Err(Ambiguous)` — the stricter outcome, since a
+    /// request that some server reads as a protected resource must never reach it under a
+    /// more permissive rule.
+    pub fn route<'a>(
+        &self,
+        hosts: &[&str],
+        paths: impl Iterator<Item = &'a str> + Clone,
+        methods: &[&str],
+    ) -> Result<Route, PathError> {
+        let mut found: Option<Route> = None;
+        for &host in hosts {
+            for path in paths.clone() {
+                for &method in methods {
+                    let r = self.route_of(&Target { host, path, method });
+                    match found {
+                        None => found = Some(r),
+                        Some(f) if f != r => return Err(PathError::Ambiguous),
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        Ok(found.unwrap_or(Route::Default))
+    }
+
+    /// The outcome of a route for an authenticated identity's claims.
+    pub fn verdict(&self, route: Route, claims: &Value) -> Verdict {
+        let rule = match route {
+            Route::Public => return Verdict::Allow,
+            Route::Default if self.default_allow => return Verdict::Allow,
+            Route::Default => return Verdict::Deny { rule: None, reason: "no_rule_matched" },
+            Route::Rule(i) => match self.rules.get(i) {
+                Some(rule) => rule,
+                None => return Verdict::Deny { rule: None, reason: "no_rule_matched" },
+            },
         };
         let deny = |reason| Verdict::Deny { rule: Some(rule.name.clone()), reason };
         if !rule.groups.is_empty() {
@@ -158,113 +235,25 @@ impl Policy {
         }
         Verdict::Allow
     }
+
+    /// The outcome for one reading of a request (public paths count as allowed).
+    pub fn evaluate(&self, target: &Target<'_>, claims: &Value) -> Verdict {
+        self.verdict(self.route_of(target), claims)
+    }
 }
 
+/// A rule's match. Methods compare exactly (upper case), and `GET` covers `HEAD`: servers
+/// answer `HEAD` with their `GET` handler.
 fn rule_matches(rule: &Rule, t: &Target<'_>) -> bool {
     (rule.hosts.is_empty() || rule.hosts.iter().any(|h| h.matches(t.host)))
         && (rule.paths.is_empty() || rule.paths.iter().any(|p| p.matches(t.path)))
-        && (rule.methods.is_empty() || rule.methods.iter().any(|m| m == t.method))
+        && (rule.methods.is_empty() || rule.methods.iter().any(|m| m == t.method || (m == "GET" && t.method == "HEAD")))
 }
 
 /// A configured group matches a token group exactly, or — for a top-level name written without
 /// the leading slash — Keycloak's full-path form (`admins` matches `/admins`, not `/x/admins`).
 fn group_matches(want: &str, got: &str) -> bool {
     got == want || (!want.starts_with('/') && got.strip_prefix('/') == Some(want))
-}
-
-/// A request path made fit for matching.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NormalizedPath {
-    pub path: String,
-    /// The raw path holds forms that upstreams disagree on (`\`, encoded `/` or `\`, bad
-    /// escapes). Such a path never matches a public path.
-    pub ambiguous: bool,
-}
-
-/// Normalizes a request path: drops the query and fragment, decodes percent-encoded unreserved
-/// characters, merges repeated slashes and removes `.`/`..` segments (RFC 3986 §5.2.4, §6.2.2),
-/// so that `/public/../admin/` is matched as `/admin/`.
-pub fn normalize_path(raw: &str) -> NormalizedPath {
-    let end = raw.find(['?', '#']).unwrap_or(raw.len());
-    let raw = &raw[..end];
-    // Most paths are normal already: nothing to decode, no empty, `.` or `..` segment.
-    let plain = raw.starts_with('/')
-        && raw.bytes().all(|b| b.is_ascii() && b != b'%' && b != b'\\')
-        && !raw.contains("//")
-        && !raw.split('/').any(|s| s == "." || s == "..");
-    if plain {
-        return NormalizedPath { path: raw.to_string(), ambiguous: false };
-    }
-    normalize_slowly(raw)
-}
-
-/// [`normalize_path`] of a path without its query, in full.
-fn normalize_slowly(raw: &str) -> NormalizedPath {
-    let mut ambiguous = raw.contains('\\') || !raw.starts_with('/');
-    let bytes = raw.as_bytes();
-    let mut decoded = String::with_capacity(raw.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                Some(v) if v.is_ascii_alphanumeric() || b"-._~".contains(&v) => {
-                    decoded.push(char::from(v));
-                    i += 3;
-                    continue;
-                }
-                Some(v) => {
-                    if v == b'/' || v == b'\\' || v == 0 {
-                        ambiguous = true;
-                    }
-                    decoded.push_str(&format!("%{v:02X}"));
-                    i += 3;
-                    continue;
-                }
-                None => {
-                    ambiguous = true;
-                }
-            }
-        }
-        decoded.push(char::from(b));
-        i += 1;
-    }
-    // Non-ASCII bytes were pushed one by one above only if the raw path held them; Envoy rejects
-    // such paths, but stay exact: rebuild from the raw text in that case.
-    if !raw.is_ascii() {
-        ambiguous = true;
-        decoded = raw.to_string();
-    }
-    let mut out: Vec<&str> = Vec::new();
-    for segment in decoded.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            s => out.push(s),
-        }
-    }
-    let mut path = String::with_capacity(decoded.len());
-    for s in &out {
-        path.push('/');
-        path.push_str(s);
-    }
-    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
-    if path.is_empty() || (trailing && !out.is_empty()) {
-        path.push('/');
-    }
-    NormalizedPath { path, ambiguous }
-}
-
-/// The host of an `:authority`: lower case, without port or trailing dot.
-pub fn host_of(authority: &str) -> String {
-    let host = if authority.starts_with('[') {
-        authority.split_inclusive(']').next().unwrap_or(authority)
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 #[cfg(test)]

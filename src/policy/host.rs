@@ -1,0 +1,96 @@
+//! Hosts: the request's authority in one canonical form, and host patterns.
+//!
+//! Rules and public paths match the host of `:authority` — the header Envoy routes on; for an
+//! absolute-form request target (`GET http://host/path`) Envoy puts the target's host there.
+//! The host is lower-cased, one trailing dot dropped (`example.com.` is `example.com`) and the
+//! port ignored, so that no spelling of a name reaches another rule. Anything that is not a
+//! plain name, IPv4 or bracketed IPv6 address — userinfo, percent-escapes, empty labels,
+//! a bad port — is refused. `X-Forwarded-Host`, `Forwarded: host=` and their kin are readings
+//! the upstream may make (see `flow`): they never choose the rule, and one that would fall under
+//! another rule is refused.
+
+/// Why an authority is refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError;
+
+impl HostError {
+    pub fn code(self) -> &'static str {
+        "invalid_host"
+    }
+
+    pub fn description(self) -> &'static str {
+        "the request's host is not a valid host name"
+    }
+}
+
+/// The canonical host of an authority (`host[:port]`): lower case, without port or trailing dot.
+pub fn canonical_host(authority: &str) -> Result<String, HostError> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']').ok_or(HostError)?;
+        if inside.is_empty() || !inside.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return Err(HostError);
+        }
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or(HostError)?),
+        };
+        (authority.get(..inside.len() + 2).ok_or(HostError)?, port)
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if let Some(p) = port {
+        if p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u32>().is_ok_and(|n| n > 65535) {
+            return Err(HostError);
+        }
+    }
+    if host.starts_with('[') {
+        return Ok(host.to_ascii_lowercase());
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(HostError);
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// The host of an `:authority` for places that need one whatever it holds (the session's
+/// site): canonical, or empty if it is not a valid host (such requests are refused first).
+pub fn host_of(authority: &str) -> String {
+    canonical_host(authority).unwrap_or_default()
+}
+
+/// A host pattern: an exact name or `*.suffix` (any name below `suffix`, not `suffix` itself),
+/// in canonical form (see [`HostPattern::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern(String);
+
+impl HostPattern {
+    /// A configured pattern, canonicalized as request hosts are; `None` if it is not a name, an
+    /// address or `*.` and a name.
+    pub fn parse(text: &str) -> Option<HostPattern> {
+        let bracketed = text.starts_with('[');
+        if (text.contains(':') && !bracketed) || (bracketed && !text.ends_with(']')) {
+            return None;
+        }
+        match text.strip_prefix("*.") {
+            Some(suffix) => canonical_host(suffix).ok().filter(|s| !s.starts_with('[')).map(|s| HostPattern(format!("*.{s}"))),
+            None => canonical_host(text).ok().map(HostPattern),
+        }
+    }
+
+    /// Whether a canonical host matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self.0.strip_prefix('*') {
+            Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+            None => host == self.0,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
