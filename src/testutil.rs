@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 pub mod fixtures;
+pub mod upstreams;
 
 use crate::jwt::alg::Alg;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -422,7 +422,9 @@ type Transform = fn(&str) -> Result<Option<String>, PathError>;
 /// - `lower`: case ignored, ASCII and the non-ASCII letters that case-map to ASCII (`K`
 ///   Kelvin sign, dotless `ı`, `ſ`, as Java's `equalsIgnoreCase` and .NET's ordinal ignore-case
 ///   compare them);
-/// - `compatibility`: Unicode NFKC (`／` is `/`, `．` is `.`, `ａ` is `a`).
+/// - `compatibility`: Unicode compatibility decomposition (`／` is `/`, `．` is `.`, `ａ` is
+///   `a`, `ﬁ` is `fi`). NFKD rather than the NFKC servers apply: it keeps every ASCII character
+///   NFKC would give, and more (`é` as `e` and a combining mark), so it can only add readings.
 pub const TRANSFORMS: [(&str, Transform); 9] = [
     ("decode", decode_once),
     ("backslash", backslash),
@@ -490,7 +492,7 @@ fn compatibility(s: &str) -> Result<Option<String>, PathError> {
     if s.is_ascii() {
         return Ok(None);
     }
-    let folded: String = s.nfkc().collect();
+    let folded: String = s.nfkd().collect();
     if folded.chars().any(char::is_control) {
         return Err(PathError::EncodedControl);
     }
