@@ -190,6 +190,18 @@ fn every_bad_field_is_named() {
         ("public path dotdot", with("/publicPaths", json!([{"prefix": "/a/../b/"}])), "publicPaths[0]"),
         ("public path query", with("/publicPaths", json!([{"exact": "/a?b"}])), "publicPaths[0]"),
         ("public path unknown key", with("/publicPaths", json!([{"regex": ".*"}])), "publicPaths[0].regex"),
+        ("public path escape", with("/publicPaths", json!([{"prefix": "/a%2Fb/"}])), "publicPaths[0]"),
+        ("public path backslash", with("/publicPaths", json!([{"prefix": "/a\\b/"}])), "publicPaths[0]"),
+        ("public path double slash", with("/publicPaths", json!([{"prefix": "//a/"}])), "publicPaths[0]"),
+        ("public path host with port", with("/publicPaths", json!([{"prefix": "/a/", "hosts": ["a.example:443"]}])), "publicPaths[0].hosts[0]"),
+        ("public path host bad", with("/publicPaths", json!([{"prefix": "/a/", "hosts": ["a..example"]}])), "publicPaths[0].hosts[0]"),
+        ("public path case not bool", with("/publicPaths", json!([{"prefix": "/a/", "caseSensitive": "no"}])), "publicPaths[0].caseSensitive"),
+        ("normalization unknown", with("/pathNormalization", json!({"normalization": "RFC3986"})), "pathNormalization.normalization"),
+        ("escaped slashes unknown", with("/pathNormalization", json!({"escapedSlashes": "UNESCAPE_AND_REDIRECT"})), "pathNormalization.escapedSlashes"),
+        ("decode but reject", with("/pathNormalization", json!({"normalization": "DECODE_AND_MERGE_SLASHES", "escapedSlashes": "REJECT_REQUEST"})), "pathNormalization.escapedSlashes"),
+        ("path normalization unknown key", with("/pathNormalization", json!({"mergeSlashes": true})), "pathNormalization.mergeSlashes"),
+        ("rule host with port", with("/rules", json!([{"match": {"hosts": ["a.example:8443"]}}])), "rules[0].match.hosts[0]"),
+        ("rule host wildcard inside", with("/rules", json!([{"match": {"hosts": ["a.*.example"]}}])), "rules[0].match.hosts[0]"),
         ("header reserved", with("/claimHeaders", json!([{"header": "Authorization", "claim": "sub"}])), "claimHeaders[0].header"),
         ("header envoy", with("/claimHeaders", json!([{"header": "x-envoy-foo", "claim": "sub"}])), "claimHeaders[0].header"),
         ("header bad chars", with("/claimHeaders", json!([{"header": "x:y", "claim": "sub"}])), "claimHeaders[0].header"),
@@ -295,4 +307,23 @@ fn errors_never_print_secrets() {
     assert!(!text.contains("super-secret-value"), "{text}");
     let c = parse(&with("/provider/clientSecret", json!("super-secret-value"))).unwrap();
     assert!(!format!("{c:?}").contains("super-secret-value"));
+}
+
+#[test]
+fn path_settings_and_scoped_public_paths() {
+    use crate::policy::{EscapedSlashes, Normalization, PathMatch, PathSettings, PublicPath};
+    let doc = with("/pathNormalization", json!({"normalization": "DECODE_AND_MERGE_SLASHES", "caseSensitive": false}));
+    let c = parse(&doc).unwrap();
+    assert_eq!(c.paths, PathSettings { normalization: Normalization::DecodeAndMergeSlashes, escaped_slashes: EscapedSlashes::UnescapeAndForward });
+    let doc = with("/pathNormalization", json!({"normalization": "NONE", "escapedSlashes": "KEEP_UNCHANGED"}));
+    assert_eq!(parse(&doc).unwrap().paths, PathSettings { normalization: Normalization::None, escaped_slashes: EscapedSlashes::KeepUnchanged });
+    let mut doc = with("/pathNormalization", json!({"caseSensitive": false}));
+    doc["publicPaths"] = json!([{"prefix": "/Status/", "hosts": ["Status.Example."]}, {"exact": "/Health", "caseSensitive": true}]);
+    doc["rules"] = json!([{"match": {"paths": [{"prefix": "/Admin/"}]}}]);
+    let c = parse(&doc).unwrap();
+    assert_eq!(c.policy.public_paths, vec![
+        PublicPath { path: PathMatch::prefix("/Status/").ignoring_case(), hosts: vec![crate::policy::HostPattern::parse("status.example").unwrap()] },
+        PublicPath { path: PathMatch::exact("/Health"), hosts: vec![] },
+    ]);
+    assert_eq!(c.policy.rules[0].paths, vec![PathMatch::prefix("/admin/").ignoring_case()]);
 }

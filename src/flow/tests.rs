@@ -334,6 +334,189 @@ fn key_set_change_drops_cached_tokens() {
     assert_eq!(status(&engine.decide(&req, NOW + 200, false, &mut rng())), 401);
 }
 
+/// Issue 11: one route for every reading of a request, through the whole decision.
+mod paths {
+    use super::*;
+
+    fn reason(d: &Decision) -> String {
+        let Decision::Respond(r) = d else { panic!("forwarded: {d:?}") };
+        assert_eq!(r.status, 400, "{r:?}");
+        serde_json::from_str::<Value>(&r.body).unwrap()["reason"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn bob_never_reaches_what_an_upstream_reads_as_admin() {
+        let mut b = bed(json!({}));
+        let t = b.token(&bob_claims());
+        let cases: &[(&str, u32, Option<&str>)] = &[
+            // (target, status, reason for 400)
+            ("/admin/", 403, None),
+            ("/public/..%2fadmin/", 400, Some("escaped_slash")),
+            ("/public/..%2Fadmin/", 400, Some("escaped_slash")),
+            ("/public/..%5cadmin/", 400, Some("escaped_slash")),
+            ("/public/..%252fadmin/", 400, Some("escaped_slash")),
+            ("/public/%2e%2e/admin/", 403, None),
+            // `\` is `/`, and `..` removes the empty segment before it (RFC 3986, as Envoy's
+            // normalize_path): the upstream receives /public/admin/.
+            ("/public/\\..\\admin/", 200, None),
+            ("/public\\..\\admin/", 403, None),
+            ("/public/..;/admin/", 400, Some("ambiguous_path")),
+            ("/admin;x/", 400, Some("ambiguous_path")),
+            ("/x/..;/admin/", 400, Some("ambiguous_path")),
+            ("//admin//x", 403, None),
+            ("/Admin/", 400, Some("ambiguous_path")),
+            ("/ADMIN/x", 400, Some("ambiguous_path")),
+            ("/admin./", 400, Some("ambiguous_path")),
+            ("/admin%20/", 400, Some("ambiguous_path")),
+            ("/%EF%BD%81dmin/", 400, Some("ambiguous_path")),
+            ("/public%EF%BC%8F..%EF%BC%8Fadmin/", 400, Some("ambiguous_path")),
+            ("/admin%3f/", 400, Some("ambiguous_path")),
+            ("/admin%00/", 400, Some("encoded_control")),
+            ("/admin%ff/", 400, Some("not_utf8")),
+            ("/%c0%afadmin/", 400, Some("not_utf8")),
+            ("http://127.0.0.1:8080/admin/", 400, Some("path_not_absolute")),
+            ("/admin/#x", 400, Some("invalid_character")),
+        ];
+        for (target, want, why) in cases {
+            let d = b.bearer(target, &t);
+            assert_eq!(status(&d), *want, "{target}");
+            if let Some(why) = why {
+                assert_eq!(reason(&d), *why, "{target}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_upstream_receives_the_normalized_path() {
+        let mut b = bed(json!({}));
+        let t = b.token(&alice_claims());
+        for (target, forwarded) in [("/public/%2e%2e/admin/?q=%2F", Some("/admin/?q=%2F")), ("//admin//x", Some("/admin/x")), ("/%61dmin/", Some("/admin/")), ("/admin/", None)] {
+            let d = b.bearer(target, &t);
+            assert_eq!(status(&d), 200, "{target}");
+            assert_eq!(header(&d, ":path"), forwarded, "{target}");
+        }
+        // Public paths too: the upstream gets the path that was matched.
+        let d = b.run("/public//x/./y", &[]);
+        assert_eq!(header(&d, ":path"), Some("/public/x/y"));
+        // With NONE, nothing is rewritten (and the readings still have to agree).
+        let mut none = bed(json!({"pathNormalization": {"normalization": "NONE", "escapedSlashes": "KEEP_UNCHANGED"}}));
+        let t = none.token(&alice_claims());
+        assert_eq!(header(&none.bearer("//admin//x", &t), ":path"), None);
+        assert_eq!(status(&none.bearer("/api/a%2Fb", &t)), 200);
+        assert_eq!(reason(&none.bearer("/public/..%2fadmin/", &t)), "ambiguous_path");
+        assert_eq!(reason(&none.run("/public/../admin/", &[])), "ambiguous_path", "under NONE the upstream resolves the dots itself");
+        // DECODE_AND_MERGE_SLASHES: decoded, then matched as what it is.
+        let mut decode = bed(json!({"pathNormalization": {"normalization": "DECODE_AND_MERGE_SLASHES"}}));
+        let bob = decode.token(&bob_claims());
+        let d = decode.bearer("/public/..%2fadmin/", &bob);
+        assert_eq!(status(&d), 403);
+    }
+
+    #[test]
+    fn public_paths_refuse_any_doubt() {
+        let mut b = bed(json!({}));
+        for target in ["/public/..;/admin/", "/public/..%2fadmin", "/Public/x", "/public%2fx", "/public/..;/x/"] {
+            assert_eq!(status(&b.run(target, &[])), 400, "{target}");
+        }
+        // Normalized first: the upstream receives /admin/, which is not public.
+        assert_eq!(status(&b.run("/healthz;/../admin/", &[])), 401);
+        for target in ["/public/", "/public/a;b/c", "/public/%2e/x", "/healthz"] {
+            assert_eq!(status(&b.run(target, &[])), 200, "{target}");
+        }
+    }
+
+    #[test]
+    fn case_insensitive_matching() {
+        let mut b = bed(json!({"pathNormalization": {"caseSensitive": false}}));
+        let t = b.token(&bob_claims());
+        for target in ["/Admin/", "/ADMIN/x", "/admin/"] {
+            assert_eq!(status(&b.bearer(target, &t)), 403, "{target}");
+        }
+        assert_eq!(status(&b.run("/PUBLIC/x", &[])), 200);
+        // Per path match, against the global setting.
+        let mut one = bed(json!({"rules": [{"name": "admins-only", "match": {"paths": [{"prefix": "/admin/", "caseSensitive": false}]}, "require": {"groups": ["admins"]}}]}));
+        let t = one.token(&bob_claims());
+        assert_eq!(status(&one.bearer("/Admin/", &t)), 403);
+        assert_eq!(reason(&one.run("/Public/x", &[])), "ambiguous_path", "public paths stay case-sensitive");
+    }
+
+    #[test]
+    fn hosts_are_canonical_and_header_hosts_are_readings() {
+        let extra = json!({
+            "publicPaths": [{"prefix": "/status/", "hosts": ["status.example"]}],
+            "rules": [{"name": "admin-host", "match": {"hosts": ["admin.example"]}, "require": {"groups": ["admins"]}}]
+        });
+        let mut b = bed(extra);
+        let t = b.token(&bob_claims());
+        let bearer = format!("Bearer {t}");
+        let on = |b: &mut Bed, host: &str, path: &str, extra: &[(&str, &str)]| {
+            let mut h: Vec<(String, String)> = vec![(":method".into(), "GET".into()), (":path".into(), path.into()), (":authority".into(), host.into())];
+            h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+            b.engine.decide(&Request { headers: &h }, NOW, true, &mut rng())
+        };
+        for host in ["admin.example", "ADMIN.example", "admin.example.", "admin.example:8443", "Admin.Example.:443"] {
+            assert_eq!(status(&on(&mut b, host, "/", &[("authorization", &bearer)])), 403, "{host}");
+        }
+        for host in ["status.example", "STATUS.example.:80"] {
+            assert_eq!(status(&on(&mut b, host, "/status/x", &[])), 200, "{host}");
+        }
+        assert_eq!(status(&on(&mut b, "app.example", "/status/x", &[])), 401, "host-scoped public path");
+        for bad in ["", "admin..example", "bob@admin.example", "admin.example:x", "adm%69n.example"] {
+            assert_eq!(reason(&on(&mut b, bad, "/", &[("authorization", &bearer)])), "invalid_host", "{bad:?}");
+        }
+        // A header that names another host, which some upstreams believe: never a way around.
+        for (name, value) in [("x-forwarded-host", "admin.example"), ("x-forwarded-host", "app.example, admin.example"), ("forwarded", "for=1.2.3.4;host=admin.example"), ("forwarded", "host=\"ADMIN.example:443\""), ("x-host", "admin.example"), ("x-original-host", "admin.example")] {
+            assert_eq!(reason(&on(&mut b, "app.example", "/", &[("authorization", &bearer), (name, value)])), "ambiguous_path", "{name}: {value}");
+        }
+        assert_eq!(reason(&on(&mut b, "status.example", "/status/x", &[("x-forwarded-host", "app.example")])), "ambiguous_path");
+        assert_eq!(reason(&on(&mut b, "app.example", "/", &[("authorization", &bearer), ("x-forwarded-host", "bad host")])), "invalid_host");
+        // One that agrees changes nothing.
+        assert_eq!(status(&on(&mut b, "app.example", "/", &[("authorization", &bearer), ("x-forwarded-host", "app.example")])), 200);
+    }
+
+    #[test]
+    fn method_overrides_are_readings_and_get_covers_head() {
+        let extra = json!({"rules": [
+            {"name": "deletes", "match": {"methods": ["DELETE"]}, "require": {"groups": ["admins"]}},
+            {"name": "reads", "match": {"paths": [{"prefix": "/reports/"}], "methods": ["GET"]}, "require": {"groups": ["admins"]}}
+        ]});
+        let mut b = bed(extra);
+        let t = b.token(&bob_claims());
+        let bearer = format!("Bearer {t}");
+        let with = |b: &mut Bed, method: &str, path: &str, extra: &[(&str, &str)]| {
+            let mut h: Vec<(String, String)> = vec![(":method".into(), method.into()), (":path".into(), path.into()), (":authority".into(), "127.0.0.1:8080".into()), ("authorization".into(), bearer.clone())];
+            h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+            b.engine.decide(&Request { headers: &h }, NOW, true, &mut rng())
+        };
+        assert_eq!(status(&with(&mut b, "DELETE", "/x", &[])), 403);
+        assert_eq!(status(&with(&mut b, "POST", "/x", &[])), 200);
+        for (name, value) in [("x-http-method-override", "DELETE"), ("x-http-method", "delete"), ("x-method-override", "DELETE")] {
+            assert_eq!(reason(&with(&mut b, "POST", "/x", &[(name, value)])), "ambiguous_path", "{name}");
+        }
+        assert_eq!(reason(&with(&mut b, "POST", "/x?_method=DELETE", &[])), "ambiguous_path");
+        assert_eq!(reason(&with(&mut b, "POST", "/x?a=1&_METHOD=delete", &[])), "ambiguous_path");
+        assert_eq!(reason(&with(&mut b, "delete", "/x", &[])), "ambiguous_path", "a lower-case method some servers upper-case");
+        assert_eq!(reason(&with(&mut b, "POST", "/x", &[("x-http-method-override", "DEL ETE")])), "invalid_method");
+        assert_eq!(status(&with(&mut b, "POST", "/x?_method=POST", &[])), 200, "an override that changes nothing");
+        assert_eq!(status(&with(&mut b, "HEAD", "/reports/q3", &[])), 403, "GET rules cover HEAD");
+        assert_eq!(status(&with(&mut b, "GET", "/reports/q3", &[])), 403);
+    }
+
+    #[test]
+    fn routing_headers_are_removed() {
+        let mut b = bed(json!({}));
+        let t = b.token(&bob_claims());
+        let bearer = format!("Bearer {t}");
+        let sent = [("x-original-url", "/admin/"), ("x-rewrite-url", "/admin/"), ("x-forwarded-prefix", "/admin"), ("x-envoy-original-path", "/admin/"), ("x_original_url", "/admin/")];
+        for d in [b.run("/public/x", &sent), b.run("/echo", &[&sent[..], &[("authorization", bearer.as_str())]].concat())] {
+            let r = removed(&d);
+            for (name, _) in sent {
+                assert!(r.contains(&name.to_string()), "{name} in {r:?}");
+            }
+        }
+    }
+}
+
 mod browser_flow {
     use super::*;
     use crate::oidc::login::{pkce_challenge, LoginState};

@@ -1,8 +1,12 @@
 #!/usr/bin/env node
 // Echo upstream: answers every request with 200 and the request it received as JSON,
-//   {"method": "GET", "path": "/x?y=1", "headers": {"lower-case-name": "value", ...}}
+//   {"method": "GET", "path": "/x?y=1", "decodedPath": "/x", "headers": {"lower-case-name": "value", ...}}
 // "path" is the request target exactly as received (path and query); headers sent more than once
 // are joined with ", " in the order received. The request body is read (bounded) and dropped.
+// "decodedPath" is the path (without query) as an aggressive upstream would read it, to check
+// what a request really reached: percent-decoded until stable (at most 4 times, bytewise,
+// invalid UTF-8 as U+FFFD), `\` as `/`, `;params` dropped from each segment, repeated slashes
+// merged, `.` and `..` segments resolved, lower case.
 //
 //   node echo/server.mjs --port 8081 [--host 127.0.0.1] [--quiet]
 
@@ -54,6 +58,48 @@ function headerMap(rawHeaders) {
   return out;
 }
 
+/** Decodes every `%HH` once, bytewise; malformed escapes stay, invalid UTF-8 becomes U+FFFD. */
+function percentDecode(text) {
+  const bytes = Buffer.from(text, 'utf8');
+  const hex = (c) => (c >= 0x30 && c <= 0x39 ? c - 0x30 : (c | 0x20) >= 0x61 && (c | 0x20) <= 0x66 ? (c | 0x20) - 0x57 : -1);
+  const out = [];
+  for (let i = 0; i < bytes.length; i += 1) {
+    const hi = bytes[i] === 0x25 && i + 2 < bytes.length ? hex(bytes[i + 1]) : -1;
+    const lo = hi >= 0 ? hex(bytes[i + 2]) : -1;
+    if (lo >= 0) {
+      out.push(hi * 16 + lo);
+      i += 2;
+    } else {
+      out.push(bytes[i]);
+    }
+  }
+  return new TextDecoder('utf-8', { fatal: false }).decode(Uint8Array.from(out));
+}
+
+/** The path of a request target as an aggressive upstream reads it (see the header comment). */
+function decodedPath(target) {
+  // Node hands the target over as latin1 text of the bytes received.
+  let path = String(target).split('?', 1)[0];
+  if ([...path].every((c) => c.charCodeAt(0) < 0x100)) path = Buffer.from(path, 'latin1').toString('utf8');
+  for (let round = 0; round < 4; round += 1) {
+    const next = percentDecode(path);
+    if (next === path) break;
+    path = next;
+  }
+  const segments = path.replaceAll('\\', '/').split('/').map((s) => s.split(';', 1)[0]);
+  const out = [];
+  for (const [i, segment] of segments.entries()) {
+    const last = i === segments.length - 1;
+    if (segment === '..') out.pop();
+    if (segment === '.' || segment === '..') {
+      if (last) out.push('');
+    } else if (segment !== '' || last) {
+      out.push(segment);
+    }
+  }
+  return `/${out.join('/')}`.toLowerCase();
+}
+
 const server = createServer((req, res) => {
   let size = 0;
   let answered = false;
@@ -76,7 +122,9 @@ const server = createServer((req, res) => {
       req.destroy();
     }
   });
-  req.on('end', () => answer(200, { method: req.method, path: req.url, headers: headerMap(req.rawHeaders) }));
+  req.on('end', () => answer(200, {
+    method: req.method, path: req.url, decodedPath: decodedPath(req.url), headers: headerMap(req.rawHeaders),
+  }));
   req.on('error', () => {});
 });
 server.headersTimeout = 10_000;
