@@ -16,7 +16,11 @@ use crate::policy::{canonical_host, path, PathError, RequestPath, Route};
 /// Headers from which some upstreams take the request's host.
 pub const HOST_HEADERS: &[&str] = &["x-forwarded-host", "x-host", "x-original-host"];
 /// Headers with which some upstreams take another method.
-pub const METHOD_OVERRIDE_HEADERS: &[&str] = &["x-http-method-override", "x-http-method", "x-method-override"];
+pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// What gatehouse matched a request on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,20 +69,29 @@ impl Refusal {
 impl View {
     /// Reads the request's target and routes it.
     pub fn read(cfg: &Config, req: &Request<'_>) -> Result<View, Refusal> {
-        let raw = req.header(":path").ok_or(Refusal::Path(PathError::NotAbsolute))?;
+        let raw = req
+            .header(":path")
+            .ok_or(Refusal::Path(PathError::NotAbsolute))?;
         let path = path::prepare(raw, &cfg.paths).map_err(Refusal::Path)?;
-        let host = canonical_host(req.header(":authority").unwrap_or("")).map_err(|_| Refusal::Host)?;
+        let host =
+            canonical_host(req.header(":authority").unwrap_or("")).map_err(|_| Refusal::Host)?;
         let hosts = host_readings(req, &host)?;
         let methods = method_readings(req, raw)?;
         let host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
         let method_refs: Vec<&str> = methods.iter().map(String::as_str).collect();
-        let route = cfg.policy.route(&host_refs, path.readings(), &method_refs).map_err(Refusal::Path)?;
+        let route = cfg
+            .policy
+            .route(&host_refs, path.readings(), &method_refs)
+            .map_err(Refusal::Path)?;
         Ok(View { path, host, route })
     }
 
     /// The `:path` to set on the forwarded request, when normalization changed it.
     pub fn path_header(&self) -> Option<super::Header> {
-        self.path.rewritten.as_deref().map(|p| (std::rc::Rc::from(":path"), std::rc::Rc::from(p)))
+        self.path
+            .rewritten
+            .as_deref()
+            .map(|p| (std::rc::Rc::from(":path"), std::rc::Rc::from(p)))
     }
 }
 
@@ -114,7 +127,12 @@ fn host_readings(req: &Request<'_>, host: &str) -> Result<Vec<String>, Refusal> 
 
 /// The method, then the other methods some upstream may take the request for.
 fn method_readings(req: &Request<'_>, raw_path: &str) -> Result<Vec<String>, Refusal> {
-    let token = |m: &str| !m.is_empty() && m.len() <= 32 && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let token = |m: &str| {
+        !m.is_empty()
+            && m.len() <= 32
+            && m.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
     let method = req.header(":method").unwrap_or("GET");
     if !token(method) {
         return Err(Refusal::Method);

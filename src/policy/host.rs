@@ -27,7 +27,11 @@ impl HostError {
 pub fn canonical_host(authority: &str) -> Result<String, HostError> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (inside, after) = rest.split_once(']').ok_or(HostError)?;
-        if inside.is_empty() || !inside.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        if inside.is_empty()
+            || !inside
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return Err(HostError);
         }
         let port = match after {
@@ -42,7 +46,10 @@ pub fn canonical_host(authority: &str) -> Result<String, HostError> {
         }
     };
     if let Some(p) = port {
-        if p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u32>().is_ok_and(|n| n > 65535) {
+        if p.len() > 5
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || p.parse::<u32>().is_ok_and(|n| n > 65535)
+        {
             return Err(HostError);
         }
     }
@@ -50,7 +57,12 @@ pub fn canonical_host(authority: &str) -> Result<String, HostError> {
         return Ok(host.to_ascii_lowercase());
     }
     let name = host.strip_suffix('.').unwrap_or(host);
-    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
         return Err(HostError);
     }
@@ -77,7 +89,10 @@ impl HostPattern {
             return None;
         }
         match text.strip_prefix("*.") {
-            Some(suffix) => canonical_host(suffix).ok().filter(|s| !s.starts_with('[')).map(|s| HostPattern(format!("*.{s}"))),
+            Some(suffix) => canonical_host(suffix)
+                .ok()
+                .filter(|s| !s.starts_with('['))
+                .map(|s| HostPattern(format!("*.{s}"))),
             None => canonical_host(text).ok().map(HostPattern),
         }
     }

@@ -5,7 +5,10 @@ use crate::testutil::upstreams::MODELS;
 use serde_json::{json, Value};
 
 const fn settings(normalization: Normalization, escaped_slashes: EscapedSlashes) -> PathSettings {
-    PathSettings { normalization, escaped_slashes }
+    PathSettings {
+        normalization,
+        escaped_slashes,
+    }
 }
 
 const DEFAULT: PathSettings = settings(Normalization::MergeSlashes, EscapedSlashes::RejectRequest);
@@ -21,8 +24,14 @@ const ALL_SETTINGS: [PathSettings; 10] = [
     settings(Normalization::Base, EscapedSlashes::UnescapeAndForward),
     settings(Normalization::MergeSlashes, KEEP),
     DEFAULT,
-    settings(Normalization::MergeSlashes, EscapedSlashes::UnescapeAndForward),
-    settings(Normalization::DecodeAndMergeSlashes, EscapedSlashes::UnescapeAndForward),
+    settings(
+        Normalization::MergeSlashes,
+        EscapedSlashes::UnescapeAndForward,
+    ),
+    settings(
+        Normalization::DecodeAndMergeSlashes,
+        EscapedSlashes::UnescapeAndForward,
+    ),
 ];
 
 fn forwarded(raw: &str, s: &PathSettings) -> Result<String, PathError> {
@@ -31,7 +40,14 @@ fn forwarded(raw: &str, s: &PathSettings) -> Result<String, PathError> {
 
 #[test]
 fn plain_paths_are_taken_as_they_are() {
-    for raw in ["/", "/echo", "/a/b/c.txt", "/api/v1/items/42?x=1&y=%2F", "/~user/file-name_1.tar.gz", "/a:b@c!$&'()*+,="] {
+    for raw in [
+        "/",
+        "/echo",
+        "/a/b/c.txt",
+        "/api/v1/items/42?x=1&y=%2F",
+        "/~user/file-name_1.tar.gz",
+        "/a:b@c!$&'()*+,=",
+    ] {
         for s in ALL_SETTINGS {
             let p = prepare(raw, &s).unwrap();
             assert_eq!(p.rewritten, None, "{raw}");
@@ -136,18 +152,35 @@ fn what_the_upstream_receives() {
 
 #[test]
 fn readings_cover_what_servers_do() {
-    let readings = |raw: &str, s: &PathSettings| -> Vec<String> { prepare(raw, s).unwrap().readings().map(String::from).collect() };
+    let readings = |raw: &str, s: &PathSettings| -> Vec<String> {
+        prepare(raw, s)
+            .unwrap()
+            .readings()
+            .map(String::from)
+            .collect()
+    };
     let none = settings(Normalization::None, KEEP);
     let has = |raw: &str, s: &PathSettings, want: &str| {
         let r = readings(raw, s);
-        assert!(r.iter().any(|x| x == want), "{raw:?} should read as {want:?}: {r:?}");
+        assert!(
+            r.iter().any(|x| x == want),
+            "{raw:?} should read as {want:?}: {r:?}"
+        );
     };
     has("/public/..;/admin/", &DEFAULT, "/admin/"); // Tomcat
     has("/public;x/../admin", &none, "/admin"); // Spring
     has("/admin;jsessionid=1/", &DEFAULT, "/admin/");
     has("/public/%2e%2e/admin", &none, "/admin"); // decoding before dot removal
-    has("/public/..%2fadmin", &settings(Normalization::MergeSlashes, KEEP), "/admin"); // decoded slash
-    has("/public/..%252fadmin", &settings(Normalization::MergeSlashes, KEEP), "/admin"); // double decoding
+    has(
+        "/public/..%2fadmin",
+        &settings(Normalization::MergeSlashes, KEEP),
+        "/admin",
+    ); // decoded slash
+    has(
+        "/public/..%252fadmin",
+        &settings(Normalization::MergeSlashes, KEEP),
+        "/admin",
+    ); // double decoding
     has("/public\\..\\admin", &none, "/admin"); // backslash
     has("//admin/", &settings(Normalization::Base, KEEP), "/admin/"); // merged slashes
     has("/admin./", &DEFAULT, "/admin/"); // Windows trailing dot
@@ -157,11 +190,19 @@ fn readings_cover_what_servers_do() {
     has("/adm%C4%B1n/", &DEFAULT, "/admin/"); // dotless ı, upper-cased by Java to I
     has("/%E2%84%AAey", &DEFAULT, "/key"); // Kelvin sign
     has("/%EF%BC%8Fadmin", &DEFAULT, "//admin"); // fullwidth solidus
-    has("/public%EF%BC%8F%EF%BC%8E%EF%BC%8E%EF%BC%8Fadmin", &DEFAULT, "/admin"); // fullwidth ../
+    has(
+        "/public%EF%BC%8F%EF%BC%8E%EF%BC%8E%EF%BC%8Fadmin",
+        &DEFAULT,
+        "/admin",
+    ); // fullwidth ../
     has("/%EF%BD%81dmin/", &DEFAULT, "/admin/"); // fullwidth a
     has("/admin%3F.css", &DEFAULT, "/admin"); // decoded ? ends the path
     has("/admin%23x", &DEFAULT, "/admin");
-    has("/public/..%25%32%66admin", &settings(Normalization::MergeSlashes, KEEP), "/admin"); // %25 %32 %66 is %2f
+    has(
+        "/public/..%25%32%66admin",
+        &settings(Normalization::MergeSlashes, KEEP),
+        "/admin",
+    ); // %25 %32 %66 is %2f
 }
 
 /// A few policies over the prefixes the alphabet below can spell.
@@ -176,7 +217,13 @@ fn policies() -> Vec<(&'static str, Policy)> {
         claims: vec![],
     };
     let policy = |public: Vec<PathMatch>, rules: Vec<Rule>, default_allow: bool| Policy {
-        public_paths: public.into_iter().map(|path| PublicPath { path, hosts: vec![] }).collect(),
+        public_paths: public
+            .into_iter()
+            .map(|path| PublicPath {
+                path,
+                hosts: vec![],
+            })
+            .collect(),
         rules,
         default_allow,
         groups_claim: ClaimPath::parse("groups").unwrap(),
@@ -184,19 +231,58 @@ fn policies() -> Vec<(&'static str, Policy)> {
     };
     vec![
         // The demo: /a/ public, /d/ for admins, everything else for anyone signed in.
-        ("demo", policy(vec![PathMatch::prefix("/a/")], vec![rule("d", vec![PathMatch::prefix("/d/")], &["admins"])], true)),
+        (
+            "demo",
+            policy(
+                vec![PathMatch::prefix("/a/")],
+                vec![rule("d", vec![PathMatch::prefix("/d/")], &["admins"])],
+                true,
+            ),
+        ),
         // First match wins: /a/ open to anyone signed in, the rest for admins.
-        ("first-match", policy(vec![], vec![rule("a", vec![PathMatch::prefix("/a/")], &[]), rule("rest", vec![], &["admins"])], true)),
+        (
+            "first-match",
+            policy(
+                vec![],
+                vec![
+                    rule("a", vec![PathMatch::prefix("/a/")], &[]),
+                    rule("rest", vec![], &["admins"]),
+                ],
+                true,
+            ),
+        ),
         // Exact public path, default deny.
-        ("exact", policy(vec![PathMatch::exact("/a")], vec![rule("d", vec![PathMatch::prefix("/d")], &[])], false)),
+        (
+            "exact",
+            policy(
+                vec![PathMatch::exact("/a")],
+                vec![rule("d", vec![PathMatch::prefix("/d")], &[])],
+                false,
+            ),
+        ),
         // A case-insensitive rule.
-        ("case", policy(vec![PathMatch::prefix("/a/")], vec![rule("d", vec![PathMatch::prefix("/d/").ignoring_case()], &["admins"])], true)),
+        (
+            "case",
+            policy(
+                vec![PathMatch::prefix("/a/")],
+                vec![rule(
+                    "d",
+                    vec![PathMatch::prefix("/d/").ignoring_case()],
+                    &["admins"],
+                )],
+                true,
+            ),
+        ),
     ]
 }
 
 /// Who asks.
 fn identities() -> [(&'static str, Option<Value>); 3] {
-    [("anonymous", None), ("bob", Some(json!({"groups": []}))), ("alice", Some(json!({"groups": ["/admins"]})))]
+    [
+        ("anonymous", None),
+        ("bob", Some(json!({"groups": []}))),
+        ("alice", Some(json!({"groups": ["/admins"]}))),
+    ]
 }
 
 /// May this identity reach the upstream, for a route? Public: anyone; otherwise the policy,
@@ -211,14 +297,34 @@ fn allowed(policy: &Policy, route: Route, who: &Option<Value>) -> bool {
 
 /// The tricky parts, as tokens, so that short sequences reach the interesting paths.
 const TOKENS: [&str; 18] = [
-    "/", "a", "d", "D", ".", "..", "%2e", "%2f", "%5C", "\\", ";x", "%252f", "%61", "%3f", "%20", "%C4%B1", "%EF%BC%8F", "%25",
+    "/",
+    "a",
+    "d",
+    "D",
+    ".",
+    "..",
+    "%2e",
+    "%2f",
+    "%5C",
+    "\\",
+    ";x",
+    "%252f",
+    "%61",
+    "%3f",
+    "%20",
+    "%C4%B1",
+    "%EF%BC%8F",
+    "%25",
 ];
 
 fn paths_up_to(len: usize) -> Vec<String> {
     let mut all = vec![String::from("/")];
     let mut frontier = vec![String::from("/")];
     for _ in 0..len {
-        frontier = frontier.iter().flat_map(|p| TOKENS.iter().map(move |t| format!("{p}{t}"))).collect();
+        frontier = frontier
+            .iter()
+            .flat_map(|p| TOKENS.iter().map(move |t| format!("{p}{t}")))
+            .collect();
         all.extend(frontier.iter().cloned());
     }
     all
@@ -236,14 +342,23 @@ fn the_verdict_is_never_more_permissive_than_any_upstream_reading() {
     let mut check = |raw: &str, s: &PathSettings| {
         let prepared = prepare(raw, s);
         for (pname, policy) in &policies {
-            let route = prepared.as_ref().ok().and_then(|p| policy.route(&["h"], p.readings(), &["GET"]).ok());
+            let route = prepared
+                .as_ref()
+                .ok()
+                .and_then(|p| policy.route(&["h"], p.readings(), &["GET"]).ok());
             let (Some(route), Ok(p)) = (route, &prepared) else {
                 refused += 1;
                 continue;
             };
             for (mname, model) in MODELS {
-                let Some(reading) = model(&p.path) else { continue };
-                let theirs = policy.route_of(&Target { host: "h", path: &reading, method: "GET" });
+                let Some(reading) = model(&p.path) else {
+                    continue;
+                };
+                let theirs = policy.route_of(&Target {
+                    host: "h",
+                    path: &reading,
+                    method: "GET",
+                });
                 for (who, claims) in identities() {
                     if allowed(policy, route, &claims) {
                         assert!(
@@ -274,12 +389,29 @@ fn the_verdict_is_never_more_permissive_than_any_upstream_reading() {
 fn ordinary_paths_pass() {
     let (_, demo) = policies().remove(0);
     for raw in [
-        "/", "/a/", "/a/index.html", "/d/", "/d/users/42", "/api/v1/Users/ABC", "/files/report%20final.pdf",
-        "/search/caf%C3%A9", "/wiki/M%C3%BCnchen", "/static/app.3f2a1b.js", "/x;jsessionid=abc", "/a/b;v=1/c",
-        "/emoji/%F0%9F%98%80", "/q?redirect=%2Fd%2F&next=..%2F..", "/a/%7Euser", "/search/100%25",
+        "/",
+        "/a/",
+        "/a/index.html",
+        "/d/",
+        "/d/users/42",
+        "/api/v1/Users/ABC",
+        "/files/report%20final.pdf",
+        "/search/caf%C3%A9",
+        "/wiki/M%C3%BCnchen",
+        "/static/app.3f2a1b.js",
+        "/x;jsessionid=abc",
+        "/a/b;v=1/c",
+        "/emoji/%F0%9F%98%80",
+        "/q?redirect=%2Fd%2F&next=..%2F..",
+        "/a/%7Euser",
+        "/search/100%25",
     ] {
         let p = prepare(raw, &DEFAULT).unwrap_or_else(|e| panic!("{raw:?} refused: {e:?}"));
-        assert!(demo.route(&["h"], p.readings(), &["GET"]).is_ok(), "{raw:?} ambiguous: {:?}", p.readings().collect::<Vec<_>>());
+        assert!(
+            demo.route(&["h"], p.readings(), &["GET"]).is_ok(),
+            "{raw:?} ambiguous: {:?}",
+            p.readings().collect::<Vec<_>>()
+        );
     }
 }
 
@@ -287,7 +419,10 @@ fn ordinary_paths_pass() {
 fn readings_are_bounded() {
     // A path built to have many readings is refused, not explored without end.
     let raw = format!("/{}", "A%2e;x/%252E%2E\\..%20/".repeat(12));
-    assert!(matches!(prepare(&raw, &settings(Normalization::None, KEEP)), Err(PathError::TooAmbiguous) | Ok(_)));
+    assert!(matches!(
+        prepare(&raw, &settings(Normalization::None, KEEP)),
+        Err(PathError::TooAmbiguous) | Ok(_)
+    ));
     let many = "/Ab;c/%2e%2E/d.%20/%C4%B1\\x//".repeat(4);
     match prepare(&many, &settings(Normalization::None, KEEP)) {
         Ok(p) => assert!(p.readings().count() <= MAX_READINGS),

@@ -112,7 +112,10 @@ fn merge(s: &str) -> String {
 }
 
 fn strip_params(s: &str) -> String {
-    s.split('/').map(|seg| seg.split(';').next().unwrap_or("")).collect::<Vec<_>>().join("/")
+    s.split('/')
+        .map(|seg| seg.split(';').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// A strict RFC 3986 server: unreserved escapes decoded, dot segments removed.
@@ -172,7 +175,13 @@ pub fn iis(s: &str) -> Option<String> {
     let d = percent_decode(&u).replace('\\', "/");
     let trimmed: Vec<String> = d
         .split('/')
-        .map(|seg| if seg == "." || seg == ".." { seg.to_string() } else { seg.trim_end_matches(['.', ' ']).to_string() })
+        .map(|seg| {
+            if seg == "." || seg == ".." {
+                seg.to_string()
+            } else {
+                seg.trim_end_matches(['.', ' ']).to_string()
+            }
+        })
         .collect();
     Some(resolve_dots(&merge(&trimmed.join("/")), true).to_lowercase())
 }
