@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 pub enum Purpose {
     Session,
     LoginState,
+    /// The sign-out form's token (only its MAC is used).
+    SignOut,
 }
 
 impl Purpose {
@@ -26,6 +28,7 @@ impl Purpose {
         match self {
             Purpose::Session => "session",
             Purpose::LoginState => "state",
+            Purpose::SignOut => "sign-out",
         }
     }
 }

@@ -105,7 +105,12 @@ pub struct KeyTiming {
 /// The browser sign-in: the OIDC authorization-code flow and gatehouse's session cookie.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Browser {
+    /// The session cookie's name as sent: `cookieName`, with `__Host-` before it when
+    /// `host_prefix`.
     pub cookie_name: String,
+    /// The cookies carry the `__Host-` prefix (secure, host-only, path `/`): a sibling
+    /// subdomain or a plain-http page cannot set, shadow or fixate them.
+    pub host_prefix: bool,
     pub sealer: Sealer,
     pub lifetime_secs: u64,
     pub cookie: crate::cookie::Attributes,
@@ -653,6 +658,29 @@ fn browser(
     if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic() || b == b';') {
         errors.add("session.path", format!("expected a path starting with `/`, found {path:?}"));
     }
+    // RFC 6265bis §4.1.3: `__Host-` needs Secure, no Domain and Path=/; `__Secure-` needs Secure.
+    let prefix_possible = secure && s.domain.is_none() && path == "/";
+    let named_host = cookie_name.starts_with("__Host-");
+    let host_prefix = match s.host_prefix {
+        Some(true) if !prefix_possible => {
+            errors.add("session.hostPrefix", "the __Host- prefix needs secure: true, no domain and path \"/\"");
+            false
+        }
+        Some(wanted) => wanted || named_host,
+        None => prefix_possible || named_host,
+    };
+    if named_host && !prefix_possible {
+        errors.add("session.cookieName", "a __Host- cookie needs secure: true, no domain and path \"/\"");
+    }
+    if cookie_name.starts_with("__Secure-") && !secure {
+        errors.add("session.cookieName", "a __Secure- cookie needs secure: true");
+    }
+    let host_prefix = host_prefix && !cookie_name.starts_with("__Secure-");
+    let cookie_name = if host_prefix && !named_host {
+        format!("__Host-{cookie_name}")
+    } else {
+        cookie_name
+    };
     if let Some(d) = &s.domain {
         if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
             errors.add("session.domain", format!("expected a domain such as example.com, found {d:?}"));
@@ -737,6 +765,7 @@ fn browser(
     }
     Some(Browser {
         cookie_name,
+        host_prefix,
         sealer: Sealer::new(&keys),
         lifetime_secs,
         cookie: crate::cookie::Attributes { path, domain: s.domain, secure, same_site },

@@ -152,6 +152,7 @@ pub struct RawCache {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RawSession {
     pub cookie_name: Option<String>,
+    pub host_prefix: Option<bool>,
     pub keys: Option<Vec<String>>,
     pub keys_env: Option<String>,
     pub lifetime_seconds: Option<u64>,

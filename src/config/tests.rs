@@ -47,7 +47,8 @@ fn with_login(login: Value) -> Value {
 fn browser_defaults_and_full_settings() {
     let c = parse(&with_session(json!({"keys": [KEY]}))).unwrap();
     let b = c.browser.unwrap();
-    assert_eq!(b.cookie_name, "_gatehouse");
+    assert_eq!(b.cookie_name, "__Host-_gatehouse", "secure, host-only and path /: the __Host- prefix");
+    assert!(b.host_prefix);
     assert_eq!(b.lifetime_secs, 43_200, "12h, as in seed 002");
     assert_eq!(b.cookie, crate::cookie::Attributes { path: "/".into(), domain: None, secure: true, same_site: "Lax" });
     assert!(b.keep_id_token && !b.refresh && b.redirect_browsers && !b.client_secret_post);
@@ -326,4 +327,21 @@ fn path_settings_and_scoped_public_paths() {
         PublicPath { path: PathMatch::exact("/Health"), hosts: vec![] },
     ]);
     assert_eq!(c.policy.rules[0].paths, vec![PathMatch::prefix("/admin/").ignoring_case()]);
+}
+
+#[test]
+fn host_prefix_whenever_it_is_valid() {
+    let name = |session: Value| parse(&with_session(session)).map(|c| c.browser.unwrap().cookie_name);
+    assert_eq!(name(json!({"keys": [KEY]})).unwrap(), "__Host-_gatehouse");
+    assert_eq!(name(json!({"keys": [KEY], "cookieName": "sid"})).unwrap(), "__Host-sid");
+    assert_eq!(name(json!({"keys": [KEY], "cookieName": "__Host-sid"})).unwrap(), "__Host-sid", "not twice");
+    assert_eq!(name(json!({"keys": [KEY], "hostPrefix": false})).unwrap(), "_gatehouse");
+    assert_eq!(name(json!({"keys": [KEY], "secure": false})).unwrap(), "_gatehouse", "plain http cannot use it");
+    assert_eq!(name(json!({"keys": [KEY], "domain": "example.com"})).unwrap(), "_gatehouse", "shared across subdomains");
+    assert_eq!(name(json!({"keys": [KEY], "path": "/app/"})).unwrap(), "_gatehouse");
+    assert_eq!(name(json!({"keys": [KEY], "cookieName": "__Secure-sid"})).unwrap(), "__Secure-sid");
+    let field = |session: Value| parse(&with_session(session)).unwrap_err().0.iter().map(|e| e.field.clone()).collect::<Vec<_>>();
+    assert_eq!(field(json!({"keys": [KEY], "hostPrefix": true, "domain": "example.com"})), vec!["session.hostPrefix"]);
+    assert_eq!(field(json!({"keys": [KEY], "cookieName": "__Host-sid", "secure": false})), vec!["session.cookieName"]);
+    assert_eq!(field(json!({"keys": [KEY], "cookieName": "__Secure-sid", "secure": false})), vec!["session.cookieName"]);
 }

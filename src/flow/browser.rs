@@ -16,6 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use std::rc::Rc;
 
 /// A call to the provider's token endpoint.
@@ -178,8 +179,9 @@ fn state_cookie_name(b: &Browser, state: &str) -> Option<String> {
 
 fn state_attrs(b: &Browser) -> cookie::Attributes {
     // Lax even if the session is Strict: the callback is a cross-site navigation from the provider.
+    // Under the `__Host-` prefix the path must be `/`; otherwise only the callback needs them.
     cookie::Attributes {
-        path: b.callback_path.clone(),
+        path: if b.host_prefix { "/".into() } else { b.callback_path.clone() },
         domain: b.cookie.domain.clone(),
         secure: b.cookie.secure,
         same_site: "Lax",
@@ -820,30 +822,32 @@ impl Engine {
             return Decision::Respond(unauthorized(&cfg, None));
         };
         let method = req.header(":method").unwrap_or("GET");
-        let site = req.header("sec-fetch-site");
-        let same_origin = match (req.header("origin"), origin(req)) {
-            (Some(o), Some(ours)) => o == ours,
-            (Some(_), None) => false,
-            (None, _) => matches!(site, None | Some("same-origin") | Some("none")),
-        };
-        let cross_site = matches!(site, Some("cross-site") | Some("same-site")) || !same_origin;
         if method != "GET" && method != "POST" {
             return Decision::Respond(Response { status: 405, headers: vec![("allow".into(), "GET, POST".into())], body: String::new() });
         }
-        if cross_site {
-            // A form the user submits themselves: a cross-site page cannot sign them out.
+        let cookies = request_cookies(req);
+        let token = sign_out_token(b, cookie::get_chunked(&cookies, &b.cookie_name).as_deref());
+        if !sign_out_is_ours(req, &token) {
+            // A form the user submits themselves, carrying a token a cross-site page cannot
+            // know: neither a cross-site request nor one from a browser that sends no
+            // `Sec-Fetch-Site` (older ones) signs anybody out unasked.
             let body = format!(
                 "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign out</title></head><body>\
-                 <h1>Sign out?</h1><form method=\"post\" action=\"{}\"><button type=\"submit\">Sign out</button></form></body></html>",
+                 <h1>Sign out?</h1><form method=\"post\" action=\"{}?csrf={token}\"><button type=\"submit\">Sign out</button></form></body></html>",
                 html_escape(&b.sign_out_path)
             );
             return Decision::Respond(Response {
                 status: 200,
-                headers: vec![("content-type".into(), "text/html; charset=utf-8".into()), ("cache-control".into(), "no-store".into())],
+                headers: vec![
+                    ("content-type".into(), "text/html; charset=utf-8".into()),
+                    ("cache-control".into(), "no-store".into()),
+                    ("content-security-policy".into(), "frame-ancestors 'none'".into()),
+                    ("x-frame-options".into(), "DENY".into()),
+                    ("referrer-policy".into(), "no-referrer".into()),
+                ],
                 body,
             });
         }
-        let cookies = request_cookies(req);
         let id_token = cookie::get_chunked(&cookies, &b.cookie_name)
             .and_then(|v| b.sealer.open(Purpose::Session, &v))
             .and_then(|json| serde_json::from_slice::<SessionData>(&json).ok())
@@ -877,6 +881,37 @@ impl Engine {
         log::info!("signed out");
         self.stats.count(Counter::Logout);
         Decision::Respond(redirect(&location, set_cookies))
+    }
+}
+
+/// The sign-out form's token: a MAC of the session cookie (or of its absence) under the cookie
+/// key, so a page on another site can neither read nor make it, and it dies with the session.
+fn sign_out_token(b: &Browser, session: Option<&str>) -> String {
+    let digest = Sha256::digest(session.unwrap_or("-").as_bytes());
+    let sealed = b.sealer.seal(Purpose::SignOut, &digest).unwrap_or_default();
+    // The MAC part only: `v1.<kid>.<payload>.<mac>`.
+    sealed.rsplit('.').next().unwrap_or_default().to_string()
+}
+
+/// A sign-out the user asked for on this site: the form's token, or a browser saying so —
+/// `Sec-Fetch-Site: same-origin` (or `none`: typed, bookmarked) with no foreign `Origin`, or
+/// (browsers without fetch metadata) a POST whose `Origin` is this site. Anything else, and a
+/// request that says nothing, is in doubt: the stricter answer is the confirmation form.
+fn sign_out_is_ours(req: &Request<'_>, token: &str) -> bool {
+    let given = query_params(req.header(":path").unwrap_or("/")).into_iter().find(|(k, _)| k == "csrf").map(|(_, v)| v);
+    if given.is_some_and(|g| !token.is_empty() && ring::constant_time::verify_slices_are_equal(g.as_bytes(), token.as_bytes()).is_ok()) {
+        return true;
+    }
+    let ours = origin(req);
+    let origin_ok = match req.header("origin") {
+        None => None,
+        Some(o) => Some(ours.as_deref() == Some(o)),
+    };
+    match (req.header("sec-fetch-site"), origin_ok) {
+        (Some("same-origin" | "none"), None | Some(true)) => true,
+        // Without fetch metadata, only a same-origin page can make the browser send our Origin.
+        (None, Some(true)) => true,
+        _ => false,
     }
 }
 

@@ -618,9 +618,9 @@ mod browser_flow {
         let cookies = all(&r, "set-cookie");
         assert_eq!(cookies.len(), 1);
         let (name_value, attrs) = cookies[0].split_once("; ").unwrap();
-        assert_eq!(attrs, "Path=/oauth2/callback; Max-Age=600; HttpOnly; Secure; SameSite=Lax");
+        assert_eq!(attrs, "Path=/; Max-Age=600; HttpOnly; Secure; SameSite=Lax", "secure, host-only, path /: __Host- cookies, the state one on / too");
         let (name, value) = name_value.split_once('=').unwrap();
-        assert_eq!(name, format!("_gatehouse_st_{}", &state[..16]));
+        assert_eq!(name, format!("__Host-_gatehouse_st_{}", &state[..16]));
         let b = engine.config.browser.as_ref().unwrap();
         let attempt: LoginState = serde_json::from_slice(&b.sealer.open(Purpose::LoginState, value).unwrap()).unwrap();
         assert_eq!(attempt, LoginState {
@@ -693,7 +693,7 @@ mod browser_flow {
             let r = answer(status, body);
             assert_eq!(r.status, want, "{status:?} {body}");
             assert!(r.body.contains(text), "{status:?}: {}", r.body);
-            assert!(!all(&r, "set-cookie").iter().any(|c| c.starts_with("_gatehouse=v1.")));
+            assert!(!all(&r, "set-cookie").iter().any(|c| c.starts_with("__Host-_gatehouse=v1.")));
         }
     }
 
@@ -709,7 +709,7 @@ mod browser_flow {
         first.keys.on_jwks(NOW + 6, Ok(json!({"keys": [rotated.jwk("k2", Alg::RS256)]}).to_string().as_bytes())).unwrap();
         let r = respond(first.on_idp_answer(held.pending.clone(), &Request { headers: &cb }, held.status, &held.body, NOW + 6, false, &mut rng()));
         assert_eq!(r.status, 302, "{}", r.body);
-        assert!(all(&r, "set-cookie")[0].starts_with("_gatehouse=v1."));
+        assert!(all(&r, "set-cookie")[0].starts_with("__Host-_gatehouse=v1."));
 
         // A key the fetched set does not have either: refused with the verification page, no session.
         let (mut other, _) = engine_fetching_keys();
@@ -718,7 +718,7 @@ mod browser_flow {
         let r = respond(other.on_idp_answer(held.pending.clone(), &Request { headers: &cb }, held.status, &held.body, NOW + 6, false, &mut rng()));
         assert_eq!(r.status, 502);
         assert!(r.body.contains("could not be verified"), "{}", r.body);
-        assert!(!all(&r, "set-cookie").iter().any(|c| c.starts_with("_gatehouse=v1.")));
+        assert!(!all(&r, "set-cookie").iter().any(|c| c.starts_with("__Host-_gatehouse=v1.")));
         // And no second fetch while the first is out (or within the refetch interval).
         let (d, _, _) = login_signed_by(&mut other, &rotated, "k8", json!({}));
         assert_eq!(status(&d), 502, "{d:?}");
@@ -731,9 +731,9 @@ mod browser_flow {
         assert_eq!(r.status, 302);
         assert_eq!(all(&r, "location"), vec!["/admin/x"]);
         let cookies = all(&r, "set-cookie");
-        assert!(cookies[0].starts_with("_gatehouse=v1."), "{cookies:?}");
+        assert!(cookies[0].starts_with("__Host-_gatehouse=v1."), "{cookies:?}");
         assert!(cookies[0].ends_with("; Path=/; Max-Age=43200; HttpOnly; Secure; SameSite=Lax"));
-        assert!(cookies[1].contains("Max-Age=0") && cookies[1].starts_with("_gatehouse_st_"), "state cookie cleared");
+        assert!(cookies[1].contains("Max-Age=0") && cookies[1].starts_with("__Host-_gatehouse_st_"), "state cookie cleared");
         let session = cookies[0].split_once(';').unwrap().0.to_string();
 
         let headers = req("/admin/x", &[("cookie", &format!("{session}; other=1"))]);
@@ -750,7 +750,7 @@ mod browser_flow {
         // Only gatehouse's cookies (the session and a leftover state cookie): no Cookie header
         // reaches the upstream, whether or not the session is cached already.
         for _ in 0..2 {
-            let headers = req("/admin/x", &[("cookie", &format!("_gatehouse_st_abcdefghijklmnop=x; {session}"))]);
+            let headers = req("/admin/x", &[("cookie", &format!("__Host-_gatehouse_st_abcdefghijklmnop=x; {session}"))]);
             match engine.decide(&Request { headers: &headers }, NOW + 8, true, &mut rng()) {
                 Decision::Forward { remove, set, .. } => {
                     assert!(remove.contains(&"cookie".to_string()), "{remove:?}");
@@ -760,7 +760,7 @@ mod browser_flow {
             }
         }
         // Sign-out: cookies cleared, RP-initiated logout with the ID token as hint.
-        let out = req("/oauth2/sign_out", &[("cookie", &session)]);
+        let out = req("/oauth2/sign_out", &[("cookie", &session), ("sec-fetch-site", "same-origin")]);
         let r = respond(engine.decide(&Request { headers: &out }, NOW + 8, true, &mut rng()));
         assert_eq!(r.status, 302);
         let loc = url::Url::parse(all(&r, "location")[0]).unwrap();
@@ -771,7 +771,53 @@ mod browser_flow {
             ("client_id".into(), "gateway".into()),
             ("post_logout_redirect_uri".into(), "https://app.example/bye".into()),
         ]);
-        assert_eq!(all(&r, "set-cookie"), vec!["_gatehouse=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax"]);
+        assert_eq!(all(&r, "set-cookie"), vec!["__Host-_gatehouse=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax"]);
+    }
+
+    #[test]
+    fn sign_out_happens_only_when_this_site_asks() {
+        let (mut engine, key) = engine();
+        let (r, _) = login(&mut engine, &key, json!({}));
+        let session = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+        let mut ask = |method: &str, path: &str, extra: &[(&str, &str)]| {
+            let mut h = req(path, &[&[("cookie", session.as_str())], extra].concat());
+            h.retain(|(n, _)| n != ":method");
+            h.push((":method".into(), method.into()));
+            respond(engine.decide(&Request { headers: &h }, NOW + 8, true, &mut rng()))
+        };
+        let signed_out = |r: &Response| r.status == 302 && all(r, "set-cookie").iter().any(|c| c.starts_with("__Host-_gatehouse=;"));
+        // No fetch metadata at all (an old browser, an <img>, a script): only the form.
+        let form = ask("GET", "/oauth2/sign_out", &[]);
+        assert_eq!(form.status, 200);
+        assert!(all(&form, "set-cookie").is_empty());
+        assert_eq!(all(&form, "content-security-policy"), vec!["frame-ancestors 'none'"]);
+        let token = form.body.split("csrf=").nth(1).unwrap().split('"').next().unwrap().to_string();
+        assert_eq!(token.len(), 43, "{token}");
+        for (method, extra) in [
+            ("GET", vec![("sec-fetch-site", "cross-site")]),
+            ("GET", vec![("sec-fetch-site", "same-site")]),
+            ("POST", vec![("origin", "https://evil.example")]),
+            ("POST", vec![("sec-fetch-site", "same-origin"), ("origin", "https://evil.example")]),
+            ("POST", vec![("origin", "null")]),
+            ("POST", vec![]),
+        ] {
+            assert_eq!(ask(method, "/oauth2/sign_out", &extra).status, 200, "{method} {extra:?}: the form");
+        }
+        assert_eq!(ask("POST", "/oauth2/sign_out?csrf=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &[]).status, 200, "a wrong token");
+        // This site asking: the form's token, or the browser's word.
+        assert!(signed_out(&ask("POST", &format!("/oauth2/sign_out?csrf={token}"), &[])));
+        assert!(signed_out(&ask("GET", "/oauth2/sign_out", &[("sec-fetch-site", "same-origin")])));
+        assert!(signed_out(&ask("GET", "/oauth2/sign_out", &[("sec-fetch-site", "none")])));
+        assert!(signed_out(&ask("POST", "/oauth2/sign_out", &[("origin", "https://app.example")])));
+        assert_eq!(ask("PUT", "/oauth2/sign_out", &[]).status, 405);
+        // The token belongs to the session: another session's does not work.
+        let (r2, _) = login(&mut engine, &key, json!({"sub": "other"}));
+        let other = all(&r2, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+        let h = req(&format!("/oauth2/sign_out?csrf={token}"), &[("cookie", &other)]);
+        let mut h = h;
+        h.retain(|(n, _)| n != ":method");
+        h.push((":method".into(), "POST".into()));
+        assert_eq!(respond(engine.decide(&Request { headers: &h }, NOW + 8, true, &mut rng())).status, 200);
     }
 
     #[test]
@@ -810,7 +856,7 @@ mod browser_flow {
         let (mut engine, key) = engine();
         let (r, _) = login(&mut engine, &key, json!({"nonce": "replayed"}));
         assert_eq!(r.status, 502);
-        assert!(!all(&r, "set-cookie").iter().any(|c| c.starts_with("_gatehouse=v1")));
+        assert!(!all(&r, "set-cookie").iter().any(|c| c.starts_with("__Host-_gatehouse=v1")));
     }
 
     #[test]
@@ -891,7 +937,7 @@ mod browser_flow {
         let body = json!({"access_token": access, "token_type": "Bearer", "expires_in": 300, "refresh_token": "rt-2"}).to_string();
         let Decision::Forward { set, set_cookies, .. } = a.on_idp_answer(call.pending.clone(), &Request { headers: &h }, Some(200), body.as_bytes(), NOW + 290, true, &mut rng()) else { panic!() };
         assert!(set.contains(&("x-auth-request-roles".into(), "newrole".into())), "{set:?}");
-        assert!(set_cookies[0].starts_with("_gatehouse=v1."));
+        assert!(set_cookies[0].starts_with("__Host-_gatehouse=v1."));
         assert_eq!(a.refresh_outbox.len(), 1);
         let note = a.refresh_outbox.remove(0);
 
