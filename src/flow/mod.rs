@@ -7,7 +7,7 @@ use crate::claims::{header_value, values_of};
 use crate::config::Config;
 use crate::jwt::{self, Expectations, JwtError};
 use crate::keys::{Fetch, KeyManager};
-use crate::policy::{Route, Verdict};
+use crate::policy::Verdict;
 use crate::stats::{Counter, DenyReason, Stats};
 use std::rc::Rc;
 
@@ -113,8 +113,9 @@ impl Engine {
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
         let cfg = Rc::clone(&self.config);
-        // Read the target once: a path, host or method that is malformed, or that some
-        // upstream could read as a resource under another rule, is refused before anything else.
+        // Read the target once: a path, host or method that is malformed is refused before
+        // anything else, and one that upstreams could read in several ways must pass the rules
+        // of every reading.
         let view = match View::read(&cfg, req) {
             Ok(v) => v,
             Err(refusal) => {
@@ -134,7 +135,7 @@ impl Engine {
         }
 
         // Public paths skip authentication, but never let identity headers through.
-        if view.route == Route::Public {
+        if view.routes.is_public() {
             self.stats.count(Counter::Public);
             let remove = managed_headers_present(&cfg, req);
             let set = view.path_header().into_iter().collect();
@@ -238,7 +239,7 @@ pub(crate) fn authorize(
     extra_set: Vec<Header>,
     set_cookies: Vec<String>,
 ) -> Decision {
-    match cfg.policy.verdict(view.route, &identity.claims) {
+    match cfg.policy.verdict_all(&view.routes, &identity.claims) {
         Verdict::Allow => {
             stats.count(Counter::Allowed);
             let mut set = identity.headers.clone();

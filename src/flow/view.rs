@@ -6,12 +6,13 @@
 //! headers with which some upstreams take another host (`X-Forwarded-Host`, `Forwarded: host=`,
 //! `X-Host`, `X-Original-Host`: Django, Rails, Spring, Keycloak's proxy mode); and method
 //! overrides (`X-HTTP-Method-Override` and kin, and a `_method` query parameter: Rails,
-//! Laravel, Symfony, Express's method-override), plus the method in upper case. The route must be
-//! the same for all of them, or the request is refused with 400.
+//! Laravel, Symfony, Express's method-override), the method in upper case, and — for a form POST,
+//! whose body may hold `_method` — every method a rule names. The request must
+//! pass the rules of every one of them.
 
 use super::{Request, Response};
 use crate::config::Config;
-use crate::policy::{canonical_host, path, PathError, RequestPath, Route};
+use crate::policy::{canonical_host, path, PathError, RequestPath, Routes};
 
 /// Headers from which some upstreams take the request's host.
 pub const HOST_HEADERS: &[&str] = &["x-forwarded-host", "x-host", "x-original-host"];
@@ -28,7 +29,8 @@ pub struct View {
     pub path: RequestPath,
     /// Canonical host of `:authority`.
     pub host: String,
-    pub route: Route,
+    /// Every public path or rule the readings fall under.
+    pub routes: Routes,
 }
 
 /// Why a request is refused before anything else is looked at (400).
@@ -76,14 +78,14 @@ impl View {
         let host =
             canonical_host(req.header(":authority").unwrap_or("")).map_err(|_| Refusal::Host)?;
         let hosts = host_readings(req, &host)?;
-        let methods = method_readings(req, raw)?;
+        let methods = method_readings(req, raw, cfg)?;
         let host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
         let method_refs: Vec<&str> = methods.iter().map(String::as_str).collect();
-        let route = cfg
-            .policy
-            .route(&host_refs, path.readings(), &method_refs)
-            .map_err(Refusal::Path)?;
-        Ok(View { path, host, route })
+        let routes = cfg.policy.route(&host_refs, path.readings(), &method_refs);
+        if routes.is_ambiguous() {
+            log::info!("the request reads several ways; the rules of every reading apply");
+        }
+        Ok(View { path, host, routes })
     }
 
     /// The `:path` to set on the forwarded request, when normalization changed it.
@@ -126,7 +128,11 @@ fn host_readings(req: &Request<'_>, host: &str) -> Result<Vec<String>, Refusal> 
 }
 
 /// The method, then the other methods some upstream may take the request for.
-fn method_readings(req: &Request<'_>, raw_path: &str) -> Result<Vec<String>, Refusal> {
+fn method_readings(
+    req: &Request<'_>,
+    raw_path: &str,
+    cfg: &Config,
+) -> Result<Vec<String>, Refusal> {
     let token = |m: &str| {
         !m.is_empty()
             && m.len() <= 32
@@ -156,9 +162,25 @@ fn method_readings(req: &Request<'_>, raw_path: &str) -> Result<Vec<String>, Ref
         }
     }
     if let Some((_, query)) = raw_path.split_once('?') {
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-            if k.eq_ignore_ascii_case("_method") {
-                add(&v)?;
+        // `;` separates parameters too for older Rack and Python parsers.
+        for part in query.split(';') {
+            for (k, v) in url::form_urlencoded::parse(part.as_bytes()) {
+                if k.eq_ignore_ascii_case("_method") {
+                    add(&v)?;
+                }
+            }
+        }
+    }
+    // A form POST may carry `_method` in its body, which gatehouse does not read: to Rails,
+    // Laravel or Symfony it may be any method, so it is every method a rule names.
+    let form = |ct: &str| {
+        let ct = ct.trim_start().to_ascii_lowercase();
+        ct.starts_with("application/x-www-form-urlencoded") || ct.starts_with("multipart/form-data")
+    };
+    if method.eq_ignore_ascii_case("POST") && req.header("content-type").is_some_and(form) {
+        for rule in &cfg.policy.rules {
+            for m in &rule.methods {
+                add(m)?;
             }
         }
     }

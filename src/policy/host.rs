@@ -66,6 +66,18 @@ pub fn canonical_host(authority: &str) -> Result<String, HostError> {
     if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
         return Err(HostError);
     }
+    // A name ending in a number is an IPv4 address to URL parsers and `inet_aton` (`127.1`,
+    // `0x7f.0.0.1`, `127.000.0.1`, `2130706433`): in its dotted-decimal form, or refused.
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let numeric = !last.is_empty()
+        && (last.bytes().all(|b| b.is_ascii_digit())
+            || last.to_ascii_lowercase().starts_with("0x"));
+    if numeric {
+        return match url::Host::parse(name) {
+            Ok(url::Host::Ipv4(ip)) => Ok(ip.to_string()),
+            _ => Err(HostError),
+        };
+    }
     Ok(name.to_ascii_lowercase())
 }
 

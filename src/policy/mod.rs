@@ -1,8 +1,8 @@
 //! Authorization at the edge: public paths, and ordered rules on host, path and method that
 //! require groups, roles or claim values. First matching rule wins; a configurable default
 //! applies to authenticated requests that match none. A request is routed once, before any
-//! credential is looked at, over every reading of it an upstream could make ([`Policy::route`]):
-//! they must all agree, or the request is refused.
+//! credential is looked at, over every reading of it an upstream could make ([`Policy::route`]),
+//! and must pass the rules of every one of them.
 
 use crate::claims::{values_of, ClaimPath};
 use serde_json::Value;
@@ -142,6 +142,43 @@ pub enum Route {
     Default,
 }
 
+/// Every route a request falls under, in the order first seen; usually one (kept inline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routes {
+    first: Option<Route>,
+    more: Vec<Route>,
+}
+
+impl Routes {
+    /// A single route.
+    pub fn one(route: Route) -> Routes {
+        Routes { first: Some(route), more: Vec::new() }
+    }
+
+    fn add(&mut self, route: Route) {
+        match self.first {
+            None => self.first = Some(route),
+            Some(f) if f == route => {}
+            Some(_) if self.more.contains(&route) => {}
+            Some(_) => self.more.push(route),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.first.iter().chain(self.more.iter())
+    }
+
+    /// Every reading is public: no authentication.
+    pub fn is_public(&self) -> bool {
+        self.iter().all(|r| *r == Route::Public)
+    }
+
+    /// More than one route: the readings disagree.
+    pub fn is_ambiguous(&self) -> bool {
+        !self.more.is_empty()
+    }
+}
+
 /// The outcome for an authenticated request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -175,30 +212,32 @@ impl Policy {
         }
     }
 
-    /// What applies to a request, given every reading of it an upstream could make: the same
-    /// public path or rule for all of them, or `Err(Ambiguous)` — the stricter outcome, since a
-    /// request that some server reads as a protected resource must never reach it under a
-    /// more permissive rule.
-    pub fn route<'a>(
-        &self,
-        hosts: &[&str],
-        paths: impl Iterator<Item = &'a str> + Clone,
-        methods: &[&str],
-    ) -> Result<Route, PathError> {
-        let mut found: Option<Route> = None;
+    /// What applies to a request, given every reading of it an upstream could make: each
+    /// distinct public path or rule they fall under. The request is then treated as all of them
+    /// at once ([`Policy::verdict_all`]) — the stricter outcome — so that a request some server
+    /// reads as a protected resource never reaches it under a more permissive rule.
+    pub fn route<'a>(&self, hosts: &[&str], paths: impl Iterator<Item = &'a str> + Clone, methods: &[&str]) -> Routes {
+        let mut routes = Routes { first: None, more: Vec::new() };
         for &host in hosts {
             for path in paths.clone() {
                 for &method in methods {
-                    let r = self.route_of(&Target { host, path, method });
-                    match found {
-                        None => found = Some(r),
-                        Some(f) if f != r => return Err(PathError::Ambiguous),
-                        Some(_) => {}
-                    }
+                    routes.add(self.route_of(&Target { host, path, method }));
                 }
             }
         }
-        Ok(found.unwrap_or(Route::Default))
+        routes
+    }
+
+    /// The outcome for an identity of a request under all of its routes: allowed only if every
+    /// route allows it; the first refusal otherwise.
+    pub fn verdict_all(&self, routes: &Routes, claims: &Value) -> Verdict {
+        for &route in routes.iter() {
+            let v = self.verdict(route, claims);
+            if v != Verdict::Allow {
+                return v;
+            }
+        }
+        Verdict::Allow
     }
 
     /// The outcome of a route for an authenticated identity's claims.

@@ -15,8 +15,9 @@
 //!    `path_with_escaped_slashes_action`).
 //! 3. It lists every reading of that path: the closure of the path under the transformations
 //!    upstreams are known to make, applied in any order and any number of times (see
-//!    [`TRANSFORMS`]). The policy then requires every reading to fall under the same public
-//!    path or rule; a path whose readings disagree is refused with 400 (see `Policy::route`).
+//!    [`TRANSFORMS`]). The policy then treats the request as every one of them: public only if
+//!    every reading is public, allowed only if the rules of every reading allow it (see
+//!    `Policy::route`).
 //!
 //! Most paths hold nothing any transformation changes: they are taken as they are, with no
 //! allocation beyond the path itself.
@@ -119,8 +120,6 @@ pub enum PathError {
     TooManyEncodings,
     /// More readings than [`MAX_READINGS`].
     TooAmbiguous,
-    /// Its readings fall under different public paths or rules.
-    Ambiguous,
 }
 
 impl PathError {
@@ -135,7 +134,7 @@ impl PathError {
             PathError::NotUtf8 => "not_utf8",
             PathError::EscapedSlash => "escaped_slash",
             PathError::TooManyEncodings => "too_many_encodings",
-            PathError::TooAmbiguous | PathError::Ambiguous => "ambiguous_path",
+            PathError::TooAmbiguous => "ambiguous_path",
         }
     }
 
@@ -151,9 +150,7 @@ impl PathError {
             PathError::NotUtf8 => "the path encodes bytes that are not UTF-8",
             PathError::EscapedSlash => "the path holds an encoded / or \\",
             PathError::TooManyEncodings => "the path is encoded too many times",
-            PathError::TooAmbiguous | PathError::Ambiguous => {
-                "servers could read this path as different resources with different access rules"
-            }
+            PathError::TooAmbiguous => "servers could read this path in too many ways",
         }
     }
 }
@@ -455,7 +452,8 @@ type Transform = fn(&str) -> Result<Option<String>, PathError>;
 ///   compare them);
 /// - `compatibility`: Unicode compatibility decomposition (`／` is `/`, `．` is `.`, `ａ` is
 ///   `a`, `ﬁ` is `fi`). NFKD rather than the NFKC servers apply: it keeps every ASCII character
-///   NFKC would give, and more (`é` as `e` and a combining mark), so it can only add readings.
+///   NFKC would give, and more (`é` as `e` and a combining mark), so it can only add readings;
+///   invisible characters (zero-width space, soft hyphen, BOM) dropped.
 pub const TRANSFORMS: [(&str, Transform); 9] = [
     ("decode", decode_once),
     ("backslash", backslash),
@@ -527,7 +525,10 @@ fn compatibility(s: &str) -> Result<Option<String>, PathError> {
     if s.is_ascii() {
         return Ok(None);
     }
-    let folded: String = s.nfkd().collect();
+    // Characters that render as nothing (zero-width spaces and joiners, the soft hyphen, the
+    // BOM): some servers drop them.
+    let invisible = |c: &char| matches!(c, '\u{AD}' | '\u{34F}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}');
+    let folded: String = s.nfkd().filter(|c| !invisible(c)).collect();
     if folded.chars().any(char::is_control) {
         return Err(PathError::EncodedControl);
     }

@@ -137,8 +137,12 @@ fn hosts() {
     assert_eq!(host_of("[::FFFF:7f00:1]"), "[::ffff:7f00:1]");
     assert_eq!(host_of("127.0.0.1"), "127.0.0.1");
     assert_eq!(host_of("internal_svc:80"), "internal_svc");
+    // Numbers are IPv4 addresses, as URL parsers and inet_aton read them.
+    for spelling in ["127.0.0.1", "127.000.0.1", "127.1", "0x7f.0.0.1", "0X7F.0.0.1:8080", "2130706433", "0177.0.0.1", "127.0.0.1."] {
+        assert_eq!(host_of(spelling), "127.0.0.1", "{spelling}");
+    }
     for bad in ["", ".", "example.com..", "a..b", "user@example.com", "exa%6dple.com", "example.com:80:80", "example.com:99999",
-                "example.com:8x", "[::1", "[::1]x", "[zz::1]", "ex ample.com", "example.com/x", "*.example.com", "é.example"] {
+                "example.com:8x", "[::1", "[::1]x", "[zz::1]", "ex ample.com", "example.com/x", "*.example.com", "é.example", "999.0.0.1", "1.2.3.4.5", "example.123"] {
         assert_eq!(canonical_host(bad), Err(HostError), "{bad:?}");
     }
     assert!(HostPattern::parse("*.example.com").unwrap().matches("a.example.com"));
