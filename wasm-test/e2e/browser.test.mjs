@@ -230,7 +230,7 @@ test('two logins interleaved in one cookie jar both succeed', async () => {
 });
 
 test('open-redirect attempts land on the same host', async () => {
-  for (const path of ['//evil.example/x', '/\\evil.example/x', '/%2F%2Fevil.example/x', '/\\/evil.example']) {
+  for (const path of ['//evil.example/x', '/\\evil.example/x', '/\\/evil.example']) {
     const { response, history } = await login(path, 'alice');
     const last = history[history.length - 1];
     assert.equal(new URL(last.url).origin, gateway, `${path}: ended at ${last.url}`);
@@ -240,6 +240,13 @@ test('open-redirect attempts land on the same host', async () => {
     }
     assert.ok([200, 404].includes(response.status), `${path}: ${response.status}`);
   }
+  // Encoded slashes are refused before any login starts (issue 11: escapedSlashes REJECT_REQUEST),
+  // so there is no return target to abuse.
+  const escaped = await http(`${gateway}/%2F%2Fevil.example/x`, { headers: HTML });
+  assert.equal(escaped.status, 400);
+  assert.equal(escaped.json?.reason, 'escaped_slash');
+  assert.equal(escaped.headers.location, undefined);
+  assert.equal(escaped.headers['set-cookie'], undefined);
 });
 
 test('logout clears the cookies and lands on the end-session endpoint', async () => {
@@ -248,13 +255,24 @@ test('logout clears the cookies and lands on the end-session endpoint', async ()
   // A cross-site page cannot sign the user out: it gets a confirmation form.
   const cross = await http(`${gateway}/oauth2/sign_out`, { headers: { ...HTML, 'sec-fetch-site': 'cross-site', cookie: jar.header(`${gateway}/oauth2/sign_out`) } });
   assert.equal(cross.status, 200);
-  assert.match(cross.body, /<form method="post" action="\/oauth2\/sign_out">/);
+  assert.match(cross.body, /<form method="post" action="\/oauth2\/sign_out\?csrf=[A-Za-z0-9_-]{43}">/);
   assert.equal(cross.headers['set-cookie'], undefined);
+  assert.equal(cross.headers['content-security-policy'], "frame-ancestors 'none'");
+  // Neither does a request that says nothing about where it comes from (older browsers send no
+  // Sec-Fetch-Site, an <img> no Origin): the same form.
+  const silent = await http(`${gateway}/oauth2/sign_out`, { headers: { cookie: jar.header(`${gateway}/oauth2/sign_out`) } });
+  assert.equal(silent.status, 200);
+  assert.equal(silent.headers['set-cookie'], undefined);
+  const forged = await http(`${gateway}/oauth2/sign_out?csrf=${'A'.repeat(43)}`, { method: 'POST', headers: { cookie: jar.header(`${gateway}/oauth2/sign_out`) } });
+  assert.equal(forged.status, 200, 'a made-up token');
+  assert.equal(forged.headers['set-cookie'], undefined);
   const foreignPost = await http(`${gateway}/oauth2/sign_out`, { method: 'POST', headers: { origin: 'http://evil.example', cookie: jar.header(`${gateway}/oauth2/sign_out`) } });
   assert.equal(foreignPost.status, 200);
   assert.equal(foreignPost.headers['set-cookie'], undefined);
 
-  const r = await http(`${gateway}/oauth2/sign_out`, { method: 'POST', headers: { origin: gateway, cookie: jar.header(`${gateway}/oauth2/sign_out`) } });
+  // The form's own POST (its token, no fetch metadata, as an old browser sends it) signs out.
+  const action = silent.body.match(/action="([^"]+)"/)[1].replaceAll('&amp;', '&');
+  const r = await http(`${gateway}${action}`, { method: 'POST', headers: { cookie: jar.header(`${gateway}/oauth2/sign_out`) } });
   assert.equal(r.status, 302);
   const loc = new URL(r.headers.location);
   assert.equal(loc.origin + loc.pathname, `${issuer}/protocol/openid-connect/logout`);

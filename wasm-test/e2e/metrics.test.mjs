@@ -63,7 +63,7 @@ test('counters show exactly what the flows did', async () => {
   const jar = new CookieJar();
   const login = await browse(`${envoy.url}/echo`, { jar, username: 'alice', password: 'alice' });
   assert.equal(login.response.status, 200);
-  const out = await http(`${envoy.url}/oauth2/sign_out`, { headers: { cookie: jar.header(`${envoy.url}/oauth2/sign_out`) } });
+  const out = await http(`${envoy.url}/oauth2/sign_out`, { headers: { 'sec-fetch-site': 'same-origin', cookie: jar.header(`${envoy.url}/oauth2/sign_out`) } });
   assert.equal(out.status, 302);
   const bad = await http(`${envoy.url}/oauth2/callback?state=x&code=y`, { headers: { accept: 'text/html' } });
   assert.equal(bad.status, 400);
