@@ -26,7 +26,7 @@ help:
 	@echo "make build  build $(WASM)"
 	@echo "make image  the module as a Wasm OCI image layout (Istio's compat variant) in $(OCI_LAYOUT)"
 	@echo "make push IMAGE=host/repo:tag [REGISTRY_CREDS=user:pass]  push it to a registry"
-	@echo "make fuzz   libFuzzer on every parser and the request path, FUZZ_SECONDS each (default 90; 6 targets)"
+	@echo "make fuzz   libFuzzer on every parser and the request path, FUZZ_SECONDS each (default 90; 7 targets)"
 	@echo "make soak   mixed load (logins, sessions, refreshes, tokens, sign-outs, bad requests) on a 2-worker Envoy for SOAK_MINUTES (default 5); writes wasm-test/soak/REPORT.md"
 	@echo "make bench  throughput of gatehouse vs. no filter and Envoy's jwt_authn/oauth2, start-up, memory, logins, instruction counts (~7 min)"
 
@@ -84,7 +84,7 @@ bench: deps build
 	node wasm-test/bench/instructions.mjs
 
 FUZZ_SECONDS ?= 90
-FUZZ_TARGETS := request jwt documents cookie redirect config
+FUZZ_TARGETS := request jwt documents cookie redirect config paths
 
 ## fuzz: cargo fuzz (nightly toolchain, libFuzzer) on each target for FUZZ_SECONDS. Seeds are in
 ## fuzz/corpus/<target>; new inputs go to target/fuzz-corpus/<target>; a crash stops the run and

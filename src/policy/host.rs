@@ -54,7 +54,14 @@ pub fn canonical_host(authority: &str) -> Result<String, HostError> {
         }
     }
     if host.starts_with('[') {
-        return Ok(host.to_ascii_lowercase());
+        // Compressed, lower case; an IPv4-mapped address (`[::ffff:127.0.0.1]`) is that IPv4.
+        return match url::Host::parse(host) {
+            Ok(url::Host::Ipv6(ip)) => Ok(match ip.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => format!("[{ip}]"),
+            }),
+            _ => Err(HostError),
+        };
     }
     let name = host.strip_suffix('.').unwrap_or(host);
     let label_ok = |l: &str| {

@@ -134,7 +134,9 @@ fn hosts() {
     assert_eq!(host_of("example.com."), "example.com");
     assert_eq!(host_of("EXAMPLE.com.:443"), "example.com");
     assert_eq!(host_of("[::1]:8080"), "[::1]");
-    assert_eq!(host_of("[::FFFF:7f00:1]"), "[::ffff:7f00:1]");
+    assert_eq!(host_of("[::FFFF:7f00:1]"), "127.0.0.1", "IPv4-mapped");
+    assert_eq!(host_of("[0:0:0:0:0:0:0:1]:443"), "[::1]");
+    assert_eq!(host_of("[2001:DB8::1]"), "[2001:db8::1]");
     assert_eq!(host_of("127.0.0.1"), "127.0.0.1");
     assert_eq!(host_of("internal_svc:80"), "internal_svc");
     // Numbers are IPv4 addresses, as URL parsers and inet_aton read them.
