@@ -142,6 +142,8 @@ pub struct Config {
     pub tokens: Tokens,
     /// How request paths are normalized and checked.
     pub paths: PathSettings,
+    /// Method overrides (headers, `_method`) are readings of the request's method.
+    pub method_overrides: bool,
     pub claim_headers: Vec<ClaimHeader>,
     pub policy: Policy,
     /// Every header gatehouse may set, and those that tell some upstreams to read another path
@@ -577,6 +579,7 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
             realm,
         },
         paths: paths_settings,
+        method_overrides: pn.method_overrides.unwrap_or(true),
         claim_headers,
         policy: Policy { public_paths, rules, default_allow, groups_claim, roles_claims },
         managed_headers,

@@ -64,6 +64,7 @@ pub struct RawPathNormalization {
     pub normalization: Option<String>,
     pub escaped_slashes: Option<String>,
     pub case_sensitive: Option<bool>,
+    pub method_overrides: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

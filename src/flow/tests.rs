@@ -510,7 +510,20 @@ mod paths {
         // A form POST may say `_method=DELETE` in its body: it is held to every method's rule.
         assert_eq!(status(&with(&mut b, "POST", "/x", &[("content-type", "application/x-www-form-urlencoded")])), 403);
         assert_eq!(status(&with(&mut b, "POST", "/x", &[("content-type", "Multipart/Form-Data; boundary=x")])), 403);
-        assert_eq!(status(&with(&mut b, "POST", "/x", &[("content-type", "application/json")])), 200);
+        assert_eq!(status(&with(&mut b, "POST", "/x", &[("content-type", "application/json")])), 403, "Laravel reads _method from JSON too");
+        assert_eq!(status(&with(&mut b, "POST", "/x", &[("content-type", "application/merge-patch+json")])), 403);
+        assert_eq!(status(&with(&mut b, "POST", "/x", &[("content-type", "text/plain")])), 200);
+        assert_eq!(status(&with(&mut b, "POST", "/x", &[])), 200);
+        // For upstreams that honour no override, they can be turned off.
+        let mut off = bed(json!({"pathNormalization": {"methodOverrides": false}, "rules": [
+            {"name": "deletes", "match": {"methods": ["DELETE"]}, "require": {"groups": ["admins"]}}]}));
+        let t = off.token(&bob_claims());
+        let bearer = format!("Bearer {t}");
+        for extra in [vec![("x-http-method-override", "DELETE")], vec![("content-type", "application/x-www-form-urlencoded")]] {
+            let mut h: Vec<(String, String)> = vec![(":method".into(), "POST".into()), (":path".into(), "/x?_method=DELETE".into()), (":authority".into(), "h".into()), ("authorization".into(), bearer.clone())];
+            h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+            assert_eq!(status(&off.engine.decide(&Request { headers: &h }, NOW, true, &mut rng())), 200, "{extra:?}");
+        }
         assert_eq!(reason(&with(&mut b, "POST", "/x", &[("x-http-method-override", "DEL ETE")])), "invalid_method");
         assert_eq!(status(&with(&mut b, "POST", "/x?_method=POST", &[])), 200, "an override that changes nothing");
         assert_eq!(status(&with(&mut b, "HEAD", "/reports/q3", &[])), 403, "GET rules cover HEAD");

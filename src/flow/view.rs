@@ -77,11 +77,36 @@ impl View {
         let path = path::prepare(raw, &cfg.paths).map_err(Refusal::Path)?;
         let host =
             canonical_host(req.header(":authority").unwrap_or("")).map_err(|_| Refusal::Host)?;
-        let hosts = host_readings(req, &host)?;
-        let methods = method_readings(req, raw, cfg)?;
-        let host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
-        let method_refs: Vec<&str> = methods.iter().map(String::as_str).collect();
-        let routes = cfg.policy.route(&host_refs, path.readings(), &method_refs);
+        let method = req.header(":method").unwrap_or("GET");
+        if !is_token(method) {
+            return Err(Refusal::Method);
+        }
+        let (more_hosts, more_methods) = other_readings(req, raw, cfg, &host, method)?;
+        // Most requests have one host and one method: no list is built for them.
+        let mut hosts: Vec<&str> = Vec::new();
+        if !more_hosts.is_empty() {
+            hosts.push(&host);
+            hosts.extend(more_hosts.iter().map(String::as_str));
+        }
+        let mut methods: Vec<&str> = Vec::new();
+        if !more_methods.is_empty() {
+            methods.push(method);
+            methods.extend(more_methods.iter().map(String::as_str));
+        }
+        let one_host = host.as_str();
+        let routes = cfg.policy.route(
+            if hosts.is_empty() {
+                std::slice::from_ref(&one_host)
+            } else {
+                &hosts
+            },
+            path.readings(),
+            if methods.is_empty() {
+                std::slice::from_ref(&method)
+            } else {
+                &methods
+            },
+        );
         if routes.is_ambiguous() {
             log::info!("the request reads several ways; the rules of every reading apply");
         }
@@ -97,92 +122,107 @@ impl View {
     }
 }
 
-/// The canonical host, then every other host the request names in headers upstreams read.
-fn host_readings(req: &Request<'_>, host: &str) -> Result<Vec<String>, Refusal> {
-    let mut hosts = vec![host.to_string()];
-    let mut add = |value: &str| -> Result<(), Refusal> {
-        let value = value.trim_matches([' ', '\t', '"']);
-        let h = canonical_host(value).map_err(|_| Refusal::Host)?;
-        if !hosts.contains(&h) {
+/// An HTTP method (RFC 9110 `token`).
+fn is_token(m: &str) -> bool {
+    !m.is_empty()
+        && m.len() <= 32
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The hosts and methods, other than `host` and `method`, that some upstream may take the request
+/// for: from the headers in [`HOST_HEADERS`] and `Forwarded: host=`, and (unless
+/// `pathNormalization.methodOverrides` is off) from [`METHOD_OVERRIDE_HEADERS`], a `_method` query
+/// parameter, the method in upper case, and — for a POST whose body may hold `_method` (a form,
+/// or JSON, which Laravel reads) — every method a rule names.
+fn other_readings(
+    req: &Request<'_>,
+    raw_path: &str,
+    cfg: &Config,
+    host: &str,
+    method: &str,
+) -> Result<(Vec<String>, Vec<String>), Refusal> {
+    let mut hosts: Vec<String> = Vec::new();
+    let mut add_host = |value: &str| -> Result<(), Refusal> {
+        let h = canonical_host(value.trim_matches([' ', '\t', '"'])).map_err(|_| Refusal::Host)?;
+        if h != host && !hosts.contains(&h) {
             hosts.push(h);
         }
         Ok(())
     };
+    let overrides = cfg.method_overrides;
+    let mut methods: Vec<String> = Vec::new();
+    let mut add_method = |m: &str| -> Result<(), Refusal> {
+        let m = m.trim();
+        if !is_token(m) {
+            return Err(Refusal::Method);
+        }
+        let upper = m.to_ascii_uppercase();
+        if upper != method && !methods.contains(&upper) {
+            methods.push(upper);
+        }
+        Ok(())
+    };
+    if overrides && method.bytes().any(|b| b.is_ascii_lowercase()) {
+        add_method(method)?;
+    }
+    let mut body_may_override = false;
     for (name, value) in req.headers {
+        // Every name below starts with `x-`, `f` or `c`: most headers are passed over at once.
+        if !matches!(name.as_bytes().first(), Some(b'x' | b'f' | b'c')) {
+            continue;
+        }
         if HOST_HEADERS.contains(&name.as_str()) {
             for v in value.split(',') {
-                add(v)?;
+                add_host(v)?;
             }
         } else if name == "forwarded" {
             // RFC 7239: elements by `,`, pairs by `;`, `host=` possibly quoted.
             for pair in value.split([',', ';']) {
                 if let Some((k, v)) = pair.split_once('=') {
                     if k.trim().eq_ignore_ascii_case("host") {
-                        add(v)?;
+                        add_host(v)?;
+                    }
+                }
+            }
+        } else if overrides && METHOD_OVERRIDE_HEADERS.contains(&name.as_str()) {
+            add_method(value)?;
+        } else if name == "content-type" {
+            let ct = value.trim_start().to_ascii_lowercase();
+            body_may_override = ct.starts_with("application/x-www-form-urlencoded")
+                || ct.starts_with("multipart/form-data")
+                || ct.starts_with("application/json")
+                || (ct.starts_with("application/")
+                    && ct
+                        .split(';')
+                        .next()
+                        .is_some_and(|t| t.trim_end().ends_with("+json")));
+        }
+    }
+    if !overrides {
+        return Ok((hosts, methods));
+    }
+    if let Some((_, query)) = raw_path.split_once('?') {
+        // Only parsed when it may hold `_method` (or `%5Fmethod`); `;` separates parameters too
+        // for older Rack and Python parsers.
+        if query.to_ascii_lowercase().contains("method") {
+            for part in query.split(';') {
+                for (k, v) in url::form_urlencoded::parse(part.as_bytes()) {
+                    if k.eq_ignore_ascii_case("_method") {
+                        add_method(&v)?;
                     }
                 }
             }
         }
     }
-    Ok(hosts)
-}
-
-/// The method, then the other methods some upstream may take the request for.
-fn method_readings(
-    req: &Request<'_>,
-    raw_path: &str,
-    cfg: &Config,
-) -> Result<Vec<String>, Refusal> {
-    let token = |m: &str| {
-        !m.is_empty()
-            && m.len() <= 32
-            && m.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    };
-    let method = req.header(":method").unwrap_or("GET");
-    if !token(method) {
-        return Err(Refusal::Method);
-    }
-    let mut methods = vec![method.to_string()];
-    let mut add = |m: &str| -> Result<(), Refusal> {
-        let m = m.trim();
-        if !token(m) {
-            return Err(Refusal::Method);
-        }
-        let upper = m.to_ascii_uppercase();
-        if !methods.contains(&upper) {
-            methods.push(upper);
-        }
-        Ok(())
-    };
-    add(method)?;
-    for (name, value) in req.headers {
-        if METHOD_OVERRIDE_HEADERS.contains(&name.as_str()) {
-            add(value)?;
-        }
-    }
-    if let Some((_, query)) = raw_path.split_once('?') {
-        // `;` separates parameters too for older Rack and Python parsers.
-        for part in query.split(';') {
-            for (k, v) in url::form_urlencoded::parse(part.as_bytes()) {
-                if k.eq_ignore_ascii_case("_method") {
-                    add(&v)?;
-                }
-            }
-        }
-    }
-    // A form POST may carry `_method` in its body, which gatehouse does not read: to Rails,
-    // Laravel or Symfony it may be any method, so it is every method a rule names.
-    let form = |ct: &str| {
-        let ct = ct.trim_start().to_ascii_lowercase();
-        ct.starts_with("application/x-www-form-urlencoded") || ct.starts_with("multipart/form-data")
-    };
-    if method.eq_ignore_ascii_case("POST") && req.header("content-type").is_some_and(form) {
+    // A POST body gatehouse does not read may carry `_method`: to Rails, Laravel or Symfony the
+    // request may be any method, so it is held to every method a rule names.
+    if body_may_override && method.eq_ignore_ascii_case("POST") {
         for rule in &cfg.policy.rules {
             for m in &rule.methods {
-                add(m)?;
+                add_method(m)?;
             }
         }
     }
-    Ok(methods)
+    Ok((hosts, methods))
 }
