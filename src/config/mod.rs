@@ -149,6 +149,8 @@ pub struct Config {
     /// Every header gatehouse may set, and those that tell some upstreams to read another path
     /// ([`ROUTING_HEADERS`]): removed from each incoming request.
     pub managed_headers: Vec<String>,
+    /// The first bytes of `managed_headers` (with `_` if one starts with `-`, which may come as `_`).
+    pub managed_first_bytes: Vec<u8>,
     pub callout_timeout_ms: u64,
     pub key_timing: KeyTiming,
     pub token_cache_size: usize,
@@ -582,6 +584,15 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
         method_overrides: pn.method_overrides.unwrap_or(true),
         claim_headers,
         policy: Policy { public_paths, rules, default_allow, groups_claim, roles_claims },
+        managed_first_bytes: {
+            let mut firsts: Vec<u8> = managed_headers.iter().filter_map(|h| h.as_bytes().first().copied()).collect();
+            if firsts.contains(&b'-') {
+                firsts.push(b'_');
+            }
+            firsts.sort_unstable();
+            firsts.dedup();
+            firsts
+        },
         managed_headers,
         callout_timeout_ms,
         key_timing,

@@ -264,7 +264,9 @@ pub(crate) fn authorize(
 pub(crate) fn managed_headers_present(cfg: &Config, req: &Request<'_>) -> Vec<String> {
     let mut remove: Vec<String> = Vec::new();
     for (name, _) in req.headers {
-        if remove.contains(name) {
+        // Most headers start with a byte no managed header starts with: passed over at once.
+        let first = name.as_bytes().first().copied().unwrap_or_default();
+        if !cfg.managed_first_bytes.contains(&first) || remove.contains(name) {
             continue;
         }
         let managed = cfg.managed_headers.contains(name)

@@ -430,3 +430,33 @@ fn readings_are_bounded() {
         Err(e) => assert_eq!(e, PathError::TooAmbiguous),
     }
 }
+
+/// Where `prepare` takes its shortcut, the full work would change nothing: the path is
+/// forwarded as it is and has no other reading.
+#[test]
+fn the_fast_path_agrees_with_the_full_work() {
+    let alphabet = [
+        "/", "a", "Z", ".", "..", ":", "::", "$", ";", "%2e", "\\", "~", "-", "9",
+    ];
+    let mut all = vec![String::from("/")];
+    let mut frontier = vec![String::from("/")];
+    for _ in 0..5 {
+        frontier = frontier
+            .iter()
+            .flat_map(|p| alphabet.iter().map(move |t| format!("{p}{t}")))
+            .collect();
+        all.extend(frontier.iter().cloned());
+    }
+    let mut plain = 0;
+    for p in &all {
+        if !is_plain(p) {
+            continue;
+        }
+        plain += 1;
+        for s in ALL_SETTINGS {
+            assert_eq!(forwarded_path(p, &s), *p, "{p:?} {s:?}");
+        }
+        assert_eq!(readings_of(p).unwrap(), vec![p.clone()], "{p:?}");
+    }
+    assert!(plain > 10_000, "{plain}");
+}
