@@ -1,4 +1,4 @@
-// Envoy's own jwt_authn test tokens (../shared/conformance/envoy-jwt-authn.json), run as they are
+// Envoy's own jwt_authn test tokens (src/jwt/testdata/envoy-jwt-authn.json), run as they are
 // through real Envoy with gatehouse, the keys given inline in the configuration.
 
 import { test, before, after } from 'node:test';
@@ -11,7 +11,7 @@ import {
 } from '../lib/harness.mjs';
 
 const WASM = process.env.WASM;
-const doc = JSON.parse(await readFile(join(REPO_ROOT, '..', 'shared', 'conformance', 'envoy-jwt-authn.json'), 'utf8'));
+const doc = JSON.parse(await readFile(join(REPO_ROOT, 'src', 'jwt', 'testdata', 'envoy-jwt-authn.json'), 'utf8'));
 
 // Every claim path the accepting cases name becomes a header, so the echo shows what was mapped.
 const claimPaths = [...new Set(doc.cases.flatMap((c) => Object.keys(c.claims ?? {})))];
