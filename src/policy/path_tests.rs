@@ -1,8 +1,7 @@
 use super::*;
-use crate::claims::ClaimPath;
-use crate::policy::{PathMatch, Policy, PublicPath, Route, Rule, Target, Verdict};
-use crate::testutil::upstreams::MODELS;
-use serde_json::{json, Value};
+use crate::policy::{Policy, Target};
+use crate::testutil::upstreams::{allowed, identities, MODELS};
+
 
 const fn settings(normalization: Normalization, escaped_slashes: EscapedSlashes) -> PathSettings {
     PathSettings {
@@ -208,94 +207,9 @@ fn readings_cover_what_servers_do() {
     ); // %25 %32 %66 is %2f
 }
 
-/// A few policies over the prefixes the alphabet below can spell.
+/// The policies of the property test, over the prefixes the alphabet below can spell.
 fn policies() -> Vec<(&'static str, Policy)> {
-    let rule = |name: &str, paths: Vec<PathMatch>, groups: &[&str]| Rule {
-        name: name.into(),
-        hosts: vec![],
-        paths,
-        methods: vec![],
-        groups: groups.iter().map(|g| g.to_string()).collect(),
-        roles: vec![],
-        claims: vec![],
-    };
-    let policy = |public: Vec<PathMatch>, rules: Vec<Rule>, default_allow: bool| Policy {
-        public_paths: public
-            .into_iter()
-            .map(|path| PublicPath {
-                path,
-                hosts: vec![],
-            })
-            .collect(),
-        rules,
-        default_allow,
-        groups_claim: ClaimPath::parse("groups").unwrap(),
-        roles_claims: vec![],
-    };
-    vec![
-        // The demo: /a/ public, /d/ for admins, everything else for anyone signed in.
-        (
-            "demo",
-            policy(
-                vec![PathMatch::prefix("/a/")],
-                vec![rule("d", vec![PathMatch::prefix("/d/")], &["admins"])],
-                true,
-            ),
-        ),
-        // First match wins: /a/ open to anyone signed in, the rest for admins.
-        (
-            "first-match",
-            policy(
-                vec![],
-                vec![
-                    rule("a", vec![PathMatch::prefix("/a/")], &[]),
-                    rule("rest", vec![], &["admins"]),
-                ],
-                true,
-            ),
-        ),
-        // Exact public path, default deny.
-        (
-            "exact",
-            policy(
-                vec![PathMatch::exact("/a")],
-                vec![rule("d", vec![PathMatch::prefix("/d")], &[])],
-                false,
-            ),
-        ),
-        // A case-insensitive rule.
-        (
-            "case",
-            policy(
-                vec![PathMatch::prefix("/a/")],
-                vec![rule(
-                    "d",
-                    vec![PathMatch::prefix("/d/").ignoring_case()],
-                    &["admins"],
-                )],
-                true,
-            ),
-        ),
-    ]
-}
-
-/// Who asks.
-fn identities() -> [(&'static str, Option<Value>); 3] {
-    [
-        ("anonymous", None),
-        ("bob", Some(json!({"groups": []}))),
-        ("alice", Some(json!({"groups": ["/admins"]}))),
-    ]
-}
-
-/// May this identity reach the upstream, for a route? Public: anyone; otherwise the policy,
-/// and never without an identity.
-fn allowed(policy: &Policy, route: Route, who: &Option<Value>) -> bool {
-    match (route, who) {
-        (Route::Public, _) => true,
-        (_, None) => false,
-        (route, Some(claims)) => policy.verdict(route, claims) == Verdict::Allow,
-    }
+    crate::testutil::upstreams::policies("/a/", "/d/")
 }
 
 /// The tricky parts, as tokens, so that short sequences reach the interesting paths.

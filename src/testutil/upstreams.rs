@@ -6,6 +6,9 @@
 //! The models are deliberately permissive versions of their servers (older defaults, firewalls
 //! off): an attacker picks the upstream that reads a path in the most useful way.
 
+use crate::claims::ClaimPath;
+use crate::policy::{PathMatch, Policy, PublicPath, Route, Rule, Verdict};
+use serde_json::{json, Value};
 use unicode_normalization::UnicodeNormalization;
 
 /// A server's reading of a path (without query).
@@ -236,4 +239,97 @@ pub fn case_insensitive(s: &str) -> Option<String> {
         })
         .collect();
     Some(resolve_dots(&merge(&folded), true))
+}
+
+/// A few policies over two prefixes, `public` (say `/a/`) and `protected` (say `/d/`), each
+/// with a different shape: the demo's, first match wins, exact paths with default deny, and a
+/// case-insensitive rule.
+pub fn policies(public: &str, protected: &str) -> Vec<(&'static str, Policy)> {
+    let bare = |p: &str| p.trim_end_matches('/').to_string();
+    let rule = |name: &str, paths: Vec<PathMatch>, groups: &[&str]| Rule {
+        name: name.into(),
+        hosts: vec![],
+        paths,
+        methods: vec![],
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        roles: vec![],
+        claims: vec![],
+    };
+    let policy = |public: Vec<PathMatch>, rules: Vec<Rule>, default_allow: bool| Policy {
+        public_paths: public
+            .into_iter()
+            .map(|path| PublicPath {
+                path,
+                hosts: vec![],
+            })
+            .collect(),
+        rules,
+        default_allow,
+        groups_claim: ClaimPath::parse("groups").unwrap(),
+        roles_claims: vec![],
+    };
+    vec![
+        // The demo: `public` public, `protected` for admins, everything else for anyone signed in.
+        (
+            "demo",
+            policy(
+                vec![PathMatch::prefix(public)],
+                vec![rule("d", vec![PathMatch::prefix(protected)], &["admins"])],
+                true,
+            ),
+        ),
+        // First match wins: `public` open to anyone signed in, the rest for admins.
+        (
+            "first-match",
+            policy(
+                vec![],
+                vec![
+                    rule("a", vec![PathMatch::prefix(public)], &[]),
+                    rule("rest", vec![], &["admins"]),
+                ],
+                true,
+            ),
+        ),
+        // Exact public path, default deny.
+        (
+            "exact",
+            policy(
+                vec![PathMatch::exact(&bare(public))],
+                vec![rule("d", vec![PathMatch::prefix(&bare(protected))], &[])],
+                false,
+            ),
+        ),
+        // A case-insensitive rule.
+        (
+            "case",
+            policy(
+                vec![PathMatch::prefix(public)],
+                vec![rule(
+                    "d",
+                    vec![PathMatch::prefix(protected).ignoring_case()],
+                    &["admins"],
+                )],
+                true,
+            ),
+        ),
+    ]
+}
+
+/// Who asks.
+pub fn identities() -> [(&'static str, Option<Value>); 3] {
+    [
+        ("anonymous", None),
+        ("bob", Some(json!({"groups": []}))),
+        ("alice", Some(json!({"groups": ["/admins"]}))),
+    ]
+}
+
+/// May this identity reach the upstream, for a route? Public: anyone; otherwise the policy,
+/// and never without an identity.
+pub fn allowed(policy: &Policy, route: Route, who: &Option<Value>) -> bool {
+    match (route, who) {
+        (Route::Public, _) => true,
+        (_, None) => false,
+        (route, Some(claims)) => policy.verdict(route, claims) == Verdict::Allow,
+    }
 }
