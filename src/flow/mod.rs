@@ -5,7 +5,7 @@
 use crate::cache::TokenCache;
 use crate::claims::{header_value, values_of};
 use crate::config::Config;
-use crate::jwt::{self, Expectations, JwtError};
+
 use crate::keys::{Fetch, KeyManager};
 use crate::policy::Verdict;
 use crate::stats::{Counter, DenyReason, Stats};
@@ -52,7 +52,7 @@ pub enum Decision {
     /// `refetch_allowed = false`.
     FetchKeys(Fetch),
     /// Hold it, make this call to the provider, and give the answer to [`Engine::on_idp_answer`].
-    CallIdp(Box<browser::IdpCall>),
+    CallIdp(Box<idp::IdpCall>),
     /// Keep this provider answer, fetch the key set (its ID token named an unknown `kid`: the
     /// provider rotated its keys), then give the answer to [`Engine::on_idp_answer`] again with
     /// `refetch_allowed = false`. The authorization code is spent: the answer is kept, never
@@ -67,7 +67,7 @@ pub struct Identity {
     /// The claim headers for the upstream.
     pub headers: Vec<Header>,
     /// For a session: what refreshing it needs.
-    pub session: Option<browser::SessionInfo>,
+    pub session: Option<session::SessionInfo>,
 }
 
 /// Per-VM state: configuration, keys, verified-token cache.
@@ -81,7 +81,7 @@ pub struct Engine {
     /// Sessions just refreshed: requests still carrying the old cookie get the new session.
     refreshed: TokenCache<(Rc<Identity>, Vec<String>)>,
     /// Refreshes made here, for the glue to publish to the other workers.
-    pub refresh_outbox: Vec<browser::RefreshNote>,
+    pub refresh_outbox: Vec<refresh::RefreshNote>,
     /// Counts for the glue to turn into Envoy metrics.
     pub stats: Stats,
 }
@@ -180,50 +180,6 @@ impl Engine {
         }
     }
 
-    /// Verifies a bearer token (or finds it in the cache).
-    fn bearer_identity(&mut self, token: &str, now: u64, refetch_allowed: bool) -> Result<Rc<Identity>, Decision> {
-        let cfg = Rc::clone(&self.config);
-        let Some(keys) = self.keys.keys().cloned() else {
-            log::warn!("rejecting request: signing keys not loaded yet");
-            self.stats.count(Counter::Denied(DenyReason::Unavailable));
-            return Err(Decision::Respond(unavailable("signing keys are not loaded yet")));
-        };
-        if let Some(identity) = self.cache.get(token, now) {
-            self.stats.count(Counter::TokenCacheHit);
-            return Ok(identity);
-        }
-        let expect = Expectations {
-            issuers: &cfg.provider.issuers,
-            audiences: &cfg.provider.audiences,
-            algorithms: &cfg.tokens.algorithms,
-            leeway_secs: cfg.tokens.leeway_secs,
-        };
-        match jwt::verify(token, &keys, &expect, now) {
-            Ok(verified) => {
-                self.stats.count(Counter::TokenCacheMiss);
-                let identity = Rc::new(identity_of(&cfg, verified.claims, Some(token)));
-                let until = verified.exp.saturating_add(cfg.tokens.leeway_secs);
-                self.cache.insert(token, until, Rc::clone(&identity), now);
-                Ok(identity)
-            }
-            Err(JwtError::UnknownKeyId) if refetch_allowed => {
-                if let Some(fetch) = self.keys.unknown_kid(now) {
-                    log::info!("token names an unknown key id; fetching the key set");
-                    return Err(Decision::FetchKeys(fetch));
-                }
-                log::warn!("rejecting token: {}", JwtError::UnknownKeyId);
-                self.stats.count(Counter::TokenCacheMiss);
-                self.stats.count(Counter::Denied(DenyReason::InvalidToken));
-                Err(Decision::Respond(unauthorized(&cfg, Some(JwtError::UnknownKeyId))))
-            }
-            Err(e) => {
-                log::warn!("rejecting token: {e}");
-                self.stats.count(Counter::TokenCacheMiss);
-                self.stats.count(Counter::Denied(DenyReason::InvalidToken));
-                Err(Decision::Respond(unauthorized(&cfg, Some(e))))
-            }
-        }
-    }
 }
 
 /// Applies the rules to an authenticated request: forwards it with the identity headers (after
@@ -278,25 +234,6 @@ pub(crate) fn managed_headers_present(cfg: &Config, req: &Request<'_>) -> Vec<St
     remove
 }
 
-/// The bearer token of the `Authorization` header (RFC 6750 §2.1), `None` if there is no
-/// bearer credential, an error for a request that is malformed (two `Authorization` headers).
-fn bearer_token<'a>(req: &Request<'a>) -> Result<Option<&'a str>, &'static str> {
-    if req.count("authorization") > 1 {
-        return Err("more than one Authorization header");
-    }
-    let Some(value) = req.header("authorization") else {
-        return Ok(None);
-    };
-    let Some((scheme, rest)) = value.split_once(' ') else {
-        return Ok(None);
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Ok(None);
-    }
-    let token = rest.trim_matches(' ');
-    Ok(if token.is_empty() { None } else { Some(token) })
-}
-
 /// Builds the identity (claim headers) of verified claims.
 pub fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option<&str>) -> Identity {
     let mut headers = Vec::new();
@@ -320,81 +257,23 @@ pub fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option<&str>)
     Identity { claims, headers, session: None }
 }
 
-pub(crate) fn json_response(status: u32, mut headers: Vec<(String, String)>, body: serde_json::Value) -> Response {
-    headers.push(("content-type".into(), "application/json".into()));
-    headers.push(("cache-control".into(), "no-store".into()));
-    Response { status, headers, body: body.to_string() }
-}
 
-/// 401 with a `WWW-Authenticate` challenge (RFC 6750 §3). Without credentials the challenge
-/// carries no error code (§3.1); for a bad token, `invalid_token` and a short reason.
-pub(crate) fn unauthorized(cfg: &Config, error: Option<JwtError>) -> Response {
-    let realm = &cfg.tokens.realm;
-    match error {
-        None => json_response(
-            401,
-            vec![("www-authenticate".into(), format!("Bearer realm=\"{realm}\""))],
-            serde_json::json!({"error": "unauthorized", "error_description": "authentication required"}),
-        ),
-        Some(e) => json_response(
-            401,
-            vec![(
-                "www-authenticate".into(),
-                format!("Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"", e.description()),
-            )],
-            serde_json::json!({"error": "invalid_token", "error_description": e.description()}),
-        ),
-    }
-}
-
-fn bad_request(cfg: &Config, reason: &str) -> Response {
-    json_response(
-        400,
-        vec![(
-            "www-authenticate".into(),
-            format!("Bearer realm=\"{}\", error=\"invalid_request\", error_description=\"{reason}\"", cfg.tokens.realm),
-        )],
-        serde_json::json!({"error": "invalid_request", "error_description": reason}),
-    )
-}
-
-pub(crate) fn unavailable(reason: &str) -> Response {
-    json_response(
-        503,
-        vec![("retry-after".into(), "5".into())],
-        serde_json::json!({"error": "temporarily_unavailable", "error_description": reason}),
-    )
-}
-
-/// 403: JSON with the reason code for APIs, a small page for browsers.
-fn forbidden(req: &Request<'_>, rule: Option<&str>, reason: &str) -> Response {
-    let wants_html = req.header("accept").is_some_and(|a| a.contains("text/html"));
-    if wants_html {
-        let body = format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Access denied</title></head>\
-             <body><h1>Access denied</h1><p>You are signed in, but not allowed to see this page.</p>\
-             <p>Reason: <code>{reason}</code></p></body></html>"
-        );
-        return Response {
-            status: 403,
-            headers: vec![
-                ("content-type".into(), "text/html; charset=utf-8".into()),
-                ("cache-control".into(), "no-store".into()),
-            ],
-            body,
-        };
-    }
-    json_response(
-        403,
-        Vec::new(),
-        serde_json::json!({"error": "access_denied", "reason": reason, "rule": rule}),
-    )
-}
-
-mod browser;
+mod bearer;
+mod idp;
+mod login;
+mod pages;
+mod refresh;
+mod request;
+mod session;
+mod sign_out;
 mod view;
+pub use idp::{HeldAnswer, IdpCall, Pending};
+pub use refresh::RefreshNote;
+pub use session::{SessionInfo, SessionOutcome};
 pub use view::{Refusal, View};
-pub use browser::{HeldAnswer, IdpCall, Pending, RefreshNote, SessionInfo, SessionOutcome};
+pub(crate) use pages::{json_response, unauthorized, unavailable};
+use bearer::bearer_token;
+use pages::{bad_request, forbidden};
 
 #[cfg(test)]
 mod tests;

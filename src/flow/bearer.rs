@@ -1,0 +1,86 @@
+//! Bearer tokens (RFC 6750): taking the token from `Authorization`, verifying it against the key
+//! set (or finding it in the verified-token cache), and the one early key fetch for an unknown
+//! `kid`.
+
+use super::pages::unauthorized;
+use super::pages::unavailable;
+use super::{identity_of, Decision, Engine, Identity, Request};
+use crate::jwt::{self, Expectations, JwtError};
+use crate::stats::{Counter, DenyReason};
+use std::rc::Rc;
+
+impl Engine {
+    /// Verifies a bearer token (or finds it in the cache).
+    pub(super) fn bearer_identity(
+        &mut self,
+        token: &str,
+        now: u64,
+        refetch_allowed: bool,
+    ) -> Result<Rc<Identity>, Decision> {
+        let cfg = Rc::clone(&self.config);
+        let Some(keys) = self.keys.keys().cloned() else {
+            log::warn!("rejecting request: signing keys not loaded yet");
+            self.stats.count(Counter::Denied(DenyReason::Unavailable));
+            return Err(Decision::Respond(unavailable(
+                "signing keys are not loaded yet",
+            )));
+        };
+        if let Some(identity) = self.cache.get(token, now) {
+            self.stats.count(Counter::TokenCacheHit);
+            return Ok(identity);
+        }
+        let expect = Expectations {
+            issuers: &cfg.provider.issuers,
+            audiences: &cfg.provider.audiences,
+            algorithms: &cfg.tokens.algorithms,
+            leeway_secs: cfg.tokens.leeway_secs,
+        };
+        match jwt::verify(token, &keys, &expect, now) {
+            Ok(verified) => {
+                self.stats.count(Counter::TokenCacheMiss);
+                let identity = Rc::new(identity_of(&cfg, verified.claims, Some(token)));
+                let until = verified.exp.saturating_add(cfg.tokens.leeway_secs);
+                self.cache.insert(token, until, Rc::clone(&identity), now);
+                Ok(identity)
+            }
+            Err(JwtError::UnknownKeyId) if refetch_allowed => {
+                if let Some(fetch) = self.keys.unknown_kid(now) {
+                    log::info!("token names an unknown key id; fetching the key set");
+                    return Err(Decision::FetchKeys(fetch));
+                }
+                log::warn!("rejecting token: {}", JwtError::UnknownKeyId);
+                self.stats.count(Counter::TokenCacheMiss);
+                self.stats.count(Counter::Denied(DenyReason::InvalidToken));
+                Err(Decision::Respond(unauthorized(
+                    &cfg,
+                    Some(JwtError::UnknownKeyId),
+                )))
+            }
+            Err(e) => {
+                log::warn!("rejecting token: {e}");
+                self.stats.count(Counter::TokenCacheMiss);
+                self.stats.count(Counter::Denied(DenyReason::InvalidToken));
+                Err(Decision::Respond(unauthorized(&cfg, Some(e))))
+            }
+        }
+    }
+}
+
+/// The bearer token of the `Authorization` header (RFC 6750 §2.1), `None` if there is no
+/// bearer credential, an error for a request that is malformed (two `Authorization` headers).
+pub(super) fn bearer_token<'a>(req: &Request<'a>) -> Result<Option<&'a str>, &'static str> {
+    if req.count("authorization") > 1 {
+        return Err("more than one Authorization header");
+    }
+    let Some(value) = req.header("authorization") else {
+        return Ok(None);
+    };
+    let Some((scheme, rest)) = value.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = rest.trim_matches(' ');
+    Ok(if token.is_empty() { None } else { Some(token) })
+}

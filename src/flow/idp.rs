@@ -1,0 +1,142 @@
+//! Calls to the provider's token endpoint, held requests, and where their answers go: the
+//! login callback and the session refresh share one way of making the call and of routing the
+//! answer.
+
+use super::{Decision, Engine, Identity, Request};
+use crate::cache::TokenHash;
+use crate::config::Config;
+use crate::oidc::login::LoginState;
+use crate::stats::Counter;
+use std::rc::Rc;
+
+/// A call to the provider's token endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdpCall {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub pending: Pending,
+}
+
+/// A provider answer kept while the key set is fetched (see [`Decision::FetchKeysForAnswer`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldAnswer {
+    pub pending: Pending,
+    pub status: Option<u32>,
+    pub body: Vec<u8>,
+}
+
+/// What a provider call was for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pending {
+    /// Redeeming an authorization code; the login attempt and its cookie's name.
+    Code {
+        login: LoginState,
+        state_cookie: String,
+    },
+    /// Refreshing a session: its cookie, the cookie's hash (how other workers name it), and
+    /// its identity.
+    Refresh {
+        cookie: Rc<str>,
+        hash: TokenHash,
+        old: Rc<Identity>,
+    },
+}
+
+impl Engine {
+    /// A POST of `form` (body, client `Authorization`) to the provider's token endpoint.
+    pub(super) fn token_call(
+        &self,
+        (body, auth): (String, Option<String>),
+        pending: Pending,
+    ) -> Option<Decision> {
+        let path = self
+            .keys
+            .discovery
+            .as_ref()
+            .and_then(|d| d.token_endpoint.as_deref())
+            .and_then(path_of)?;
+        let mut headers = vec![
+            (
+                "content-type".to_string(),
+                "application/x-www-form-urlencoded".to_string(),
+            ),
+            ("accept".to_string(), "application/json".to_string()),
+        ];
+        if let Some(auth) = auth {
+            headers.push(("authorization".to_string(), auth));
+        }
+        Some(Decision::CallIdp(Box::new(IdpCall {
+            path,
+            headers,
+            body,
+            pending,
+        })))
+    }
+
+    /// The provider's answer to a call made for a [`Decision::CallIdp`]. `status` is `None` if
+    /// the call failed (connection failure, timeout).
+    /// `refetch_allowed`: whether an ID token naming an unknown `kid` may hold the answer for a
+    /// key-set fetch ([`Decision::FetchKeysForAnswer`]); false when the answer comes back after one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_idp_answer(
+        &mut self,
+        pending: Pending,
+        req: &Request<'_>,
+        status: Option<u32>,
+        body: &[u8],
+        now: u64,
+        refetch_allowed: bool,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Decision {
+        match pending {
+            Pending::Code {
+                login,
+                state_cookie,
+            } => {
+                let d = self.finish_login(
+                    login,
+                    state_cookie,
+                    req,
+                    status,
+                    body,
+                    now,
+                    refetch_allowed,
+                    random,
+                );
+                match &d {
+                    Decision::FetchKeysForAnswer(..) => {}
+                    Decision::Respond(r) if r.status == 302 => {
+                        self.stats.count(Counter::LoginCompleted)
+                    }
+                    _ => self.stats.count(Counter::LoginFailed),
+                }
+                d
+            }
+            Pending::Refresh { cookie, hash, old } => {
+                self.finish_refresh(&cookie, hash, &old, req, status, body, now, random)
+            }
+        }
+    }
+}
+
+/// The client id and secret (validated present when a `session` is configured).
+pub(super) fn client_credentials(cfg: &Config) -> (&str, &str) {
+    (
+        cfg.provider.client_id.as_deref().unwrap_or_default(),
+        cfg.provider
+            .client_secret
+            .as_ref()
+            .map(|s| s.expose())
+            .unwrap_or_default(),
+    )
+}
+
+/// The path and query of an absolute URL (callouts go to the cluster, not the URL's host).
+pub(super) fn path_of(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    Some(match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_string(),
+    })
+}

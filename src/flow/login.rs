@@ -1,0 +1,555 @@
+//! Signing a browser in: the login redirect with its per-attempt state cookie, the callback, and
+//! the session made from the provider's tokens.
+
+use super::idp::{client_credentials, HeldAnswer, Pending};
+use super::pages::{error_page, redirect};
+use super::request::{is_navigation, origin, query_params};
+use super::session::{request_cookies, session_scope, SessionData};
+use super::{unauthorized, unavailable, Decision, Engine, Request, Response};
+use crate::config::{Browser, Config};
+use crate::cookie;
+use crate::jwt::{self, Expectations};
+use crate::oidc::login::{self, AuthorizeRequest, LoginState, TokenResponse};
+use crate::session::Purpose;
+use crate::stats::{Counter, DenyReason};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+use std::rc::Rc;
+
+/// The state cookie's name for a `state` value (one cookie per login attempt, so that logins in
+/// several tabs do not overwrite each other).
+pub(super) fn state_cookie_name(b: &Browser, state: &str) -> Option<String> {
+    let id = state.get(..16)?;
+    id.bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        .then(|| format!("{}_st_{id}", b.cookie_name))
+}
+
+pub(super) fn state_attrs(b: &Browser) -> cookie::Attributes {
+    // Lax even if the session is Strict: the callback is a cross-site navigation from the provider.
+    // Under the `__Host-` prefix the path must be `/`; otherwise only the callback needs them.
+    cookie::Attributes {
+        path: if b.host_prefix {
+            "/".into()
+        } else {
+            b.callback_path.clone()
+        },
+        domain: b.cookie.domain.clone(),
+        secure: b.cookie.secure,
+        same_site: "Lax",
+    }
+}
+
+impl Engine {
+    /// No valid credentials: a login redirect for a browser navigation, else 401.
+    pub(super) fn unauthenticated(
+        &mut self,
+        req: &Request<'_>,
+        now: u64,
+        had_cookie: bool,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        match &cfg.browser {
+            Some(b) if b.redirect_browsers && is_navigation(req) => {
+                let r = self.start_login(&cfg, b, req, now, had_cookie, random);
+                self.stats.count(if r.status == 302 {
+                    Counter::LoginStarted
+                } else {
+                    Counter::Denied(DenyReason::Unavailable)
+                });
+                Decision::Respond(r)
+            }
+            _ => {
+                self.stats
+                    .count(Counter::Denied(DenyReason::Unauthenticated));
+                Decision::Respond(unauthorized(&cfg, None))
+            }
+        }
+    }
+
+    pub(super) fn start_login(
+        &self,
+        cfg: &Config,
+        b: &Browser,
+        req: &Request<'_>,
+        now: u64,
+        had_cookie: bool,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Response {
+        let mut return_to = login::safe_return_path(req.header(":path").unwrap_or("/"));
+        let Some(endpoint) = self
+            .keys
+            .discovery
+            .as_ref()
+            .and_then(|d| d.authorization_endpoint.clone())
+        else {
+            log::warn!("cannot start a login: the provider's discovery document is not loaded");
+            return error_page(
+                503,
+                "Sign-in unavailable",
+                "The identity provider cannot be reached right now. Please try again in a moment.",
+                &return_to,
+                Vec::new(),
+            );
+        };
+        let redirect_uri = match &b.redirect_uri {
+            Some(u) => u.clone(),
+            None => match origin(req) {
+                Some(o) => format!("{o}{}", b.callback_path),
+                None => {
+                    return error_page(
+                        400,
+                        "Bad request",
+                        "The request has no usable host.",
+                        "/",
+                        Vec::new(),
+                    )
+                }
+            },
+        };
+        // A fixed redirect URI on another host: come back to this host with an absolute URL, if
+        // it is allowed (checked again at the callback).
+        if let (Some(fixed), Some(here)) = (&b.redirect_uri, origin(req)) {
+            let callback_origin = url::Url::parse(fixed)
+                .ok()
+                .map(|u| u.origin().ascii_serialization());
+            if callback_origin.as_deref() != Some(here.as_str()) {
+                let callback_host = url::Url::parse(fixed)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_default();
+                if let Some(abs) = login::allowed_return_url(
+                    &format!("{here}{return_to}"),
+                    &callback_host,
+                    &b.allowed_redirect_domains,
+                ) {
+                    return_to = abs;
+                }
+            }
+        }
+        let mut fresh = || {
+            let mut bytes = [0u8; 32];
+            random(&mut bytes);
+            B64.encode(bytes)
+        };
+        let state = fresh();
+        let nonce = fresh();
+        let verifier = fresh();
+        let Some(cookie_name) = state_cookie_name(b, &state) else {
+            return error_page(
+                500,
+                "Sign-in failed",
+                "Could not start the sign-in.",
+                &return_to,
+                Vec::new(),
+            );
+        };
+        let challenge = login::pkce_challenge(&verifier);
+        let client_id = cfg.provider.client_id.as_deref().unwrap_or_default();
+        let url = login::authorize_url(&AuthorizeRequest {
+            endpoint: &endpoint,
+            client_id,
+            redirect_uri: &redirect_uri,
+            scope: &b.scope,
+            state: &state,
+            nonce: &nonce,
+            code_challenge: &challenge,
+            extra: &b.extra_params,
+        });
+        let attempt = LoginState {
+            state,
+            nonce,
+            verifier,
+            return_to: return_to.clone(),
+            redirect_uri,
+            exp: now + b.login_timeout_secs,
+        };
+        let sealed = serde_json::to_vec(&attempt)
+            .ok()
+            .and_then(|json| b.sealer.seal(Purpose::LoginState, &json));
+        let (Some(url), Some(sealed)) = (url, sealed) else {
+            log::error!(
+                "cannot build the authorization request (authorization_endpoint {endpoint:.100})"
+            );
+            return error_page(
+                502,
+                "Sign-in unavailable",
+                "The identity provider's configuration is not usable.",
+                &return_to,
+                Vec::new(),
+            );
+        };
+        let mut cookies = vec![cookie::set_cookie(
+            &cookie_name,
+            &sealed,
+            &state_attrs(b),
+            Some(b.login_timeout_secs),
+        )];
+        if had_cookie {
+            cookies.extend(cookie::delete_chunked(
+                &b.cookie_name,
+                &b.cookie,
+                &request_cookies(req),
+            ));
+        }
+        log::debug!("starting a login");
+        redirect(&url, cookies)
+    }
+
+    /// The provider sent the browser back: check the state, then redeem the code.
+    pub(super) fn callback(&mut self, req: &Request<'_>, now: u64) -> Decision {
+        let d = self.check_callback(req, now);
+        if let Decision::Respond(_) = d {
+            self.stats.count(Counter::LoginFailed);
+        }
+        d
+    }
+
+    pub(super) fn check_callback(&mut self, req: &Request<'_>, now: u64) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        let Some(b) = &cfg.browser else {
+            return Decision::Respond(unauthorized(&cfg, None));
+        };
+        let params = query_params(req.header(":path").unwrap_or("/"));
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let cookies = request_cookies(req);
+        let state_cookie = param("state").and_then(|s| state_cookie_name(b, s));
+        let clear_state = || match &state_cookie {
+            Some(name) if cookie::get(&cookies, name).is_some() => {
+                vec![cookie::set_cookie(name, "", &state_attrs(b), Some(0))]
+            }
+            _ => Vec::new(),
+        };
+        let attempt = state_cookie
+            .as_deref()
+            .and_then(|name| cookie::get(&cookies, name))
+            .and_then(|v| b.sealer.open(Purpose::LoginState, v))
+            .and_then(|json| serde_json::from_slice::<LoginState>(&json).ok())
+            .filter(|a| Some(a.state.as_str()) == param("state") && now < a.exp);
+        let retry = attempt
+            .as_ref()
+            .map_or_else(|| "/".to_string(), |a| a.return_to.clone());
+
+        if let Some(error) = param("error") {
+            let code: String = error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            log::warn!("login failed at the provider: {code}");
+            let (status, message) = if code == "access_denied" {
+                (
+                    403,
+                    "Sign-in was cancelled or access was denied by the identity provider."
+                        .to_string(),
+                )
+            } else {
+                (
+                    400,
+                    format!("The identity provider reported an error ({code})."),
+                )
+            };
+            return Decision::Respond(error_page(
+                status,
+                "Sign-in failed",
+                &message,
+                &retry,
+                clear_state(),
+            ));
+        }
+        let Some(attempt) = attempt else {
+            log::warn!(
+                "callback rejected: state missing, unknown, expired or not matching its cookie"
+            );
+            return Decision::Respond(error_page(
+                400,
+                "Sign-in expired",
+                "This sign-in could not be matched to your browser: it expired, was already used, or cookies are blocked.",
+                "/",
+                clear_state(),
+            ));
+        };
+        // RFC 9207: an `iss` in the response must be our provider's (mix-up defence).
+        if let Some(iss) = param("iss") {
+            if iss != cfg.provider.issuer {
+                log::warn!("callback rejected: iss parameter names another issuer");
+                return Decision::Respond(error_page(
+                    400,
+                    "Sign-in failed",
+                    "The response came from an unexpected identity provider.",
+                    &retry,
+                    clear_state(),
+                ));
+            }
+        }
+        let Some(code) = param("code").filter(|c| !c.is_empty() && c.len() <= 4096) else {
+            return Decision::Respond(error_page(
+                400,
+                "Sign-in failed",
+                "The identity provider's response has no authorization code.",
+                &retry,
+                clear_state(),
+            ));
+        };
+        let (client_id, secret) = client_credentials(&cfg);
+        let form = login::token_request(
+            code,
+            &attempt.redirect_uri,
+            &attempt.verifier,
+            client_id,
+            secret,
+            b.client_secret_post,
+        );
+        let cleared = clear_state();
+        let pending = Pending::Code {
+            login: attempt,
+            state_cookie: state_cookie.unwrap_or_default(),
+        };
+        self.token_call(form, pending).unwrap_or_else(|| {
+            Decision::Respond(error_page(
+                503,
+                "Sign-in unavailable",
+                "The identity provider cannot be reached right now.",
+                &retry,
+                cleared,
+            ))
+        })
+    }
+
+    /// Builds session data from a token response. `previous` is the session being refreshed.
+    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn session_from_tokens(
+        &self,
+        b: &Browser,
+        scope: String,
+        tokens: &TokenResponse,
+        id_claims: Option<Value>,
+        previous: Option<&SessionData>,
+        exp: u64,
+        now: u64,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> SessionData {
+        let cfg = &self.config;
+        let client_id = cfg.provider.client_id.clone().unwrap_or_default();
+        // Keycloak puts roles in the access token, not the ID token: take them from there when
+        // the access token is a JWT that verifies for this client.
+        let audiences = [client_id];
+        let expect = Expectations {
+            issuers: &cfg.provider.issuers,
+            audiences: &audiences,
+            algorithms: &cfg.tokens.algorithms,
+            leeway_secs: cfg.tokens.leeway_secs,
+        };
+        let access = self
+            .keys
+            .keys()
+            .and_then(|keys| jwt::verify(&tokens.access_token, keys, &expect, now).ok());
+        let mut merged = match id_claims {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        let access_exp = access.as_ref().map(|a| a.exp);
+        if let Some(Value::Object(claims)) = access.map(|a| a.claims) {
+            for (k, v) in claims {
+                merged.entry(k).or_insert(v);
+            }
+        }
+        if let Some(prev) = previous {
+            for (k, v) in &prev.claims {
+                merged.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        let claims: Map<String, Value> = merged
+            .into_iter()
+            .filter(|(k, _)| b.kept_claims.contains(k))
+            .collect();
+        let (rt, rexp) = if b.refresh {
+            let rt = match &tokens.refresh_token {
+                Some(token) => {
+                    let mut nonce = [0u8; 12];
+                    random(&mut nonce);
+                    b.sealer.encrypt(token.as_bytes(), nonce)
+                }
+                None => previous.and_then(|p| p.rt.clone()),
+            };
+            let rexp = tokens
+                .expires_in
+                .map(|s| now.saturating_add(s))
+                .or(access_exp);
+            (rt, rexp)
+        } else {
+            (None, None)
+        };
+        let idt = if b.keep_id_token {
+            tokens
+                .id_token
+                .clone()
+                .or_else(|| previous.and_then(|p| p.idt.clone()))
+        } else {
+            None
+        };
+        SessionData {
+            exp,
+            claims,
+            idt,
+            rt,
+            rexp,
+            scope,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn finish_login(
+        &mut self,
+        attempt: LoginState,
+        state_cookie: String,
+        req: &Request<'_>,
+        status: Option<u32>,
+        body: &[u8],
+        now: u64,
+        refetch_allowed: bool,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        let Some(b) = &cfg.browser else {
+            return Decision::Respond(unauthorized(&cfg, None));
+        };
+        let cookies = request_cookies(req);
+        let mut set_cookies = vec![cookie::set_cookie(
+            &state_cookie,
+            "",
+            &state_attrs(b),
+            Some(0),
+        )];
+        let retry = attempt.return_to.clone();
+        let fail = |status: u32, message: &str, set_cookies: Vec<String>| {
+            Decision::Respond(error_page(
+                status,
+                "Sign-in failed",
+                message,
+                &retry,
+                set_cookies,
+            ))
+        };
+        match status {
+            None => {
+                log::error!("token endpoint unreachable (timeout)");
+                return Decision::Respond(error_page(503, "Sign-in unavailable", "The identity provider cannot be reached right now. Please try again in a moment.", &retry, set_cookies));
+            }
+            // 5xx: the provider failing, or Envoy's own 503 when it cannot connect to it (a
+            // callout gets that as an answer, not as a failure). Transient: try again later.
+            Some(code) if code >= 500 => {
+                log::error!("token endpoint unavailable: HTTP {code}");
+                return Decision::Respond(error_page(503, "Sign-in unavailable", "The identity provider cannot be reached right now. Please try again in a moment.", &retry, set_cookies));
+            }
+            Some(200) => {}
+            Some(code) => {
+                let error = login::token_error(body).unwrap_or_else(|| "-".into());
+                log::warn!("token endpoint answered HTTP {code} ({error})");
+                return if error == "invalid_grant" {
+                    fail(400, "The sign-in could not be completed: the authorization code expired or was already used.", set_cookies)
+                } else {
+                    fail(
+                        502,
+                        "The identity provider refused to complete the sign-in.",
+                        set_cookies,
+                    )
+                };
+            }
+        }
+        let tokens = match TokenResponse::parse(body) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("token endpoint: {e}");
+                return fail(
+                    502,
+                    "The identity provider's answer could not be read.",
+                    set_cookies,
+                );
+            }
+        };
+        let Some(keys) = self.keys.keys().cloned() else {
+            return Decision::Respond(unavailable("signing keys are not loaded yet"));
+        };
+        let client_id = cfg.provider.client_id.clone().unwrap_or_default();
+        let id_claims = match login::validate_id_token(
+            tokens.id_token.as_deref(),
+            &keys,
+            &cfg.provider.issuers,
+            &client_id,
+            &cfg.tokens.algorithms,
+            cfg.tokens.leeway_secs,
+            Some(&attempt.nonce),
+            now,
+        ) {
+            Ok(c) => c,
+            Err(login::IdTokenError::Jwt(jwt::JwtError::UnknownKeyId)) if refetch_allowed => {
+                // The provider signs with a key we have not seen yet (it rotated its keys):
+                // fetch the key set once, then check this same answer again.
+                if let Some(fetch) = self.keys.unknown_kid(now) {
+                    log::info!("ID token names an unknown key id; fetching the key set");
+                    let held = HeldAnswer {
+                        pending: Pending::Code {
+                            login: attempt,
+                            state_cookie,
+                        },
+                        status,
+                        body: body.to_vec(),
+                    };
+                    return Decision::FetchKeysForAnswer(fetch, Box::new(held));
+                }
+                log::warn!(
+                    "ID token rejected: {}",
+                    jwt::JwtError::UnknownKeyId.description()
+                );
+                return fail(
+                    502,
+                    "The identity provider's answer could not be verified.",
+                    set_cookies,
+                );
+            }
+            Err(e) => {
+                log::warn!("ID token rejected: {}", e.description());
+                return fail(
+                    502,
+                    "The identity provider's answer could not be verified.",
+                    set_cookies,
+                );
+            }
+        };
+        let mut data = self.session_from_tokens(
+            b,
+            session_scope(b, req),
+            &tokens,
+            Some(id_claims),
+            None,
+            now + b.lifetime_secs,
+            now,
+            random,
+        );
+        let Some((_, session_cookies)) = self.session_cookies(b, &mut data, &cookies, now) else {
+            return fail(500, "The session is too large to be stored.", set_cookies);
+        };
+        set_cookies.splice(0..0, session_cookies);
+        log::info!("login completed");
+        let target = if attempt.return_to.starts_with('/') {
+            login::safe_return_path(&attempt.return_to)
+        } else {
+            let own = req
+                .header(":authority")
+                .map(crate::policy::host_of)
+                .unwrap_or_default();
+            login::allowed_return_url(&attempt.return_to, &own, &b.allowed_redirect_domains)
+                .unwrap_or_else(|| "/".into())
+        };
+        Decision::Respond(redirect(&target, set_cookies))
+    }
+}

@@ -1,0 +1,257 @@
+//! Refreshing a session before its access token expires, once per session at a time, shared
+//! between Envoy's workers through refresh notes.
+
+use super::idp::{client_credentials, Pending};
+use super::pages::redirect;
+use super::request::is_navigation;
+use super::session::{request_cookies, session_identity_of, session_scope, SessionData};
+use super::{unauthorized, Decision, Engine, Identity, Request};
+use crate::cache::token_hash;
+use crate::cache::TokenHash;
+use crate::cookie;
+use crate::oidc::login::{self, TokenResponse};
+use crate::session::Purpose;
+use crate::stats::Counter;
+use std::rc::Rc;
+
+/// A refresh one worker made, for the others: requests carrying the old cookie (`old`, its hash)
+/// until `until` get the session sealed in `cookie` instead of refreshing again with a refresh
+/// token the provider may have rotated out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshNote {
+    pub old: TokenHash,
+    pub until: u64,
+    pub cookie: String,
+}
+
+impl RefreshNote {
+    /// Shared-data slots are a fixed ring (Envoy's shared data cannot be deleted): this note's.
+    pub fn slot(hash: &TokenHash) -> u8 {
+        hash[0]
+    }
+
+    pub fn encode(&self) -> String {
+        let hex: String = self.old.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{hex}|{}|{}", self.until, self.cookie)
+    }
+
+    pub fn decode(text: &str) -> Option<RefreshNote> {
+        let mut parts = text.splitn(3, '|');
+        let (hex, until, cookie) = (parts.next()?, parts.next()?, parts.next()?);
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut old = [0u8; 32];
+        for (i, byte) in old.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(RefreshNote {
+            old,
+            until: until.parse().ok()?,
+            cookie: cookie.to_string(),
+        })
+    }
+}
+
+impl Engine {
+    /// Another worker already refreshed this session: take its result (if the note is about this
+    /// cookie and still fresh) and go on with the held request.
+    pub fn adopt_peer_refresh(
+        &mut self,
+        note: &RefreshNote,
+        pending: &Pending,
+        req: &Request<'_>,
+        now: u64,
+    ) -> Option<Decision> {
+        let Pending::Refresh {
+            cookie: old_cookie,
+            hash,
+            ..
+        } = pending
+        else {
+            return None;
+        };
+        if note.old != *hash || now >= note.until {
+            return None;
+        }
+        let cfg = Rc::clone(&self.config);
+        let b = cfg.browser.as_ref()?;
+        let data: SessionData =
+            serde_json::from_slice(&b.sealer.open(Purpose::Session, &note.cookie)?).ok()?;
+        if now >= data.exp {
+            return None;
+        }
+        let set_cookies = cookie::set_chunked(
+            &b.cookie_name,
+            &note.cookie,
+            &b.cookie,
+            data.exp.saturating_sub(now),
+            &request_cookies(req),
+        )?;
+        let identity = Rc::new(session_identity_of(&cfg, data));
+        self.refreshing.remove(hash);
+        self.refreshed.insert(
+            old_cookie,
+            note.until,
+            Rc::new((Rc::clone(&identity), set_cookies.clone())),
+            now,
+        );
+        log::debug!("session refreshed by another worker");
+        Some(self.forward_session(req, None, &identity, set_cookies, false))
+    }
+}
+
+impl Engine {
+    /// A refresh call for this session if it is due and none is running.
+    pub(super) fn refresh_due(
+        &mut self,
+        identity: &Rc<Identity>,
+        cookie: String,
+        now: u64,
+    ) -> Option<Decision> {
+        let cfg = Rc::clone(&self.config);
+        let b = cfg.browser.as_ref().filter(|b| b.refresh)?;
+        let info = identity.session.as_ref()?;
+        let (rexp, rt) = (info.rexp?, info.rt.as_deref()?);
+        if now.saturating_add(b.refresh_before_secs) < rexp {
+            return None;
+        }
+        let hash = token_hash(&cookie);
+        if self.refreshing.get(&hash).is_some_and(|until| now < *until) {
+            return None; // one refresh per session at a time; others go on with the session
+        }
+        let refresh_token = b
+            .sealer
+            .decrypt(rt)
+            .and_then(|p| String::from_utf8(p).ok())?;
+        let (client_id, secret) = client_credentials(&cfg);
+        let form = login::refresh_request(&refresh_token, client_id, secret, b.client_secret_post);
+        let call = self.token_call(
+            form,
+            Pending::Refresh {
+                cookie: Rc::from(cookie),
+                hash,
+                old: Rc::clone(identity),
+            },
+        )?;
+        if self.refreshing.len() > 4096 {
+            self.refreshing.retain(|_, until| now < *until);
+        }
+        self.refreshing
+            .insert(hash, now + 2 * cfg.callout_timeout_ms.div_ceil(1000) + 1);
+        log::debug!("refreshing a session");
+        Some(call)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn finish_refresh(
+        &mut self,
+        old_cookie: &str,
+        hash: TokenHash,
+        old: &Rc<Identity>,
+        req: &Request<'_>,
+        status: Option<u32>,
+        body: &[u8],
+        now: u64,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        let (Some(b), Some(previous)) = (&cfg.browser, old.session.as_ref()) else {
+            return Decision::Respond(unauthorized(&cfg, None));
+        };
+        let cookies = request_cookies(req);
+        let transient = |engine: &mut Engine, why: &str| {
+            // The provider is unavailable: the session stays valid until its own expiry; retry later.
+            log::warn!("session refresh failed ({why}); keeping the session, retrying in 30s");
+            engine.stats.count(Counter::RefreshFailed);
+            engine.refreshing.insert(hash, now + 30);
+            engine.forward_session(req, None, old, Vec::new(), false)
+        };
+        match status {
+            None => return transient(self, "provider unreachable"),
+            Some(code) if code >= 500 => return transient(self, &format!("HTTP {code}")),
+            Some(200) => {}
+            Some(code) => {
+                // invalid_grant and friends: the refresh token was revoked or expired. The
+                // session is over; a page is sent round once to start a new login.
+                self.refreshing.remove(&hash);
+                self.cache.clear();
+                self.stats.count(Counter::RefreshFailed);
+                let error = login::token_error(body).unwrap_or_else(|| "-".into());
+                log::info!("session refresh refused (HTTP {code}, {error}); session ended");
+                let set_cookies = cookie::delete_chunked(&b.cookie_name, &b.cookie, &cookies);
+                return if is_navigation(req) {
+                    Decision::Respond(redirect(
+                        &login::safe_return_path(req.header(":path").unwrap_or("/")),
+                        set_cookies,
+                    ))
+                } else {
+                    let mut r = unauthorized(&cfg, None);
+                    r.headers.extend(
+                        set_cookies
+                            .into_iter()
+                            .map(|c| ("set-cookie".to_string(), c)),
+                    );
+                    Decision::Respond(r)
+                };
+            }
+        }
+        let tokens = match TokenResponse::parse(body) {
+            Ok(t) => t,
+            Err(e) => return transient(self, &e),
+        };
+        let client_id = cfg.provider.client_id.clone().unwrap_or_default();
+        let id_claims = match (&tokens.id_token, self.keys.keys()) {
+            (Some(idt), Some(keys)) => {
+                match login::validate_id_token(
+                    Some(idt),
+                    keys,
+                    &cfg.provider.issuers,
+                    &client_id,
+                    &cfg.tokens.algorithms,
+                    cfg.tokens.leeway_secs,
+                    None,
+                    now,
+                ) {
+                    // OIDC Core §12.2: the refreshed ID token is about the same user.
+                    Ok(c) if c.get("sub") == previous.claims.get("sub") => Some(c),
+                    Ok(_) => return transient(self, "refreshed ID token names another subject"),
+                    Err(e) => return transient(self, e.description()),
+                }
+            }
+            _ => None,
+        };
+        let mut data = self.session_from_tokens(
+            b,
+            session_scope(b, req),
+            &tokens,
+            id_claims,
+            Some(previous),
+            previous.exp,
+            now,
+            random,
+        );
+        let Some((sealed, set_cookies)) = self.session_cookies(b, &mut data, &cookies, now) else {
+            return transient(self, "session too large");
+        };
+        let identity = Rc::new(session_identity_of(&cfg, data));
+        self.refreshing.remove(&hash);
+        // Other workers' VMs may see the old cookie too: publish the outcome for them.
+        self.refresh_outbox.push(RefreshNote {
+            old: hash,
+            until: now + 60,
+            cookie: sealed,
+        });
+        self.stats.count(Counter::Refreshed);
+        // Requests still carrying the old cookie (other tabs, requests in flight) get the new
+        // session for a minute instead of refreshing again with a rotated-out token.
+        self.refreshed.insert(
+            old_cookie,
+            now + 60,
+            Rc::new((Rc::clone(&identity), set_cookies.clone())),
+            now,
+        );
+        log::debug!("session refreshed");
+        self.forward_session(req, None, &identity, set_cookies, false)
+    }
+}

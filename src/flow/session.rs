@@ -1,0 +1,242 @@
+//! gatehouse's session: what its cookie holds, reading it on a request (with the cache and the
+//! site it was made for), writing it, and forwarding a request it authenticates.
+
+use super::{
+    authorize, identity_of, managed_headers_present, unauthorized, Decision, Engine, Identity,
+    Request, View,
+};
+use crate::config::{Browser, Config};
+use crate::cookie;
+use crate::policy::host_of;
+use crate::session::Purpose;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::rc::Rc;
+
+/// The result of looking at a request's session cookie.
+pub enum SessionOutcome {
+    /// A valid session, its cookie (chunks joined), and whether the request carries only
+    /// gatehouse's cookies (then the upstream gets no `Cookie` header at all).
+    Valid {
+        identity: Rc<Identity>,
+        cookie: String,
+        only_ours: bool,
+    },
+    /// An old cookie of a session refreshed moments ago: the new session, and its cookies.
+    Refreshed {
+        identity: Rc<Identity>,
+        set_cookies: Vec<String>,
+    },
+    /// No valid session; `had_cookie` if an invalid or expired one was sent.
+    None { had_cookie: bool },
+}
+
+/// What the session cookie holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionData {
+    /// Unix seconds after which the session is over.
+    pub exp: u64,
+    /// The claims headers and rules read (top-level members only).
+    pub claims: Map<String, Value>,
+    /// The ID token, for `id_token_hint` at sign-out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idt: Option<String>,
+    /// The refresh token, encrypted (never readable by the client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt: Option<String>,
+    /// When to refresh: the access token's expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rexp: Option<u64>,
+    /// Where the session is valid (see [`session_scope`]); a session without one is refused.
+    #[serde(default)]
+    pub scope: String,
+}
+
+/// A session's data, kept with its identity.
+pub type SessionInfo = SessionData;
+
+/// The identity of a session's data.
+pub(super) fn session_identity_of(cfg: &Config, data: SessionData) -> Identity {
+    let mut identity = identity_of(cfg, Value::Object(data.claims.clone()), None);
+    identity.session = Some(data);
+    identity
+}
+
+/// What a session is valid for: the cookie's `domain` when one is set (its subdomains share the
+/// session), else the exact host; and the cookie's path. Sealed into the session and checked on
+/// every request, so that a session made for one site is refused on another that shares the
+/// cookie key (one gateway serving several hosts, or a key reused across gateways).
+pub(super) fn session_scope(b: &Browser, req: &Request<'_>) -> String {
+    let site = match &b.cookie.domain {
+        Some(domain) => domain.trim_start_matches('.').to_ascii_lowercase(),
+        None => host_of(req.header(":authority").unwrap_or("")),
+    };
+    format!("{site}|{}", b.cookie.path)
+}
+
+/// Whether a cookie is one of gatehouse's: the session (or one of its chunks) or a login's state.
+pub(super) fn is_ours(b: &Browser, name: &str) -> bool {
+    name == b.cookie_name
+        || name
+            .strip_prefix(b.cookie_name.as_str())
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with("_st_"))
+}
+
+/// The cookies of a request.
+pub(super) fn request_cookies<'a>(req: &Request<'a>) -> Vec<(&'a str, &'a str)> {
+    cookie::parse(
+        req.headers
+            .iter()
+            .filter(|(n, _)| n == "cookie")
+            .map(|(_, v)| v.as_str()),
+    )
+}
+
+impl Engine {
+    /// The identity of the request's session cookie, if valid.
+    pub fn session_identity(&mut self, req: &Request<'_>, now: u64) -> SessionOutcome {
+        let cfg = Rc::clone(&self.config);
+        let Some(b) = &cfg.browser else {
+            return SessionOutcome::None { had_cookie: false };
+        };
+        let cookies = request_cookies(req);
+        let Some(value) = cookie::get_chunked(&cookies, &b.cookie_name) else {
+            let had_cookie = cookie::get(&cookies, &b.cookie_name).is_some();
+            return SessionOutcome::None { had_cookie };
+        };
+        if !self.refreshed.is_empty() {
+            if let Some(done) = self.refreshed.get(&value, now) {
+                let (identity, set_cookies) = (*done).clone();
+                return SessionOutcome::Refreshed {
+                    identity,
+                    set_cookies,
+                };
+            }
+        }
+        let identity = match self.cache.get(&value, now) {
+            Some(identity) => identity,
+            None => {
+                let data = b
+                    .sealer
+                    .open(Purpose::Session, &value)
+                    .and_then(|json| serde_json::from_slice::<SessionData>(&json).ok());
+                let Some(data) = data.filter(|d| now < d.exp) else {
+                    log::info!(
+                        "session cookie rejected (invalid, expired or signed with a retired key)"
+                    );
+                    return SessionOutcome::None { had_cookie: true };
+                };
+                let identity = Rc::new(session_identity_of(&cfg, data));
+                let until = identity.session.as_ref().map_or(now, |d| d.exp);
+                self.cache.insert(&value, until, Rc::clone(&identity), now);
+                identity
+            }
+        };
+        // Checked on cache hits too: the cache is keyed by the cookie alone.
+        let scope = session_scope(b, req);
+        if identity.session.as_ref().is_none_or(|d| d.scope != scope) {
+            log::info!("session cookie rejected (made for another site)");
+            return SessionOutcome::None { had_cookie: true };
+        }
+        let only_ours = cookies.iter().all(|(name, _)| is_ours(b, name));
+        SessionOutcome::Valid {
+            identity,
+            cookie: value,
+            only_ours,
+        }
+    }
+
+    /// Forwards a request authenticated by a session: gatehouse's cookies are taken out of the
+    /// `Cookie` header (the upstream does not need them), then the rules apply.
+    /// `only_ours`: the caller saw that every cookie of the request is gatehouse's (saves
+    /// reading a large `Cookie` header again); `false` if not known.
+    /// `view`: the request as [`View::read`] saw it, or `None` to read it again (a request
+    /// held for a callout).
+    pub(super) fn forward_session(
+        &mut self,
+        req: &Request<'_>,
+        view: Option<&View>,
+        identity: &Identity,
+        set_cookies: Vec<String>,
+        only_ours: bool,
+    ) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        let cfg = &cfg;
+        let Some(b) = &cfg.browser else {
+            return Decision::Respond(unauthorized(cfg, None));
+        };
+        let read;
+        let view = match view {
+            Some(v) => v,
+            None => match View::read(cfg, req) {
+                Ok(v) => {
+                    read = v;
+                    &read
+                }
+                Err(refusal) => return Decision::Respond(refusal.response()),
+            },
+        };
+        let mut remove = managed_headers_present(cfg, req);
+        let rest = if only_ours {
+            Vec::new()
+        } else {
+            cookie::raw_pairs_except(
+                req.headers
+                    .iter()
+                    .filter(|(n, _)| n == "cookie")
+                    .map(|(_, v)| v.as_str()),
+                |name| is_ours(b, name),
+            )
+        };
+        let mut set = Vec::new();
+        if rest.is_empty() {
+            remove.push("cookie".into());
+        } else {
+            set.push((Rc::from("cookie"), Rc::from(rest.join("; "))));
+        }
+        authorize(
+            cfg,
+            &mut self.stats,
+            req,
+            view,
+            identity,
+            remove,
+            set,
+            set_cookies,
+        )
+    }
+
+    /// Seals session data into `Set-Cookie` values (chunked if large). If the ID token makes the
+    /// session too large, it is left out (sign-out then names the client instead).
+    pub(super) fn session_cookies(
+        &self,
+        b: &Browser,
+        data: &mut SessionData,
+        request_cookies: &[(&str, &str)],
+        now: u64,
+    ) -> Option<(String, Vec<String>)> {
+        let max_age = data.exp.saturating_sub(now);
+        let seal = |data: &SessionData| {
+            let sealed = serde_json::to_vec(data)
+                .ok()
+                .and_then(|json| b.sealer.seal(Purpose::Session, &json))?;
+            let cookies =
+                cookie::set_chunked(&b.cookie_name, &sealed, &b.cookie, max_age, request_cookies)?;
+            Some((sealed, cookies))
+        };
+        if let Some(cookies) = seal(data) {
+            return Some(cookies);
+        }
+        if data.idt.take().is_some() {
+            if let Some(cookies) = seal(data) {
+                log::info!("session without the ID token (too large to keep)");
+                return Some(cookies);
+            }
+        }
+        log::error!(
+            "session too large for {} cookies; map fewer claims to headers",
+            cookie::MAX_CHUNKS
+        );
+        None
+    }
+}
