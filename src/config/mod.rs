@@ -70,6 +70,8 @@ pub struct Provider {
     /// Path of the discovery document on the cluster.
     pub discovery_path: String,
     pub client_id: Option<String>,
+    /// `[client_id]` (empty without one): the audience of this client's own tokens.
+    pub client_audience: Vec<String>,
     pub client_secret: Option<Secret>,
     pub keys: KeySource,
 }
@@ -176,6 +178,27 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 impl Config {
+    /// How bearer tokens are checked: this provider's issuers, the configured audiences, the
+    /// allowed algorithms and the leeway.
+    pub fn token_expectations(&self) -> crate::jwt::Expectations<'_> {
+        self.expectations(&self.provider.audiences)
+    }
+
+    /// How this client's own tokens are checked (the ID token, the access token of a login):
+    /// the same, with the client id as the one audience.
+    pub fn client_expectations(&self) -> crate::jwt::Expectations<'_> {
+        self.expectations(&self.provider.client_audience)
+    }
+
+    fn expectations<'a>(&'a self, audiences: &'a [String]) -> crate::jwt::Expectations<'a> {
+        crate::jwt::Expectations {
+            issuers: &self.provider.issuers,
+            audiences,
+            algorithms: &self.tokens.algorithms,
+            leeway_secs: self.tokens.leeway_secs,
+        }
+    }
+
     /// Parses and validates a configuration. `env` reads the VM's environment (for secrets).
     pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut errors = Errors::default();
@@ -569,6 +592,7 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
             cluster: p.cluster,
             authority,
             discovery_path,
+            client_audience: p.client_id.iter().cloned().collect(),
             client_id: p.client_id,
             client_secret,
             keys,

@@ -5,7 +5,7 @@
 use super::pages::unauthorized;
 use super::pages::unavailable;
 use super::{identity_of, Decision, Engine, Identity, Request};
-use crate::jwt::{self, Expectations, JwtError};
+use crate::jwt::{self, JwtError};
 use crate::stats::{Counter, DenyReason};
 use std::rc::Rc;
 
@@ -29,13 +29,7 @@ impl Engine {
             self.stats.count(Counter::TokenCacheHit);
             return Ok(identity);
         }
-        let expect = Expectations {
-            issuers: &cfg.provider.issuers,
-            audiences: &cfg.provider.audiences,
-            algorithms: &cfg.tokens.algorithms,
-            leeway_secs: cfg.tokens.leeway_secs,
-        };
-        match jwt::verify(token, &keys, &expect, now) {
+        match jwt::verify(token, &keys, &cfg.token_expectations(), now) {
             Ok(verified) => {
                 self.stats.count(Counter::TokenCacheMiss);
                 let identity = Rc::new(identity_of(&cfg, verified.claims, Some(token)));

@@ -8,7 +8,7 @@ use super::session::{request_cookies, session_scope, SessionData};
 use super::{unauthorized, unavailable, Decision, Engine, Request, Response};
 use crate::config::{Browser, Config};
 use crate::cookie;
-use crate::jwt::{self, Expectations};
+use crate::jwt;
 use crate::oidc::login::{self, AuthorizeRequest, LoginState, TokenResponse};
 use crate::session::Purpose;
 use crate::stats::{Counter, DenyReason};
@@ -338,16 +338,9 @@ impl Engine {
         random: &mut dyn FnMut(&mut [u8]),
     ) -> SessionData {
         let cfg = &self.config;
-        let client_id = cfg.provider.client_id.clone().unwrap_or_default();
         // Keycloak puts roles in the access token, not the ID token: take them from there when
         // the access token is a JWT that verifies for this client.
-        let audiences = [client_id];
-        let expect = Expectations {
-            issuers: &cfg.provider.issuers,
-            audiences: &audiences,
-            algorithms: &cfg.tokens.algorithms,
-            leeway_secs: cfg.tokens.leeway_secs,
-        };
+        let expect = cfg.client_expectations();
         let access = self
             .keys
             .keys()
@@ -479,14 +472,10 @@ impl Engine {
         let Some(keys) = self.keys.keys().cloned() else {
             return Decision::Respond(unavailable("signing keys are not loaded yet"));
         };
-        let client_id = cfg.provider.client_id.clone().unwrap_or_default();
         let id_claims = match login::validate_id_token(
             tokens.id_token.as_deref(),
             &keys,
-            &cfg.provider.issuers,
-            &client_id,
-            &cfg.tokens.algorithms,
-            cfg.tokens.leeway_secs,
+            &cfg.client_expectations(),
             Some(&attempt.nonce),
             now,
         ) {

@@ -200,19 +200,9 @@ impl Engine {
             Ok(t) => t,
             Err(e) => return transient(self, &e),
         };
-        let client_id = cfg.provider.client_id.clone().unwrap_or_default();
         let id_claims = match (&tokens.id_token, self.keys.keys()) {
             (Some(idt), Some(keys)) => {
-                match login::validate_id_token(
-                    Some(idt),
-                    keys,
-                    &cfg.provider.issuers,
-                    &client_id,
-                    &cfg.tokens.algorithms,
-                    cfg.tokens.leeway_secs,
-                    None,
-                    now,
-                ) {
+                match login::validate_id_token(Some(idt), keys, &cfg.client_expectations(), None, now) {
                     // OIDC Core §12.2: the refreshed ID token is about the same user.
                     Ok(c) if c.get("sub") == previous.claims.get("sub") => Some(c),
                     Ok(_) => return transient(self, "refreshed ID token names another subject"),

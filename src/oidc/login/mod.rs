@@ -2,7 +2,7 @@
 //! token request and response (RFC 6749 §4.1), ID-token validation (OpenID Connect Core
 //! §3.1.3.7), and where to send the user afterwards (no open redirect).
 
-use crate::jwt::{self, alg::Alg, jwks::KeySet, Expectations, JwtError};
+use crate::jwt::{self, jwks::KeySet, Expectations, JwtError};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -164,22 +164,18 @@ impl IdTokenError {
 /// Validates an ID token (OpenID Connect Core §3.1.3.7): signature with a key of the set and an
 /// allowed algorithm, `iss`, `aud` containing the client id, `azp` (if present) equal to it,
 /// `exp`, `iat` (required), `sub` (required) and the `nonce` of this login attempt (`None` on refresh, where the
-/// nonce is not checked, §12.2). Returns its claims.
-#[allow(clippy::too_many_arguments)]
+/// nonce is not checked, §12.2). `expect` is for this client: its one audience is the client id
+/// (`Config::client_expectations`). Returns its claims.
 pub fn validate_id_token(
     id_token: Option<&str>,
     keys: &KeySet,
-    issuers: &[String],
-    client_id: &str,
-    algorithms: &[Alg],
-    leeway_secs: u64,
+    expect: &Expectations<'_>,
     nonce: Option<&str>,
     now: u64,
 ) -> Result<Value, IdTokenError> {
     let token = id_token.ok_or(IdTokenError::Missing)?;
-    let audiences = [client_id.to_string()];
-    let expect = Expectations { issuers, audiences: &audiences, algorithms, leeway_secs };
-    let verified = jwt::verify(token, keys, &expect, now).map_err(IdTokenError::Jwt)?;
+    let client_id = expect.audiences.first().map(String::as_str).unwrap_or_default();
+    let verified = jwt::verify(token, keys, expect, now).map_err(IdTokenError::Jwt)?;
     let claims = verified.claims;
     // jwt::verify also accepts `azp` as the audience (right for access tokens); an ID token's
     // `aud` itself must name this client (§3.1.3.7 item 3).

@@ -1,4 +1,5 @@
 use super::*;
+use crate::jwt::alg::Alg;
 use crate::testutil::{TestKey, RSA_A, RSA_B};
 use serde_json::json;
 
@@ -67,7 +68,9 @@ fn check(claims: &Value, signer: &TestKey) -> Result<Value, IdTokenError> {
     let key = TestKey::rsa(RSA_A);
     let keys = KeySet::from_value(&json!({"keys": [key.jwk("k1", Alg::RS256)]})).unwrap();
     let token = signer.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), claims);
-    validate_id_token(Some(&token), &keys, &[ISS.to_string()], "gateway", &Alg::ALL, 30, Some("n0nce"), NOW)
+    let (issuers, audiences) = ([ISS.to_string()], ["gateway".to_string()]);
+    let expect = Expectations { issuers: &issuers, audiences: &audiences, algorithms: &Alg::ALL, leeway_secs: 30 };
+    validate_id_token(Some(&token), &keys, &expect, Some("n0nce"), NOW)
 }
 
 #[test]
@@ -105,7 +108,9 @@ fn id_token_rules() {
         assert_eq!(got, Err(want), "case {i}");
     }
     let keys = KeySet::default();
-    assert_eq!(validate_id_token(None, &keys, &[], "gateway", &Alg::ALL, 30, Some("n"), NOW), Err(IdTokenError::Missing));
+    let audiences = ["gateway".to_string()];
+    let expect = Expectations { issuers: &[], audiences: &audiences, algorithms: &Alg::ALL, leeway_secs: 30 };
+    assert_eq!(validate_id_token(None, &keys, &expect, Some("n"), NOW), Err(IdTokenError::Missing));
 }
 
 #[test]
