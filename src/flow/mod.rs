@@ -36,6 +36,14 @@ pub struct Response {
     pub body: String,
 }
 
+impl Response {
+    /// The same response, setting these cookies.
+    pub fn with_cookies(mut self, set_cookies: Vec<String>) -> Response {
+        self.headers.extend(set_cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));
+        self
+    }
+}
+
 /// A request header gatehouse sets. Shared strings: an identity's claim headers are built once
 /// and cached, and every request forwarded with them copies pointers, not text.
 pub type Header = (Rc<str>, Rc<str>);
@@ -207,9 +215,7 @@ pub(crate) fn authorize(
         Verdict::Deny { rule, reason } => {
             stats.count(Counter::Denied(DenyReason::of_policy(reason)));
             log::warn!("access denied: {reason} (rule {})", rule.as_deref().unwrap_or("-"));
-            let mut r = forbidden(req, rule.as_deref(), reason);
-            r.headers.extend(set_cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));
-            Decision::Respond(r)
+            Decision::Respond(forbidden(req, rule.as_deref(), reason).with_cookies(set_cookies))
         }
     }
 }

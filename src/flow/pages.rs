@@ -13,6 +13,25 @@ pub(super) fn html_escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// A page of gatehouse's own: `title` (escaped here) as title and heading, `content` (HTML the
+/// caller escaped) below it; never cached, never framed, no referrer sent from it.
+pub(super) fn html_page(status: u32, title: &str, content: &str) -> Response {
+    let t = html_escape(title);
+    Response {
+        status,
+        headers: vec![
+            ("content-type".into(), "text/html; charset=utf-8".into()),
+            ("cache-control".into(), "no-store".into()),
+            ("content-security-policy".into(), "frame-ancestors 'none'".into()),
+            ("x-frame-options".into(), "DENY".into()),
+            ("referrer-policy".into(), "no-referrer".into()),
+        ],
+        body: format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1>{content}</body></html>"
+        ),
+    }
+}
+
 /// A small error page with a way to try again.
 pub(crate) fn error_page(
     status: u32,
@@ -21,47 +40,25 @@ pub(crate) fn error_page(
     retry: &str,
     set_cookies: Vec<String>,
 ) -> Response {
-    let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body>\
-         <h1>{t}</h1><p>{m}</p><p><a href=\"{r}\">Try again</a></p></body></html>",
-        t = html_escape(title),
-        m = html_escape(message),
-        r = html_escape(retry),
+    let content = format!(
+        "<p>{}</p><p><a href=\"{}\">Try again</a></p>",
+        html_escape(message),
+        html_escape(retry)
     );
-    let mut headers = vec![
-        (
-            "content-type".to_string(),
-            "text/html; charset=utf-8".to_string(),
-        ),
-        ("cache-control".to_string(), "no-store".to_string()),
-    ];
-    headers.extend(
-        set_cookies
-            .into_iter()
-            .map(|c| ("set-cookie".to_string(), c)),
-    );
-    Response {
-        status,
-        headers,
-        body,
-    }
+    html_page(status, title, &content).with_cookies(set_cookies)
 }
 
 pub(super) fn redirect(location: &str, set_cookies: Vec<String>) -> Response {
-    let mut headers = vec![
+    let headers = vec![
         ("location".to_string(), location.to_string()),
         ("cache-control".to_string(), "no-store".to_string()),
     ];
-    headers.extend(
-        set_cookies
-            .into_iter()
-            .map(|c| ("set-cookie".to_string(), c)),
-    );
     Response {
         status: 302,
         headers,
         body: String::new(),
     }
+    .with_cookies(set_cookies)
 }
 
 pub(crate) fn json_response(
@@ -133,19 +130,11 @@ pub(super) fn forbidden(req: &Request<'_>, rule: Option<&str>, reason: &str) -> 
         .header("accept")
         .is_some_and(|a| a.contains("text/html"));
     if wants_html {
-        let body = format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Access denied</title></head>\
-             <body><h1>Access denied</h1><p>You are signed in, but not allowed to see this page.</p>\
-             <p>Reason: <code>{reason}</code></p></body></html>"
+        let content = format!(
+            "<p>You are signed in, but not allowed to see this page.</p><p>Reason: <code>{}</code></p>",
+            html_escape(reason)
         );
-        return Response {
-            status: 403,
-            headers: vec![
-                ("content-type".into(), "text/html; charset=utf-8".into()),
-                ("cache-control".into(), "no-store".into()),
-            ],
-            body,
-        };
+        return html_page(403, "Access denied", &content);
     }
     json_response(
         403,

@@ -186,13 +186,7 @@ impl Engine {
                         set_cookies,
                     ))
                 } else {
-                    let mut r = unauthorized(&cfg, None);
-                    r.headers.extend(
-                        set_cookies
-                            .into_iter()
-                            .map(|c| ("set-cookie".to_string(), c)),
-                    );
-                    Decision::Respond(r)
+                    Decision::Respond(unauthorized(&cfg, None).with_cookies(set_cookies))
                 };
             }
         }
@@ -202,7 +196,13 @@ impl Engine {
         };
         let id_claims = match (&tokens.id_token, self.keys.keys()) {
             (Some(idt), Some(keys)) => {
-                match login::validate_id_token(Some(idt), keys, &cfg.client_expectations(), None, now) {
+                match login::validate_id_token(
+                    Some(idt),
+                    keys,
+                    &cfg.client_expectations(),
+                    None,
+                    now,
+                ) {
                     // OIDC Core §12.2: the refreshed ID token is about the same user.
                     Ok(c) if c.get("sub") == previous.claims.get("sub") => Some(c),
                     Ok(_) => return transient(self, "refreshed ID token names another subject"),

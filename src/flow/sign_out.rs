@@ -2,7 +2,7 @@
 //! then every gatehouse cookie is cleared and the provider's session ended (RP-initiated logout).
 
 use super::login::state_attrs;
-use super::pages::{html_escape, redirect};
+use super::pages::{html_escape, html_page, redirect};
 use super::request::{origin, query_params};
 use super::session::{request_cookies, SessionData};
 use super::{unauthorized, Decision, Engine, Request, Response};
@@ -35,25 +35,11 @@ impl Engine {
             // A form the user submits themselves, carrying a token a cross-site page cannot
             // know: neither a cross-site request nor one from a browser that sends no
             // `Sec-Fetch-Site` (older ones) signs anybody out unasked.
-            let body = format!(
-                "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign out</title></head><body>\
-                 <h1>Sign out?</h1><form method=\"post\" action=\"{}?csrf={token}\"><button type=\"submit\">Sign out</button></form></body></html>",
+            let form = format!(
+                "<form method=\"post\" action=\"{}?csrf={token}\"><button type=\"submit\">Sign out</button></form>",
                 html_escape(&b.sign_out_path)
             );
-            return Decision::Respond(Response {
-                status: 200,
-                headers: vec![
-                    ("content-type".into(), "text/html; charset=utf-8".into()),
-                    ("cache-control".into(), "no-store".into()),
-                    (
-                        "content-security-policy".into(),
-                        "frame-ancestors 'none'".into(),
-                    ),
-                    ("x-frame-options".into(), "DENY".into()),
-                    ("referrer-policy".into(), "no-referrer".into()),
-                ],
-                body,
-            });
+            return Decision::Respond(html_page(200, "Sign out?", &form));
         }
         let id_token = cookie::get_chunked(&cookies, &b.cookie_name)
             .and_then(|v| b.sealer.open(Purpose::Session, &v))
