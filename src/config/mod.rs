@@ -899,10 +899,7 @@ fn jwks_path(uri: &str) -> Result<String, String> {
     if u.scheme() != "http" && u.scheme() != "https" {
         return Err(format!("expected an http(s) URL, found {uri:?}"));
     }
-    Ok(match u.query() {
-        Some(q) => format!("{}?{q}", u.path()),
-        None => u.path().to_string(),
-    })
+    Ok(crate::oidc::path_and_query(&u))
 }
 
 #[cfg(test)]

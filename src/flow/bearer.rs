@@ -37,20 +37,12 @@ impl Engine {
                 self.cache.insert(token, until, Rc::clone(&identity), now);
                 Ok(identity)
             }
-            Err(JwtError::UnknownKeyId) if refetch_allowed => {
-                if let Some(fetch) = self.keys.unknown_kid(now) {
-                    log::info!("token names an unknown key id; fetching the key set");
-                    return Err(Decision::FetchKeys(fetch));
-                }
-                log::warn!("rejecting token: {}", JwtError::UnknownKeyId);
-                self.stats.count(Counter::TokenCacheMiss);
-                self.stats.count(Counter::Denied(DenyReason::InvalidToken));
-                Err(Decision::Respond(unauthorized(
-                    &cfg,
-                    Some(JwtError::UnknownKeyId),
-                )))
-            }
             Err(e) => {
+                if e == JwtError::UnknownKeyId && refetch_allowed {
+                    if let Some(fetch) = self.key_fetch_for_unknown_kid("a bearer token", now) {
+                        return Err(Decision::FetchKeys(fetch));
+                    }
+                }
                 log::warn!("rejecting token: {e}");
                 self.stats.count(Counter::TokenCacheMiss);
                 self.stats.count(Counter::Denied(DenyReason::InvalidToken));

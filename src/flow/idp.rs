@@ -132,11 +132,9 @@ pub(super) fn client_credentials(cfg: &Config) -> (&str, &str) {
     )
 }
 
-/// The path and query of an absolute URL (callouts go to the cluster, not the URL's host).
+/// The path and query of an absolute URL (see [`crate::oidc::path_and_query`]).
 pub(super) fn path_of(url: &str) -> Option<String> {
-    let u = url::Url::parse(url).ok()?;
-    Some(match u.query() {
-        Some(q) => format!("{}?{q}", u.path()),
-        None => u.path().to_string(),
-    })
+    url::Url::parse(url)
+        .ok()
+        .map(|u| crate::oidc::path_and_query(&u))
 }

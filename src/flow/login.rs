@@ -480,32 +480,22 @@ impl Engine {
             now,
         ) {
             Ok(c) => c,
-            Err(login::IdTokenError::Jwt(jwt::JwtError::UnknownKeyId)) if refetch_allowed => {
+            Err(e) => {
                 // The provider signs with a key we have not seen yet (it rotated its keys):
                 // fetch the key set once, then check this same answer again.
-                if let Some(fetch) = self.keys.unknown_kid(now) {
-                    log::info!("ID token names an unknown key id; fetching the key set");
-                    let held = HeldAnswer {
-                        pending: Pending::Code {
-                            login: attempt,
-                            state_cookie,
-                        },
-                        status,
-                        body: body.to_vec(),
-                    };
-                    return Decision::FetchKeysForAnswer(fetch, Box::new(held));
+                if e == login::IdTokenError::Jwt(jwt::JwtError::UnknownKeyId) && refetch_allowed {
+                    if let Some(fetch) = self.key_fetch_for_unknown_kid("an ID token", now) {
+                        let held = HeldAnswer {
+                            pending: Pending::Code {
+                                login: attempt,
+                                state_cookie,
+                            },
+                            status,
+                            body: body.to_vec(),
+                        };
+                        return Decision::FetchKeysForAnswer(fetch, Box::new(held));
+                    }
                 }
-                log::warn!(
-                    "ID token rejected: {}",
-                    jwt::JwtError::UnknownKeyId.description()
-                );
-                return fail(
-                    502,
-                    "The identity provider's answer could not be verified.",
-                    set_cookies,
-                );
-            }
-            Err(e) => {
                 log::warn!("ID token rejected: {}", e.description());
                 return fail(
                     502,

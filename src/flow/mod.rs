@@ -111,6 +111,15 @@ impl Engine {
         }
     }
 
+    /// The one early key-set fetch when a token (`what`: a bearer token, an ID token) names a
+    /// `kid` the key set does not hold: `None` if one ran less than
+    /// `keys.unknownKidMinIntervalSeconds` ago or is in flight (the token is then refused).
+    pub(crate) fn key_fetch_for_unknown_kid(&mut self, what: &str, now: u64) -> Option<Fetch> {
+        let fetch = self.keys.unknown_kid(now)?;
+        log::info!("{what} names an unknown key id; fetching the key set");
+        Some(fetch)
+    }
+
     /// Decides what to do with a request at time `now` (Unix seconds). `random` fills buffers
     /// with cryptographically secure random bytes (used only to start a login).
     pub fn decide(

@@ -4,13 +4,12 @@
 use super::idp::{client_credentials, Pending};
 use super::pages::redirect;
 use super::request::is_navigation;
-use super::session::{request_cookies, session_identity_of, session_scope, SessionData};
+use super::session::{open_session, request_cookies, session_identity_of, session_scope};
 use super::{unauthorized, Decision, Engine, Identity, Request};
 use crate::cache::token_hash;
 use crate::cache::TokenHash;
 use crate::cookie;
 use crate::oidc::login::{self, TokenResponse};
-use crate::session::Purpose;
 use crate::stats::Counter;
 use std::rc::Rc;
 
@@ -76,8 +75,7 @@ impl Engine {
         }
         let cfg = Rc::clone(&self.config);
         let b = cfg.browser.as_ref()?;
-        let data: SessionData =
-            serde_json::from_slice(&b.sealer.open(Purpose::Session, &note.cookie)?).ok()?;
+        let data = open_session(b, &note.cookie)?;
         if now >= data.exp {
             return None;
         }

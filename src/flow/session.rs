@@ -55,6 +55,12 @@ pub struct SessionData {
 /// A session's data, kept with its identity.
 pub type SessionInfo = SessionData;
 
+/// A sealed session's data, if its MAC holds under a configured key and it parses (whether it
+/// has expired, or belongs to this site, is the caller's to check).
+pub(super) fn open_session(b: &Browser, sealed: &str) -> Option<SessionData> {
+    serde_json::from_slice(&b.sealer.open(Purpose::Session, sealed)?).ok()
+}
+
 /// The identity of a session's data.
 pub(super) fn session_identity_of(cfg: &Config, data: SessionData) -> Identity {
     let mut identity = identity_of(cfg, Value::Object(data.claims.clone()), None);
@@ -116,11 +122,7 @@ impl Engine {
         let identity = match self.cache.get(&value, now) {
             Some(identity) => identity,
             None => {
-                let data = b
-                    .sealer
-                    .open(Purpose::Session, &value)
-                    .and_then(|json| serde_json::from_slice::<SessionData>(&json).ok());
-                let Some(data) = data.filter(|d| now < d.exp) else {
+                let Some(data) = open_session(b, &value).filter(|d| now < d.exp) else {
                     log::info!(
                         "session cookie rejected (invalid, expired or signed with a retired key)"
                     );

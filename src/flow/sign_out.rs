@@ -4,7 +4,7 @@
 use super::login::state_attrs;
 use super::pages::{html_escape, html_page, redirect};
 use super::request::{origin, query_params};
-use super::session::{request_cookies, SessionData};
+use super::session::{open_session, request_cookies};
 use super::{unauthorized, Decision, Engine, Request, Response};
 use crate::config::Browser;
 use crate::cookie;
@@ -42,8 +42,7 @@ impl Engine {
             return Decision::Respond(html_page(200, "Sign out?", &form));
         }
         let id_token = cookie::get_chunked(&cookies, &b.cookie_name)
-            .and_then(|v| b.sealer.open(Purpose::Session, &v))
-            .and_then(|json| serde_json::from_slice::<SessionData>(&json).ok())
+            .and_then(|v| open_session(b, &v))
             .and_then(|d| d.idt);
         let mut set_cookies = cookie::delete_chunked(&b.cookie_name, &b.cookie, &cookies);
         let state_prefix = format!("{}_st_", b.cookie_name);

@@ -43,10 +43,7 @@ impl Discovery {
         if jwks.scheme() != "https" && jwks.scheme() != "http" {
             return Err("jwks_uri is not an http(s) URL".into());
         }
-        let jwks_path = match jwks.query() {
-            Some(q) => format!("{}?{q}", jwks.path()),
-            None => jwks.path().to_string(),
-        };
+        let jwks_path = super::path_and_query(&jwks);
         Ok(Discovery {
             issuer: raw.issuer,
             jwks_path,
