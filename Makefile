@@ -110,6 +110,8 @@ unit:
 	cargo test --quiet
 
 lint: .tools/rust-target .tools/apt
+	cargo fmt --check
+	cd fuzz && cargo fmt --check
 	cargo clippy --quiet --target wasm32-wasip1 -- -D warnings
 	cargo clippy --quiet --all-targets --features bench-support -- -D warnings
 

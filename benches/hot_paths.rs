@@ -117,7 +117,9 @@ fn claims_and_policy(c: &mut Criterion) {
         g.bench_function(name, |b| b.iter(|| cfg.policy.evaluate(black_box(&target), &claims)));
     }
     g.bench_function("prepare_path", |b| b.iter(|| path::prepare(black_box(fx::ALLOWED.1), &PathSettings::default())));
-    g.bench_function("prepare_tricky_path", |b| b.iter(|| path::prepare(black_box("/Public/..;/Admin/%2e%2E/x"), &PathSettings::default())));
+    g.bench_function("prepare_tricky_path", |b| {
+        b.iter(|| path::prepare(black_box("/Public/..;/Admin/%2e%2E/x"), &PathSettings::default()))
+    });
     g.finish();
 }
 

@@ -15,10 +15,7 @@ impl ClaimPath {
     /// Parses a dotted path. Empty paths and empty segments (`a..b`, `.a`) are refused.
     pub fn parse(text: &str) -> Result<Self, String> {
         if text.is_empty() {
-            return Err(
-                "expected a claim path such as `email` or `realm_access.roles`, found an empty string"
-                    .into(),
-            );
+            return Err("expected a claim path such as `email` or `realm_access.roles`, found an empty string".into());
         }
         let mut segments = Vec::new();
         let mut current = String::new();
@@ -27,11 +24,7 @@ impl ClaimPath {
             match c {
                 '\\' => match chars.next() {
                     Some(next @ ('.' | '\\')) => current.push(next),
-                    _ => {
-                        return Err(format!(
-                            "in claim path `{text}`: `\\` may only escape `.` or `\\`"
-                        ))
-                    }
+                    _ => return Err(format!("in claim path `{text}`: `\\` may only escape `.` or `\\`")),
                 },
                 '.' => {
                     if current.is_empty() {
@@ -61,9 +54,7 @@ impl ClaimPath {
 
     /// The value at this path, if every segment names an object member.
     pub fn lookup<'a>(&self, claims: &'a Value) -> Option<&'a Value> {
-        self.0
-            .iter()
-            .try_fold(claims, |value, segment| value.as_object()?.get(segment))
+        self.0.iter().try_fold(claims, |value, segment| value.as_object()?.get(segment))
     }
 }
 
@@ -91,11 +82,7 @@ impl fmt::Display for ClaimPath {
 pub fn values_of(value: &Value) -> Vec<String> {
     match value {
         Value::Null => Vec::new(),
-        Value::Array(items) => items
-            .iter()
-            .filter(|item| !item.is_null())
-            .map(scalar_text)
-            .collect(),
+        Value::Array(items) => items.iter().filter(|item| !item.is_null()).map(scalar_text).collect(),
         other => vec![scalar_text(other)],
     }
 }
@@ -151,10 +138,7 @@ mod tests {
             ClaimPath::parse(r"resource_access.my\.client.roles").unwrap(),
             ClaimPath::from_segments(["resource_access", "my.client", "roles"])
         );
-        assert_eq!(
-            ClaimPath::parse(r"a\\b").unwrap(),
-            ClaimPath::from_segments([r"a\b"])
-        );
+        assert_eq!(ClaimPath::parse(r"a\\b").unwrap(), ClaimPath::from_segments([r"a\b"]));
         for bad in ["", ".", "a.", ".a", "a..b", r"a\b", r"a\"] {
             assert!(ClaimPath::parse(bad).is_err(), "{bad:?} should be refused");
         }

@@ -18,10 +18,7 @@ pub fn parse<'a>(headers: impl Iterator<Item = &'a str>) -> Vec<(&'a str, &'a st
             let pair = pair.trim_matches(' ');
             if let Some((name, value)) = pair.split_once('=') {
                 let value = value.trim_matches(' ');
-                let value = value
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or(value);
+                let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
                 if !name.is_empty() {
                     out.push((name, value));
                 }
@@ -119,11 +116,8 @@ pub fn set_chunked(
         0
     } else {
         // Values are base64url and ASCII: splitting on byte boundaries is safe.
-        let pieces: Vec<&str> = value
-            .as_bytes()
-            .chunks(MAX_COOKIE_VALUE)
-            .filter_map(|c| std::str::from_utf8(c).ok())
-            .collect();
+        let pieces: Vec<&str> =
+            value.as_bytes().chunks(MAX_COOKIE_VALUE).filter_map(|c| std::str::from_utf8(c).ok()).collect();
         if pieces.len() > MAX_CHUNKS {
             return None;
         }
@@ -153,10 +147,7 @@ fn stale_chunks(name: &str, keep: usize, attrs: &Attributes, request_cookies: &[
         .collect();
     stale.sort_unstable();
     stale.dedup();
-    stale
-        .into_iter()
-        .map(|i| set_cookie(&format!("{name}.{i}"), "", attrs, Some(0)))
-        .collect()
+    stale.into_iter().map(|i| set_cookie(&format!("{name}.{i}"), "", attrs, Some(0))).collect()
 }
 
 #[cfg(test)]
@@ -186,8 +177,12 @@ mod tests {
     #[test]
     fn set_cookie_attributes() {
         assert_eq!(set_cookie("s", "v", &attrs(), Some(60)), "s=v; Path=/; Max-Age=60; HttpOnly; Secure; SameSite=Lax");
-        let a = Attributes { path: "/app".into(), domain: Some("example.com".into()), secure: false, same_site: "Strict" };
-        assert_eq!(set_cookie("s", "", &a, Some(0)), "s=; Path=/app; Domain=example.com; Max-Age=0; HttpOnly; SameSite=Strict");
+        let a =
+            Attributes { path: "/app".into(), domain: Some("example.com".into()), secure: false, same_site: "Strict" };
+        assert_eq!(
+            set_cookie("s", "", &a, Some(0)),
+            "s=; Path=/app; Domain=example.com; Max-Age=0; HttpOnly; SameSite=Strict"
+        );
     }
 
     #[test]

@@ -2,13 +2,13 @@
 //!
 //! Everything but `filter` is pure and tested on the host; `filter` is the thin proxy-wasm glue.
 
+pub mod cache;
 pub mod claims;
 pub mod config;
 pub mod cookie;
 #[cfg(target_arch = "wasm32")]
 mod filter;
 pub mod flow;
-pub mod cache;
 pub mod jwt;
 pub mod keys;
 pub mod oidc;

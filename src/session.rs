@@ -83,11 +83,7 @@ impl Sealer {
                     .and_then(|okm| okm.fill(&mut aead_key))
                     .ok()?;
                 let aead = aead::UnboundKey::new(&aead::AES_256_GCM, &aead_key).ok()?;
-                Some(Key {
-                    kid,
-                    mac: hmac::Key::new(hmac::HMAC_SHA256, bytes),
-                    aead: aead::LessSafeKey::new(aead),
-                })
+                Some(Key { kid, mac: hmac::Key::new(hmac::HMAC_SHA256, bytes), aead: aead::LessSafeKey::new(aead) })
             })
             .collect();
         Sealer { keys }
@@ -125,7 +121,11 @@ impl Sealer {
         let key = self.keys.first()?;
         let mut buf = plaintext.to_vec();
         key.aead
-            .seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(key.kid.as_bytes()), &mut buf)
+            .seal_in_place_append_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(key.kid.as_bytes()),
+                &mut buf,
+            )
             .ok()?;
         Some(format!("{}.{}.{}", key.kid, B64.encode(nonce), B64.encode(buf)))
     }

@@ -150,7 +150,9 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), names.len());
-        assert!(names.iter().all(|n| n.starts_with("gatehouse.") && n.bytes().all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')));
+        assert!(names.iter().all(
+            |n| n.starts_with("gatehouse.") && n.bytes().all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
+        ));
         assert_eq!(Counter::Denied(DenyReason::GroupRequired).name(), "gatehouse.requests.denied.group_required");
     }
 

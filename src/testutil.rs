@@ -136,7 +136,5 @@ fn fixed_random(seed: u8) -> ring::test::rand::FixedByteRandom {
 
 /// HS256 over `message` with `key` (to forge "HS256 keyed with the public key" tokens).
 pub fn hs256(key: &[u8], message: &[u8]) -> Vec<u8> {
-    ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), message)
-        .as_ref()
-        .to_vec()
+    ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), message).as_ref().to_vec()
 }

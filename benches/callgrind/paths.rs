@@ -40,7 +40,10 @@ const PATHS: &[(&str, &str)] = &[
     ("op-sealer-open", "Sealer::open of the session cookie (HMAC-SHA256, base64)"),
     ("op-session-json", "serde_json::from_slice of the opened session (to a Value)"),
     ("op-jwt-verify-RS256", "jwt::verify of the RS256 token alone"),
-    ("op-identity-of", "flow::identity_of on a clone of the access-token claims (default claim headers), dropped after"),
+    (
+        "op-identity-of",
+        "flow::identity_of on a clone of the access-token claims (default claim headers), dropped after",
+    ),
     ("op-claims-clone", "the clone and drop alone, to subtract from op-identity-of"),
     ("op-policy-allow", "Policy::evaluate, allowed target (8 rules)"),
     ("op-policy-deny", "Policy::evaluate, denied target"),
@@ -53,7 +56,12 @@ fn decide(engine: &mut Engine, headers: &[(String, String)], random: &mut dyn Fn
 }
 
 /// An engine path: set-up, a check that the request takes the path named, and the operation.
-fn engine_path(cache: usize, headers: Vec<(String, String)>, want_status: u32, warm: Option<Vec<(String, String)>>) -> Box<dyn FnMut()> {
+fn engine_path(
+    cache: usize,
+    headers: Vec<(String, String)>,
+    want_status: u32,
+    warm: Option<Vec<(String, String)>>,
+) -> Box<dyn FnMut()> {
     let signers = Signers::new();
     let mut engine = fx::engine(fx::config(&signers, cache));
     let mut random = fx::counter_random();
@@ -169,7 +177,10 @@ fn main() {
         let sealed = fx::session_value(&cfg, &cookie);
         let json = cfg.browser.as_ref().and_then(|b| b.sealer.open(Purpose::Session, &sealed)).map_or(0, |j| j.len());
         let claims = fx::access_claims().to_string().len();
-        println!("session cookie: {} bytes (sealed JSON {json} bytes); access-token claims: {claims} bytes JSON", cookie.len());
+        println!(
+            "session cookie: {} bytes (sealed JSON {json} bytes); access-token claims: {claims} bytes JSON",
+            cookie.len()
+        );
         for alg in fx::ALGS {
             println!("{alg} token: {} bytes", signers.token(alg, &fx::access_claims()).len());
         }

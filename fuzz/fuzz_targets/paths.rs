@@ -11,8 +11,12 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(raw) = std::str::from_utf8(data) else { return };
-    for normalization in [Normalization::None, Normalization::Base, Normalization::MergeSlashes, Normalization::DecodeAndMergeSlashes] {
-        for escaped_slashes in [EscapedSlashes::KeepUnchanged, EscapedSlashes::RejectRequest, EscapedSlashes::UnescapeAndForward] {
+    for normalization in
+        [Normalization::None, Normalization::Base, Normalization::MergeSlashes, Normalization::DecodeAndMergeSlashes]
+    {
+        for escaped_slashes in
+            [EscapedSlashes::KeepUnchanged, EscapedSlashes::RejectRequest, EscapedSlashes::UnescapeAndForward]
+        {
             let Ok(p) = prepare(raw, &PathSettings { normalization, escaped_slashes }) else { continue };
             assert!(p.path.starts_with('/'), "{raw:?} -> {:?}", p.path);
             for (_, policy) in policies("/public/", "/admin/") {
@@ -22,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
                     let theirs = policy.route_of(&Target { host: "h", path: &reading, method: "GET" });
                     for (who, claims) in identities() {
                         if routes.iter().all(|&r| allowed(&policy, r, &claims)) {
-                            assert!(allowed(&policy, theirs, &claims), "{who} on {raw:?}: forwarded {:?}, {name} reads {reading:?}", p.path);
+                            assert!(
+                                allowed(&policy, theirs, &claims),
+                                "{who} on {raw:?}: forwarded {:?}, {name} reads {reading:?}",
+                                p.path
+                            );
                         }
                     }
                 }

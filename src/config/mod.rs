@@ -7,7 +7,10 @@ mod raw;
 use crate::claims::ClaimPath;
 use crate::jwt::alg::Alg;
 use crate::jwt::jwks::KeySet;
-use crate::policy::{ClaimCondition, ClaimOp, EscapedSlashes, HostPattern, Normalization, PathMatch, PathSettings, Policy, PublicPath, Rule};
+use crate::policy::{
+    ClaimCondition, ClaimOp, EscapedSlashes, HostPattern, Normalization, PathMatch, PathSettings, Policy, PublicPath,
+    Rule,
+};
 use crate::secret::Secret;
 use crate::session::Sealer;
 use raw::{OneOrMany, RawConfig, RawPathMatch};
@@ -165,16 +168,37 @@ pub struct Config {
 /// `X-Forwarded-Prefix`, Traefik-style setups pass `X-Forwarded-Uri`): removed from every request,
 /// so that the path gatehouse matched is the only one the upstream sees.
 pub const ROUTING_HEADERS: &[&str] = &[
-    "x-original-url", "x-rewrite-url", "x-original-uri", "x-forwarded-uri", "x-forwarded-path",
-    "x-forwarded-prefix", "x-envoy-original-path",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-envoy-original-path",
 ];
 
 /// Header names gatehouse refuses to set from claims: they carry routing, framing or credentials.
 const RESERVED_HEADERS: &[&str] = &[
-    "host", "authorization", "cookie", "set-cookie", "content-length", "content-type",
-    "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
-    "proxy-authorization", "proxy-connection", "expect", "x-forwarded-for",
-    "x-forwarded-proto", "x-forwarded-host", "x-request-id", "x-envoy-original-path",
+    "host",
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "x-envoy-original-path",
 ];
 
 impl Config {
@@ -233,10 +257,19 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
 
     // provider.issuer: an absolute http(s) URL without query or fragment (OIDC Discovery §2).
     let issuer_url = match url::Url::parse(&p.issuer) {
-        Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host_str().is_some()
-            && u.query().is_none() && u.fragment().is_none() => Some(u),
+        Ok(u)
+            if (u.scheme() == "https" || u.scheme() == "http")
+                && u.host_str().is_some()
+                && u.query().is_none()
+                && u.fragment().is_none() =>
+        {
+            Some(u)
+        }
         Ok(_) => {
-            errors.add("provider.issuer", format!("expected an http(s) URL without query or fragment, found {:?}", p.issuer));
+            errors.add(
+                "provider.issuer",
+                format!("expected an http(s) URL without query or fragment, found {:?}", p.issuer),
+            );
             None
         }
         Err(e) => {
@@ -256,7 +289,10 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
         None => (String::new(), String::new()),
     };
     if p.cluster.trim().is_empty() {
-        errors.add("provider.cluster", "expected the name of the Envoy cluster that reaches the provider, found an empty string");
+        errors.add(
+            "provider.cluster",
+            "expected the name of the Envoy cluster that reaches the provider, found an empty string",
+        );
     }
     let authority = match p.authority {
         Some(a) if a.is_empty() || a.bytes().any(|b| !b.is_ascii_graphic()) => {
@@ -312,7 +348,10 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
         None => p.client_id.iter().cloned().collect(),
     };
     if audiences.is_empty() {
-        errors.add("provider.audiences", "at least one audience is required (or set provider.clientId, the default audience)");
+        errors.add(
+            "provider.audiences",
+            "at least one audience is required (or set provider.clientId, the default audience)",
+        );
     }
     let keys = match (p.jwks_uri, p.jwks) {
         (Some(_), Some(_)) => {
@@ -329,7 +368,8 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
         (None, Some(doc)) => match KeySet::from_value(&doc) {
             Ok(set) if !set.keys.is_empty() => KeySource::Inline(set),
             Ok(set) => {
-                errors.add("provider.jwks", format!("no usable key in the inline key set ({})", set.skipped.join("; ")));
+                errors
+                    .add("provider.jwks", format!("no usable key in the inline key set ({})", set.skipped.join("; ")));
                 KeySource::Discovery
             }
             Err(e) => {
@@ -352,8 +392,10 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
                     Some(_) => errors.add(format!("tokens.allowedAlgorithms[{i}]"), format!("{name} is listed twice")),
                     None => errors.add(
                         format!("tokens.allowedAlgorithms[{i}]"),
-                        format!("expected one of {}, found {name:?} (symmetric and `none` algorithms are never accepted)",
-                            Alg::ALL.map(Alg::name).join(", ")),
+                        format!(
+                            "expected one of {}, found {name:?} (symmetric and `none` algorithms are never accepted)",
+                            Alg::ALL.map(Alg::name).join(", ")
+                        ),
                     ),
                 }
             }
@@ -378,7 +420,10 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
     let normalization = match pn.normalization.as_deref() {
         None => PathSettings::default().normalization,
         Some(name) => Normalization::from_name(name).unwrap_or_else(|| {
-            errors.add("pathNormalization.normalization", format!("expected one of {}, found {name:?}", Normalization::NAMES.join(", ")));
+            errors.add(
+                "pathNormalization.normalization",
+                format!("expected one of {}, found {name:?}", Normalization::NAMES.join(", ")),
+            );
             PathSettings::default().normalization
         }),
     };
@@ -386,12 +431,18 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
         None if normalization == Normalization::DecodeAndMergeSlashes => EscapedSlashes::UnescapeAndForward,
         None => PathSettings::default().escaped_slashes,
         Some(name) => EscapedSlashes::from_name(name).unwrap_or_else(|| {
-            errors.add("pathNormalization.escapedSlashes", format!("expected one of {}, found {name:?}", EscapedSlashes::NAMES.join(", ")));
+            errors.add(
+                "pathNormalization.escapedSlashes",
+                format!("expected one of {}, found {name:?}", EscapedSlashes::NAMES.join(", ")),
+            );
             PathSettings::default().escaped_slashes
         }),
     };
     if normalization == Normalization::DecodeAndMergeSlashes && escaped_slashes != EscapedSlashes::UnescapeAndForward {
-        errors.add("pathNormalization.escapedSlashes", "DECODE_AND_MERGE_SLASHES unescapes slashes: leave this unset or UNESCAPE_AND_FORWARD");
+        errors.add(
+            "pathNormalization.escapedSlashes",
+            "DECODE_AND_MERGE_SLASHES unescapes slashes: leave this unset or UNESCAPE_AND_FORWARD",
+        );
     }
     let paths_settings = PathSettings { normalization, escaped_slashes };
     let case_sensitive = pn.case_sensitive.unwrap_or(true);
@@ -403,7 +454,8 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
         .enumerate()
         .filter_map(|(i, m)| {
             let field = format!("publicPaths[{i}]");
-            let raw_match = RawPathMatch { exact: m.exact.clone(), prefix: m.prefix.clone(), case_sensitive: m.case_sensitive };
+            let raw_match =
+                RawPathMatch { exact: m.exact.clone(), prefix: m.prefix.clone(), case_sensitive: m.case_sensitive };
             let path = path_match(&raw_match, &field, case_sensitive, errors)?;
             let hosts = host_patterns(&m.hosts, &format!("{field}.hosts"), errors);
             Some(PublicPath { path, hosts })
@@ -414,11 +466,9 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
     let id = raw.identity;
     let groups_claim = claim_path(id.groups_claim.as_deref().unwrap_or("groups"), "identity.groupsClaim", errors);
     let roles_claims: Vec<ClaimPath> = match id.roles_claims {
-        Some(list) => list
-            .iter()
-            .enumerate()
-            .map(|(i, c)| claim_path(c, &format!("identity.rolesClaims[{i}]"), errors))
-            .collect(),
+        Some(list) => {
+            list.iter().enumerate().map(|(i, c)| claim_path(c, &format!("identity.rolesClaims[{i}]"), errors)).collect()
+        }
         None => {
             let mut v = vec![ClaimPath::from_segments(["realm_access", "roles"])];
             if let Some(client) = &p.client_id {
@@ -452,7 +502,10 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
             vec![
                 ClaimHeader { name: "x-auth-request-user".into(), claims: vec![path("sub")] },
                 ClaimHeader { name: "x-auth-request-email".into(), claims: vec![path("email")] },
-                ClaimHeader { name: "x-auth-request-preferred-username".into(), claims: vec![path("preferred_username")] },
+                ClaimHeader {
+                    name: "x-auth-request-preferred-username".into(),
+                    claims: vec![path("preferred_username")],
+                },
                 ClaimHeader { name: "x-auth-request-groups".into(), claims: vec![groups_claim.clone()] },
                 ClaimHeader { name: "x-auth-request-roles".into(), claims: roles_claims.clone() },
             ]
@@ -494,15 +547,28 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
         names.push(name.clone());
         let m = &r.match_;
         let hosts = host_patterns(&m.hosts, &format!("{field}.match.hosts"), errors);
-        let paths = m.paths.iter().enumerate().filter_map(|(j, pm)| path_match(pm, &format!("{field}.match.paths[{j}]"), case_sensitive, errors)).collect();
-        let methods = m.methods.iter().enumerate().filter_map(|(j, meth)| {
-            if !meth.is_empty() && meth.bytes().all(|b| b.is_ascii_alphabetic()) {
-                Some(meth.to_ascii_uppercase())
-            } else {
-                errors.add(format!("{field}.match.methods[{j}]"), format!("expected an HTTP method such as GET, found {meth:?}"));
-                None
-            }
-        }).collect();
+        let paths = m
+            .paths
+            .iter()
+            .enumerate()
+            .filter_map(|(j, pm)| path_match(pm, &format!("{field}.match.paths[{j}]"), case_sensitive, errors))
+            .collect();
+        let methods = m
+            .methods
+            .iter()
+            .enumerate()
+            .filter_map(|(j, meth)| {
+                if !meth.is_empty() && meth.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    Some(meth.to_ascii_uppercase())
+                } else {
+                    errors.add(
+                        format!("{field}.match.methods[{j}]"),
+                        format!("expected an HTTP method such as GET, found {meth:?}"),
+                    );
+                    None
+                }
+            })
+            .collect();
         let q = &r.require;
         for (j, g) in q.groups.iter().enumerate() {
             if g.is_empty() {
@@ -514,34 +580,39 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
                 errors.add(format!("{field}.require.roles[{j}]"), "must not be empty");
             }
         }
-        let claims = q.claims.iter().enumerate().filter_map(|(j, c)| {
-            let cf = format!("{field}.require.claims[{j}]");
-            let path = claim_path(&c.claim, &format!("{cf}.claim"), errors);
-            let scalar = |v: &Value, f: &str, errors: &mut Errors| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
-                _ => {
-                    errors.add(format!("{cf}.{f}"), format!("expected a string, number or boolean, found {v}"));
-                    None
-                }
-            };
-            let op = match (&c.equals, &c.contains, &c.one_of) {
-                (Some(v), None, None) => scalar(v, "equals", errors).map(ClaimOp::Equals),
-                (None, Some(v), None) => scalar(v, "contains", errors).map(ClaimOp::Contains),
-                (None, None, Some(list)) => {
-                    if list.is_empty() {
-                        errors.add(format!("{cf}.oneOf"), "must list at least one value");
+        let claims = q
+            .claims
+            .iter()
+            .enumerate()
+            .filter_map(|(j, c)| {
+                let cf = format!("{field}.require.claims[{j}]");
+                let path = claim_path(&c.claim, &format!("{cf}.claim"), errors);
+                let scalar = |v: &Value, f: &str, errors: &mut Errors| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+                    _ => {
+                        errors.add(format!("{cf}.{f}"), format!("expected a string, number or boolean, found {v}"));
+                        None
                     }
-                    let vals: Vec<String> = list.iter().filter_map(|v| scalar(v, "oneOf", errors)).collect();
-                    Some(ClaimOp::OneOf(vals))
-                }
-                _ => {
-                    errors.add(cf.clone(), "expected exactly one of equals, contains, oneOf");
-                    None
-                }
-            };
-            op.map(|op| ClaimCondition { claim: path, op })
-        }).collect();
+                };
+                let op = match (&c.equals, &c.contains, &c.one_of) {
+                    (Some(v), None, None) => scalar(v, "equals", errors).map(ClaimOp::Equals),
+                    (None, Some(v), None) => scalar(v, "contains", errors).map(ClaimOp::Contains),
+                    (None, None, Some(list)) => {
+                        if list.is_empty() {
+                            errors.add(format!("{cf}.oneOf"), "must list at least one value");
+                        }
+                        let vals: Vec<String> = list.iter().filter_map(|v| scalar(v, "oneOf", errors)).collect();
+                        Some(ClaimOp::OneOf(vals))
+                    }
+                    _ => {
+                        errors.add(cf.clone(), "expected exactly one of equals, contains, oneOf");
+                        None
+                    }
+                };
+                op.map(|op| ClaimCondition { claim: path, op })
+            })
+            .collect();
         rules.push(Rule { name, hosts, paths, methods, groups: q.groups.clone(), roles: q.roles.clone(), claims });
     }
     let default_allow = match raw.default_action.as_deref() {
@@ -566,10 +637,14 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
         retry_max: k.retry_max_seconds.unwrap_or(30),
     };
     if !(10..=86_400).contains(&key_timing.refresh_interval) {
-        errors.add("keys.refreshIntervalSeconds", format!("expected 10 to 86400, found {}", key_timing.refresh_interval));
+        errors
+            .add("keys.refreshIntervalSeconds", format!("expected 10 to 86400, found {}", key_timing.refresh_interval));
     }
     if !(1..=3600).contains(&key_timing.unknown_kid_min_interval) {
-        errors.add("keys.unknownKidMinIntervalSeconds", format!("expected 1 to 3600, found {}", key_timing.unknown_kid_min_interval));
+        errors.add(
+            "keys.unknownKidMinIntervalSeconds",
+            format!("expected 1 to 3600, found {}", key_timing.unknown_kid_min_interval),
+        );
     }
     if !(1..=3600).contains(&key_timing.retry_max) {
         errors.add("keys.retryMaxSeconds", format!("expected 1 to 3600, found {}", key_timing.retry_max));
@@ -580,7 +655,18 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
     }
 
     let browser = raw.session.and_then(|session| {
-        browser(session, raw.login, &p.client_id, &client_secret, &claim_headers, &groups_claim, &roles_claims, &rules, env, errors)
+        browser(
+            session,
+            raw.login,
+            &p.client_id,
+            &client_secret,
+            &claim_headers,
+            &groups_claim,
+            &roles_claims,
+            &rules,
+            env,
+            errors,
+        )
     });
 
     Some(Config {
@@ -646,7 +732,10 @@ fn browser(
     let cookie_name = s.cookie_name.unwrap_or_else(|| "_gatehouse".into());
     let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-^_`|~".contains(&b);
     if cookie_name.is_empty() || !cookie_name.bytes().all(tchar) {
-        errors.add("session.cookieName", format!("expected letters, digits and !#$%&'*+-^_`|~ (no dots), found {cookie_name:?}"));
+        errors.add(
+            "session.cookieName",
+            format!("expected letters, digits and !#$%&'*+-^_`|~ (no dots), found {cookie_name:?}"),
+        );
     }
     let keys: Vec<Secret> = match (s.keys, s.keys_env) {
         (Some(_), Some(_)) => {
@@ -657,7 +746,10 @@ fn browser(
         (None, Some(var)) => match env(&var) {
             Some(v) if !v.trim().is_empty() => v.split(',').map(|k| Secret::new(k.trim().to_string())).collect(),
             _ => {
-                errors.add("session.keysEnv", format!("environment variable {var:?} is not set (or empty) in the Wasm VM"));
+                errors.add(
+                    "session.keysEnv",
+                    format!("environment variable {var:?} is not set (or empty) in the Wasm VM"),
+                );
                 Vec::new()
             }
         },
@@ -714,11 +806,7 @@ fn browser(
         errors.add("session.cookieName", "a __Secure- cookie needs secure: true");
     }
     let host_prefix = host_prefix && !cookie_name.starts_with("__Secure-");
-    let cookie_name = if host_prefix && !named_host {
-        format!("__Host-{cookie_name}")
-    } else {
-        cookie_name
-    };
+    let cookie_name = if host_prefix && !named_host { format!("__Host-{cookie_name}") } else { cookie_name };
     if let Some(d) = &s.domain {
         if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
             errors.add("session.domain", format!("expected a domain such as example.com, found {d:?}"));
@@ -726,7 +814,11 @@ fn browser(
     }
     let abs_path = |v: Option<String>, default: &str, field: &str, errors: &mut Errors| {
         let v = v.unwrap_or_else(|| default.into());
-        if !v.starts_with('/') || v.contains(['?', '#']) || v.bytes().any(|b| !b.is_ascii_graphic()) || !is_normal_path(&v) {
+        if !v.starts_with('/')
+            || v.contains(['?', '#'])
+            || v.bytes().any(|b| !b.is_ascii_graphic())
+            || !is_normal_path(&v)
+        {
             errors.add(field, format!("expected a normalized path such as {default}, found {v:?}"));
         }
         v
@@ -739,7 +831,10 @@ fn browser(
     let absolute_url = |v: &Option<String>, field: &str, errors: &mut Errors| {
         if let Some(u) = v {
             match url::Url::parse(u) {
-                Ok(parsed) if (parsed.scheme() == "https" || parsed.scheme() == "http") && parsed.host_str().is_some() && parsed.fragment().is_none() => {}
+                Ok(parsed)
+                    if (parsed.scheme() == "https" || parsed.scheme() == "http")
+                        && parsed.host_str().is_some()
+                        && parsed.fragment().is_none() => {}
                 _ => errors.add(field, format!("expected an absolute http(s) URL, found {u:?}")),
             }
         }
@@ -747,7 +842,10 @@ fn browser(
     absolute_url(&l.redirect_uri, "login.redirectUri", errors);
     if let Some(u) = l.redirect_uri.as_deref().and_then(|u| url::Url::parse(u).ok()) {
         if u.path() != callback_path {
-            errors.add("login.redirectUri", format!("its path must be login.callbackPath ({callback_path}), found {}", u.path()));
+            errors.add(
+                "login.redirectUri",
+                format!("its path must be login.callbackPath ({callback_path}), found {}", u.path()),
+            );
         }
     }
     absolute_url(&l.post_logout_redirect_uri, "login.postLogoutRedirectUri", errors);
@@ -760,7 +858,17 @@ fn browser(
             errors.add(format!("login.scopes[{i}]"), format!("expected a scope token, found {sc:?}"));
         }
     }
-    const RESERVED: &[&str] = &["response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "code_challenge", "code_challenge_method", "response_mode"];
+    const RESERVED: &[&str] = &[
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+        "response_mode",
+    ];
     for name in l.extra_params.keys() {
         if RESERVED.contains(&name.as_str()) || name.is_empty() {
             errors.add(format!("login.extraParams.{name}"), "is set by gatehouse and cannot be overridden");
@@ -770,7 +878,10 @@ fn browser(
         "client_secret_basic" => false,
         "client_secret_post" => true,
         other => {
-            errors.add("login.tokenEndpointAuth", format!("expected client_secret_basic or client_secret_post, found {other:?}"));
+            errors.add(
+                "login.tokenEndpointAuth",
+                format!("expected client_secret_basic or client_secret_post, found {other:?}"),
+            );
             false
         }
     };
@@ -778,8 +889,14 @@ fn browser(
     for (i, d) in l.allowed_redirect_domains.iter().enumerate() {
         let bare = d.strip_prefix('.').unwrap_or(d);
         let valid = !bare.is_empty() && bare.contains('.') || bare == "localhost";
-        if !valid || !bare.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') || bare.starts_with('.') {
-            errors.add(format!("login.allowedRedirectDomains[{i}]"), format!("expected a domain such as app.example.com or .example.com (ASCII, punycode for IDN), found {d:?}"));
+        if !valid || !bare.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') || bare.starts_with('.')
+        {
+            errors.add(
+                format!("login.allowedRedirectDomains[{i}]"),
+                format!(
+                    "expected a domain such as app.example.com or .example.com (ASCII, punycode for IDN), found {d:?}"
+                ),
+            );
         } else {
             allowed_redirect_domains.push(d.to_ascii_lowercase());
         }
@@ -790,7 +907,9 @@ fn browser(
     }
     // The session keeps the top-level claims that headers and rules read, and nothing else.
     let mut kept_claims: Vec<String> = vec!["sub".into()];
-    let paths = claim_headers.iter().flat_map(|h| h.claims.iter())
+    let paths = claim_headers
+        .iter()
+        .flat_map(|h| h.claims.iter())
         .chain(std::iter::once(groups_claim))
         .chain(roles_claims.iter())
         .chain(rules.iter().flat_map(|r| r.claims.iter().map(|c| &c.claim)));
@@ -858,7 +977,10 @@ fn path_match(m: &RawPathMatch, field: &str, case_sensitive: bool, errors: &mut 
             errors.add(field, format!("expected a path starting with `/` (no query), found {p:?}"));
             false
         } else if !is_normal_path(p) {
-            errors.add(field, format!("{p:?} is not in normal form (no `//`, `.` or `..` segments, no `\\` or percent-escapes)"));
+            errors.add(
+                field,
+                format!("{p:?} is not in normal form (no `//`, `.` or `..` segments, no `\\` or percent-escapes)"),
+            );
             false
         } else {
             true
@@ -883,7 +1005,10 @@ fn host_patterns(hosts: &[String], field: &str, errors: &mut Errors) -> Vec<Host
         .filter_map(|(j, h)| {
             let pattern = HostPattern::parse(h);
             if pattern.is_none() {
-                errors.add(format!("{field}[{j}]"), format!("expected a host name, an address or *.domain, without port, found {h:?}"));
+                errors.add(
+                    format!("{field}[{j}]"),
+                    format!("expected a host name, an address or *.domain, without port, found {h:?}"),
+                );
             }
             pattern
         })

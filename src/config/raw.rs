@@ -202,8 +202,19 @@ pub struct RawConfig {
 }
 
 const SECTIONS: &[&str] = &[
-    "provider", "tokens", "publicPaths", "pathNormalization", "claimHeaders", "identity", "rules", "defaultAction",
-    "timeouts", "keys", "cache", "session", "login",
+    "provider",
+    "tokens",
+    "publicPaths",
+    "pathNormalization",
+    "claimHeaders",
+    "identity",
+    "rules",
+    "defaultAction",
+    "timeouts",
+    "keys",
+    "cache",
+    "session",
+    "login",
 ];
 
 impl RawConfig {
@@ -255,7 +266,11 @@ impl RawConfig {
     }
 }
 
-fn optional<T: DeserializeOwned + Default>(obj: &serde_json::Map<String, Value>, name: &str, errors: &mut Errors) -> Option<T> {
+fn optional<T: DeserializeOwned + Default>(
+    obj: &serde_json::Map<String, Value>,
+    name: &str,
+    errors: &mut Errors,
+) -> Option<T> {
     match obj.get(name) {
         None => Some(T::default()),
         Some(v) => section(name, v, errors),
@@ -267,7 +282,11 @@ fn section<T: DeserializeOwned>(name: &str, value: &Value, errors: &mut Errors) 
         Ok(v) => Some(v),
         Err(e) => {
             let inner = e.path().to_string();
-            let field = if inner == "." { name.to_string() } else { format!("{name}{}{inner}", if inner.starts_with('[') { "" } else { "." }) };
+            let field = if inner == "." {
+                name.to_string()
+            } else {
+                format!("{name}{}{inner}", if inner.starts_with('[') { "" } else { "." })
+            };
             errors.add(field, e.into_inner().to_string());
             None
         }

@@ -17,7 +17,9 @@ fn parse(v: &Value) -> Result<Config, ConfigError> {
 fn with(pointer: &str, value: Value) -> Value {
     let mut doc = base();
     let (parent, key) = pointer.rsplit_once('/').unwrap();
-    let target = if parent.is_empty() { &mut doc } else {
+    let target = if parent.is_empty() {
+        &mut doc
+    } else {
         if doc.pointer(parent).is_none() {
             let (pp, pk) = parent.rsplit_once('/').unwrap();
             doc.pointer_mut(if pp.is_empty() { "" } else { pp }).unwrap()[pk] = json!({});
@@ -66,7 +68,10 @@ fn browser_defaults_and_full_settings() {
         "postLogoutRedirectUri": "https://app.example.com/", "timeoutSeconds": 300, "redirectBrowsers": false});
     let c = Config::parse(doc.to_string().as_bytes(), &env).unwrap();
     let b = c.browser.unwrap();
-    assert_eq!(b.sealer, crate::session::Sealer::new(&[Secret::new(format!("{KEY}-new")), Secret::new(format!("{KEY}-old"))]));
+    assert_eq!(
+        b.sealer,
+        crate::session::Sealer::new(&[Secret::new(format!("{KEY}-new")), Secret::new(format!("{KEY}-old"))])
+    );
     assert_eq!(b.extra_params, vec![("kc_idp_hint".to_string(), "entra".to_string())]);
     assert!(b.client_secret_post && b.refresh && !b.keep_id_token && !b.redirect_browsers);
     assert_eq!(b.cookie.same_site, "Strict");
@@ -84,14 +89,35 @@ fn minimal_config_gets_the_documented_defaults() {
     assert_eq!(c.tokens.leeway_secs, 30);
     assert!(!c.tokens.forward_authorization);
     assert_eq!(c.tokens.realm, "gatehouse");
-    let mut managed = vec!["x-auth-request-user", "x-auth-request-email", "x-auth-request-preferred-username", "x-auth-request-groups", "x-auth-request-roles"];
+    let mut managed = vec![
+        "x-auth-request-user",
+        "x-auth-request-email",
+        "x-auth-request-preferred-username",
+        "x-auth-request-groups",
+        "x-auth-request-roles",
+    ];
     managed.extend(crate::config::ROUTING_HEADERS);
     assert_eq!(c.managed_headers, managed);
-    assert_eq!(c.paths, crate::policy::PathSettings { normalization: crate::policy::Normalization::MergeSlashes, escaped_slashes: crate::policy::EscapedSlashes::RejectRequest });
-    assert_eq!(c.claim_headers[4].claims, vec![ClaimPath::parse("realm_access.roles").unwrap(), ClaimPath::parse("resource_access.gateway.roles").unwrap()]);
+    assert_eq!(
+        c.paths,
+        crate::policy::PathSettings {
+            normalization: crate::policy::Normalization::MergeSlashes,
+            escaped_slashes: crate::policy::EscapedSlashes::RejectRequest
+        }
+    );
+    assert_eq!(
+        c.claim_headers[4].claims,
+        vec![
+            ClaimPath::parse("realm_access.roles").unwrap(),
+            ClaimPath::parse("resource_access.gateway.roles").unwrap()
+        ]
+    );
     assert!(c.policy.default_allow);
     assert_eq!(c.callout_timeout_ms, 5000);
-    assert_eq!(c.key_timing, KeyTiming { refresh_interval: 300, unknown_kid_min_interval: 30, retry_min: 1, retry_max: 30 });
+    assert_eq!(
+        c.key_timing,
+        KeyTiming { refresh_interval: 300, unknown_kid_min_interval: 30, retry_min: 1, retry_max: 30 }
+    );
     assert_eq!(c.token_cache_size, 1024);
 }
 
@@ -172,10 +198,18 @@ fn every_bad_field_is_named() {
         ("secret env missing", with("/provider/clientSecretEnv", json!("NOPE")), "provider.clientSecretEnv"),
         ("empty audience", with("/provider/audiences", json!([""])), "provider.audiences[0]"),
         ("no audience", with("/provider/audiences", json!([])), "provider.audiences"),
-        ("duplicate issuer", with("/provider/extraIssuers", json!(["http://127.0.0.1:8180/realms/demo"])), "provider.extraIssuers[0]"),
+        (
+            "duplicate issuer",
+            with("/provider/extraIssuers", json!(["http://127.0.0.1:8180/realms/demo"])),
+            "provider.extraIssuers[0]",
+        ),
         ("jwksUri bad", with("/provider/jwksUri", json!("ftp://x/certs")), "provider.jwksUri"),
         ("jwks not a set", with("/provider/jwks", json!({"nokeys": []})), "provider.jwks"),
-        ("jwks no usable key", with("/provider/jwks", json!({"keys": [{"kty": "oct", "alg": "HS256", "k": "AA"}]})), "provider.jwks"),
+        (
+            "jwks no usable key",
+            with("/provider/jwks", json!({"keys": [{"kty": "oct", "alg": "HS256", "k": "AA"}]})),
+            "provider.jwks",
+        ),
         ("alg none", with("/tokens/allowedAlgorithms", json!(["RS256", "none"])), "tokens.allowedAlgorithms[1]"),
         ("alg HS256", with("/tokens/allowedAlgorithms", json!(["HS256"])), "tokens.allowedAlgorithms[0]"),
         ("alg twice", with("/tokens/allowedAlgorithms", json!(["RS256", "RS256"])), "tokens.allowedAlgorithms[1]"),
@@ -194,23 +228,82 @@ fn every_bad_field_is_named() {
         ("public path escape", with("/publicPaths", json!([{"prefix": "/a%2Fb/"}])), "publicPaths[0]"),
         ("public path backslash", with("/publicPaths", json!([{"prefix": "/a\\b/"}])), "publicPaths[0]"),
         ("public path double slash", with("/publicPaths", json!([{"prefix": "//a/"}])), "publicPaths[0]"),
-        ("public path host with port", with("/publicPaths", json!([{"prefix": "/a/", "hosts": ["a.example:443"]}])), "publicPaths[0].hosts[0]"),
-        ("public path host bad", with("/publicPaths", json!([{"prefix": "/a/", "hosts": ["a..example"]}])), "publicPaths[0].hosts[0]"),
-        ("public path case not bool", with("/publicPaths", json!([{"prefix": "/a/", "caseSensitive": "no"}])), "publicPaths[0].caseSensitive"),
-        ("normalization unknown", with("/pathNormalization", json!({"normalization": "RFC3986"})), "pathNormalization.normalization"),
-        ("escaped slashes unknown", with("/pathNormalization", json!({"escapedSlashes": "UNESCAPE_AND_REDIRECT"})), "pathNormalization.escapedSlashes"),
-        ("decode but reject", with("/pathNormalization", json!({"normalization": "DECODE_AND_MERGE_SLASHES", "escapedSlashes": "REJECT_REQUEST"})), "pathNormalization.escapedSlashes"),
-        ("path normalization unknown key", with("/pathNormalization", json!({"mergeSlashes": true})), "pathNormalization.mergeSlashes"),
-        ("rule host with port", with("/rules", json!([{"match": {"hosts": ["a.example:8443"]}}])), "rules[0].match.hosts[0]"),
-        ("rule host wildcard inside", with("/rules", json!([{"match": {"hosts": ["a.*.example"]}}])), "rules[0].match.hosts[0]"),
-        ("header reserved", with("/claimHeaders", json!([{"header": "Authorization", "claim": "sub"}])), "claimHeaders[0].header"),
-        ("header envoy", with("/claimHeaders", json!([{"header": "x-envoy-foo", "claim": "sub"}])), "claimHeaders[0].header"),
-        ("header bad chars", with("/claimHeaders", json!([{"header": "x:y", "claim": "sub"}])), "claimHeaders[0].header"),
-        ("header twice", with("/claimHeaders", json!([{"header": "x-a", "claim": "sub"}, {"header": "X-A", "claim": "email"}])), "claimHeaders[1].header"),
+        (
+            "public path host with port",
+            with("/publicPaths", json!([{"prefix": "/a/", "hosts": ["a.example:443"]}])),
+            "publicPaths[0].hosts[0]",
+        ),
+        (
+            "public path host bad",
+            with("/publicPaths", json!([{"prefix": "/a/", "hosts": ["a..example"]}])),
+            "publicPaths[0].hosts[0]",
+        ),
+        (
+            "public path case not bool",
+            with("/publicPaths", json!([{"prefix": "/a/", "caseSensitive": "no"}])),
+            "publicPaths[0].caseSensitive",
+        ),
+        (
+            "normalization unknown",
+            with("/pathNormalization", json!({"normalization": "RFC3986"})),
+            "pathNormalization.normalization",
+        ),
+        (
+            "escaped slashes unknown",
+            with("/pathNormalization", json!({"escapedSlashes": "UNESCAPE_AND_REDIRECT"})),
+            "pathNormalization.escapedSlashes",
+        ),
+        (
+            "decode but reject",
+            with(
+                "/pathNormalization",
+                json!({"normalization": "DECODE_AND_MERGE_SLASHES", "escapedSlashes": "REJECT_REQUEST"}),
+            ),
+            "pathNormalization.escapedSlashes",
+        ),
+        (
+            "path normalization unknown key",
+            with("/pathNormalization", json!({"mergeSlashes": true})),
+            "pathNormalization.mergeSlashes",
+        ),
+        (
+            "rule host with port",
+            with("/rules", json!([{"match": {"hosts": ["a.example:8443"]}}])),
+            "rules[0].match.hosts[0]",
+        ),
+        (
+            "rule host wildcard inside",
+            with("/rules", json!([{"match": {"hosts": ["a.*.example"]}}])),
+            "rules[0].match.hosts[0]",
+        ),
+        (
+            "header reserved",
+            with("/claimHeaders", json!([{"header": "Authorization", "claim": "sub"}])),
+            "claimHeaders[0].header",
+        ),
+        (
+            "header envoy",
+            with("/claimHeaders", json!([{"header": "x-envoy-foo", "claim": "sub"}])),
+            "claimHeaders[0].header",
+        ),
+        (
+            "header bad chars",
+            with("/claimHeaders", json!([{"header": "x:y", "claim": "sub"}])),
+            "claimHeaders[0].header",
+        ),
+        (
+            "header twice",
+            with("/claimHeaders", json!([{"header": "x-a", "claim": "sub"}, {"header": "X-A", "claim": "email"}])),
+            "claimHeaders[1].header",
+        ),
         ("claim path bad", with("/claimHeaders", json!([{"header": "x-a", "claim": "a..b"}])), "claimHeaders[0].claim"),
         ("claim list empty", with("/claimHeaders", json!([{"header": "x-a", "claim": []}])), "claimHeaders[0].claim"),
         ("payload header clash", with("/tokens/payloadHeader", json!("x-auth-request-email")), "tokens.payloadHeader"),
-        ("non-ASCII issuer host (write it in punycode)", with("/provider/issuer", json!("https://k\u{e4}se.example/realms/demo")), "provider.issuer"),
+        (
+            "non-ASCII issuer host (write it in punycode)",
+            with("/provider/issuer", json!("https://k\u{e4}se.example/realms/demo")),
+            "provider.issuer",
+        ),
         ("groups claim bad", with("/identity/groupsClaim", json!("")), "identity.groupsClaim"),
         ("roles claim bad", with("/identity/rolesClaims", json!(["a."])), "identity.rolesClaims[0]"),
         ("rule name bad", with("/rules", json!([{"name": "a b"}])), "rules[0].name"),
@@ -222,14 +315,34 @@ fn every_bad_field_is_named() {
         ("rule unknown match field", with("/rules", json!([{"match": {"path": "/x"}}])), "rules[0].match.path"),
         ("rule empty group", with("/rules", json!([{"require": {"groups": [""]}}])), "rules[0].require.groups[0]"),
         ("rule empty role", with("/rules", json!([{"require": {"roles": [""]}}])), "rules[0].require.roles[0]"),
-        ("claim cond two ops", with("/rules", json!([{"require": {"claims": [{"claim": "a", "equals": "x", "contains": "y"}]}}])), "rules[0].require.claims[0]"),
-        ("claim cond no op", with("/rules", json!([{"require": {"claims": [{"claim": "a"}]}}])), "rules[0].require.claims[0]"),
-        ("claim cond object", with("/rules", json!([{"require": {"claims": [{"claim": "a", "equals": {}}]}}])), "rules[0].require.claims[0].equals"),
-        ("claim cond empty oneOf", with("/rules", json!([{"require": {"claims": [{"claim": "a", "oneOf": []}]}}])), "rules[0].require.claims[0].oneOf"),
+        (
+            "claim cond two ops",
+            with("/rules", json!([{"require": {"claims": [{"claim": "a", "equals": "x", "contains": "y"}]}}])),
+            "rules[0].require.claims[0]",
+        ),
+        (
+            "claim cond no op",
+            with("/rules", json!([{"require": {"claims": [{"claim": "a"}]}}])),
+            "rules[0].require.claims[0]",
+        ),
+        (
+            "claim cond object",
+            with("/rules", json!([{"require": {"claims": [{"claim": "a", "equals": {}}]}}])),
+            "rules[0].require.claims[0].equals",
+        ),
+        (
+            "claim cond empty oneOf",
+            with("/rules", json!([{"require": {"claims": [{"claim": "a", "oneOf": []}]}}])),
+            "rules[0].require.claims[0].oneOf",
+        ),
         ("default action", with("/defaultAction", json!("maybe")), "defaultAction"),
         ("timeout small", with("/timeouts/calloutMs", json!(10)), "timeouts.calloutMs"),
         ("refresh small", with("/keys/refreshIntervalSeconds", json!(1)), "keys.refreshIntervalSeconds"),
-        ("kid interval zero", with("/keys/unknownKidMinIntervalSeconds", json!(0)), "keys.unknownKidMinIntervalSeconds"),
+        (
+            "kid interval zero",
+            with("/keys/unknownKidMinIntervalSeconds", json!(0)),
+            "keys.unknownKidMinIntervalSeconds",
+        ),
         ("retry max zero", with("/keys/retryMaxSeconds", json!(0)), "keys.retryMaxSeconds"),
         ("cache huge", with("/cache/tokens", json!(10_000_000)), "cache.tokens"),
         ("cache unknown", with("/cache/sessions", json!(1)), "cache.sessions"),
@@ -240,13 +353,38 @@ fn every_bad_field_is_named() {
         ("session cookie name dot", with_session(json!({"keys": [KEY], "cookieName": "a.b"})), "session.cookieName"),
         ("session lifetime", with_session(json!({"keys": [KEY], "lifetimeSeconds": 10})), "session.lifetimeSeconds"),
         ("session samesite", with_session(json!({"keys": [KEY], "sameSite": "Sometimes"})), "session.sameSite"),
-        ("session none insecure", with_session(json!({"keys": [KEY], "sameSite": "None", "secure": false})), "session.sameSite"),
+        (
+            "session none insecure",
+            with_session(json!({"keys": [KEY], "sameSite": "None", "secure": false})),
+            "session.sameSite",
+        ),
         ("session path", with_session(json!({"keys": [KEY], "path": "app"})), "session.path"),
         ("session domain", with_session(json!({"keys": [KEY], "domain": "a b"})), "session.domain"),
-        ("session refresh window", with_session(json!({"keys": [KEY], "refreshBeforeSeconds": 99999})), "session.refreshBeforeSeconds"),
+        (
+            "session refresh window",
+            with_session(json!({"keys": [KEY], "refreshBeforeSeconds": 99999})),
+            "session.refreshBeforeSeconds",
+        ),
         ("session unknown", with_session(json!({"keys": [KEY], "cookieSecret": "x"})), "session.cookieSecret"),
-        ("session needs secret", { let mut d = with_session(json!({"keys": [KEY]})); d["provider"].as_object_mut().unwrap().remove("clientSecret"); d }, "provider.clientSecret"),
-        ("session needs client", { let mut d = with_session(json!({"keys": [KEY]})); d["provider"].as_object_mut().unwrap().remove("clientId"); d["provider"]["audiences"] = json!(["x"]); d }, "provider.clientId"),
+        (
+            "session needs secret",
+            {
+                let mut d = with_session(json!({"keys": [KEY]}));
+                d["provider"].as_object_mut().unwrap().remove("clientSecret");
+                d
+            },
+            "provider.clientSecret",
+        ),
+        (
+            "session needs client",
+            {
+                let mut d = with_session(json!({"keys": [KEY]}));
+                d["provider"].as_object_mut().unwrap().remove("clientId");
+                d["provider"]["audiences"] = json!(["x"]);
+                d
+            },
+            "provider.clientId",
+        ),
         ("callback path", with_login(json!({"callbackPath": "callback"})), "login.callbackPath"),
         ("callback path dots", with_login(json!({"callbackPath": "/a/../cb"})), "login.callbackPath"),
         ("sign out same as callback", with_login(json!({"signOutPath": "/oauth2/callback"})), "login.signOutPath"),
@@ -259,9 +397,21 @@ fn every_bad_field_is_named() {
         ("token auth", with_login(json!({"tokenEndpointAuth": "private_key_jwt"})), "login.tokenEndpointAuth"),
         ("login timeout", with_login(json!({"timeoutSeconds": 5})), "login.timeoutSeconds"),
         ("login unknown", with_login(json!({"rd": "x"})), "login.rd"),
-        ("redirect domain bad", with_login(json!({"allowedRedirectDomains": ["*.example.com"]})), "login.allowedRedirectDomains[0]"),
-        ("redirect domain tld", with_login(json!({"allowedRedirectDomains": [".com"]})), "login.allowedRedirectDomains[0]"),
-        ("redirect domain idn", with_login(json!({"allowedRedirectDomains": ["b\u{fc}cher.example"]})), "login.allowedRedirectDomains[0]"),
+        (
+            "redirect domain bad",
+            with_login(json!({"allowedRedirectDomains": ["*.example.com"]})),
+            "login.allowedRedirectDomains[0]",
+        ),
+        (
+            "redirect domain tld",
+            with_login(json!({"allowedRedirectDomains": [".com"]})),
+            "login.allowedRedirectDomains[0]",
+        ),
+        (
+            "redirect domain idn",
+            with_login(json!({"allowedRedirectDomains": ["b\u{fc}cher.example"]})),
+            "login.allowedRedirectDomains[0]",
+        ),
     ];
     for (name, doc, field) in cases {
         let result = if doc.is_null() { Config::parse(b"{not json", &no_env) } else { parse(&doc) };
@@ -296,7 +446,17 @@ fn all_errors_are_reported_at_once() {
     });
     let err = parse(&doc).unwrap_err();
     let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
-    assert_eq!(fields, vec!["provider.issuer", "provider.cluster", "provider.audiences", "rules[0].name", "rules[0].match.methods[0]", "timeouts.calloutMs"]);
+    assert_eq!(
+        fields,
+        vec![
+            "provider.issuer",
+            "provider.cluster",
+            "provider.audiences",
+            "rules[0].name",
+            "rules[0].match.methods[0]",
+            "timeouts.calloutMs"
+        ]
+    );
 }
 
 #[test]
@@ -315,17 +475,33 @@ fn path_settings_and_scoped_public_paths() {
     use crate::policy::{EscapedSlashes, Normalization, PathMatch, PathSettings, PublicPath};
     let doc = with("/pathNormalization", json!({"normalization": "DECODE_AND_MERGE_SLASHES", "caseSensitive": false}));
     let c = parse(&doc).unwrap();
-    assert_eq!(c.paths, PathSettings { normalization: Normalization::DecodeAndMergeSlashes, escaped_slashes: EscapedSlashes::UnescapeAndForward });
+    assert_eq!(
+        c.paths,
+        PathSettings {
+            normalization: Normalization::DecodeAndMergeSlashes,
+            escaped_slashes: EscapedSlashes::UnescapeAndForward
+        }
+    );
     let doc = with("/pathNormalization", json!({"normalization": "NONE", "escapedSlashes": "KEEP_UNCHANGED"}));
-    assert_eq!(parse(&doc).unwrap().paths, PathSettings { normalization: Normalization::None, escaped_slashes: EscapedSlashes::KeepUnchanged });
+    assert_eq!(
+        parse(&doc).unwrap().paths,
+        PathSettings { normalization: Normalization::None, escaped_slashes: EscapedSlashes::KeepUnchanged }
+    );
     let mut doc = with("/pathNormalization", json!({"caseSensitive": false}));
-    doc["publicPaths"] = json!([{"prefix": "/Status/", "hosts": ["Status.Example."]}, {"exact": "/Health", "caseSensitive": true}]);
+    doc["publicPaths"] =
+        json!([{"prefix": "/Status/", "hosts": ["Status.Example."]}, {"exact": "/Health", "caseSensitive": true}]);
     doc["rules"] = json!([{"match": {"paths": [{"prefix": "/Admin/"}]}}]);
     let c = parse(&doc).unwrap();
-    assert_eq!(c.policy.public_paths, vec![
-        PublicPath { path: PathMatch::prefix("/Status/").ignoring_case(), hosts: vec![crate::policy::HostPattern::parse("status.example").unwrap()] },
-        PublicPath { path: PathMatch::exact("/Health"), hosts: vec![] },
-    ]);
+    assert_eq!(
+        c.policy.public_paths,
+        vec![
+            PublicPath {
+                path: PathMatch::prefix("/Status/").ignoring_case(),
+                hosts: vec![crate::policy::HostPattern::parse("status.example").unwrap()]
+            },
+            PublicPath { path: PathMatch::exact("/Health"), hosts: vec![] },
+        ]
+    );
     assert_eq!(c.policy.rules[0].paths, vec![PathMatch::prefix("/admin/").ignoring_case()]);
 }
 
@@ -337,11 +513,20 @@ fn host_prefix_whenever_it_is_valid() {
     assert_eq!(name(json!({"keys": [KEY], "cookieName": "__Host-sid"})).unwrap(), "__Host-sid", "not twice");
     assert_eq!(name(json!({"keys": [KEY], "hostPrefix": false})).unwrap(), "_gatehouse");
     assert_eq!(name(json!({"keys": [KEY], "secure": false})).unwrap(), "_gatehouse", "plain http cannot use it");
-    assert_eq!(name(json!({"keys": [KEY], "domain": "example.com"})).unwrap(), "_gatehouse", "shared across subdomains");
+    assert_eq!(
+        name(json!({"keys": [KEY], "domain": "example.com"})).unwrap(),
+        "_gatehouse",
+        "shared across subdomains"
+    );
     assert_eq!(name(json!({"keys": [KEY], "path": "/app/"})).unwrap(), "_gatehouse");
     assert_eq!(name(json!({"keys": [KEY], "cookieName": "__Secure-sid"})).unwrap(), "__Secure-sid");
-    let field = |session: Value| parse(&with_session(session)).unwrap_err().0.iter().map(|e| e.field.clone()).collect::<Vec<_>>();
+    let field = |session: Value| {
+        parse(&with_session(session)).unwrap_err().0.iter().map(|e| e.field.clone()).collect::<Vec<_>>()
+    };
     assert_eq!(field(json!({"keys": [KEY], "hostPrefix": true, "domain": "example.com"})), vec!["session.hostPrefix"]);
     assert_eq!(field(json!({"keys": [KEY], "cookieName": "__Host-sid", "secure": false})), vec!["session.cookieName"]);
-    assert_eq!(field(json!({"keys": [KEY], "cookieName": "__Secure-sid", "secure": false})), vec!["session.cookieName"]);
+    assert_eq!(
+        field(json!({"keys": [KEY], "cookieName": "__Secure-sid", "secure": false})),
+        vec!["session.cookieName"]
+    );
 }

@@ -86,9 +86,7 @@ fn dispatch_get(ctx: &dyn Context, cfg: &Config, fetch: &Fetch) -> Result<u32, S
 
 /// The body of a callout answer if it is a 200 of bounded size; otherwise why not.
 fn callout_answer(ctx: &dyn Context, body_size: usize) -> Result<Vec<u8>, String> {
-    let status = ctx
-        .get_http_call_response_header(":status")
-        .ok_or("no answer (connection failure or timeout)")?;
+    let status = ctx.get_http_call_response_header(":status").ok_or("no answer (connection failure or timeout)")?;
     if status != "200" {
         return Err(format!("answered HTTP {status:.3}"));
     }
@@ -119,7 +117,14 @@ fn adopt_shared(ctx: &dyn Context, engine: &mut Engine) -> bool {
 }
 
 /// Hands a key-set answer to the key manager: publishes and logs the keys, or logs why not.
-fn take_jwks_answer(ctx: &dyn Context, metrics: &Metrics, engine: &mut Engine, now: u64, answer: Result<Vec<u8>, String>, what: &str) {
+fn take_jwks_answer(
+    ctx: &dyn Context,
+    metrics: &Metrics,
+    engine: &mut Engine,
+    now: u64,
+    answer: Result<Vec<u8>, String>,
+    what: &str,
+) {
     metrics.glue(Glue::JwksFetch);
     let cfg = Rc::clone(&engine.config);
     match engine.keys.on_jwks(now, answer.as_deref().map_err(Clone::clone)) {
@@ -129,7 +134,10 @@ fn take_jwks_answer(ctx: &dyn Context, metrics: &Metrics, engine: &mut Engine, n
         }
         Err(e) => {
             metrics.glue(Glue::JwksFetchFailure);
-            log::error!("key set fetch {what} failed: {e}; keeping the previous keys, retrying in {}s", engine.keys.retry_in(now));
+            log::error!(
+                "key set fetch {what} failed: {e}; keeping the previous keys, retrying in {}s",
+                engine.keys.retry_in(now)
+            );
         }
     }
 }
@@ -175,10 +183,7 @@ impl Root {
             let _ = self.set_shared_data(&key, Some(b"0"), None);
             (value, cas) = self.get_shared_data(&key);
         }
-        let held_until = value
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
+        let held_until = value.and_then(|v| String::from_utf8(v).ok()).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
         if held_until > now {
             return false;
         }
@@ -396,7 +401,15 @@ impl Http {
         match held {
             Some(held) => {
                 let HeldAnswer { pending, status, body } = *held;
-                let decision = shared.borrow_mut().on_idp_answer(pending, &Request { headers: &self.headers }, status, &body, now, false, &mut fill_random);
+                let decision = shared.borrow_mut().on_idp_answer(
+                    pending,
+                    &Request { headers: &self.headers },
+                    status,
+                    &body,
+                    now,
+                    false,
+                    &mut fill_random,
+                );
                 self.apply(shared, decision, now)
             }
             None => self.run(false),
@@ -414,7 +427,8 @@ impl Http {
             return Action::Pause;
         };
         let now = unix_secs(self.get_current_time());
-        let decision = shared.borrow_mut().decide(&Request { headers: &self.headers }, now, refetch_allowed, &mut fill_random);
+        let decision =
+            shared.borrow_mut().decide(&Request { headers: &self.headers }, now, refetch_allowed, &mut fill_random);
         self.apply(&shared, decision, now)
     }
 
@@ -447,7 +461,12 @@ impl Http {
                         .and_then(|v| String::from_utf8(v).ok())
                         .and_then(|t| RefreshNote::decode(&t));
                     let adopted = note.and_then(|n| {
-                        shared.borrow_mut().adopt_peer_refresh(&n, &call.pending, &Request { headers: &self.headers }, now)
+                        shared.borrow_mut().adopt_peer_refresh(
+                            &n,
+                            &call.pending,
+                            &Request { headers: &self.headers },
+                            now,
+                        )
                     });
                     if let Some(decision) = adopted {
                         return self.apply(shared, decision, now);
@@ -475,7 +494,15 @@ impl Http {
                     }
                     Err(status) => {
                         log::error!("could not start a callout to cluster {:?} ({status:?})", cfg.provider.cluster);
-                        let decision = shared.borrow_mut().on_idp_answer(call.pending, &Request { headers: &self.headers }, None, b"", now, true, &mut fill_random);
+                        let decision = shared.borrow_mut().on_idp_answer(
+                            call.pending,
+                            &Request { headers: &self.headers },
+                            None,
+                            b"",
+                            now,
+                            true,
+                            &mut fill_random,
+                        );
                         self.apply(shared, decision, now)
                     }
                 }
@@ -497,7 +524,15 @@ impl Context for Http {
                 } else {
                     Vec::new()
                 };
-                let decision = shared.borrow_mut().on_idp_answer(pending, &Request { headers: &self.headers }, status, &body, now, true, &mut fill_random);
+                let decision = shared.borrow_mut().on_idp_answer(
+                    pending,
+                    &Request { headers: &self.headers },
+                    status,
+                    &body,
+                    now,
+                    true,
+                    &mut fill_random,
+                );
                 let notes = std::mem::take(&mut shared.borrow_mut().refresh_outbox);
                 let cfg = Rc::clone(&shared.borrow().config);
                 for note in notes {

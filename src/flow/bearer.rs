@@ -21,9 +21,7 @@ impl Engine {
         let Some(keys) = self.keys.keys().cloned() else {
             log::warn!("rejecting request: signing keys not loaded yet");
             self.stats.count(Counter::Denied(DenyReason::Unavailable));
-            return Err(Decision::Respond(unavailable(
-                "signing keys are not loaded yet",
-            )));
+            return Err(Decision::Respond(unavailable("signing keys are not loaded yet")));
         };
         if let Some(identity) = self.cache.get(token, now) {
             self.stats.count(Counter::TokenCacheHit);

@@ -30,48 +30,24 @@ pub struct HeldAnswer {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pending {
     /// Redeeming an authorization code; the login attempt and its cookie's name.
-    Code {
-        login: LoginState,
-        state_cookie: String,
-    },
+    Code { login: LoginState, state_cookie: String },
     /// Refreshing a session: its cookie, the cookie's hash (how other workers name it), and
     /// its identity.
-    Refresh {
-        cookie: Rc<str>,
-        hash: TokenHash,
-        old: Rc<Identity>,
-    },
+    Refresh { cookie: Rc<str>, hash: TokenHash, old: Rc<Identity> },
 }
 
 impl Engine {
     /// A POST of `form` (body, client `Authorization`) to the provider's token endpoint.
-    pub(super) fn token_call(
-        &self,
-        (body, auth): (String, Option<String>),
-        pending: Pending,
-    ) -> Option<Decision> {
-        let path = self
-            .keys
-            .discovery
-            .as_ref()
-            .and_then(|d| d.token_endpoint.as_deref())
-            .and_then(path_of)?;
+    pub(super) fn token_call(&self, (body, auth): (String, Option<String>), pending: Pending) -> Option<Decision> {
+        let path = self.keys.discovery.as_ref().and_then(|d| d.token_endpoint.as_deref()).and_then(path_of)?;
         let mut headers = vec![
-            (
-                "content-type".to_string(),
-                "application/x-www-form-urlencoded".to_string(),
-            ),
+            ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
             ("accept".to_string(), "application/json".to_string()),
         ];
         if let Some(auth) = auth {
             headers.push(("authorization".to_string(), auth));
         }
-        Some(Decision::CallIdp(Box::new(IdpCall {
-            path,
-            headers,
-            body,
-            pending,
-        })))
+        Some(Decision::CallIdp(Box::new(IdpCall { path, headers, body, pending })))
     }
 
     /// The provider's answer to a call made for a [`Decision::CallIdp`]. `status` is `None` if
@@ -90,25 +66,11 @@ impl Engine {
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
         match pending {
-            Pending::Code {
-                login,
-                state_cookie,
-            } => {
-                let d = self.finish_login(
-                    login,
-                    state_cookie,
-                    req,
-                    status,
-                    body,
-                    now,
-                    refetch_allowed,
-                    random,
-                );
+            Pending::Code { login, state_cookie } => {
+                let d = self.finish_login(login, state_cookie, req, status, body, now, refetch_allowed, random);
                 match &d {
                     Decision::FetchKeysForAnswer(..) => {}
-                    Decision::Respond(r) if r.status == 302 => {
-                        self.stats.count(Counter::LoginCompleted)
-                    }
+                    Decision::Respond(r) if r.status == 302 => self.stats.count(Counter::LoginCompleted),
                     _ => self.stats.count(Counter::LoginFailed),
                 }
                 d
@@ -124,17 +86,11 @@ impl Engine {
 pub(super) fn client_credentials(cfg: &Config) -> (&str, &str) {
     (
         cfg.provider.client_id.as_deref().unwrap_or_default(),
-        cfg.provider
-            .client_secret
-            .as_ref()
-            .map(|s| s.expose())
-            .unwrap_or_default(),
+        cfg.provider.client_secret.as_ref().map(|s| s.expose()).unwrap_or_default(),
     )
 }
 
 /// The path and query of an absolute URL (see [`crate::oidc::path_and_query`]).
 pub(super) fn path_of(url: &str) -> Option<String> {
-    url::Url::parse(url)
-        .ok()
-        .map(|u| crate::oidc::path_and_query(&u))
+    url::Url::parse(url).ok().map(|u| crate::oidc::path_and_query(&u))
 }

@@ -30,11 +30,7 @@ pub(super) fn state_attrs(b: &Browser) -> cookie::Attributes {
     // Lax even if the session is Strict: the callback is a cross-site navigation from the provider.
     // Under the `__Host-` prefix the path must be `/`; otherwise only the callback needs them.
     cookie::Attributes {
-        path: if b.host_prefix {
-            "/".into()
-        } else {
-            b.callback_path.clone()
-        },
+        path: if b.host_prefix { "/".into() } else { b.callback_path.clone() },
         domain: b.cookie.domain.clone(),
         secure: b.cookie.secure,
         same_site: "Lax",
@@ -62,8 +58,7 @@ impl Engine {
                 Decision::Respond(r)
             }
             _ => {
-                self.stats
-                    .count(Counter::Denied(DenyReason::Unauthenticated));
+                self.stats.count(Counter::Denied(DenyReason::Unauthenticated));
                 Decision::Respond(unauthorized(&cfg, None))
             }
         }
@@ -79,12 +74,7 @@ impl Engine {
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Response {
         let mut return_to = login::safe_return_path(req.header(":path").unwrap_or("/"));
-        let Some(endpoint) = self
-            .keys
-            .discovery
-            .as_ref()
-            .and_then(|d| d.authorization_endpoint.clone())
-        else {
+        let Some(endpoint) = self.keys.discovery.as_ref().and_then(|d| d.authorization_endpoint.clone()) else {
             log::warn!("cannot start a login: the provider's discovery document is not loaded");
             return error_page(
                 503,
@@ -98,28 +88,16 @@ impl Engine {
             Some(u) => u.clone(),
             None => match origin(req) {
                 Some(o) => format!("{o}{}", b.callback_path),
-                None => {
-                    return error_page(
-                        400,
-                        "Bad request",
-                        "The request has no usable host.",
-                        "/",
-                        Vec::new(),
-                    )
-                }
+                None => return error_page(400, "Bad request", "The request has no usable host.", "/", Vec::new()),
             },
         };
         // A fixed redirect URI on another host: come back to this host with an absolute URL, if
         // it is allowed (checked again at the callback).
         if let (Some(fixed), Some(here)) = (&b.redirect_uri, origin(req)) {
-            let callback_origin = url::Url::parse(fixed)
-                .ok()
-                .map(|u| u.origin().ascii_serialization());
+            let callback_origin = url::Url::parse(fixed).ok().map(|u| u.origin().ascii_serialization());
             if callback_origin.as_deref() != Some(here.as_str()) {
-                let callback_host = url::Url::parse(fixed)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_owned))
-                    .unwrap_or_default();
+                let callback_host =
+                    url::Url::parse(fixed).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
                 if let Some(abs) = login::allowed_return_url(
                     &format!("{here}{return_to}"),
                     &callback_host,
@@ -138,13 +116,7 @@ impl Engine {
         let nonce = fresh();
         let verifier = fresh();
         let Some(cookie_name) = state_cookie_name(b, &state) else {
-            return error_page(
-                500,
-                "Sign-in failed",
-                "Could not start the sign-in.",
-                &return_to,
-                Vec::new(),
-            );
+            return error_page(500, "Sign-in failed", "Could not start the sign-in.", &return_to, Vec::new());
         };
         let challenge = login::pkce_challenge(&verifier);
         let client_id = cfg.provider.client_id.as_deref().unwrap_or_default();
@@ -166,13 +138,9 @@ impl Engine {
             redirect_uri,
             exp: now + b.login_timeout_secs,
         };
-        let sealed = serde_json::to_vec(&attempt)
-            .ok()
-            .and_then(|json| b.sealer.seal(Purpose::LoginState, &json));
+        let sealed = serde_json::to_vec(&attempt).ok().and_then(|json| b.sealer.seal(Purpose::LoginState, &json));
         let (Some(url), Some(sealed)) = (url, sealed) else {
-            log::error!(
-                "cannot build the authorization request (authorization_endpoint {endpoint:.100})"
-            );
+            log::error!("cannot build the authorization request (authorization_endpoint {endpoint:.100})");
             return error_page(
                 502,
                 "Sign-in unavailable",
@@ -181,18 +149,9 @@ impl Engine {
                 Vec::new(),
             );
         };
-        let mut cookies = vec![cookie::set_cookie(
-            &cookie_name,
-            &sealed,
-            &state_attrs(b),
-            Some(b.login_timeout_secs),
-        )];
+        let mut cookies = vec![cookie::set_cookie(&cookie_name, &sealed, &state_attrs(b), Some(b.login_timeout_secs))];
         if had_cookie {
-            cookies.extend(cookie::delete_chunked(
-                &b.cookie_name,
-                &b.cookie,
-                &request_cookies(req),
-            ));
+            cookies.extend(cookie::delete_chunked(&b.cookie_name, &b.cookie, &request_cookies(req)));
         }
         log::debug!("starting a login");
         redirect(&url, cookies)
@@ -213,12 +172,7 @@ impl Engine {
             return Decision::Respond(unauthorized(&cfg, None));
         };
         let params = query_params(req.header(":path").unwrap_or("/"));
-        let param = |name: &str| {
-            params
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let cookies = request_cookies(req);
         let state_cookie = param("state").and_then(|s| state_cookie_name(b, s));
         let clear_state = || match &state_cookie {
@@ -233,41 +187,20 @@ impl Engine {
             .and_then(|v| b.sealer.open(Purpose::LoginState, v))
             .and_then(|json| serde_json::from_slice::<LoginState>(&json).ok())
             .filter(|a| Some(a.state.as_str()) == param("state") && now < a.exp);
-        let retry = attempt
-            .as_ref()
-            .map_or_else(|| "/".to_string(), |a| a.return_to.clone());
+        let retry = attempt.as_ref().map_or_else(|| "/".to_string(), |a| a.return_to.clone());
 
         if let Some(error) = param("error") {
-            let code: String = error
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .take(64)
-                .collect();
+            let code: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
             log::warn!("login failed at the provider: {code}");
             let (status, message) = if code == "access_denied" {
-                (
-                    403,
-                    "Sign-in was cancelled or access was denied by the identity provider."
-                        .to_string(),
-                )
+                (403, "Sign-in was cancelled or access was denied by the identity provider.".to_string())
             } else {
-                (
-                    400,
-                    format!("The identity provider reported an error ({code})."),
-                )
+                (400, format!("The identity provider reported an error ({code})."))
             };
-            return Decision::Respond(error_page(
-                status,
-                "Sign-in failed",
-                &message,
-                &retry,
-                clear_state(),
-            ));
+            return Decision::Respond(error_page(status, "Sign-in failed", &message, &retry, clear_state()));
         }
         let Some(attempt) = attempt else {
-            log::warn!(
-                "callback rejected: state missing, unknown, expired or not matching its cookie"
-            );
+            log::warn!("callback rejected: state missing, unknown, expired or not matching its cookie");
             return Decision::Respond(error_page(
                 400,
                 "Sign-in expired",
@@ -308,10 +241,7 @@ impl Engine {
             b.client_secret_post,
         );
         let cleared = clear_state();
-        let pending = Pending::Code {
-            login: attempt,
-            state_cookie: state_cookie.unwrap_or_default(),
-        };
+        let pending = Pending::Code { login: attempt, state_cookie: state_cookie.unwrap_or_default() };
         self.token_call(form, pending).unwrap_or_else(|| {
             Decision::Respond(error_page(
                 503,
@@ -341,10 +271,7 @@ impl Engine {
         // Keycloak puts roles in the access token, not the ID token: take them from there when
         // the access token is a JWT that verifies for this client.
         let expect = cfg.client_expectations();
-        let access = self
-            .keys
-            .keys()
-            .and_then(|keys| jwt::verify(&tokens.access_token, keys, &expect, now).ok());
+        let access = self.keys.keys().and_then(|keys| jwt::verify(&tokens.access_token, keys, &expect, now).ok());
         let mut merged = match id_claims {
             Some(Value::Object(m)) => m,
             _ => Map::new(),
@@ -360,10 +287,7 @@ impl Engine {
                 merged.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        let claims: Map<String, Value> = merged
-            .into_iter()
-            .filter(|(k, _)| b.kept_claims.contains(k))
-            .collect();
+        let claims: Map<String, Value> = merged.into_iter().filter(|(k, _)| b.kept_claims.contains(k)).collect();
         let (rt, rexp) = if b.refresh {
             let rt = match &tokens.refresh_token {
                 Some(token) => {
@@ -373,30 +297,17 @@ impl Engine {
                 }
                 None => previous.and_then(|p| p.rt.clone()),
             };
-            let rexp = tokens
-                .expires_in
-                .map(|s| now.saturating_add(s))
-                .or(access_exp);
+            let rexp = tokens.expires_in.map(|s| now.saturating_add(s)).or(access_exp);
             (rt, rexp)
         } else {
             (None, None)
         };
         let idt = if b.keep_id_token {
-            tokens
-                .id_token
-                .clone()
-                .or_else(|| previous.and_then(|p| p.idt.clone()))
+            tokens.id_token.clone().or_else(|| previous.and_then(|p| p.idt.clone()))
         } else {
             None
         };
-        SessionData {
-            exp,
-            claims,
-            idt,
-            rt,
-            rexp,
-            scope,
-        }
+        SessionData { exp, claims, idt, rt, rexp, scope }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -416,45 +327,46 @@ impl Engine {
             return Decision::Respond(unauthorized(&cfg, None));
         };
         let cookies = request_cookies(req);
-        let mut set_cookies = vec![cookie::set_cookie(
-            &state_cookie,
-            "",
-            &state_attrs(b),
-            Some(0),
-        )];
+        let mut set_cookies = vec![cookie::set_cookie(&state_cookie, "", &state_attrs(b), Some(0))];
         let retry = attempt.return_to.clone();
         let fail = |status: u32, message: &str, set_cookies: Vec<String>| {
-            Decision::Respond(error_page(
-                status,
-                "Sign-in failed",
-                message,
-                &retry,
-                set_cookies,
-            ))
+            Decision::Respond(error_page(status, "Sign-in failed", message, &retry, set_cookies))
         };
         match status {
             None => {
                 log::error!("token endpoint unreachable (timeout)");
-                return Decision::Respond(error_page(503, "Sign-in unavailable", "The identity provider cannot be reached right now. Please try again in a moment.", &retry, set_cookies));
+                return Decision::Respond(error_page(
+                    503,
+                    "Sign-in unavailable",
+                    "The identity provider cannot be reached right now. Please try again in a moment.",
+                    &retry,
+                    set_cookies,
+                ));
             }
             // 5xx: the provider failing, or Envoy's own 503 when it cannot connect to it (a
             // callout gets that as an answer, not as a failure). Transient: try again later.
             Some(code) if code >= 500 => {
                 log::error!("token endpoint unavailable: HTTP {code}");
-                return Decision::Respond(error_page(503, "Sign-in unavailable", "The identity provider cannot be reached right now. Please try again in a moment.", &retry, set_cookies));
+                return Decision::Respond(error_page(
+                    503,
+                    "Sign-in unavailable",
+                    "The identity provider cannot be reached right now. Please try again in a moment.",
+                    &retry,
+                    set_cookies,
+                ));
             }
             Some(200) => {}
             Some(code) => {
                 let error = login::token_error(body).unwrap_or_else(|| "-".into());
                 log::warn!("token endpoint answered HTTP {code} ({error})");
                 return if error == "invalid_grant" {
-                    fail(400, "The sign-in could not be completed: the authorization code expired or was already used.", set_cookies)
-                } else {
                     fail(
-                        502,
-                        "The identity provider refused to complete the sign-in.",
+                        400,
+                        "The sign-in could not be completed: the authorization code expired or was already used.",
                         set_cookies,
                     )
+                } else {
+                    fail(502, "The identity provider refused to complete the sign-in.", set_cookies)
                 };
             }
         }
@@ -462,11 +374,7 @@ impl Engine {
             Ok(t) => t,
             Err(e) => {
                 log::error!("token endpoint: {e}");
-                return fail(
-                    502,
-                    "The identity provider's answer could not be read.",
-                    set_cookies,
-                );
+                return fail(502, "The identity provider's answer could not be read.", set_cookies);
             }
         };
         let Some(keys) = self.keys.keys().cloned() else {
@@ -486,10 +394,7 @@ impl Engine {
                 if e == login::IdTokenError::Jwt(jwt::JwtError::UnknownKeyId) && refetch_allowed {
                     if let Some(fetch) = self.key_fetch_for_unknown_kid("an ID token", now) {
                         let held = HeldAnswer {
-                            pending: Pending::Code {
-                                login: attempt,
-                                state_cookie,
-                            },
+                            pending: Pending::Code { login: attempt, state_cookie },
                             status,
                             body: body.to_vec(),
                         };
@@ -497,11 +402,7 @@ impl Engine {
                     }
                 }
                 log::warn!("ID token rejected: {}", e.description());
-                return fail(
-                    502,
-                    "The identity provider's answer could not be verified.",
-                    set_cookies,
-                );
+                return fail(502, "The identity provider's answer could not be verified.", set_cookies);
             }
         };
         let mut data = self.session_from_tokens(
@@ -522,10 +423,7 @@ impl Engine {
         let target = if attempt.return_to.starts_with('/') {
             login::safe_return_path(&attempt.return_to)
         } else {
-            let own = req
-                .header(":authority")
-                .map(crate::policy::host_of)
-                .unwrap_or_default();
+            let own = req.header(":authority").map(crate::policy::host_of).unwrap_or_default();
             login::allowed_return_url(&attempt.return_to, &own, &b.allowed_redirect_domains)
                 .unwrap_or_else(|| "/".into())
         };

@@ -196,7 +196,6 @@ impl Engine {
             },
         }
     }
-
 }
 
 /// Applies the rules to an authenticated request: forwards it with the identity headers (after
@@ -253,12 +252,7 @@ pub(crate) fn managed_headers_present(cfg: &Config, req: &Request<'_>) -> Vec<St
 pub fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option<&str>) -> Identity {
     let mut headers = Vec::new();
     for h in &cfg.claim_headers {
-        let values: Vec<String> = h
-            .claims
-            .iter()
-            .filter_map(|p| p.lookup(&claims))
-            .flat_map(values_of)
-            .collect();
+        let values: Vec<String> = h.claims.iter().filter_map(|p| p.lookup(&claims)).flat_map(values_of).collect();
         if let Some(v) = header_value(&values) {
             headers.push((Rc::from(h.name.as_str()), Rc::from(v)));
         }
@@ -272,7 +266,6 @@ pub fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option<&str>)
     Identity { claims, headers, session: None }
 }
 
-
 mod bearer;
 mod idp;
 mod login;
@@ -282,13 +275,13 @@ mod request;
 mod session;
 mod sign_out;
 mod view;
+use bearer::bearer_token;
 pub use idp::{HeldAnswer, IdpCall, Pending};
+use pages::{bad_request, forbidden};
+pub(crate) use pages::{json_response, unauthorized, unavailable};
 pub use refresh::RefreshNote;
 pub use session::{SessionInfo, SessionOutcome};
 pub use view::{Refusal, View};
-pub(crate) use pages::{json_response, unauthorized, unavailable};
-use bearer::bearer_token;
-use pages::{bad_request, forbidden};
 
 #[cfg(test)]
 mod tests;

@@ -6,11 +6,7 @@ use crate::config::Config;
 use crate::jwt::JwtError;
 
 pub(super) fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
 /// A page of gatehouse's own: `title` (escaped here) as title and heading, `content` (HTML the
@@ -33,46 +29,21 @@ pub(super) fn html_page(status: u32, title: &str, content: &str) -> Response {
 }
 
 /// A small error page with a way to try again.
-pub(crate) fn error_page(
-    status: u32,
-    title: &str,
-    message: &str,
-    retry: &str,
-    set_cookies: Vec<String>,
-) -> Response {
-    let content = format!(
-        "<p>{}</p><p><a href=\"{}\">Try again</a></p>",
-        html_escape(message),
-        html_escape(retry)
-    );
+pub(crate) fn error_page(status: u32, title: &str, message: &str, retry: &str, set_cookies: Vec<String>) -> Response {
+    let content = format!("<p>{}</p><p><a href=\"{}\">Try again</a></p>", html_escape(message), html_escape(retry));
     html_page(status, title, &content).with_cookies(set_cookies)
 }
 
 pub(super) fn redirect(location: &str, set_cookies: Vec<String>) -> Response {
-    let headers = vec![
-        ("location".to_string(), location.to_string()),
-        ("cache-control".to_string(), "no-store".to_string()),
-    ];
-    Response {
-        status: 302,
-        headers,
-        body: String::new(),
-    }
-    .with_cookies(set_cookies)
+    let headers =
+        vec![("location".to_string(), location.to_string()), ("cache-control".to_string(), "no-store".to_string())];
+    Response { status: 302, headers, body: String::new() }.with_cookies(set_cookies)
 }
 
-pub(crate) fn json_response(
-    status: u32,
-    mut headers: Vec<(String, String)>,
-    body: serde_json::Value,
-) -> Response {
+pub(crate) fn json_response(status: u32, mut headers: Vec<(String, String)>, body: serde_json::Value) -> Response {
     headers.push(("content-type".into(), "application/json".into()));
     headers.push(("cache-control".into(), "no-store".into()));
-    Response {
-        status,
-        headers,
-        body: body.to_string(),
-    }
+    Response { status, headers, body: body.to_string() }
 }
 
 /// 401 with a `WWW-Authenticate` challenge (RFC 6750 §3). Without credentials the challenge
@@ -82,20 +53,14 @@ pub(crate) fn unauthorized(cfg: &Config, error: Option<JwtError>) -> Response {
     match error {
         None => json_response(
             401,
-            vec![(
-                "www-authenticate".into(),
-                format!("Bearer realm=\"{realm}\""),
-            )],
+            vec![("www-authenticate".into(), format!("Bearer realm=\"{realm}\""))],
             serde_json::json!({"error": "unauthorized", "error_description": "authentication required"}),
         ),
         Some(e) => json_response(
             401,
             vec![(
                 "www-authenticate".into(),
-                format!(
-                    "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
-                    e.description()
-                ),
+                format!("Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"", e.description()),
             )],
             serde_json::json!({"error": "invalid_token", "error_description": e.description()}),
         ),
@@ -107,10 +72,7 @@ pub(super) fn bad_request(cfg: &Config, reason: &str) -> Response {
         400,
         vec![(
             "www-authenticate".into(),
-            format!(
-                "Bearer realm=\"{}\", error=\"invalid_request\", error_description=\"{reason}\"",
-                cfg.tokens.realm
-            ),
+            format!("Bearer realm=\"{}\", error=\"invalid_request\", error_description=\"{reason}\"", cfg.tokens.realm),
         )],
         serde_json::json!({"error": "invalid_request", "error_description": reason}),
     )
@@ -126,9 +88,7 @@ pub(crate) fn unavailable(reason: &str) -> Response {
 
 /// 403: JSON with the reason code for APIs, a small page for browsers.
 pub(super) fn forbidden(req: &Request<'_>, rule: Option<&str>, reason: &str) -> Response {
-    let wants_html = req
-        .header("accept")
-        .is_some_and(|a| a.contains("text/html"));
+    let wants_html = req.header("accept").is_some_and(|a| a.contains("text/html"));
     if wants_html {
         let content = format!(
             "<p>You are signed in, but not allowed to see this page.</p><p>Reason: <code>{}</code></p>",
@@ -136,9 +96,5 @@ pub(super) fn forbidden(req: &Request<'_>, rule: Option<&str>, reason: &str) -> 
         );
         return html_page(403, "Access denied", &content);
     }
-    json_response(
-        403,
-        Vec::new(),
-        serde_json::json!({"error": "access_denied", "reason": reason, "rule": rule}),
-    )
+    json_response(403, Vec::new(), serde_json::json!({"error": "access_denied", "reason": reason, "rule": rule}))
 }

@@ -44,11 +44,7 @@ impl RefreshNote {
         for (i, byte) in old.iter_mut().enumerate() {
             *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
         }
-        Some(RefreshNote {
-            old,
-            until: until.parse().ok()?,
-            cookie: cookie.to_string(),
-        })
+        Some(RefreshNote { old, until: until.parse().ok()?, cookie: cookie.to_string() })
     }
 }
 
@@ -62,12 +58,7 @@ impl Engine {
         req: &Request<'_>,
         now: u64,
     ) -> Option<Decision> {
-        let Pending::Refresh {
-            cookie: old_cookie,
-            hash,
-            ..
-        } = pending
-        else {
+        let Pending::Refresh { cookie: old_cookie, hash, .. } = pending else {
             return None;
         };
         if note.old != *hash || now >= note.until {
@@ -88,12 +79,7 @@ impl Engine {
         )?;
         let identity = Rc::new(session_identity_of(&cfg, data));
         self.refreshing.remove(hash);
-        self.refreshed.insert(
-            old_cookie,
-            note.until,
-            Rc::new((Rc::clone(&identity), set_cookies.clone())),
-            now,
-        );
+        self.refreshed.insert(old_cookie, note.until, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed by another worker");
         Some(self.forward_session(req, None, &identity, set_cookies, false))
     }
@@ -101,12 +87,7 @@ impl Engine {
 
 impl Engine {
     /// A refresh call for this session if it is due and none is running.
-    pub(super) fn refresh_due(
-        &mut self,
-        identity: &Rc<Identity>,
-        cookie: String,
-        now: u64,
-    ) -> Option<Decision> {
+    pub(super) fn refresh_due(&mut self, identity: &Rc<Identity>, cookie: String, now: u64) -> Option<Decision> {
         let cfg = Rc::clone(&self.config);
         let b = cfg.browser.as_ref().filter(|b| b.refresh)?;
         let info = identity.session.as_ref()?;
@@ -118,25 +99,15 @@ impl Engine {
         if self.refreshing.get(&hash).is_some_and(|until| now < *until) {
             return None; // one refresh per session at a time; others go on with the session
         }
-        let refresh_token = b
-            .sealer
-            .decrypt(rt)
-            .and_then(|p| String::from_utf8(p).ok())?;
+        let refresh_token = b.sealer.decrypt(rt).and_then(|p| String::from_utf8(p).ok())?;
         let (client_id, secret) = client_credentials(&cfg);
         let form = login::refresh_request(&refresh_token, client_id, secret, b.client_secret_post);
-        let call = self.token_call(
-            form,
-            Pending::Refresh {
-                cookie: Rc::from(cookie),
-                hash,
-                old: Rc::clone(identity),
-            },
-        )?;
+        let call =
+            self.token_call(form, Pending::Refresh { cookie: Rc::from(cookie), hash, old: Rc::clone(identity) })?;
         if self.refreshing.len() > 4096 {
             self.refreshing.retain(|_, until| now < *until);
         }
-        self.refreshing
-            .insert(hash, now + 2 * cfg.callout_timeout_ms.div_ceil(1000) + 1);
+        self.refreshing.insert(hash, now + 2 * cfg.callout_timeout_ms.div_ceil(1000) + 1);
         log::debug!("refreshing a session");
         Some(call)
     }
@@ -194,13 +165,7 @@ impl Engine {
         };
         let id_claims = match (&tokens.id_token, self.keys.keys()) {
             (Some(idt), Some(keys)) => {
-                match login::validate_id_token(
-                    Some(idt),
-                    keys,
-                    &cfg.client_expectations(),
-                    None,
-                    now,
-                ) {
+                match login::validate_id_token(Some(idt), keys, &cfg.client_expectations(), None, now) {
                     // OIDC Core §12.2: the refreshed ID token is about the same user.
                     Ok(c) if c.get("sub") == previous.claims.get("sub") => Some(c),
                     Ok(_) => return transient(self, "refreshed ID token names another subject"),
@@ -225,20 +190,11 @@ impl Engine {
         let identity = Rc::new(session_identity_of(&cfg, data));
         self.refreshing.remove(&hash);
         // Other workers' VMs may see the old cookie too: publish the outcome for them.
-        self.refresh_outbox.push(RefreshNote {
-            old: hash,
-            until: now + 60,
-            cookie: sealed,
-        });
+        self.refresh_outbox.push(RefreshNote { old: hash, until: now + 60, cookie: sealed });
         self.stats.count(Counter::Refreshed);
         // Requests still carrying the old cookie (other tabs, requests in flight) get the new
         // session for a minute instead of refreshing again with a rotated-out token.
-        self.refreshed.insert(
-            old_cookie,
-            now + 60,
-            Rc::new((Rc::clone(&identity), set_cookies.clone())),
-            now,
-        );
+        self.refreshed.insert(old_cookie, now + 60, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed");
         self.forward_session(req, None, &identity, set_cookies, false)
     }

@@ -15,20 +15,14 @@ pub(super) fn is_navigation(req: &Request<'_>) -> bool {
     }
     match req.header("sec-fetch-mode") {
         Some(mode) => mode == "navigate",
-        None => req
-            .header("accept")
-            .is_some_and(|a| a.contains("text/html")),
+        None => req.header("accept").is_some_and(|a| a.contains("text/html")),
     }
 }
 
 /// `scheme://authority` of the request, for a derived redirect URI.
 pub(super) fn origin(req: &Request<'_>) -> Option<String> {
     let authority = req.header(":authority")?;
-    if authority.is_empty()
-        || !authority
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-    {
+    if authority.is_empty() || !authority.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
         return None;
     }
     let scheme = match req.header("x-forwarded-proto").or(req.header(":scheme")) {
@@ -41,10 +35,6 @@ pub(super) fn origin(req: &Request<'_>) -> Option<String> {
 pub(super) fn query_params(raw_path: &str) -> Vec<(String, String)> {
     raw_path
         .split_once('?')
-        .map(|(_, q)| {
-            url::form_urlencoded::parse(q.split('#').next().unwrap_or("").as_bytes())
-                .into_owned()
-                .collect()
-        })
+        .map(|(_, q)| url::form_urlencoded::parse(q.split('#').next().unwrap_or("").as_bytes()).into_owned().collect())
         .unwrap_or_default()
 }

@@ -1,10 +1,7 @@
 //! gatehouse's session: what its cookie holds, reading it on a request (with the cache and the
 //! site it was made for), writing it, and forwarding a request it authenticates.
 
-use super::{
-    authorize, identity_of, managed_headers_present, unauthorized, Decision, Engine, Identity,
-    Request, View,
-};
+use super::{authorize, identity_of, managed_headers_present, unauthorized, Decision, Engine, Identity, Request, View};
 use crate::config::{Browser, Config};
 use crate::cookie;
 use crate::policy::host_of;
@@ -17,16 +14,9 @@ use std::rc::Rc;
 pub enum SessionOutcome {
     /// A valid session, its cookie (chunks joined), and whether the request carries only
     /// gatehouse's cookies (then the upstream gets no `Cookie` header at all).
-    Valid {
-        identity: Rc<Identity>,
-        cookie: String,
-        only_ours: bool,
-    },
+    Valid { identity: Rc<Identity>, cookie: String, only_ours: bool },
     /// An old cookie of a session refreshed moments ago: the new session, and its cookies.
-    Refreshed {
-        identity: Rc<Identity>,
-        set_cookies: Vec<String>,
-    },
+    Refreshed { identity: Rc<Identity>, set_cookies: Vec<String> },
     /// No valid session; `had_cookie` if an invalid or expired one was sent.
     None { had_cookie: bool },
 }
@@ -90,12 +80,7 @@ pub(super) fn is_ours(b: &Browser, name: &str) -> bool {
 
 /// The cookies of a request.
 pub(super) fn request_cookies<'a>(req: &Request<'a>) -> Vec<(&'a str, &'a str)> {
-    cookie::parse(
-        req.headers
-            .iter()
-            .filter(|(n, _)| n == "cookie")
-            .map(|(_, v)| v.as_str()),
-    )
+    cookie::parse(req.headers.iter().filter(|(n, _)| n == "cookie").map(|(_, v)| v.as_str()))
 }
 
 impl Engine {
@@ -113,19 +98,14 @@ impl Engine {
         if !self.refreshed.is_empty() {
             if let Some(done) = self.refreshed.get(&value, now) {
                 let (identity, set_cookies) = (*done).clone();
-                return SessionOutcome::Refreshed {
-                    identity,
-                    set_cookies,
-                };
+                return SessionOutcome::Refreshed { identity, set_cookies };
             }
         }
         let identity = match self.cache.get(&value, now) {
             Some(identity) => identity,
             None => {
                 let Some(data) = open_session(b, &value).filter(|d| now < d.exp) else {
-                    log::info!(
-                        "session cookie rejected (invalid, expired or signed with a retired key)"
-                    );
+                    log::info!("session cookie rejected (invalid, expired or signed with a retired key)");
                     return SessionOutcome::None { had_cookie: true };
                 };
                 let identity = Rc::new(session_identity_of(&cfg, data));
@@ -141,11 +121,7 @@ impl Engine {
             return SessionOutcome::None { had_cookie: true };
         }
         let only_ours = cookies.iter().all(|(name, _)| is_ours(b, name));
-        SessionOutcome::Valid {
-            identity,
-            cookie: value,
-            only_ours,
-        }
+        SessionOutcome::Valid { identity, cookie: value, only_ours }
     }
 
     /// Forwards a request authenticated by a session: gatehouse's cookies are taken out of the
@@ -183,10 +159,7 @@ impl Engine {
             Vec::new()
         } else {
             cookie::raw_pairs_except(
-                req.headers
-                    .iter()
-                    .filter(|(n, _)| n == "cookie")
-                    .map(|(_, v)| v.as_str()),
+                req.headers.iter().filter(|(n, _)| n == "cookie").map(|(_, v)| v.as_str()),
                 |name| is_ours(b, name),
             )
         };
@@ -196,16 +169,7 @@ impl Engine {
         } else {
             set.push((Rc::from("cookie"), Rc::from(rest.join("; "))));
         }
-        authorize(
-            cfg,
-            &mut self.stats,
-            req,
-            view,
-            identity,
-            remove,
-            set,
-            set_cookies,
-        )
+        authorize(cfg, &mut self.stats, req, view, identity, remove, set, set_cookies)
     }
 
     /// Seals session data into `Set-Cookie` values (chunked if large). If the ID token makes the
@@ -219,11 +183,8 @@ impl Engine {
     ) -> Option<(String, Vec<String>)> {
         let max_age = data.exp.saturating_sub(now);
         let seal = |data: &SessionData| {
-            let sealed = serde_json::to_vec(data)
-                .ok()
-                .and_then(|json| b.sealer.seal(Purpose::Session, &json))?;
-            let cookies =
-                cookie::set_chunked(&b.cookie_name, &sealed, &b.cookie, max_age, request_cookies)?;
+            let sealed = serde_json::to_vec(data).ok().and_then(|json| b.sealer.seal(Purpose::Session, &json))?;
+            let cookies = cookie::set_chunked(&b.cookie_name, &sealed, &b.cookie, max_age, request_cookies)?;
             Some((sealed, cookies))
         };
         if let Some(cookies) = seal(data) {
@@ -235,10 +196,7 @@ impl Engine {
                 return Some(cookies);
             }
         }
-        log::error!(
-            "session too large for {} cookies; map fewer claims to headers",
-            cookie::MAX_CHUNKS
-        );
+        log::error!("session too large for {} cookies; map fewer claims to headers", cookie::MAX_CHUNKS);
         None
     }
 }

@@ -41,9 +41,8 @@ impl Engine {
             );
             return Decision::Respond(html_page(200, "Sign out?", &form));
         }
-        let id_token = cookie::get_chunked(&cookies, &b.cookie_name)
-            .and_then(|v| open_session(b, &v))
-            .and_then(|d| d.idt);
+        let id_token =
+            cookie::get_chunked(&cookies, &b.cookie_name).and_then(|v| open_session(b, &v)).and_then(|d| d.idt);
         let mut set_cookies = cookie::delete_chunked(&b.cookie_name, &b.cookie, &cookies);
         let state_prefix = format!("{}_st_", b.cookie_name);
         for (name, _) in &cookies {
@@ -51,11 +50,7 @@ impl Engine {
                 set_cookies.push(cookie::set_cookie(name, "", &state_attrs(b), Some(0)));
             }
         }
-        let end_session = self
-            .keys
-            .discovery
-            .as_ref()
-            .and_then(|d| d.end_session_endpoint.clone());
+        let end_session = self.keys.discovery.as_ref().and_then(|d| d.end_session_endpoint.clone());
         let location = match end_session.and_then(|e| url::Url::parse(&e).ok()) {
             Some(mut url) => {
                 {
@@ -72,10 +67,7 @@ impl Engine {
                 }
                 url.to_string()
             }
-            None => b
-                .post_logout_redirect_uri
-                .clone()
-                .unwrap_or_else(|| "/".into()),
+            None => b.post_logout_redirect_uri.clone().unwrap_or_else(|| "/".into()),
         };
         log::info!("signed out");
         self.stats.count(Counter::Logout);
@@ -103,10 +95,7 @@ pub(super) fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// (browsers without fetch metadata) a POST whose `Origin` is this site. Anything else, and a
 /// request that says nothing, is in doubt: the stricter answer is the confirmation form.
 pub(super) fn sign_out_is_ours(req: &Request<'_>, token: &str) -> bool {
-    let given = query_params(req.header(":path").unwrap_or("/"))
-        .into_iter()
-        .find(|(k, _)| k == "csrf")
-        .map(|(_, v)| v);
+    let given = query_params(req.header(":path").unwrap_or("/")).into_iter().find(|(k, _)| k == "csrf").map(|(_, v)| v);
     if given.is_some_and(|g| !token.is_empty() && same_secret(g.as_bytes(), token.as_bytes())) {
         return true;
     }

@@ -104,7 +104,12 @@ fn removed(d: &Decision) -> Vec<String> {
 #[test]
 fn no_credentials_get_a_bearer_challenge() {
     let mut b = bed(json!({}));
-    for extra in [vec![], vec![("authorization", "Basic YWxpY2U6YWxpY2U=")], vec![("authorization", "Bearer ")], vec![("authorization", "Bearer")]] {
+    for extra in [
+        vec![],
+        vec![("authorization", "Basic YWxpY2U6YWxpY2U=")],
+        vec![("authorization", "Bearer ")],
+        vec![("authorization", "Bearer")],
+    ] {
         let d = b.run("/echo", &extra);
         assert_eq!(status(&d), 401, "{extra:?}");
         assert_eq!(header(&d, "www-authenticate"), Some("Bearer realm=\"gatehouse\""));
@@ -137,7 +142,10 @@ fn bob_is_forbidden_on_admin_only() {
     let d = b.bearer("/admin/", &t);
     assert_eq!(status(&d), 403);
     let Decision::Respond(r) = &d else { unreachable!() };
-    assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap(), json!({"error": "access_denied", "reason": "group_required", "rule": "admins-only"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).unwrap(),
+        json!({"error": "access_denied", "reason": "group_required", "rule": "admins-only"})
+    );
     for sneaky in ["/admin", "/public/../admin/", "//admin/", "/%61dmin/", "/admin/?x=/public/"] {
         assert_eq!(status(&b.bearer(sneaky, &t)), 403, "{sneaky}");
     }
@@ -153,13 +161,19 @@ fn bad_tokens_get_invalid_token_without_echoing_the_token() {
     let cases = vec![
         (b.token(&expired), "token expired"),
         ("garbage".to_string(), "malformed token"),
-        (TestKey::rsa(RSA_B).mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &alice_claims()), "invalid signature"),
+        (
+            TestKey::rsa(RSA_B).mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &alice_claims()),
+            "invalid signature",
+        ),
     ];
     for (token, reason) in cases {
         let d = b.bearer("/echo", &token);
         assert_eq!(status(&d), 401);
         let challenge = header(&d, "www-authenticate").unwrap();
-        assert_eq!(challenge, format!("Bearer realm=\"gatehouse\", error=\"invalid_token\", error_description=\"{reason}\""));
+        assert_eq!(
+            challenge,
+            format!("Bearer realm=\"gatehouse\", error=\"invalid_token\", error_description=\"{reason}\"")
+        );
         let Decision::Respond(r) = &d else { unreachable!() };
         assert!(!r.body.contains(&token) && !challenge.contains(&token));
     }
@@ -177,12 +191,20 @@ fn two_authorization_headers_are_a_bad_request() {
 #[test]
 fn spoofed_identity_headers_are_removed_everywhere() {
     let mut b = bed(json!({}));
-    let spoof = [("x-auth-request-email", "ceo@example.com"), ("x_auth_request_email", "ceo@example.com"), ("x-auth-request-groups", "admins")];
+    let spoof = [
+        ("x-auth-request-email", "ceo@example.com"),
+        ("x_auth_request_email", "ceo@example.com"),
+        ("x-auth-request-groups", "admins"),
+    ];
     // On a public path, without any token.
     let d = b.run("/public/x", &spoof);
     let mut r = removed(&d);
     r.sort();
-    assert_eq!(r, vec!["x-auth-request-email", "x-auth-request-groups", "x_auth_request_email"], "exactly the managed headers sent");
+    assert_eq!(
+        r,
+        vec!["x-auth-request-email", "x-auth-request-groups", "x_auth_request_email"],
+        "exactly the managed headers sent"
+    );
     assert!(!r.contains(&"authorization".to_string()), "public paths leave Authorization alone");
     // With a token, the spoofed ones are removed and the real ones set.
     let t = b.token(&bob_claims());
@@ -246,8 +268,18 @@ fn counts_what_happened() {
     b.run("/public/x", &[]);
     let mut counts = b.engine.stats.take();
     counts.sort();
-    let mut want = vec![C::Allowed, C::Allowed, C::Public, C::Denied(R::Unauthenticated), C::Denied(R::InvalidToken),
-                        C::Denied(R::GroupRequired), C::TokenCacheHit, C::TokenCacheMiss, C::TokenCacheMiss, C::TokenCacheMiss];
+    let mut want = vec![
+        C::Allowed,
+        C::Allowed,
+        C::Public,
+        C::Denied(R::Unauthenticated),
+        C::Denied(R::InvalidToken),
+        C::Denied(R::GroupRequired),
+        C::TokenCacheHit,
+        C::TokenCacheMiss,
+        C::TokenCacheMiss,
+        C::TokenCacheMiss,
+    ];
     want.sort();
     assert_eq!(counts, want);
 }
@@ -263,7 +295,11 @@ fn verified_tokens_are_cached_until_expiry() {
     assert_eq!(status(&b.bearer("/echo", &t)), 200);
     assert_eq!(b.engine.cache.len(), 1);
     // Past exp + leeway the cached entry is not used.
-    let headers = vec![(":path".to_string(), "/echo".to_string()), (":authority".to_string(), "127.0.0.1:8080".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
+    let headers = vec![
+        (":path".to_string(), "/echo".to_string()),
+        (":authority".to_string(), "127.0.0.1:8080".to_string()),
+        ("authorization".to_string(), format!("Bearer {t}")),
+    ];
     let later = b.engine.decide(&Request { headers: &headers }, NOW + 41, true, &mut rng());
     assert_eq!(status(&later), 401);
     // Rejected tokens are never cached.
@@ -276,12 +312,17 @@ fn keys_not_loaded_means_503_never_a_pass() {
     let mut engine = Engine::new(config(json!({}), None));
     let key = TestKey::rsa(RSA_A);
     let t = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &alice_claims());
-    let headers = vec![(":path".to_string(), "/echo".to_string()), (":authority".to_string(), "127.0.0.1:8080".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
+    let headers = vec![
+        (":path".to_string(), "/echo".to_string()),
+        (":authority".to_string(), "127.0.0.1:8080".to_string()),
+        ("authorization".to_string(), format!("Bearer {t}")),
+    ];
     let d = engine.decide(&Request { headers: &headers }, NOW, true, &mut rng());
     assert_eq!(status(&d), 503);
     assert_eq!(header(&d, "retry-after"), Some("5"));
     // Public paths still work, and requests without credentials still get 401.
-    let public = vec![(":path".to_string(), "/public/x".to_string()), (":authority".to_string(), "127.0.0.1:8080".to_string())];
+    let public =
+        vec![(":path".to_string(), "/public/x".to_string()), (":authority".to_string(), "127.0.0.1:8080".to_string())];
     assert_eq!(status(&engine.decide(&Request { headers: &public }, NOW, true, &mut rng())), 200);
 }
 
@@ -297,15 +338,32 @@ fn unknown_kid_triggers_one_key_fetch_then_verifies() {
     engine.keys.on_jwks(NOW, Ok(json!({"keys": [old.jwk("k1", Alg::RS256)]}).to_string().as_bytes())).unwrap();
 
     let t = new.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k2"}), &alice_claims());
-    let headers = vec![(":path".to_string(), "/echo".to_string()), (":authority".to_string(), "127.0.0.1:8080".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
+    let headers = vec![
+        (":path".to_string(), "/echo".to_string()),
+        (":authority".to_string(), "127.0.0.1:8080".to_string()),
+        ("authorization".to_string(), format!("Bearer {t}")),
+    ];
     let req = Request { headers: &headers };
-    assert_eq!(engine.decide(&req, NOW + 1, true, &mut rng()), Decision::FetchKeys(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into())));
-    engine.keys.on_jwks(NOW + 1, Ok(json!({"keys": [old.jwk("k1", Alg::RS256), new.jwk("k2", Alg::RS256)]}).to_string().as_bytes())).unwrap();
+    assert_eq!(
+        engine.decide(&req, NOW + 1, true, &mut rng()),
+        Decision::FetchKeys(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into()))
+    );
+    engine
+        .keys
+        .on_jwks(
+            NOW + 1,
+            Ok(json!({"keys": [old.jwk("k1", Alg::RS256), new.jwk("k2", Alg::RS256)]}).to_string().as_bytes()),
+        )
+        .unwrap();
     assert_eq!(status(&engine.decide(&req, NOW + 1, false, &mut rng())), 200);
 
     // A bogus kid: one fetch, then rate-limited straight to 401.
     let bogus = new.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "bogus"}), &alice_claims());
-    let headers = vec![(":path".to_string(), "/echo".to_string()), (":authority".to_string(), "127.0.0.1:8080".to_string()), ("authorization".to_string(), format!("Bearer {bogus}"))];
+    let headers = vec![
+        (":path".to_string(), "/echo".to_string()),
+        (":authority".to_string(), "127.0.0.1:8080".to_string()),
+        ("authorization".to_string(), format!("Bearer {bogus}")),
+    ];
     let req = Request { headers: &headers };
     assert_eq!(status(&engine.decide(&req, NOW + 2, true, &mut rng())), 401, "within the rate limit window");
     assert!(matches!(engine.decide(&req, NOW + 40, true, &mut rng()), Decision::FetchKeys(_)));
@@ -323,7 +381,11 @@ fn key_set_change_drops_cached_tokens() {
     engine.keys.on_discovery(NOW, Ok(disc.as_bytes())).unwrap();
     engine.keys.on_jwks(NOW, Ok(json!({"keys": [key.jwk("k1", Alg::RS256)]}).to_string().as_bytes())).unwrap();
     let t = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &alice_claims());
-    let headers = vec![(":path".to_string(), "/echo".to_string()), (":authority".to_string(), "127.0.0.1:8080".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
+    let headers = vec![
+        (":path".to_string(), "/echo".to_string()),
+        (":authority".to_string(), "127.0.0.1:8080".to_string()),
+        ("authorization".to_string(), format!("Bearer {t}")),
+    ];
     let req = Request { headers: &headers };
     assert_eq!(status(&engine.decide(&req, NOW, true, &mut rng())), 200);
     // The provider removes the key (e.g. it was compromised): the cached token stops working.
@@ -392,7 +454,12 @@ mod paths {
     fn the_upstream_receives_the_normalized_path() {
         let mut b = bed(json!({}));
         let t = b.token(&alice_claims());
-        for (target, forwarded) in [("/public/%2e%2e/admin/?q=%2F", Some("/admin/?q=%2F")), ("//admin//x", Some("/admin/x")), ("/%61dmin/", Some("/admin/")), ("/admin/", None)] {
+        for (target, forwarded) in [
+            ("/public/%2e%2e/admin/?q=%2F", Some("/admin/?q=%2F")),
+            ("//admin//x", Some("/admin/x")),
+            ("/%61dmin/", Some("/admin/")),
+            ("/admin/", None),
+        ] {
             let d = b.bearer(target, &t);
             assert_eq!(status(&d), 200, "{target}");
             assert_eq!(header(&d, ":path"), forwarded, "{target}");
@@ -408,7 +475,11 @@ mod paths {
         assert_eq!(status(&none.bearer("/public/..%2fadmin/", &t)), 200, "alice may see both readings");
         let bob = none.token(&bob_claims());
         assert_eq!(status(&none.bearer("/public/..%2fadmin/", &bob)), 403, "bob may not see /admin/");
-        assert_eq!(status(&none.run("/public/../admin/", &[])), 401, "under NONE the upstream resolves the dots itself: not public");
+        assert_eq!(
+            status(&none.run("/public/../admin/", &[])),
+            401,
+            "under NONE the upstream resolves the dots itself: not public"
+        );
         // DECODE_AND_MERGE_SLASHES: decoded, then matched as what it is.
         let mut decode = bed(json!({"pathNormalization": {"normalization": "DECODE_AND_MERGE_SLASHES"}}));
         let bob = decode.token(&bob_claims());
@@ -444,7 +515,9 @@ mod paths {
         }
         assert_eq!(status(&b.run("/PUBLIC/x", &[])), 200);
         // Per path match, against the global setting.
-        let mut one = bed(json!({"rules": [{"name": "admins-only", "match": {"paths": [{"prefix": "/admin/", "caseSensitive": false}]}, "require": {"groups": ["admins"]}}]}));
+        let mut one = bed(
+            json!({"rules": [{"name": "admins-only", "match": {"paths": [{"prefix": "/admin/", "caseSensitive": false}]}, "require": {"groups": ["admins"]}}]}),
+        );
         let t = one.token(&bob_claims());
         assert_eq!(status(&one.bearer("/Admin/", &t)), 403);
         assert_eq!(status(&one.run("/Public/x", &[])), 401, "public paths stay case-sensitive");
@@ -460,7 +533,11 @@ mod paths {
         let t = b.token(&bob_claims());
         let bearer = format!("Bearer {t}");
         let on = |b: &mut Bed, host: &str, path: &str, extra: &[(&str, &str)]| {
-            let mut h: Vec<(String, String)> = vec![(":method".into(), "GET".into()), (":path".into(), path.into()), (":authority".into(), host.into())];
+            let mut h: Vec<(String, String)> = vec![
+                (":method".into(), "GET".into()),
+                (":path".into(), path.into()),
+                (":authority".into(), host.into()),
+            ];
             h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
             b.engine.decide(&Request { headers: &h }, NOW, true, &mut rng())
         };
@@ -475,13 +552,30 @@ mod paths {
             assert_eq!(reason(&on(&mut b, bad, "/", &[("authorization", &bearer)])), "invalid_host", "{bad:?}");
         }
         // A header that names another host, which some upstreams believe: never a way around.
-        for (name, value) in [("x-forwarded-host", "admin.example"), ("x-forwarded-host", "app.example, admin.example"), ("forwarded", "for=1.2.3.4;host=admin.example"), ("forwarded", "host=\"ADMIN.example:443\""), ("x-host", "admin.example"), ("x-original-host", "admin.example")] {
-            assert_eq!(status(&on(&mut b, "app.example", "/", &[("authorization", &bearer), (name, value)])), 403, "{name}: {value}");
+        for (name, value) in [
+            ("x-forwarded-host", "admin.example"),
+            ("x-forwarded-host", "app.example, admin.example"),
+            ("forwarded", "for=1.2.3.4;host=admin.example"),
+            ("forwarded", "host=\"ADMIN.example:443\""),
+            ("x-host", "admin.example"),
+            ("x-original-host", "admin.example"),
+        ] {
+            assert_eq!(
+                status(&on(&mut b, "app.example", "/", &[("authorization", &bearer), (name, value)])),
+                403,
+                "{name}: {value}"
+            );
         }
         assert_eq!(status(&on(&mut b, "status.example", "/status/x", &[("x-forwarded-host", "app.example")])), 401);
-        assert_eq!(reason(&on(&mut b, "app.example", "/", &[("authorization", &bearer), ("x-forwarded-host", "bad host")])), "invalid_host");
+        assert_eq!(
+            reason(&on(&mut b, "app.example", "/", &[("authorization", &bearer), ("x-forwarded-host", "bad host")])),
+            "invalid_host"
+        );
         // One that agrees changes nothing.
-        assert_eq!(status(&on(&mut b, "app.example", "/", &[("authorization", &bearer), ("x-forwarded-host", "app.example")])), 200);
+        assert_eq!(
+            status(&on(&mut b, "app.example", "/", &[("authorization", &bearer), ("x-forwarded-host", "app.example")])),
+            200
+        );
     }
 
     #[test]
@@ -494,23 +588,38 @@ mod paths {
         let t = b.token(&bob_claims());
         let bearer = format!("Bearer {t}");
         let with = |b: &mut Bed, method: &str, path: &str, extra: &[(&str, &str)]| {
-            let mut h: Vec<(String, String)> = vec![(":method".into(), method.into()), (":path".into(), path.into()), (":authority".into(), "127.0.0.1:8080".into()), ("authorization".into(), bearer.clone())];
+            let mut h: Vec<(String, String)> = vec![
+                (":method".into(), method.into()),
+                (":path".into(), path.into()),
+                (":authority".into(), "127.0.0.1:8080".into()),
+                ("authorization".into(), bearer.clone()),
+            ];
             h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
             b.engine.decide(&Request { headers: &h }, NOW, true, &mut rng())
         };
         assert_eq!(status(&with(&mut b, "DELETE", "/x", &[])), 403);
         assert_eq!(status(&with(&mut b, "POST", "/x", &[])), 200);
-        for (name, value) in [("x-http-method-override", "DELETE"), ("x-http-method", "delete"), ("x-method-override", "DELETE")] {
+        for (name, value) in
+            [("x-http-method-override", "DELETE"), ("x-http-method", "delete"), ("x-method-override", "DELETE")]
+        {
             assert_eq!(status(&with(&mut b, "POST", "/x", &[(name, value)])), 403, "{name}");
         }
         assert_eq!(status(&with(&mut b, "POST", "/x?_method=DELETE", &[])), 403);
         assert_eq!(status(&with(&mut b, "POST", "/x?a=1&_METHOD=delete", &[])), 403);
-        assert_eq!(status(&with(&mut b, "POST", "/x?a=1;_method=DELETE", &[])), 403, "; separates parameters for some parsers");
+        assert_eq!(
+            status(&with(&mut b, "POST", "/x?a=1;_method=DELETE", &[])),
+            403,
+            "; separates parameters for some parsers"
+        );
         assert_eq!(status(&with(&mut b, "delete", "/x", &[])), 403, "a lower-case method some servers upper-case");
         // A form POST may say `_method=DELETE` in its body: it is held to every method's rule.
         assert_eq!(status(&with(&mut b, "POST", "/x", &[("content-type", "application/x-www-form-urlencoded")])), 403);
         assert_eq!(status(&with(&mut b, "POST", "/x", &[("content-type", "Multipart/Form-Data; boundary=x")])), 403);
-        assert_eq!(status(&with(&mut b, "POST", "/x", &[("content-type", "application/json")])), 403, "Laravel reads _method from JSON too");
+        assert_eq!(
+            status(&with(&mut b, "POST", "/x", &[("content-type", "application/json")])),
+            403,
+            "Laravel reads _method from JSON too"
+        );
         assert_eq!(status(&with(&mut b, "POST", "/x", &[("content-type", "application/merge-patch+json")])), 403);
         assert_eq!(status(&with(&mut b, "POST", "/x", &[("content-type", "text/plain")])), 200);
         assert_eq!(status(&with(&mut b, "POST", "/x", &[])), 200);
@@ -519,8 +628,15 @@ mod paths {
             {"name": "deletes", "match": {"methods": ["DELETE"]}, "require": {"groups": ["admins"]}}]}));
         let t = off.token(&bob_claims());
         let bearer = format!("Bearer {t}");
-        for extra in [vec![("x-http-method-override", "DELETE")], vec![("content-type", "application/x-www-form-urlencoded")]] {
-            let mut h: Vec<(String, String)> = vec![(":method".into(), "POST".into()), (":path".into(), "/x?_method=DELETE".into()), (":authority".into(), "h".into()), ("authorization".into(), bearer.clone())];
+        for extra in
+            [vec![("x-http-method-override", "DELETE")], vec![("content-type", "application/x-www-form-urlencoded")]]
+        {
+            let mut h: Vec<(String, String)> = vec![
+                (":method".into(), "POST".into()),
+                (":path".into(), "/x?_method=DELETE".into()),
+                (":authority".into(), "h".into()),
+                ("authorization".into(), bearer.clone()),
+            ];
             h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
             assert_eq!(status(&off.engine.decide(&Request { headers: &h }, NOW, true, &mut rng())), 200, "{extra:?}");
         }
@@ -535,8 +651,16 @@ mod paths {
         let mut b = bed(json!({}));
         let t = b.token(&bob_claims());
         let bearer = format!("Bearer {t}");
-        let sent = [("x-original-url", "/admin/"), ("x-rewrite-url", "/admin/"), ("x-forwarded-prefix", "/admin"), ("x-envoy-original-path", "/admin/"), ("x_original_url", "/admin/")];
-        for d in [b.run("/public/x", &sent), b.run("/echo", &[&sent[..], &[("authorization", bearer.as_str())]].concat())] {
+        let sent = [
+            ("x-original-url", "/admin/"),
+            ("x-rewrite-url", "/admin/"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-envoy-original-path", "/admin/"),
+            ("x_original_url", "/admin/"),
+        ];
+        for d in
+            [b.run("/public/x", &sent), b.run("/echo", &[&sent[..], &[("authorization", bearer.as_str())]].concat())]
+        {
             let r = removed(&d);
             for (name, _) in sent {
                 assert!(r.contains(&name.to_string()), "{name} in {r:?}");
@@ -592,7 +716,10 @@ mod browser_flow {
         let doc = config_doc(session);
         let cfg = Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap());
         let mut engine = Engine::new(cfg);
-        assert_eq!(engine.keys.due(NOW), Some(Fetch::Discovery("/realms/demo/.well-known/openid-configuration".into())));
+        assert_eq!(
+            engine.keys.due(NOW),
+            Some(Fetch::Discovery("/realms/demo/.well-known/openid-configuration".into()))
+        );
         let disc = json!({"issuer": ISS, "jwks_uri": format!("{ISS}/protocol/openid-connect/certs"),
             "authorization_endpoint": "https://sso.example/realms/demo/protocol/openid-connect/auth",
             "token_endpoint": "http://keycloak:8080/realms/demo/protocol/openid-connect/token",
@@ -646,17 +773,25 @@ mod browser_flow {
         let cookies = all(&r, "set-cookie");
         assert_eq!(cookies.len(), 1);
         let (name_value, attrs) = cookies[0].split_once("; ").unwrap();
-        assert_eq!(attrs, "Path=/; Max-Age=600; HttpOnly; Secure; SameSite=Lax", "secure, host-only, path /: __Host- cookies, the state one on / too");
+        assert_eq!(
+            attrs, "Path=/; Max-Age=600; HttpOnly; Secure; SameSite=Lax",
+            "secure, host-only, path /: __Host- cookies, the state one on / too"
+        );
         let (name, value) = name_value.split_once('=').unwrap();
         assert_eq!(name, format!("__Host-_gatehouse_st_{}", &state[..16]));
         let b = engine.config.browser.as_ref().unwrap();
         let attempt: LoginState = serde_json::from_slice(&b.sealer.open(Purpose::LoginState, value).unwrap()).unwrap();
-        assert_eq!(attempt, LoginState {
-            state, nonce, verifier,
-            return_to: "/echo?x=1".into(),
-            redirect_uri: "https://app.example/oauth2/callback".into(),
-            exp: NOW + 600,
-        });
+        assert_eq!(
+            attempt,
+            LoginState {
+                state,
+                nonce,
+                verifier,
+                return_to: "/echo?x=1".into(),
+                redirect_uri: "https://app.example/oauth2/callback".into(),
+                exp: NOW + 600,
+            }
+        );
     }
 
     /// Logs in through the pure flow: login redirect, callback, token answer.
@@ -667,30 +802,50 @@ mod browser_flow {
 
     /// [`login`] with the ID token signed under key id `kid`: the decision on the token answer,
     /// the ID token, and the callback request's headers.
-    fn login_signed_by(engine: &mut Engine, key: &TestKey, kid: &str, claims_extra: Value) -> (Decision, String, Vec<(String, String)>) {
+    fn login_signed_by(
+        engine: &mut Engine,
+        key: &TestKey,
+        kid: &str,
+        claims_extra: Value,
+    ) -> (Decision, String, Vec<(String, String)>) {
         let headers = req("/admin/x", &[("accept", "text/html")]);
         let r = respond(engine.decide(&Request { headers: &headers }, NOW, true, &mut rng()));
         let state_cookie = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
         let url = url::Url::parse(all(&r, "location")[0]).unwrap();
         let q = |k: &str| url.query_pairs().find(|(n, _)| n == k).unwrap().1.into_owned();
-        let cb = req(&format!("/oauth2/callback?code=c0de&state={}&iss={}", q("state"), ISS), &[("cookie", &state_cookie)]);
+        let cb =
+            req(&format!("/oauth2/callback?code=c0de&state={}&iss={}", q("state"), ISS), &[("cookie", &state_cookie)]);
         let call = match engine.decide(&Request { headers: &cb }, NOW + 5, true, &mut rng()) {
             Decision::CallIdp(call) => call,
             other => panic!("{other:?}"),
         };
         assert_eq!(call.path, "/realms/demo/protocol/openid-connect/token");
         assert!(call.body.starts_with("grant_type=authorization_code&code=c0de&redirect_uri=https%3A%2F%2Fapp.example%2Foauth2%2Fcallback&code_verifier="));
-        assert!(call.headers.contains(&("authorization".to_string(), "Basic Z2F0ZXdheTpnYXRld2F5LXNlY3JldA==".to_string())));
+        assert!(call
+            .headers
+            .contains(&("authorization".to_string(), "Basic Z2F0ZXdheTpnYXRld2F5LXNlY3JldA==".to_string())));
         let mut id = json!({"iss": ISS, "sub": "a-1", "aud": "gateway", "azp": "gateway", "exp": NOW + 300, "iat": NOW,
                             "nonce": q("nonce"), "email": "alice@example.com", "preferred_username": "alice"});
         for (k, v) in claims_extra.as_object().unwrap() {
             id[k] = v.clone();
         }
         let id_token = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": kid}), &id);
-        let access = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": kid}), &json!({"iss": ISS, "sub": "a-1", "aud": "account",
-            "azp": "gateway", "exp": NOW + 300, "iat": NOW, "realm_access": {"roles": ["backendaccess"]}}));
+        let access = key.mint(
+            Alg::RS256,
+            &json!({"alg": "RS256", "kid": kid}),
+            &json!({"iss": ISS, "sub": "a-1", "aud": "account",
+            "azp": "gateway", "exp": NOW + 300, "iat": NOW, "realm_access": {"roles": ["backendaccess"]}}),
+        );
         let body = json!({"access_token": access, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": "rt-1"}).to_string();
-        let d = engine.on_idp_answer(call.pending.clone(), &Request { headers: &cb }, Some(200), body.as_bytes(), NOW + 6, true, &mut rng());
+        let d = engine.on_idp_answer(
+            call.pending.clone(),
+            &Request { headers: &cb },
+            Some(200),
+            body.as_bytes(),
+            NOW + 6,
+            true,
+            &mut rng(),
+        );
         (d, id_token, cb)
     }
 
@@ -704,8 +859,18 @@ mod browser_flow {
             let url = url::Url::parse(all(&r, "location")[0]).unwrap();
             let state = url.query_pairs().find(|(n, _)| n == "state").unwrap().1.into_owned();
             let cb = req(&format!("/oauth2/callback?code=c0de&state={state}"), &[("cookie", &state_cookie)]);
-            let Decision::CallIdp(call) = engine.decide(&Request { headers: &cb }, NOW + 5, true, &mut rng()) else { panic!() };
-            respond(engine.on_idp_answer(call.pending, &Request { headers: &cb }, status, body.as_bytes(), NOW + 6, true, &mut rng()))
+            let Decision::CallIdp(call) = engine.decide(&Request { headers: &cb }, NOW + 5, true, &mut rng()) else {
+                panic!()
+            };
+            respond(engine.on_idp_answer(
+                call.pending,
+                &Request { headers: &cb },
+                status,
+                body.as_bytes(),
+                NOW + 6,
+                true,
+                &mut rng(),
+            ))
         };
         let unavailable = "cannot be reached right now";
         for (status, body, want, text) in [
@@ -734,8 +899,19 @@ mod browser_flow {
         assert_eq!(fetch, Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into()));
         assert_eq!(held.status, Some(200));
         // The provider's new key set; the same answer is checked again: a session, no second code redemption.
-        first.keys.on_jwks(NOW + 6, Ok(json!({"keys": [rotated.jwk("k2", Alg::RS256)]}).to_string().as_bytes())).unwrap();
-        let r = respond(first.on_idp_answer(held.pending.clone(), &Request { headers: &cb }, held.status, &held.body, NOW + 6, false, &mut rng()));
+        first
+            .keys
+            .on_jwks(NOW + 6, Ok(json!({"keys": [rotated.jwk("k2", Alg::RS256)]}).to_string().as_bytes()))
+            .unwrap();
+        let r = respond(first.on_idp_answer(
+            held.pending.clone(),
+            &Request { headers: &cb },
+            held.status,
+            &held.body,
+            NOW + 6,
+            false,
+            &mut rng(),
+        ));
         assert_eq!(r.status, 302, "{}", r.body);
         assert!(all(&r, "set-cookie")[0].starts_with("__Host-_gatehouse=v1."));
 
@@ -743,7 +919,15 @@ mod browser_flow {
         let (mut other, _) = engine_fetching_keys();
         let (d, _, cb) = login_signed_by(&mut other, &rotated, "k9", json!({}));
         let Decision::FetchKeysForAnswer(_, held) = d else { panic!("{d:?}") };
-        let r = respond(other.on_idp_answer(held.pending.clone(), &Request { headers: &cb }, held.status, &held.body, NOW + 6, false, &mut rng()));
+        let r = respond(other.on_idp_answer(
+            held.pending.clone(),
+            &Request { headers: &cb },
+            held.status,
+            &held.body,
+            NOW + 6,
+            false,
+            &mut rng(),
+        ));
         assert_eq!(r.status, 502);
         assert!(r.body.contains("could not be verified"), "{}", r.body);
         assert!(!all(&r, "set-cookie").iter().any(|c| c.starts_with("__Host-_gatehouse=v1.")));
@@ -761,14 +945,20 @@ mod browser_flow {
         let cookies = all(&r, "set-cookie");
         assert!(cookies[0].starts_with("__Host-_gatehouse=v1."), "{cookies:?}");
         assert!(cookies[0].ends_with("; Path=/; Max-Age=43200; HttpOnly; Secure; SameSite=Lax"));
-        assert!(cookies[1].contains("Max-Age=0") && cookies[1].starts_with("__Host-_gatehouse_st_"), "state cookie cleared");
+        assert!(
+            cookies[1].contains("Max-Age=0") && cookies[1].starts_with("__Host-_gatehouse_st_"),
+            "state cookie cleared"
+        );
         let session = cookies[0].split_once(';').unwrap().0.to_string();
 
         let headers = req("/admin/x", &[("cookie", &format!("{session}; other=1"))]);
         match engine.decide(&Request { headers: &headers }, NOW + 7, true, &mut rng()) {
             Decision::Forward { remove, set, set_cookies } => {
                 assert!(set.contains(&("x-auth-request-email".into(), "alice@example.com".into())));
-                assert!(set.contains(&("x-auth-request-roles".into(), "backendaccess".into())), "roles from the access token");
+                assert!(
+                    set.contains(&("x-auth-request-roles".into(), "backendaccess".into())),
+                    "roles from the access token"
+                );
                 assert!(set.contains(&("cookie".into(), "other=1".into())), "the session cookie is not forwarded");
                 assert!(!remove.contains(&"cookie".to_string()));
                 assert!(set_cookies.is_empty());
@@ -778,7 +968,8 @@ mod browser_flow {
         // Only gatehouse's cookies (the session and a leftover state cookie): no Cookie header
         // reaches the upstream, whether or not the session is cached already.
         for _ in 0..2 {
-            let headers = req("/admin/x", &[("cookie", &format!("__Host-_gatehouse_st_abcdefghijklmnop=x; {session}"))]);
+            let headers =
+                req("/admin/x", &[("cookie", &format!("__Host-_gatehouse_st_abcdefghijklmnop=x; {session}"))]);
             match engine.decide(&Request { headers: &headers }, NOW + 8, true, &mut rng()) {
                 Decision::Forward { remove, set, .. } => {
                     assert!(remove.contains(&"cookie".to_string()), "{remove:?}");
@@ -794,12 +985,18 @@ mod browser_flow {
         let loc = url::Url::parse(all(&r, "location")[0]).unwrap();
         assert_eq!(loc.path(), "/realms/demo/protocol/openid-connect/logout");
         let params: Vec<(String, String)> = loc.query_pairs().into_owned().collect();
-        assert_eq!(params, vec![
-            ("id_token_hint".into(), id_token),
-            ("client_id".into(), "gateway".into()),
-            ("post_logout_redirect_uri".into(), "https://app.example/bye".into()),
-        ]);
-        assert_eq!(all(&r, "set-cookie"), vec!["__Host-_gatehouse=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax"]);
+        assert_eq!(
+            params,
+            vec![
+                ("id_token_hint".into(), id_token),
+                ("client_id".into(), "gateway".into()),
+                ("post_logout_redirect_uri".into(), "https://app.example/bye".into()),
+            ]
+        );
+        assert_eq!(
+            all(&r, "set-cookie"),
+            vec!["__Host-_gatehouse=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax"]
+        );
     }
 
     #[test]
@@ -813,7 +1010,8 @@ mod browser_flow {
             h.push((":method".into(), method.into()));
             respond(engine.decide(&Request { headers: &h }, NOW + 8, true, &mut rng()))
         };
-        let signed_out = |r: &Response| r.status == 302 && all(r, "set-cookie").iter().any(|c| c.starts_with("__Host-_gatehouse=;"));
+        let signed_out =
+            |r: &Response| r.status == 302 && all(r, "set-cookie").iter().any(|c| c.starts_with("__Host-_gatehouse=;"));
         // No fetch metadata at all (an old browser, an <img>, a script): only the form.
         let form = ask("GET", "/oauth2/sign_out", &[]);
         assert_eq!(form.status, 200);
@@ -831,7 +1029,11 @@ mod browser_flow {
         ] {
             assert_eq!(ask(method, "/oauth2/sign_out", &extra).status, 200, "{method} {extra:?}: the form");
         }
-        assert_eq!(ask("POST", "/oauth2/sign_out?csrf=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &[]).status, 200, "a wrong token");
+        assert_eq!(
+            ask("POST", "/oauth2/sign_out?csrf=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &[]).status,
+            200,
+            "a wrong token"
+        );
         // This site asking: the form's token, or the browser's word.
         assert!(signed_out(&ask("POST", &format!("/oauth2/sign_out?csrf={token}"), &[])));
         assert!(signed_out(&ask("GET", "/oauth2/sign_out", &[("sec-fetch-site", "same-origin")])));
@@ -861,13 +1063,27 @@ mod browser_flow {
         };
         // Valid where it was made (also with a port and in other case), then from the cache.
         for host in ["app.example", "APP.example:443", "app.example"] {
-            assert!(matches!(engine.decide(&Request { headers: &on(host) }, NOW + 7, true, &mut rng()), Decision::Forward { .. }), "{host}");
+            assert!(
+                matches!(
+                    engine.decide(&Request { headers: &on(host) }, NOW + 7, true, &mut rng()),
+                    Decision::Forward { .. }
+                ),
+                "{host}"
+            );
         }
         // Refused on another host, although it is cached and its MAC is good.
         for host in ["other.example", "sub.app.example", "example"] {
-            assert_eq!(status(&engine.decide(&Request { headers: &on(host) }, NOW + 7, true, &mut rng())), 401, "{host}");
+            assert_eq!(
+                status(&engine.decide(&Request { headers: &on(host) }, NOW + 7, true, &mut rng())),
+                401,
+                "{host}"
+            );
         }
-        assert_eq!(status(&engine.decide(&Request { headers: &on("") }, NOW + 7, true, &mut rng())), 400, "no host at all");
+        assert_eq!(
+            status(&engine.decide(&Request { headers: &on("") }, NOW + 7, true, &mut rng())),
+            400,
+            "no host at all"
+        );
     }
 
     #[test]
@@ -895,8 +1111,16 @@ mod browser_flow {
         let (r, _) = login(&mut engine, &key, json!({}));
         let session = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
         let headers = req("/echo", &[("cookie", &session)]);
-        assert_eq!(status(&engine.decide(&Request { headers: &headers }, NOW + 43_206, true, &mut rng())), 401, "at the end of the 12h lifetime");
-        assert_eq!(status(&engine.decide(&Request { headers: &headers }, NOW + 43_205, true, &mut rng())), 200, "a second before");
+        assert_eq!(
+            status(&engine.decide(&Request { headers: &headers }, NOW + 43_206, true, &mut rng())),
+            401,
+            "at the end of the 12h lifetime"
+        );
+        assert_eq!(
+            status(&engine.decide(&Request { headers: &headers }, NOW + 43_205, true, &mut rng())),
+            200,
+            "a second before"
+        );
         let page = req("/echo", &[("cookie", &session), ("sec-fetch-mode", "navigate")]);
         assert_eq!(status(&engine.decide(&Request { headers: &page }, NOW + 43_206, true, &mut rng())), 302);
     }
@@ -931,7 +1155,11 @@ mod browser_flow {
         assert_eq!(attempt_of(&r).return_to, "https://app.example.com/page?a=1");
         let h = start("evil.com");
         let r = respond(engine.decide(&Request { headers: &h }, NOW, true, &mut rng()));
-        assert_eq!(attempt_of(&r).return_to, "/page?a=1", "a host outside the list comes back as a path on the callback host");
+        assert_eq!(
+            attempt_of(&r).return_to,
+            "/page?a=1",
+            "a host outside the list comes back as a path on the callback host"
+        );
     }
 
     #[test]
@@ -939,7 +1167,13 @@ mod browser_flow {
         let note = RefreshNote { old: [7; 32], until: 99, cookie: "v1.a.b.c".into() };
         assert_eq!(RefreshNote::decode(&note.encode()), Some(note.clone()));
         assert_eq!(RefreshNote::slot(&note.old), 7);
-        for bad in ["", "x|1|c", &format!("{}|x|c", "0".repeat(64)), &format!("{}|1", "0".repeat(64)), &format!("{}|1|c", "g".repeat(64))] {
+        for bad in [
+            "",
+            "x|1|c",
+            &format!("{}|x|c", "0".repeat(64)),
+            &format!("{}|1", "0".repeat(64)),
+            &format!("{}|1|c", "g".repeat(64)),
+        ] {
             assert_eq!(RefreshNote::decode(bad), None, "{bad}");
         }
     }
@@ -949,21 +1183,42 @@ mod browser_flow {
         let (mut a, key) = engine_with(json!({"keys": [KEY], "refresh": true}));
         let (r, _) = login(&mut a, &key, json!({"groups": ["/admins"]}));
         let s1 = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
-        let payload: Value = serde_json::from_slice(&base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s1.split('.').nth(2).unwrap()).unwrap()).unwrap();
+        let payload: Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s1.split('.').nth(2).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(payload["rexp"], json!(NOW + 6 + 300));
         assert!(!payload["rt"].as_str().unwrap().contains("rt-1"), "the refresh token is encrypted");
 
         // Before the window: no refresh. In it: the request is held for a refresh call.
         let h = req("/echo", &[("cookie", &s1)]);
         assert!(matches!(a.decide(&Request { headers: &h }, NOW + 200, true, &mut rng()), Decision::Forward { .. }));
-        let Decision::CallIdp(call) = a.decide(&Request { headers: &h }, NOW + 290, true, &mut rng()) else { panic!("no refresh") };
+        let Decision::CallIdp(call) = a.decide(&Request { headers: &h }, NOW + 290, true, &mut rng()) else {
+            panic!("no refresh")
+        };
         assert!(call.body.starts_with("grant_type=refresh_token&refresh_token=rt-1"), "{}", call.body);
         // Only one at a time: a parallel request goes on with the session.
         assert!(matches!(a.decide(&Request { headers: &h }, NOW + 290, true, &mut rng()), Decision::Forward { .. }));
-        let access = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &json!({"iss": ISS, "sub": "a-1", "aud": "account",
-            "azp": "gateway", "exp": NOW + 600, "iat": NOW + 290, "realm_access": {"roles": ["newrole"]}}));
-        let body = json!({"access_token": access, "token_type": "Bearer", "expires_in": 300, "refresh_token": "rt-2"}).to_string();
-        let Decision::Forward { set, set_cookies, .. } = a.on_idp_answer(call.pending.clone(), &Request { headers: &h }, Some(200), body.as_bytes(), NOW + 290, true, &mut rng()) else { panic!() };
+        let access = key.mint(
+            Alg::RS256,
+            &json!({"alg": "RS256", "kid": "k1"}),
+            &json!({"iss": ISS, "sub": "a-1", "aud": "account",
+            "azp": "gateway", "exp": NOW + 600, "iat": NOW + 290, "realm_access": {"roles": ["newrole"]}}),
+        );
+        let body = json!({"access_token": access, "token_type": "Bearer", "expires_in": 300, "refresh_token": "rt-2"})
+            .to_string();
+        let Decision::Forward { set, set_cookies, .. } = a.on_idp_answer(
+            call.pending.clone(),
+            &Request { headers: &h },
+            Some(200),
+            body.as_bytes(),
+            NOW + 290,
+            true,
+            &mut rng(),
+        ) else {
+            panic!()
+        };
         assert!(set.contains(&("x-auth-request-roles".into(), "newrole".into())), "{set:?}");
         assert!(set_cookies[0].starts_with("__Host-_gatehouse=v1."));
         assert_eq!(a.refresh_outbox.len(), 1);
@@ -971,8 +1226,17 @@ mod browser_flow {
 
         // Worker B still sees the old cookie and would refresh with rt-1 (rotated out): it adopts.
         let (mut b, _) = engine_with(json!({"keys": [KEY], "refresh": true}));
-        let Decision::CallIdp(b_call) = b.decide(&Request { headers: &h }, NOW + 291, true, &mut rng()) else { panic!("no refresh") };
-        let adopted = b.adopt_peer_refresh(&RefreshNote::decode(&note.encode()).unwrap(), &b_call.pending, &Request { headers: &h }, NOW + 291).unwrap();
+        let Decision::CallIdp(b_call) = b.decide(&Request { headers: &h }, NOW + 291, true, &mut rng()) else {
+            panic!("no refresh")
+        };
+        let adopted = b
+            .adopt_peer_refresh(
+                &RefreshNote::decode(&note.encode()).unwrap(),
+                &b_call.pending,
+                &Request { headers: &h },
+                NOW + 291,
+            )
+            .unwrap();
         let Decision::Forward { set: b_set, set_cookies: b_cookies, .. } = adopted else { panic!() };
         let value = |c: &Vec<String>| c.iter().map(|x| x.split_once(';').unwrap().0.to_string()).collect::<Vec<_>>();
         assert_eq!(value(&b_cookies), value(&set_cookies), "the same new session");

@@ -17,11 +17,7 @@ use crate::policy::{canonical_host, path, PathError, RequestPath, Routes};
 /// Headers from which some upstreams take the request's host.
 pub const HOST_HEADERS: &[&str] = &["x-forwarded-host", "x-host", "x-original-host"];
 /// Headers with which some upstreams take another method.
-pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
+pub const METHOD_OVERRIDE_HEADERS: &[&str] = &["x-http-method-override", "x-http-method", "x-method-override"];
 
 /// What gatehouse matched a request on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,12 +67,9 @@ impl Refusal {
 impl View {
     /// Reads the request's target and routes it.
     pub fn read(cfg: &Config, req: &Request<'_>) -> Result<View, Refusal> {
-        let raw = req
-            .header(":path")
-            .ok_or(Refusal::Path(PathError::NotAbsolute))?;
+        let raw = req.header(":path").ok_or(Refusal::Path(PathError::NotAbsolute))?;
         let path = path::prepare(raw, &cfg.paths).map_err(Refusal::Path)?;
-        let host =
-            canonical_host(req.header(":authority").unwrap_or("")).map_err(|_| Refusal::Host)?;
+        let host = canonical_host(req.header(":authority").unwrap_or("")).map_err(|_| Refusal::Host)?;
         let method = req.header(":method").unwrap_or("GET");
         if !is_token(method) {
             return Err(Refusal::Method);
@@ -95,17 +88,9 @@ impl View {
         }
         let one_host = host.as_str();
         let routes = cfg.policy.route(
-            if hosts.is_empty() {
-                std::slice::from_ref(&one_host)
-            } else {
-                &hosts
-            },
+            if hosts.is_empty() { std::slice::from_ref(&one_host) } else { &hosts },
             path.readings(),
-            if methods.is_empty() {
-                std::slice::from_ref(&method)
-            } else {
-                &methods
-            },
+            if methods.is_empty() { std::slice::from_ref(&method) } else { &methods },
         );
         if routes.is_ambiguous() {
             log::info!("the request reads several ways; the rules of every reading apply");
@@ -115,19 +100,13 @@ impl View {
 
     /// The `:path` to set on the forwarded request, when normalization changed it.
     pub fn path_header(&self) -> Option<super::Header> {
-        self.path
-            .rewritten
-            .as_deref()
-            .map(|p| (std::rc::Rc::from(":path"), std::rc::Rc::from(p)))
+        self.path.rewritten.as_deref().map(|p| (std::rc::Rc::from(":path"), std::rc::Rc::from(p)))
     }
 }
 
 /// An HTTP method (RFC 9110 `token`).
 fn is_token(m: &str) -> bool {
-    !m.is_empty()
-        && m.len() <= 32
-        && m.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !m.is_empty() && m.len() <= 32 && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// The hosts and methods, other than `host` and `method`, that some upstream may take the request
@@ -193,10 +172,7 @@ fn other_readings(
                 || ct.starts_with("multipart/form-data")
                 || ct.starts_with("application/json")
                 || (ct.starts_with("application/")
-                    && ct
-                        .split(';')
-                        .next()
-                        .is_some_and(|t| t.trim_end().ends_with("+json")));
+                    && ct.split(';').next().is_some_and(|t| t.trim_end().ends_with("+json")));
         }
     }
     if !overrides {

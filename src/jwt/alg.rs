@@ -7,10 +7,10 @@
 //! faster than `ring` in Wasm.
 //! The filter only verifies: the signing key type is uninhabited, so no signing code exists.
 
-use jwt_compact::{Algorithm, AlgorithmSignature};
-use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use super::es256::LazyP256Key;
 use super::rsa::{Hash, RsaKey};
+use jwt_compact::{Algorithm, AlgorithmSignature};
+use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
@@ -32,17 +32,8 @@ pub enum Alg {
 
 impl Alg {
     /// All algorithms, in the order the config reference lists them.
-    pub const ALL: [Alg; 9] = [
-        Alg::RS256,
-        Alg::RS384,
-        Alg::RS512,
-        Alg::PS256,
-        Alg::PS384,
-        Alg::PS512,
-        Alg::ES256,
-        Alg::ES384,
-        Alg::EdDSA,
-    ];
+    pub const ALL: [Alg; 9] =
+        [Alg::RS256, Alg::RS384, Alg::RS512, Alg::PS256, Alg::PS384, Alg::PS512, Alg::ES256, Alg::ES384, Alg::EdDSA];
 
     /// The `alg` header value.
     pub fn name(self) -> &'static str {
@@ -133,9 +124,15 @@ impl Algorithm for RingVerifier {
     fn verify_signature(&self, sig: &SignatureBytes, key: &PublicKey, message: &[u8]) -> bool {
         let alg = self.0;
         let result = match (alg, key) {
-            (Alg::RS256, PublicKey::Rsa { prepared, .. }) => return prepared.verify_pkcs1(Hash::Sha256, message, &sig.0),
-            (Alg::RS384, PublicKey::Rsa { prepared, .. }) => return prepared.verify_pkcs1(Hash::Sha384, message, &sig.0),
-            (Alg::RS512, PublicKey::Rsa { prepared, .. }) => return prepared.verify_pkcs1(Hash::Sha512, message, &sig.0),
+            (Alg::RS256, PublicKey::Rsa { prepared, .. }) => {
+                return prepared.verify_pkcs1(Hash::Sha256, message, &sig.0)
+            }
+            (Alg::RS384, PublicKey::Rsa { prepared, .. }) => {
+                return prepared.verify_pkcs1(Hash::Sha384, message, &sig.0)
+            }
+            (Alg::RS512, PublicKey::Rsa { prepared, .. }) => {
+                return prepared.verify_pkcs1(Hash::Sha512, message, &sig.0)
+            }
             (Alg::PS256 | Alg::PS384 | Alg::PS512, PublicKey::Rsa { n, e, .. }) => {
                 let params = match alg {
                     Alg::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
@@ -146,12 +143,10 @@ impl Algorithm for RingVerifier {
             }
             (Alg::ES256, PublicKey::Ec { prepared: Some(key), .. }) => return key.verify(message, &sig.0),
             (Alg::ES256, PublicKey::Ec { point, prepared: None }) => {
-                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                    .verify(message, &sig.0)
+                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).verify(message, &sig.0)
             }
             (Alg::ES384, PublicKey::Ec { point, .. }) => {
-                UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, point)
-                    .verify(message, &sig.0)
+                UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, point).verify(message, &sig.0)
             }
             (Alg::EdDSA, PublicKey::Ed25519 { x }) => {
                 UnparsedPublicKey::new(&signature::ED25519, x).verify(message, &sig.0)

@@ -223,13 +223,13 @@ fn rejects_invalid_keys() {
     };
     let p = hex("ffffffff00000001000000000000000000000000ffffffffffffffffffffffff");
     let bad: Vec<Vec<u8>> = vec![
-        flip(64, 1),                              // y + 1: off the curve
-        flip(10, 0x40),                           // another x: off the curve
-        flip(0, 4 ^ 6),                           // hybrid encoding
-        vec![0],                                  // the identity's SEC1 encoding
-        [vec![4], vec![0; 64]].concat(),          // (0, 0)
-        [vec![4], p.clone(), p.clone()].concat(), // coordinates = p
-        [vec![4], vec![0xff; 64]].concat(),       // coordinates ≥ p
+        flip(64, 1),                                               // y + 1: off the curve
+        flip(10, 0x40),                                            // another x: off the curve
+        flip(0, 4 ^ 6),                                            // hybrid encoding
+        vec![0],                                                   // the identity's SEC1 encoding
+        [vec![4], vec![0; 64]].concat(),                           // (0, 0)
+        [vec![4], p.clone(), p.clone()].concat(),                  // coordinates = p
+        [vec![4], vec![0xff; 64]].concat(),                        // coordinates ≥ p
         [vec![2 + (good[64] & 1)], good[1..33].to_vec()].concat(), // compressed
         good[..64].to_vec(),
         [&good[..], &[0]].concat(),

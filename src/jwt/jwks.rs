@@ -7,10 +7,10 @@
 use super::alg::{Alg, PublicKey};
 use super::es256::LazyP256Key;
 use super::rsa::RsaKey;
-use std::sync::Arc;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, Engine};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// At most this many keys of one set are considered; real sets hold a handful.
 pub const MAX_KEYS: usize = 64;
@@ -22,9 +22,7 @@ pub const MAX_PREPARED_ES256: usize = 8;
 /// Base64url as JWKs use it: unpadded by the RFC, but padded members are accepted.
 const B64URL: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new().with_encode_padding(false).with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
 /// One usable verification key.
@@ -46,23 +44,18 @@ impl KeySet {
     /// Parses a JWKS document. Fails only if the document is not a JSON object with a `keys`
     /// array; individual bad keys are skipped.
     pub fn parse(body: &[u8]) -> Result<KeySet, String> {
-        let doc: Value = serde_json::from_slice(body)
-            .map_err(|e| format!("key set is not JSON: {e}"))?;
+        let doc: Value = serde_json::from_slice(body).map_err(|e| format!("key set is not JSON: {e}"))?;
         Self::from_value(&doc)
     }
 
     /// As [`KeySet::parse`], from an already-parsed document (an inline `jwks` in the config).
     pub fn from_value(doc: &Value) -> Result<KeySet, String> {
-        let keys = doc
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or("key set has no `keys` array")?;
+        let keys = doc.get("keys").and_then(Value::as_array).ok_or("key set has no `keys` array")?;
         let mut set = KeySet::default();
         let mut es256_budget = MAX_PREPARED_ES256;
         for (i, key) in keys.iter().enumerate() {
             if i >= MAX_KEYS {
-                set.skipped
-                    .push(format!("keys after the first {MAX_KEYS} ignored"));
+                set.skipped.push(format!("keys after the first {MAX_KEYS} ignored"));
                 break;
             }
             match parse_key(key, &mut es256_budget) {
@@ -91,9 +84,7 @@ fn parse_key(key: &Value, es256_budget: &mut usize) -> Result<Jwk, String> {
         }
     }
     if let Some(ops) = obj.get("key_ops") {
-        let verifies = ops
-            .as_array()
-            .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")));
+        let verifies = ops.as_array().is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")));
         if !verifies {
             return Err("`key_ops` does not include \"verify\"".into());
         }
@@ -115,8 +106,9 @@ fn parse_key(key: &Value, es256_budget: &mut usize) -> Result<Jwk, String> {
             if e.is_empty() || e.len() > 4 {
                 return Err("RSA exponent out of range".into());
             }
-            let prepared = RsaKey::new(&n, &e)
-                .ok_or("RSA key unusable (the modulus must be odd and 2048-8192 bits, the exponent odd and at least 3)")?;
+            let prepared = RsaKey::new(&n, &e).ok_or(
+                "RSA key unusable (the modulus must be odd and 2048-8192 bits, the exponent odd and at least 3)",
+            )?;
             PublicKey::Rsa { n, e, prepared: Arc::new(prepared) }
         }
         ("EC", Alg::ES256 | Alg::ES384) => {
@@ -172,9 +164,7 @@ fn str_member<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a 
 
 fn b64_member(obj: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
     let text = str_member(obj, name)?.ok_or_else(|| format!("no `{name}`"))?;
-    B64URL
-        .decode(text)
-        .map_err(|_| format!("`{name}` is not base64url"))
+    B64URL.decode(text).map_err(|_| format!("`{name}` is not base64url"))
 }
 
 fn strip_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {

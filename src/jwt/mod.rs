@@ -104,12 +104,7 @@ struct ExtraHeader {
 }
 
 /// Verifies a compact JWS against a key set and the expectations, at time `now` (Unix seconds).
-pub fn verify(
-    token: &str,
-    keys: &KeySet,
-    expect: &Expectations<'_>,
-    now: u64,
-) -> Result<Verified, JwtError> {
+pub fn verify(token: &str, keys: &KeySet, expect: &Expectations<'_>, now: u64) -> Result<Verified, JwtError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(JwtError::TooLarge);
     }
@@ -118,8 +113,7 @@ pub fn verify(
         4 => return Err(JwtError::Encrypted),
         _ => return Err(JwtError::Malformed),
     }
-    let untrusted =
-        UntrustedToken::<ExtraHeader>::try_from(token).map_err(|_| JwtError::Malformed)?;
+    let untrusted = UntrustedToken::<ExtraHeader>::try_from(token).map_err(|_| JwtError::Malformed)?;
     if untrusted.header().other_fields.crit.is_some() {
         return Err(JwtError::CriticalHeader);
     }
@@ -129,11 +123,7 @@ pub fn verify(
 
     let candidates: Vec<&jwks::Jwk> = match untrusted.header().key_id.as_deref() {
         Some(kid) => {
-            let with_kid: Vec<_> = keys
-                .keys
-                .iter()
-                .filter(|k| k.kid.as_deref() == Some(kid))
-                .collect();
+            let with_kid: Vec<_> = keys.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)).collect();
             if with_kid.is_empty() {
                 return Err(JwtError::UnknownKeyId);
             }
@@ -144,12 +134,7 @@ pub fn verify(
             fitting
         }
         None => {
-            let fitting: Vec<_> = keys
-                .keys
-                .iter()
-                .filter(|k| k.alg == alg)
-                .take(MAX_KEYS_TRIED)
-                .collect();
+            let fitting: Vec<_> = keys.keys.iter().filter(|k| k.alg == alg).take(MAX_KEYS_TRIED).collect();
             if fitting.is_empty() {
                 return Err(JwtError::NoKeyForAlgorithm);
             }
@@ -160,10 +145,7 @@ pub fn verify(
     let verifier = RingVerifier(alg);
     let mut outcome = Err(JwtError::BadSignature);
     for key in candidates {
-        match verifier
-            .validator::<Map<String, Value>>(&key.key)
-            .validate(&untrusted)
-        {
+        match verifier.validator::<Map<String, Value>>(&key.key).validate(&untrusted) {
             Ok(token) => {
                 outcome = Ok(token);
                 break;
@@ -177,10 +159,7 @@ pub fn verify(
 
     // Time checks (RFC 7519 §4.1.4–4.1.6), with leeway for clock skew.
     let leeway = expect.leeway_secs;
-    let exp = claims
-        .expiration
-        .map(|t| t.timestamp())
-        .ok_or(JwtError::MissingExpiry)?;
+    let exp = claims.expiration.map(|t| t.timestamp()).ok_or(JwtError::MissingExpiry)?;
     let now_i = i64::try_from(now).unwrap_or(i64::MAX);
     let leeway_i = i64::try_from(leeway).unwrap_or(i64::MAX);
     if now_i >= exp.saturating_add(leeway_i) {
@@ -217,10 +196,7 @@ pub fn verify(
     if let Some(iat) = claims.issued_at {
         custom.insert("iat".into(), Value::from(iat.timestamp()));
     }
-    Ok(Verified {
-        claims: Value::Object(custom),
-        exp: u64::try_from(exp).unwrap_or(0),
-    })
+    Ok(Verified { claims: Value::Object(custom), exp: u64::try_from(exp).unwrap_or(0) })
 }
 
 /// `aud` (a string or an array of strings) holds an accepted audience, or `azp` is one.
@@ -241,9 +217,7 @@ pub fn key_id(token: &str) -> Option<String> {
     if token.len() > MAX_TOKEN_BYTES {
         return None;
     }
-    UntrustedToken::<ExtraHeader>::try_from(token)
-        .ok()
-        .and_then(|t| t.header().key_id.clone())
+    UntrustedToken::<ExtraHeader>::try_from(token).ok().and_then(|t| t.header().key_id.clone())
 }
 
 #[cfg(test)]

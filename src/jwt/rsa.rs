@@ -262,7 +262,9 @@ fn dot(x: &[u32], y: &[u32]) -> u64 {
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
 fn dot(x: &[u32], y: &[u32]) -> u64 {
-    use core::arch::wasm32::{i64x2_add, u64x2_extmul_high_u32x4, u64x2_extmul_low_u32x4, u64x2_extract_lane, u64x2_splat, v128, v128_load};
+    use core::arch::wasm32::{
+        i64x2_add, u64x2_extmul_high_u32x4, u64x2_extmul_low_u32x4, u64x2_extract_lane, u64x2_splat, v128, v128_load,
+    };
     let mut acc = u64x2_splat(0);
     let (xs, ys) = (x.chunks_exact(4), y.chunks_exact(4));
     let (x_rest, y_rest) = (xs.remainder(), ys.remainder());

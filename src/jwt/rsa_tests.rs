@@ -118,7 +118,9 @@ fn refuses_tampered_signatures_messages_and_hashes() {
         one[k - 1] = 1;
         let mut n_minus_1 = c.n.clone();
         *n_minus_1.last_mut().unwrap() -= 1; // n is odd
-        for (what, s) in [("0", vec![0u8; k]), ("1", one), ("n-1", n_minus_1), ("n", c.n.clone()), ("ff…", vec![0xff; k])] {
+        for (what, s) in
+            [("0", vec![0u8; k]), ("1", one), ("n-1", n_minus_1), ("n", c.n.clone()), ("ff…", vec![0xff; k])]
+        {
             assert!(!key.verify_pkcs1(Hash::Sha256, &msg, &s), "key {name}: signature {what} accepted");
         }
     }
@@ -173,7 +175,11 @@ fn montgomery_product_matches_a_slow_reference() {
         n_minus_1[0] -= 1;
         let mut one = vec![0u64; len];
         one[0] = 1;
-        let mut samples = vec![(vec![0u64; len], n_minus_1.clone()), (one.clone(), n_minus_1.clone()), (n_minus_1.clone(), n_minus_1)];
+        let mut samples = vec![
+            (vec![0u64; len], n_minus_1.clone()),
+            (one.clone(), n_minus_1.clone()),
+            (n_minus_1.clone(), n_minus_1),
+        ];
         for _ in 0..if key.n.len() > 100 { 3 } else { 12 } {
             samples.push((below_n(random(key.n_bytes.len())), below_n(random(key.n_bytes.len()))));
         }

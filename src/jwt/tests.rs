@@ -49,12 +49,7 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     fn expect(&self) -> Expectations<'_> {
-        Expectations {
-            issuers: &self.issuers,
-            audiences: &self.audiences,
-            algorithms: &Alg::ALL,
-            leeway_secs: 30,
-        }
+        Expectations { issuers: &self.issuers, audiences: &self.audiences, algorithms: &Alg::ALL, leeway_secs: 30 }
     }
 
     fn claims(&self) -> Value {
@@ -255,9 +250,18 @@ fn time_claims_at_the_leeway_edges() {
 fn issuer_must_match_exactly() {
     let f = fixture();
     let c = f.claims();
-    for bad in [json!("http://127.0.0.1:8180/realms/demo/"), json!("HTTP://127.0.0.1:8180/realms/demo"),
-                json!("http://127.0.0.1:8180/realms/other"), json!([ISS]), json!(null)] {
-        assert_eq!(f.check(&f.token_with(with(c.clone(), "iss", bad.clone()))), Err(JwtError::IssuerNotAccepted), "{bad}");
+    for bad in [
+        json!("http://127.0.0.1:8180/realms/demo/"),
+        json!("HTTP://127.0.0.1:8180/realms/demo"),
+        json!("http://127.0.0.1:8180/realms/other"),
+        json!([ISS]),
+        json!(null),
+    ] {
+        assert_eq!(
+            f.check(&f.token_with(with(c.clone(), "iss", bad.clone()))),
+            Err(JwtError::IssuerNotAccepted),
+            "{bad}"
+        );
     }
     assert_eq!(f.check(&f.token_with(without(c, "iss"))), Err(JwtError::IssuerNotAccepted));
 }
@@ -350,7 +354,10 @@ fn es256_keys_past_the_prepared_ones_verify_with_ring() {
     let set = KeySet::from_value(&json!({"keys": keys.iter().enumerate().map(|(i, k)| k.jwk(&format!("ec{i}"), Alg::ES256)).collect::<Vec<_>>()}))
         .unwrap();
     let built = |set: &KeySet| {
-        set.keys.iter().filter(|k| matches!(&k.key, alg::PublicKey::Ec { prepared: Some(p), .. } if p.is_prepared())).count()
+        set.keys
+            .iter()
+            .filter(|k| matches!(&k.key, alg::PublicKey::Ec { prepared: Some(p), .. } if p.is_prepared()))
+            .count()
     };
     let preparable = set.keys.iter().filter(|k| matches!(&k.key, alg::PublicKey::Ec { prepared: Some(_), .. })).count();
     assert_eq!(preparable, jwks::MAX_PREPARED_ES256);
@@ -359,7 +366,8 @@ fn es256_keys_past_the_prepared_ones_verify_with_ring() {
         let token = k.mint(Alg::ES256, &json!({"alg": "ES256", "kid": format!("ec{i}")}), &f.claims());
         assert!(verify(&token, &set, &f.expect(), NOW).is_ok(), "key {i}");
         // The other key's signature does not verify under this kid.
-        let other = keys[(i + 1) % keys.len()].mint(Alg::ES256, &json!({"alg": "ES256", "kid": format!("ec{i}")}), &f.claims());
+        let other =
+            keys[(i + 1) % keys.len()].mint(Alg::ES256, &json!({"alg": "ES256", "kid": format!("ec{i}")}), &f.claims());
         assert_eq!(verify(&other, &set, &f.expect(), NOW).unwrap_err(), JwtError::BadSignature, "key {i}");
     }
     assert_eq!(built(&set), jwks::MAX_PREPARED_ES256);
@@ -389,12 +397,8 @@ fn huge_key_sets_are_bounded() {
 fn envoy_jwt_authn_conformance() {
     let doc: Value = serde_json::from_str(include_str!("testdata/envoy-jwt-authn.json")).unwrap();
     let issuers = vec![doc["provider"]["issuer"].as_str().unwrap().to_string()];
-    let audiences: Vec<String> = doc["provider"]["audiences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
+    let audiences: Vec<String> =
+        doc["provider"]["audiences"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
     let expect = Expectations { issuers: &issuers, audiences: &audiences, algorithms: &Alg::ALL, leeway_secs: 60 };
     // The tokens were minted long ago and expire in 2033.
     let now = 1_700_000_000;

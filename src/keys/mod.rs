@@ -62,7 +62,13 @@ pub struct KeyManager {
 }
 
 impl KeyManager {
-    pub fn new(source: &KeySource, issuer: &str, discovery_path: &str, timing: KeyTiming, need_discovery: bool) -> Self {
+    pub fn new(
+        source: &KeySource,
+        issuer: &str,
+        discovery_path: &str,
+        timing: KeyTiming,
+        need_discovery: bool,
+    ) -> Self {
         let (keys, fixed, inline) = match source {
             KeySource::Inline(set) => (Some(Rc::new(set.clone())), None, true),
             KeySource::Path(p) => (None, Some(p.clone()), false),
@@ -98,9 +104,7 @@ impl KeyManager {
     }
 
     fn jwks_path(&self) -> Option<String> {
-        self.fixed_jwks_path
-            .clone()
-            .or_else(|| self.discovery.as_ref().map(|d| d.jwks_path.clone()))
+        self.fixed_jwks_path.clone().or_else(|| self.discovery.as_ref().map(|d| d.jwks_path.clone()))
     }
 
     /// The periodic fetch to start now, if any. Marks it in flight.

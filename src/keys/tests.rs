@@ -11,7 +11,9 @@ fn timing() -> KeyTiming {
 }
 
 fn discovery() -> Vec<u8> {
-    json!({"issuer": ISS, "jwks_uri": "http://127.0.0.1:8180/realms/demo/protocol/openid-connect/certs"}).to_string().into_bytes()
+    json!({"issuer": ISS, "jwks_uri": "http://127.0.0.1:8180/realms/demo/protocol/openid-connect/certs"})
+        .to_string()
+        .into_bytes()
 }
 
 fn jwks(kid: &str) -> Vec<u8> {
@@ -21,7 +23,10 @@ fn jwks(kid: &str) -> Vec<u8> {
 fn loaded(now: u64) -> KeyManager {
     let mut m = KeyManager::new(&KeySource::Discovery, ISS, DISC, timing(), false);
     assert_eq!(m.due(now), Some(Fetch::Discovery(DISC.into())));
-    assert_eq!(m.on_discovery(now, Ok(&discovery())), Ok(Some(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into()))));
+    assert_eq!(
+        m.on_discovery(now, Ok(&discovery())),
+        Ok(Some(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into())))
+    );
     m.on_jwks(now, Ok(&jwks("k1"))).unwrap();
     m
 }

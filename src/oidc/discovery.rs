@@ -30,8 +30,7 @@ impl Discovery {
     /// it states must be exactly the configured one (Discovery §4.3), or its keys could sign
     /// tokens for another issuer.
     pub fn parse(body: &[u8], expected_issuer: &str) -> Result<Discovery, String> {
-        let raw: Raw = serde_json::from_slice(body)
-            .map_err(|e| format!("discovery document is not valid: {e}"))?;
+        let raw: Raw = serde_json::from_slice(body).map_err(|e| format!("discovery document is not valid: {e}"))?;
         if raw.issuer != expected_issuer {
             return Err(format!(
                 "discovery document names issuer {:?}, expected {expected_issuer:?}",
@@ -81,9 +80,14 @@ mod tests {
     fn refuses_another_issuer_and_bad_documents() {
         let other = br#"{"issuer":"http://127.0.0.1:8180/realms/demo/","jwks_uri":"http://x/certs"}"#;
         assert!(Discovery::parse(other, ISS).unwrap_err().contains("expected"));
-        for bad in [&b"<html>"[..], b"{}", br#"{"issuer":"x"}"#, br#"{"issuer":1,"jwks_uri":"http://x"}"#,
-                    br#"{"issuer":"http://127.0.0.1:8180/realms/demo","jwks_uri":"not a url"}"#,
-                    br#"{"issuer":"http://127.0.0.1:8180/realms/demo","jwks_uri":"file:///etc/passwd"}"#] {
+        for bad in [
+            &b"<html>"[..],
+            b"{}",
+            br#"{"issuer":"x"}"#,
+            br#"{"issuer":1,"jwks_uri":"http://x"}"#,
+            br#"{"issuer":"http://127.0.0.1:8180/realms/demo","jwks_uri":"not a url"}"#,
+            br#"{"issuer":"http://127.0.0.1:8180/realms/demo","jwks_uri":"file:///etc/passwd"}"#,
+        ] {
             assert!(Discovery::parse(bad, ISS).is_err());
         }
     }

@@ -35,11 +35,7 @@ pub fn canonical_host(authority: &str) -> Result<String, HostError> {
 fn canonical_host_slowly(authority: &str) -> Result<String, HostError> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (inside, after) = rest.split_once(']').ok_or(HostError)?;
-        if inside.is_empty()
-            || !inside
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
+        if inside.is_empty() || !inside.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
             return Err(HostError);
         }
         let port = match after {
@@ -54,10 +50,7 @@ fn canonical_host_slowly(authority: &str) -> Result<String, HostError> {
         }
     };
     if let Some(p) = port {
-        if p.len() > 5
-            || !p.bytes().all(|b| b.is_ascii_digit())
-            || p.parse::<u32>().is_ok_and(|n| n > 65535)
-        {
+        if p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u32>().is_ok_and(|n| n > 65535) {
             return Err(HostError);
         }
     }
@@ -73,10 +66,7 @@ fn canonical_host_slowly(authority: &str) -> Result<String, HostError> {
     }
     let name = host.strip_suffix('.').unwrap_or(host);
     let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
         return Err(HostError);
@@ -84,9 +74,8 @@ fn canonical_host_slowly(authority: &str) -> Result<String, HostError> {
     // A name ending in a number is an IPv4 address to URL parsers and `inet_aton` (`127.1`,
     // `0x7f.0.0.1`, `127.000.0.1`, `2130706433`): in its dotted-decimal form, or refused.
     let last = name.rsplit('.').next().unwrap_or(name);
-    let numeric = !last.is_empty()
-        && (last.bytes().all(|b| b.is_ascii_digit())
-            || last.to_ascii_lowercase().starts_with("0x"));
+    let numeric =
+        !last.is_empty() && (last.bytes().all(|b| b.is_ascii_digit()) || last.to_ascii_lowercase().starts_with("0x"));
     if numeric {
         return match url::Host::parse(name) {
             Ok(url::Host::Ipv4(ip)) => Ok(ip.to_string()),
@@ -133,12 +122,8 @@ fn plain_name(authority: &str) -> Option<&str> {
             && port.iter().all(u8::is_ascii_digit)
             && authority.get(end + 1..)?.parse::<u32>().ok()? <= 65535);
     // A last label such as `0x7f` is a number to URL parsers.
-    let hex = b
-        .get(label_start..end)
-        .is_some_and(|l| l.starts_with(b"0x"));
-    (label > 0 && !label_digits && !hex && end <= 253 && port_ok)
-        .then(|| authority.get(..end))
-        .flatten()
+    let hex = b.get(label_start..end).is_some_and(|l| l.starts_with(b"0x"));
+    (label > 0 && !label_digits && !hex && end <= 253 && port_ok).then(|| authority.get(..end)).flatten()
 }
 
 /// The host of an `:authority` for places that need one whatever it holds (the session's
@@ -161,10 +146,9 @@ impl HostPattern {
             return None;
         }
         match text.strip_prefix("*.") {
-            Some(suffix) => canonical_host(suffix)
-                .ok()
-                .filter(|s| !s.starts_with('['))
-                .map(|s| HostPattern(format!("*.{s}"))),
+            Some(suffix) => {
+                canonical_host(suffix).ok().filter(|s| !s.starts_with('[')).map(|s| HostPattern(format!("*.{s}")))
+            }
             None => canonical_host(text).ok().map(HostPattern),
         }
     }
@@ -193,10 +177,7 @@ mod tests {
         let mut all = vec![String::new()];
         let mut frontier = vec![String::new()];
         for _ in 0..6 {
-            frontier = frontier
-                .iter()
-                .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
-                .collect();
+            frontier = frontier.iter().flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}"))).collect();
             all.extend(frontier.iter().cloned());
         }
         let mut fast = 0;

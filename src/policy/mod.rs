@@ -183,10 +183,7 @@ impl Routes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
-    Deny {
-        rule: Option<String>,
-        reason: &'static str,
-    },
+    Deny { rule: Option<String>, reason: &'static str },
 }
 
 /// Public paths, the ordered rules and where groups and roles are found in the claims.
@@ -202,7 +199,9 @@ pub struct Policy {
 impl Policy {
     /// What applies to one reading of a request.
     pub fn route_of(&self, t: &Target<'_>) -> Route {
-        let public = |p: &PublicPath| p.path.matches(t.path) && (p.hosts.is_empty() || p.hosts.iter().any(|h| h.matches(t.host)));
+        let public = |p: &PublicPath| {
+            p.path.matches(t.path) && (p.hosts.is_empty() || p.hosts.iter().any(|h| h.matches(t.host)))
+        };
         if self.public_paths.iter().any(public) {
             return Route::Public;
         }
@@ -259,12 +258,8 @@ impl Policy {
             }
         }
         if !rule.roles.is_empty() {
-            let roles: Vec<String> = self
-                .roles_claims
-                .iter()
-                .filter_map(|p| p.lookup(claims))
-                .flat_map(values_of)
-                .collect();
+            let roles: Vec<String> =
+                self.roles_claims.iter().filter_map(|p| p.lookup(claims)).flat_map(values_of).collect();
             if !rule.roles.iter().any(|want| roles.contains(want)) {
                 return deny("role_required");
             }

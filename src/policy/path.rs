@@ -41,8 +41,7 @@ pub enum Normalization {
 }
 
 impl Normalization {
-    pub const NAMES: [&'static str; 4] =
-        ["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"];
+    pub const NAMES: [&'static str; 4] = ["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"];
 
     pub fn from_name(name: &str) -> Option<Normalization> {
         Some(match name {
@@ -68,8 +67,7 @@ pub enum EscapedSlashes {
 }
 
 impl EscapedSlashes {
-    pub const NAMES: [&'static str; 3] =
-        ["KEEP_UNCHANGED", "REJECT_REQUEST", "UNESCAPE_AND_FORWARD"];
+    pub const NAMES: [&'static str; 3] = ["KEEP_UNCHANGED", "REJECT_REQUEST", "UNESCAPE_AND_FORWARD"];
 
     pub fn from_name(name: &str) -> Option<EscapedSlashes> {
         Some(match name {
@@ -91,10 +89,7 @@ pub struct PathSettings {
 impl Default for PathSettings {
     /// Slashes merged, encoded slashes refused: the stricter choice of each.
     fn default() -> Self {
-        PathSettings {
-            normalization: Normalization::MergeSlashes,
-            escaped_slashes: EscapedSlashes::RejectRequest,
-        }
+        PathSettings { normalization: Normalization::MergeSlashes, escaped_slashes: EscapedSlashes::RejectRequest }
     }
 }
 
@@ -142,9 +137,7 @@ impl PathError {
         match self {
             PathError::NotAbsolute => "the request target must be a path starting with /",
             PathError::TooLong => "the path is too long",
-            PathError::InvalidCharacter => {
-                "the request target holds a character that is not allowed in a URI"
-            }
+            PathError::InvalidCharacter => "the request target holds a character that is not allowed in a URI",
             PathError::BadEscape => "the path holds a % that does not start an escape",
             PathError::EncodedControl => "the path encodes a control character",
             PathError::NotUtf8 => "the path encodes bytes that are not UTF-8",
@@ -197,28 +190,13 @@ pub fn prepare(raw: &str, settings: &PathSettings) -> Result<RequestPath, PathEr
         return Err(PathError::InvalidCharacter);
     }
     if is_plain(path) {
-        return Ok(RequestPath {
-            path: path.to_string(),
-            rewritten: None,
-            others: Vec::new(),
-        });
+        return Ok(RequestPath { path: path.to_string(), rewritten: None, others: Vec::new() });
     }
-    check_encodings(
-        path,
-        settings.escaped_slashes == EscapedSlashes::RejectRequest,
-    )?;
+    check_encodings(path, settings.escaped_slashes == EscapedSlashes::RejectRequest)?;
     let forwarded = forwarded_path(path, settings);
     let rewritten = (forwarded != path).then(|| format!("{forwarded}{query}"));
-    let others = if is_plain(&forwarded) {
-        Vec::new()
-    } else {
-        readings_of(&forwarded)?
-    };
-    Ok(RequestPath {
-        path: forwarded,
-        rewritten,
-        others,
-    })
+    let others = if is_plain(&forwarded) { Vec::new() } else { readings_of(&forwarded)? };
+    Ok(RequestPath { path: forwarded, rewritten, others })
 }
 
 /// A path no transformation changes: lower-case letters, digits and the characters that no
@@ -288,9 +266,7 @@ fn separators(s: &str) -> usize {
 
 fn has_bad_escape(path: &str) -> bool {
     let b = path.as_bytes();
-    b.iter()
-        .enumerate()
-        .any(|(i, &c)| c == b'%' && hex_at(b, i + 1).is_none())
+    b.iter().enumerate().any(|(i, &c)| c == b'%' && hex_at(b, i + 1).is_none())
 }
 
 fn hex_digit(c: u8) -> Option<u8> {
@@ -356,17 +332,11 @@ fn decode_once(s: &str) -> Result<Option<String>, PathError> {
 fn forwarded_path(path: &str, s: &PathSettings) -> String {
     let unescape = s.escaped_slashes == EscapedSlashes::UnescapeAndForward
         || s.normalization == Normalization::DecodeAndMergeSlashes;
-    let path: Cow<'_, str> = if unescape {
-        Cow::Owned(unescape_slashes(path))
-    } else {
-        Cow::Borrowed(path)
-    };
+    let path: Cow<'_, str> = if unescape { Cow::Owned(unescape_slashes(path)) } else { Cow::Borrowed(path) };
     match s.normalization {
         Normalization::None => path.into_owned(),
         Normalization::Base => base(&path),
-        Normalization::MergeSlashes | Normalization::DecodeAndMergeSlashes => {
-            merge_slashes(&base(&path))
-        }
+        Normalization::MergeSlashes | Normalization::DecodeAndMergeSlashes => merge_slashes(&base(&path)),
     }
 }
 
@@ -505,10 +475,7 @@ fn drop_parameters(s: &str) -> Result<Option<String>, PathError> {
     if !s.contains(';') {
         return Ok(None);
     }
-    let kept: Vec<&str> = s
-        .split('/')
-        .map(|seg| seg.split(';').next().unwrap_or_default())
-        .collect();
+    let kept: Vec<&str> = s.split('/').map(|seg| seg.split(';').next().unwrap_or_default()).collect();
     Ok(Some(kept.join("/")))
 }
 
@@ -528,8 +495,7 @@ fn windows(s: &str) -> Result<Option<String>, PathError> {
 }
 
 fn cut(s: &str) -> Result<Option<String>, PathError> {
-    Ok(s.find(['?', '#'])
-        .map(|i| s.get(..i).unwrap_or_default().to_string()))
+    Ok(s.find(['?', '#']).map(|i| s.get(..i).unwrap_or_default().to_string()))
 }
 
 fn lower(s: &str) -> Result<Option<String>, PathError> {

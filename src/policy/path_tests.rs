@@ -2,12 +2,8 @@ use super::*;
 use crate::policy::{Policy, Target};
 use crate::testutil::upstreams::{allowed, identities, MODELS};
 
-
 const fn settings(normalization: Normalization, escaped_slashes: EscapedSlashes) -> PathSettings {
-    PathSettings {
-        normalization,
-        escaped_slashes,
-    }
+    PathSettings { normalization, escaped_slashes }
 }
 
 const DEFAULT: PathSettings = settings(Normalization::MergeSlashes, EscapedSlashes::RejectRequest);
@@ -23,14 +19,8 @@ const ALL_SETTINGS: [PathSettings; 10] = [
     settings(Normalization::Base, EscapedSlashes::UnescapeAndForward),
     settings(Normalization::MergeSlashes, KEEP),
     DEFAULT,
-    settings(
-        Normalization::MergeSlashes,
-        EscapedSlashes::UnescapeAndForward,
-    ),
-    settings(
-        Normalization::DecodeAndMergeSlashes,
-        EscapedSlashes::UnescapeAndForward,
-    ),
+    settings(Normalization::MergeSlashes, EscapedSlashes::UnescapeAndForward),
+    settings(Normalization::DecodeAndMergeSlashes, EscapedSlashes::UnescapeAndForward),
 ];
 
 fn forwarded(raw: &str, s: &PathSettings) -> Result<String, PathError> {
@@ -39,14 +29,9 @@ fn forwarded(raw: &str, s: &PathSettings) -> Result<String, PathError> {
 
 #[test]
 fn plain_paths_are_taken_as_they_are() {
-    for raw in [
-        "/",
-        "/echo",
-        "/a/b/c.txt",
-        "/api/v1/items/42?x=1&y=%2F",
-        "/~user/file-name_1.tar.gz",
-        "/a:b@c!$&'()*+,=",
-    ] {
+    for raw in
+        ["/", "/echo", "/a/b/c.txt", "/api/v1/items/42?x=1&y=%2F", "/~user/file-name_1.tar.gz", "/a:b@c!$&'()*+,="]
+    {
         for s in ALL_SETTINGS {
             let p = prepare(raw, &s).unwrap();
             assert_eq!(p.rewritten, None, "{raw}");
@@ -152,34 +137,19 @@ fn what_the_upstream_receives() {
 #[test]
 fn readings_cover_what_servers_do() {
     let readings = |raw: &str, s: &PathSettings| -> Vec<String> {
-        prepare(raw, s)
-            .unwrap()
-            .readings()
-            .map(String::from)
-            .collect()
+        prepare(raw, s).unwrap().readings().map(String::from).collect()
     };
     let none = settings(Normalization::None, KEEP);
     let has = |raw: &str, s: &PathSettings, want: &str| {
         let r = readings(raw, s);
-        assert!(
-            r.iter().any(|x| x == want),
-            "{raw:?} should read as {want:?}: {r:?}"
-        );
+        assert!(r.iter().any(|x| x == want), "{raw:?} should read as {want:?}: {r:?}");
     };
     has("/public/..;/admin/", &DEFAULT, "/admin/"); // Tomcat
     has("/public;x/../admin", &none, "/admin"); // Spring
     has("/admin;jsessionid=1/", &DEFAULT, "/admin/");
     has("/public/%2e%2e/admin", &none, "/admin"); // decoding before dot removal
-    has(
-        "/public/..%2fadmin",
-        &settings(Normalization::MergeSlashes, KEEP),
-        "/admin",
-    ); // decoded slash
-    has(
-        "/public/..%252fadmin",
-        &settings(Normalization::MergeSlashes, KEEP),
-        "/admin",
-    ); // double decoding
+    has("/public/..%2fadmin", &settings(Normalization::MergeSlashes, KEEP), "/admin"); // decoded slash
+    has("/public/..%252fadmin", &settings(Normalization::MergeSlashes, KEEP), "/admin"); // double decoding
     has("/public\\..\\admin", &none, "/admin"); // backslash
     has("//admin/", &settings(Normalization::Base, KEEP), "/admin/"); // merged slashes
     has("/admin./", &DEFAULT, "/admin/"); // Windows trailing dot
@@ -189,22 +159,15 @@ fn readings_cover_what_servers_do() {
     has("/adm%C4%B1n/", &DEFAULT, "/admin/"); // dotless ı, upper-cased by Java to I
     has("/%E2%84%AAey", &DEFAULT, "/key"); // Kelvin sign
     has("/%EF%BC%8Fadmin", &DEFAULT, "//admin"); // fullwidth solidus
-    has(
-        "/public%EF%BC%8F%EF%BC%8E%EF%BC%8E%EF%BC%8Fadmin",
-        &DEFAULT,
-        "/admin",
-    ); // fullwidth ../
+    has("/public%EF%BC%8F%EF%BC%8E%EF%BC%8E%EF%BC%8Fadmin", &DEFAULT, "/admin"); // fullwidth ../
     has("/%EF%BD%81dmin/", &DEFAULT, "/admin/"); // fullwidth a
     has("/admin%E2%80%8B/", &DEFAULT, "/admin/"); // zero-width space
     has("/ad%C2%ADmin/", &DEFAULT, "/admin/"); // soft hyphen
     has("/admin%C2%A0/", &DEFAULT, "/admin/"); // no-break space: NFKD space, then Windows
     has("/admin%3F.css", &DEFAULT, "/admin"); // decoded ? ends the path
     has("/admin%23x", &DEFAULT, "/admin");
-    has(
-        "/public/..%25%32%66admin",
-        &settings(Normalization::MergeSlashes, KEEP),
-        "/admin",
-    ); // %25 %32 %66 is %2f
+    has("/public/..%25%32%66admin", &settings(Normalization::MergeSlashes, KEEP), "/admin");
+    // %25 %32 %66 is %2f
 }
 
 /// The policies of the property test, over the prefixes the alphabet below can spell.
@@ -238,10 +201,7 @@ fn paths_up_to(len: usize) -> Vec<String> {
     let mut all = vec![String::from("/")];
     let mut frontier = vec![String::from("/")];
     for _ in 0..len {
-        frontier = frontier
-            .iter()
-            .flat_map(|p| TOKENS.iter().map(move |t| format!("{p}{t}")))
-            .collect();
+        frontier = frontier.iter().flat_map(|p| TOKENS.iter().map(move |t| format!("{p}{t}"))).collect();
         all.extend(frontier.iter().cloned());
     }
     all
@@ -268,11 +228,7 @@ fn the_verdict_is_never_more_permissive_than_any_upstream_reading() {
                 let Some(reading) = model(&p.path) else {
                     continue;
                 };
-                let theirs = policy.route_of(&Target {
-                    host: "h",
-                    path: &reading,
-                    method: "GET",
-                });
+                let theirs = policy.route_of(&Target { host: "h", path: &reading, method: "GET" });
                 for (who, claims) in identities() {
                     if routes.iter().all(|&r| allowed(policy, r, &claims)) {
                         assert!(
@@ -334,10 +290,7 @@ fn ordinary_paths_pass() {
 fn readings_are_bounded() {
     // A path built to have many readings is refused, not explored without end.
     let raw = format!("/{}", "A%2e;x/%252E%2E\\..%20/".repeat(12));
-    assert!(matches!(
-        prepare(&raw, &settings(Normalization::None, KEEP)),
-        Err(PathError::TooAmbiguous) | Ok(_)
-    ));
+    assert!(matches!(prepare(&raw, &settings(Normalization::None, KEEP)), Err(PathError::TooAmbiguous) | Ok(_)));
     let many = "/Ab;c/%2e%2E/d.%20/%C4%B1\\x//".repeat(4);
     match prepare(&many, &settings(Normalization::None, KEEP)) {
         Ok(p) => assert!(p.readings().count() <= MAX_READINGS),
@@ -349,16 +302,11 @@ fn readings_are_bounded() {
 /// forwarded as it is and has no other reading.
 #[test]
 fn the_fast_path_agrees_with_the_full_work() {
-    let alphabet = [
-        "/", "a", "Z", ".", "..", ":", "::", "$", ";", "%2e", "\\", "~", "-", "9",
-    ];
+    let alphabet = ["/", "a", "Z", ".", "..", ":", "::", "$", ";", "%2e", "\\", "~", "-", "9"];
     let mut all = vec![String::from("/")];
     let mut frontier = vec![String::from("/")];
     for _ in 0..5 {
-        frontier = frontier
-            .iter()
-            .flat_map(|p| alphabet.iter().map(move |t| format!("{p}{t}")))
-            .collect();
+        frontier = frontier.iter().flat_map(|p| alphabet.iter().map(move |t| format!("{p}{t}"))).collect();
         all.extend(frontier.iter().cloned());
     }
     let mut plain = 0;

@@ -26,7 +26,15 @@ fn policy(rules: Vec<Rule>, default_allow: bool) -> Policy {
 }
 
 fn rule(name: &str) -> Rule {
-    Rule { name: name.into(), hosts: vec![], paths: vec![], methods: vec![], groups: vec![], roles: vec![], claims: vec![] }
+    Rule {
+        name: name.into(),
+        hosts: vec![],
+        paths: vec![],
+        methods: vec![],
+        groups: vec![],
+        roles: vec![],
+        claims: vec![],
+    }
 }
 
 fn t<'a>(host: &'a str, path: &'a str, method: &'a str) -> Target<'a> {
@@ -39,21 +47,34 @@ fn denied(reason: &'static str, rule: &str) -> Verdict {
 
 #[test]
 fn seed_002_admins_group() {
-    let p = policy(vec![Rule { paths: vec![PathMatch::prefix("/admin/")], groups: vec!["admins".into()], ..rule("admins-only") }], true);
+    let p = policy(
+        vec![Rule { paths: vec![PathMatch::prefix("/admin/")], groups: vec!["admins".into()], ..rule("admins-only") }],
+        true,
+    );
     assert_eq!(p.evaluate(&t("h", "/admin/x", "GET"), &alice()), Verdict::Allow);
     assert_eq!(p.evaluate(&t("h", "/admin/x", "GET"), &bob()), denied("group_required", "admins-only"));
-    assert_eq!(p.evaluate(&t("h", "/admin", "GET"), &bob()), denied("group_required", "admins-only"), "the bare directory is covered");
+    assert_eq!(
+        p.evaluate(&t("h", "/admin", "GET"), &bob()),
+        denied("group_required", "admins-only"),
+        "the bare directory is covered"
+    );
     assert_eq!(p.evaluate(&t("h", "/administrator", "GET"), &bob()), Verdict::Allow);
     assert_eq!(p.evaluate(&t("h", "/echo", "GET"), &bob()), Verdict::Allow);
 }
 
 #[test]
 fn seed_003_role_and_username() {
-    let p = policy(vec![Rule {
-        roles: vec!["backendaccess".into()],
-        claims: vec![ClaimCondition { claim: ClaimPath::parse("preferred_username").unwrap(), op: ClaimOp::Equals("testuser".into()) }],
-        ..rule("backend")
-    }], false);
+    let p = policy(
+        vec![Rule {
+            roles: vec!["backendaccess".into()],
+            claims: vec![ClaimCondition {
+                claim: ClaimPath::parse("preferred_username").unwrap(),
+                op: ClaimOp::Equals("testuser".into()),
+            }],
+            ..rule("backend")
+        }],
+        false,
+    );
     let mut testuser = alice();
     testuser["preferred_username"] = json!("testuser");
     assert_eq!(p.evaluate(&t("h", "/", "GET"), &testuser), Verdict::Allow);
@@ -63,7 +84,9 @@ fn seed_003_role_and_username() {
 
 #[test]
 fn groups_match_full_paths_only_at_top_level() {
-    let g = |want: &str| policy(vec![Rule { groups: vec![want.into()], ..rule("r") }], true).evaluate(&t("h", "/", "GET"), &alice());
+    let g = |want: &str| {
+        policy(vec![Rule { groups: vec![want.into()], ..rule("r") }], true).evaluate(&t("h", "/", "GET"), &alice())
+    };
     assert_eq!(g("admins"), Verdict::Allow);
     assert_eq!(g("/admins"), Verdict::Allow);
     assert_eq!(g("/staff/ops"), Verdict::Allow);
@@ -74,7 +97,9 @@ fn groups_match_full_paths_only_at_top_level() {
 
 #[test]
 fn roles_come_from_every_roles_claim() {
-    let r = |want: &str| policy(vec![Rule { roles: vec![want.into()], ..rule("r") }], true).evaluate(&t("h", "/", "GET"), &alice());
+    let r = |want: &str| {
+        policy(vec![Rule { roles: vec![want.into()], ..rule("r") }], true).evaluate(&t("h", "/", "GET"), &alice())
+    };
     assert_eq!(r("backendaccess"), Verdict::Allow);
     assert_eq!(r("reader"), Verdict::Allow, "client roles");
     assert_eq!(r("writer"), denied("role_required", "r"));
@@ -103,17 +128,27 @@ fn claim_operators() {
 
 #[test]
 fn first_matching_rule_wins_and_default_applies() {
-    let p = policy(vec![
-        Rule { paths: vec![PathMatch::exact("/admin/health")], ..rule("health") },
-        Rule { paths: vec![PathMatch::prefix("/admin/")], groups: vec!["admins".into()], ..rule("admin") },
-        Rule { methods: vec!["DELETE".into()], roles: vec!["writer".into()], ..rule("deletes") },
-        Rule { hosts: vec![HostPattern::parse("*.internal.example").unwrap()], groups: vec!["staff".into()], ..rule("internal") },
-    ], false);
+    let p = policy(
+        vec![
+            Rule { paths: vec![PathMatch::exact("/admin/health")], ..rule("health") },
+            Rule { paths: vec![PathMatch::prefix("/admin/")], groups: vec!["admins".into()], ..rule("admin") },
+            Rule { methods: vec!["DELETE".into()], roles: vec!["writer".into()], ..rule("deletes") },
+            Rule {
+                hosts: vec![HostPattern::parse("*.internal.example").unwrap()],
+                groups: vec!["staff".into()],
+                ..rule("internal")
+            },
+        ],
+        false,
+    );
     assert_eq!(p.evaluate(&t("h", "/admin/health", "GET"), &bob()), Verdict::Allow);
     assert_eq!(p.evaluate(&t("h", "/admin/users", "GET"), &bob()), denied("group_required", "admin"));
     assert_eq!(p.evaluate(&t("h", "/x", "DELETE"), &alice()), denied("role_required", "deletes"));
     assert_eq!(p.evaluate(&t("a.internal.example", "/x", "GET"), &bob()), denied("group_required", "internal"));
-    assert_eq!(p.evaluate(&t("internal.example", "/x", "GET"), &bob()), Verdict::Deny { rule: None, reason: "no_rule_matched" });
+    assert_eq!(
+        p.evaluate(&t("internal.example", "/x", "GET"), &bob()),
+        Verdict::Deny { rule: None, reason: "no_rule_matched" }
+    );
     let open = policy(vec![], true);
     assert_eq!(open.evaluate(&t("h", "/x", "GET"), &bob()), Verdict::Allow);
 }
@@ -140,20 +175,44 @@ fn hosts() {
     assert_eq!(host_of("127.0.0.1"), "127.0.0.1");
     assert_eq!(host_of("internal_svc:80"), "internal_svc");
     // Numbers are IPv4 addresses, as URL parsers and inet_aton read them.
-    for spelling in ["127.0.0.1", "127.000.0.1", "127.1", "0x7f.0.0.1", "0X7F.0.0.1:8080", "2130706433", "0177.0.0.1", "127.0.0.1."] {
+    for spelling in
+        ["127.0.0.1", "127.000.0.1", "127.1", "0x7f.0.0.1", "0X7F.0.0.1:8080", "2130706433", "0177.0.0.1", "127.0.0.1."]
+    {
         assert_eq!(host_of(spelling), "127.0.0.1", "{spelling}");
     }
-    for bad in ["", ".", "example.com..", "a..b", "user@example.com", "exa%6dple.com", "example.com:80:80", "example.com:99999",
-                "example.com:8x", "[::1", "[::1]x", "[zz::1]", "ex ample.com", "example.com/x", "*.example.com", "é.example", "999.0.0.1", "1.2.3.4.5", "example.123"] {
+    for bad in [
+        "",
+        ".",
+        "example.com..",
+        "a..b",
+        "user@example.com",
+        "exa%6dple.com",
+        "example.com:80:80",
+        "example.com:99999",
+        "example.com:8x",
+        "[::1",
+        "[::1]x",
+        "[zz::1]",
+        "ex ample.com",
+        "example.com/x",
+        "*.example.com",
+        "é.example",
+        "999.0.0.1",
+        "1.2.3.4.5",
+        "example.123",
+    ] {
         assert_eq!(canonical_host(bad), Err(HostError), "{bad:?}");
     }
     assert!(HostPattern::parse("*.example.com").unwrap().matches("a.example.com"));
     assert!(!HostPattern::parse("*.example.com").unwrap().matches("example.com"));
     assert!(!HostPattern::parse("*.example.com").unwrap().matches("aexample.com"));
     assert!(HostPattern::parse("example.com").unwrap().matches("example.com"));
-    assert_eq!(HostPattern::parse("Example.COM.").unwrap(), HostPattern::parse("example.com").unwrap(), "patterns are canonical too");
+    assert_eq!(
+        HostPattern::parse("Example.COM.").unwrap(),
+        HostPattern::parse("example.com").unwrap(),
+        "patterns are canonical too"
+    );
     for bad in ["example.com:443", "*", "*.", "a.*.com", "[::1]:80", "", "ex ample"] {
         assert!(HostPattern::parse(bad).is_none(), "{bad:?}");
     }
 }
-

@@ -60,7 +60,8 @@ impl Signers {
 
     /// A token of these claims signed with `alg`'s key (the same token on every run).
     pub fn token(&self, alg: Alg, claims: &Value) -> String {
-        let (_, kid, key) = self.keys.iter().find(|(a, _, _)| *a == alg).expect("a key for every benchmarked algorithm");
+        let (_, kid, key) =
+            self.keys.iter().find(|(a, _, _)| *a == alg).expect("a key for every benchmarked algorithm");
         key.mint_fixed(alg, &json!({"alg": alg.name(), "typ": "JWT", "kid": kid}), claims)
     }
 }
@@ -197,7 +198,10 @@ pub fn request((method, path): (&str, &str), credential: Credential<'_>) -> Vec<
         (":path", path),
         (":method", method),
         (":scheme", "https"),
-        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+        ),
         ("accept", "application/json, text/plain, */*"),
         ("accept-encoding", "gzip, deflate, br"),
         ("accept-language", "en-US,en;q=0.9"),
@@ -211,7 +215,9 @@ pub fn request((method, path): (&str, &str), credential: Credential<'_>) -> Vec<
     match credential {
         Credential::None => {}
         Credential::Bearer(token) => h.push(("authorization".into(), format!("Bearer {token}"))),
-        Credential::Cookie(cookie) => h.push(("cookie".into(), format!("_ga=GA1.1.1234567890.1700000000; theme=dark; {cookie}"))),
+        Credential::Cookie(cookie) => {
+            h.push(("cookie".into(), format!("_ga=GA1.1.1234567890.1700000000; theme=dark; {cookie}")))
+        }
     }
     h
 }
@@ -240,7 +246,10 @@ pub fn sign_in(engine: &mut Engine, signers: &Signers) -> String {
     let location = r.headers.iter().find(|(n, _)| n == "location").map(|(_, v)| v.clone()).unwrap_or_default();
     let url = url::Url::parse(&location).expect("an absolute authorization URL");
     let q = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned()).unwrap_or_default();
-    let cb = request(("GET", &format!("/oauth2/callback?code=c0de&state={}&session_state=x&iss={ISS}", q("state"))), Credential::Cookie(&state_cookie));
+    let cb = request(
+        ("GET", &format!("/oauth2/callback?code=c0de&state={}&session_state=x&iss={ISS}", q("state"))),
+        Credential::Cookie(&state_cookie),
+    );
     let call = match engine.decide(&Request { headers: &cb }, NOW, true, &mut random) {
         Decision::CallIdp(call) => call,
         other => panic!("expected a token call, got {other:?}"),
@@ -252,7 +261,15 @@ pub fn sign_in(engine: &mut Engine, signers: &Signers) -> String {
         "refresh_token": "not-kept-without-session.refresh", "scope": "openid profile email reports"
     })
     .to_string();
-    let r = respond(engine.on_idp_answer(call.pending.clone(), &Request { headers: &cb }, Some(200), body.as_bytes(), NOW, true, &mut random));
+    let r = respond(engine.on_idp_answer(
+        call.pending.clone(),
+        &Request { headers: &cb },
+        Some(200),
+        body.as_bytes(),
+        NOW,
+        true,
+        &mut random,
+    ));
     assert_eq!(r.status, 302, "login completed");
     let name = engine.config.browser.as_ref().map(|b| b.cookie_name.clone()).unwrap_or_default();
     let session: Vec<&str> = set_cookies(&r)
@@ -294,7 +311,8 @@ mod tests {
         let cfg = config(&signers, 1024);
         let mut e = engine(Rc::clone(&cfg));
         let mut random = counter_random();
-        let mut run = |e: &mut Engine, h: &[(String, String)]| e.decide(&Request { headers: h }, NOW, true, &mut random);
+        let mut run =
+            |e: &mut Engine, h: &[(String, String)]| e.decide(&Request { headers: h }, NOW, true, &mut random);
 
         assert_eq!(status(&run(&mut e, &request(PUBLIC, Credential::None))), 200);
         assert_eq!(count(&mut e, Counter::Public), 1);

@@ -115,10 +115,7 @@ fn merge(s: &str) -> String {
 }
 
 fn strip_params(s: &str) -> String {
-    s.split('/')
-        .map(|seg| seg.split(';').next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("/")
+    s.split('/').map(|seg| seg.split(';').next().unwrap_or("")).collect::<Vec<_>>().join("/")
 }
 
 /// A strict RFC 3986 server: unreserved escapes decoded, dot segments removed.
@@ -178,13 +175,15 @@ pub fn iis(s: &str) -> Option<String> {
     let d = percent_decode(&u).replace('\\', "/");
     let trimmed: Vec<String> = d
         .split('/')
-        .map(|seg| {
-            if seg == "." || seg == ".." {
-                seg.to_string()
-            } else {
-                seg.trim_end_matches(['.', ' ']).to_string()
-            }
-        })
+        .map(
+            |seg| {
+                if seg == "." || seg == ".." {
+                    seg.to_string()
+                } else {
+                    seg.trim_end_matches(['.', ' ']).to_string()
+                }
+            },
+        )
         .collect();
     Some(resolve_dots(&merge(&trimmed.join("/")), true).to_lowercase())
 }
@@ -256,13 +255,7 @@ pub fn policies(public: &str, protected: &str) -> Vec<(&'static str, Policy)> {
         claims: vec![],
     };
     let policy = |public: Vec<PathMatch>, rules: Vec<Rule>, default_allow: bool| Policy {
-        public_paths: public
-            .into_iter()
-            .map(|path| PublicPath {
-                path,
-                hosts: vec![],
-            })
-            .collect(),
+        public_paths: public.into_iter().map(|path| PublicPath { path, hosts: vec![] }).collect(),
         rules,
         default_allow,
         groups_claim: ClaimPath::parse("groups").unwrap(),
@@ -283,10 +276,7 @@ pub fn policies(public: &str, protected: &str) -> Vec<(&'static str, Policy)> {
             "first-match",
             policy(
                 vec![],
-                vec![
-                    rule("a", vec![PathMatch::prefix(public)], &[]),
-                    rule("rest", vec![], &["admins"]),
-                ],
+                vec![rule("a", vec![PathMatch::prefix(public)], &[]), rule("rest", vec![], &["admins"])],
                 true,
             ),
         ),
@@ -304,11 +294,7 @@ pub fn policies(public: &str, protected: &str) -> Vec<(&'static str, Policy)> {
             "case",
             policy(
                 vec![PathMatch::prefix(public)],
-                vec![rule(
-                    "d",
-                    vec![PathMatch::prefix(protected).ignoring_case()],
-                    &["admins"],
-                )],
+                vec![rule("d", vec![PathMatch::prefix(protected).ignoring_case()], &["admins"])],
                 true,
             ),
         ),
@@ -317,11 +303,7 @@ pub fn policies(public: &str, protected: &str) -> Vec<(&'static str, Policy)> {
 
 /// Who asks.
 pub fn identities() -> [(&'static str, Option<Value>); 3] {
-    [
-        ("anonymous", None),
-        ("bob", Some(json!({"groups": []}))),
-        ("alice", Some(json!({"groups": ["/admins"]}))),
-    ]
+    [("anonymous", None), ("bob", Some(json!({"groups": []}))), ("alice", Some(json!({"groups": ["/admins"]})))]
 }
 
 /// May this identity reach the upstream, for a route? Public: anyone; otherwise the policy,

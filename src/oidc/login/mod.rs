@@ -81,7 +81,12 @@ pub fn token_request(
 }
 
 /// The refresh request (RFC 6749 §6).
-pub fn refresh_request(refresh_token: &str, client_id: &str, client_secret: &str, secret_in_body: bool) -> (String, Option<String>) {
+pub fn refresh_request(
+    refresh_token: &str,
+    client_id: &str,
+    client_secret: &str,
+    secret_in_body: bool,
+) -> (String, Option<String>) {
     let mut form = url::form_urlencoded::Serializer::new(String::new());
     form.append_pair("grant_type", "refresh_token").append_pair("refresh_token", refresh_token);
     let auth = client_auth(&mut form, client_id, client_secret, secret_in_body);
@@ -119,7 +124,8 @@ pub struct TokenResponse {
 
 impl TokenResponse {
     pub fn parse(body: &[u8]) -> Result<TokenResponse, String> {
-        let r: TokenResponse = serde_json::from_slice(body).map_err(|_| "token response is not valid JSON of the expected shape".to_string())?;
+        let r: TokenResponse = serde_json::from_slice(body)
+            .map_err(|_| "token response is not valid JSON of the expected shape".to_string())?;
         if !r.token_type.as_deref().unwrap_or("Bearer").eq_ignore_ascii_case("bearer") {
             return Err("token response has a token_type other than Bearer".into());
         }

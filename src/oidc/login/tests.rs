@@ -8,7 +8,10 @@ const NOW: u64 = 1_800_000_000;
 
 #[test]
 fn pkce_rfc7636_appendix_b() {
-    assert_eq!(pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    assert_eq!(
+        pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    );
 }
 
 #[test]
@@ -36,11 +39,15 @@ fn golden_authorize_url() {
 
 #[test]
 fn golden_token_requests() {
-    let (body, auth) = token_request("c0de", "http://127.0.0.1:8080/oauth2/callback", "v", "gateway", "gateway-secret", false);
+    let (body, auth) =
+        token_request("c0de", "http://127.0.0.1:8080/oauth2/callback", "v", "gateway", "gateway-secret", false);
     assert_eq!(body, "grant_type=authorization_code&code=c0de&redirect_uri=http%3A%2F%2F127.0.0.1%3A8080%2Foauth2%2Fcallback&code_verifier=v");
     assert_eq!(auth.as_deref(), Some("Basic Z2F0ZXdheTpnYXRld2F5LXNlY3JldA=="));
     let (body, auth) = token_request("c", "r", "v", "a b", "s:e", true);
-    assert_eq!(body, "grant_type=authorization_code&code=c&redirect_uri=r&code_verifier=v&client_id=a+b&client_secret=s%3Ae");
+    assert_eq!(
+        body,
+        "grant_type=authorization_code&code=c&redirect_uri=r&code_verifier=v&client_id=a+b&client_secret=s%3Ae"
+    );
     assert_eq!(auth, None);
     let (_, auth) = token_request("c", "r", "v", "a b", "s:e", false);
     assert_eq!(auth.as_deref(), Some(format!("Basic {}", STANDARD.encode("a+b:s%3Ae")).as_str()));
@@ -50,12 +57,18 @@ fn golden_token_requests() {
 
 #[test]
 fn token_responses() {
-    let r = TokenResponse::parse(br#"{"access_token":"a","id_token":"i","refresh_token":"r","expires_in":300,"token_type":"Bearer","x":1}"#).unwrap();
+    let r = TokenResponse::parse(
+        br#"{"access_token":"a","id_token":"i","refresh_token":"r","expires_in":300,"token_type":"Bearer","x":1}"#,
+    )
+    .unwrap();
     assert_eq!(r.id_token.as_deref(), Some("i"));
     assert!(TokenResponse::parse(br#"{"access_token":"a","token_type":"mac"}"#).is_err());
     assert!(TokenResponse::parse(b"<html>").is_err());
     assert!(TokenResponse::parse(br#"{"id_token":"i"}"#).is_err());
-    assert_eq!(token_error(br#"{"error":"invalid_grant","error_description":"Code not valid"}"#).as_deref(), Some("invalid_grant"));
+    assert_eq!(
+        token_error(br#"{"error":"invalid_grant","error_description":"Code not valid"}"#).as_deref(),
+        Some("invalid_grant")
+    );
     assert_eq!(token_error(br#"{"error":"<script>"}"#), None);
     assert_eq!(token_error(b"oops"), None);
 }
@@ -119,9 +132,21 @@ fn return_paths_never_leave_the_host() {
         assert_eq!(safe_return_path(ok), ok, "{ok}");
     }
     for bad in [
-        "//evil.com", "//evil.com/x", "/\\evil.com", "/\\/evil.com", "https://evil.com", "https:evil.com",
-        "evil.com", "", "/\t/evil.com", "/\r\nSet-Cookie: x=1", "/a b", "/caf\u{e9}", "\\\\evil.com",
-        "/ /evil", "javascript:alert(1)",
+        "//evil.com",
+        "//evil.com/x",
+        "/\\evil.com",
+        "/\\/evil.com",
+        "https://evil.com",
+        "https:evil.com",
+        "evil.com",
+        "",
+        "/\t/evil.com",
+        "/\r\nSet-Cookie: x=1",
+        "/a b",
+        "/caf\u{e9}",
+        "\\\\evil.com",
+        "/ /evil",
+        "javascript:alert(1)",
     ] {
         assert_eq!(safe_return_path(bad), "/", "{bad:?}");
     }
@@ -131,21 +156,36 @@ fn return_paths_never_leave_the_host() {
 #[test]
 fn absolute_return_urls_only_to_allowed_hosts() {
     let allowed = vec![".example.com".to_string(), "partner.test".to_string()];
-    let ok = |t: &str, want: &str| assert_eq!(allowed_return_url(t, "auth.example.com", &allowed).as_deref(), Some(want), "{t}");
+    let ok = |t: &str, want: &str| {
+        assert_eq!(allowed_return_url(t, "auth.example.com", &allowed).as_deref(), Some(want), "{t}")
+    };
     ok("https://app.example.com/x?y=1", "https://app.example.com/x?y=1");
     ok("https://APP.Example.com/x", "https://app.example.com/x");
     ok("https://partner.test/", "https://partner.test/");
     ok("http://auth.example.com:8443/a", "http://auth.example.com:8443/a");
     ok("https://app.example.com//evil.com/", "https://app.example.com/");
     for bad in [
-        "https://evil.com/", "https://example.com.evil.com/", "https://evilexample.com/", "https://example.com/",
-        "https://evil.com@app.example.com/", "https://app.example.com@evil.com/", "https://user:pw@app.example.com/",
-        "https:evil.com", "//app.example.com/x", "/x", "javascript:alert(1)", "ftp://app.example.com/",
-        "https://ex\u{0430}mple.com/", "https://app.ex\u{0430}mple.com/", "https://sub.partner.test/", "",
+        "https://evil.com/",
+        "https://example.com.evil.com/",
+        "https://evilexample.com/",
+        "https://example.com/",
+        "https://evil.com@app.example.com/",
+        "https://app.example.com@evil.com/",
+        "https://user:pw@app.example.com/",
+        "https:evil.com",
+        "//app.example.com/x",
+        "/x",
+        "javascript:alert(1)",
+        "ftp://app.example.com/",
+        "https://ex\u{0430}mple.com/",
+        "https://app.ex\u{0430}mple.com/",
+        "https://sub.partner.test/",
+        "",
     ] {
         assert_eq!(allowed_return_url(bad, "auth.example.com", &allowed), None, "{bad:?}");
     }
     // CR/LF cannot survive into the Location header.
-    let got = allowed_return_url("https://app.example.com/a\r\nSet-Cookie:%20x=1", "auth.example.com", &allowed).unwrap();
+    let got =
+        allowed_return_url("https://app.example.com/a\r\nSet-Cookie:%20x=1", "auth.example.com", &allowed).unwrap();
     assert!(!got.contains('\r') && !got.contains('\n'), "{got:?}");
 }
