@@ -75,7 +75,7 @@ pub struct Identity {
     /// The claim headers for the upstream.
     pub headers: Vec<Header>,
     /// For a session: what refreshing it needs.
-    pub session: Option<session::SessionInfo>,
+    pub session: Option<session::SessionData>,
 }
 
 /// Per-VM state: configuration, keys, verified-token cache.
@@ -280,7 +280,7 @@ pub use idp::{HeldAnswer, IdpCall, Pending};
 use pages::{bad_request, forbidden};
 pub(crate) use pages::{json_response, unauthorized, unavailable};
 pub use refresh::RefreshNote;
-pub use session::{SessionInfo, SessionOutcome};
+pub use session::{SessionData, SessionOutcome};
 pub use view::{Refusal, View};
 
 #[cfg(test)]

@@ -42,9 +42,6 @@ pub struct SessionData {
     pub scope: String,
 }
 
-/// A session's data, kept with its identity.
-pub type SessionInfo = SessionData;
-
 /// A sealed session's data, if its MAC holds under a configured key and it parses (whether it
 /// has expired, or belongs to this site, is the caller's to check).
 pub(super) fn open_session(b: &Browser, sealed: &str) -> Option<SessionData> {
