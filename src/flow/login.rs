@@ -9,7 +9,7 @@ use super::{unauthorized, unavailable, Decision, Engine, Request, Response};
 use crate::config::{Browser, Config};
 use crate::cookie;
 use crate::jwt;
-use crate::oidc::login::{self, AuthorizeRequest, LoginState, TokenResponse};
+use crate::oidc::login::{self, AuthorizeRequest, LoginState, TokenAnswer, TokenResponse};
 use crate::session::Purpose;
 use crate::stats::{Counter, DenyReason};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -332,9 +332,10 @@ impl Engine {
         let fail = |status: u32, message: &str, set_cookies: Vec<String>| {
             Decision::Respond(error_page(status, "Sign-in failed", message, &retry, set_cookies))
         };
-        match status {
-            None => {
-                log::error!("token endpoint unreachable (timeout)");
+        let tokens = match TokenAnswer::classify(status, body) {
+            TokenAnswer::Tokens(t) => t,
+            TokenAnswer::Unavailable(why) => {
+                log::error!("token endpoint unavailable: {why}");
                 return Decision::Respond(error_page(
                     503,
                     "Sign-in unavailable",
@@ -343,22 +344,8 @@ impl Engine {
                     set_cookies,
                 ));
             }
-            // 5xx: the provider failing, or Envoy's own 503 when it cannot connect to it (a
-            // callout gets that as an answer, not as a failure). Transient: try again later.
-            Some(code) if code >= 500 => {
-                log::error!("token endpoint unavailable: HTTP {code}");
-                return Decision::Respond(error_page(
-                    503,
-                    "Sign-in unavailable",
-                    "The identity provider cannot be reached right now. Please try again in a moment.",
-                    &retry,
-                    set_cookies,
-                ));
-            }
-            Some(200) => {}
-            Some(code) => {
-                let error = login::token_error(body).unwrap_or_else(|| "-".into());
-                log::warn!("token endpoint answered HTTP {code} ({error})");
+            TokenAnswer::Refused { status, error } => {
+                log::warn!("token endpoint answered HTTP {status} ({error})");
                 return if error == "invalid_grant" {
                     fail(
                         400,
@@ -369,10 +356,7 @@ impl Engine {
                     fail(502, "The identity provider refused to complete the sign-in.", set_cookies)
                 };
             }
-        }
-        let tokens = match TokenResponse::parse(body) {
-            Ok(t) => t,
-            Err(e) => {
+            TokenAnswer::Unreadable(e) => {
                 log::error!("token endpoint: {e}");
                 return fail(502, "The identity provider's answer could not be read.", set_cookies);
             }

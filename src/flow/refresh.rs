@@ -9,7 +9,7 @@ use super::{unauthorized, Decision, Engine, Identity, Request};
 use crate::cache::token_hash;
 use crate::cache::TokenHash;
 use crate::cookie;
-use crate::oidc::login::{self, TokenResponse};
+use crate::oidc::login::{self, TokenAnswer};
 use crate::stats::Counter;
 use std::rc::Rc;
 
@@ -136,17 +136,15 @@ impl Engine {
             engine.refreshing.insert(hash, now + 30);
             engine.forward_session(req, None, old, Vec::new(), false)
         };
-        match status {
-            None => return transient(self, "provider unreachable"),
-            Some(code) if code >= 500 => return transient(self, &format!("HTTP {code}")),
-            Some(200) => {}
-            Some(code) => {
+        let tokens = match TokenAnswer::classify(status, body) {
+            TokenAnswer::Tokens(t) => t,
+            TokenAnswer::Unavailable(why) | TokenAnswer::Unreadable(why) => return transient(self, &why),
+            TokenAnswer::Refused { status: code, error } => {
                 // invalid_grant and friends: the refresh token was revoked or expired. The
                 // session is over; a page is sent round once to start a new login.
                 self.refreshing.remove(&hash);
                 self.cache.clear();
                 self.stats.count(Counter::RefreshFailed);
-                let error = login::token_error(body).unwrap_or_else(|| "-".into());
                 log::info!("session refresh refused (HTTP {code}, {error}); session ended");
                 let set_cookies = cookie::delete_chunked(&b.cookie_name, &b.cookie, &cookies);
                 return if is_navigation(req) {
@@ -158,10 +156,6 @@ impl Engine {
                     Decision::Respond(unauthorized(&cfg, None).with_cookies(set_cookies))
                 };
             }
-        }
-        let tokens = match TokenResponse::parse(body) {
-            Ok(t) => t,
-            Err(e) => return transient(self, &e),
         };
         let id_claims = match (&tokens.id_token, self.keys.keys()) {
             (Some(idt), Some(keys)) => {

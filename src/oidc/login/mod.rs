@@ -141,6 +141,38 @@ pub fn token_error(body: &[u8]) -> Option<String> {
     e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_').then(|| e.to_string())
 }
 
+/// What the token endpoint answered, told apart the same way for a login's code and a session's
+/// refresh token (RFC 6749 §5.1, §5.2).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenAnswer {
+    /// No answer (time-out, connection failure), or a 5xx — which includes Envoy's own 503 when
+    /// it cannot reach the provider (a callout gets that as an answer). Transient. The text is
+    /// for the log.
+    Unavailable(String),
+    /// Any other status but 200: the grant was refused, with its `error` code (`-` if none).
+    Refused {
+        status: u32,
+        error: String,
+    },
+    /// 200, but not a token response.
+    Unreadable(String),
+    Tokens(TokenResponse),
+}
+
+impl TokenAnswer {
+    pub fn classify(status: Option<u32>, body: &[u8]) -> TokenAnswer {
+        match status {
+            None => TokenAnswer::Unavailable("no answer (timeout or connection failure)".into()),
+            Some(code) if code >= 500 => TokenAnswer::Unavailable(format!("HTTP {code}")),
+            Some(200) => match TokenResponse::parse(body) {
+                Ok(t) => TokenAnswer::Tokens(t),
+                Err(e) => TokenAnswer::Unreadable(e),
+            },
+            Some(code) => TokenAnswer::Refused { status: code, error: token_error(body).unwrap_or_else(|| "-".into()) },
+        }
+    }
+}
+
 /// Why an ID token was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdTokenError {

@@ -189,3 +189,26 @@ fn absolute_return_urls_only_to_allowed_hosts() {
         allowed_return_url("https://app.example.com/a\r\nSet-Cookie:%20x=1", "auth.example.com", &allowed).unwrap();
     assert!(!got.contains('\r') && !got.contains('\n'), "{got:?}");
 }
+
+#[test]
+fn token_answers_are_told_apart_once_for_login_and_refresh() {
+    let ok = br#"{"access_token": "a", "token_type": "Bearer", "id_token": "x.y.z"}"#;
+    assert!(matches!(TokenAnswer::classify(Some(200), ok), TokenAnswer::Tokens(t) if t.access_token == "a"));
+    assert!(matches!(TokenAnswer::classify(None, b""), TokenAnswer::Unavailable(_)));
+    for code in [500, 502, 503, 504, 599] {
+        assert!(matches!(TokenAnswer::classify(Some(code), b"<html>"), TokenAnswer::Unavailable(_)), "{code}");
+    }
+    assert_eq!(
+        TokenAnswer::classify(Some(400), br#"{"error": "invalid_grant"}"#),
+        TokenAnswer::Refused { status: 400, error: "invalid_grant".into() }
+    );
+    assert_eq!(
+        TokenAnswer::classify(Some(401), br#"{"error": "bad<script>"}"#),
+        TokenAnswer::Refused { status: 401, error: "-".into() },
+        "an error code outside RFC 6749's characters is never shown"
+    );
+    assert_eq!(TokenAnswer::classify(Some(302), b""), TokenAnswer::Refused { status: 302, error: "-".into() });
+    for body in [&b"not json"[..], br#"{"access_token": "a", "token_type": "mac"}"#, br#"{"token_type": "Bearer"}"#] {
+        assert!(matches!(TokenAnswer::classify(Some(200), body), TokenAnswer::Unreadable(_)));
+    }
+}
