@@ -122,6 +122,15 @@ impl Engine {
 
     /// Decides what to do with a request at time `now` (Unix seconds). `random` fills buffers
     /// with cryptographically secure random bytes (used only to start a login).
+    ///
+    /// The cases, in the order they are tried:
+    /// 1. The target is malformed (path, host, method): 400 ([`View::read`]).
+    /// 2. The login callback path: finish the login ([`Engine::callback`]).
+    /// 3. The sign-out path: sign out, or ask first ([`Engine::sign_out`]).
+    /// 4. Every reading of the request is public: forward it without identity.
+    /// 5. A bearer token: verify it, then the rules ([`Engine::with_bearer`]).
+    /// 6. A session cookie: check it (refreshing it when due), then the rules; without one, a
+    ///    login redirect for a page navigation or 401 ([`Engine::with_session`]).
     pub fn decide(
         &mut self,
         req: &Request<'_>,
@@ -130,18 +139,10 @@ impl Engine {
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
         let cfg = Rc::clone(&self.config);
-        // Read the target once: a path, host or method that is malformed is refused before
-        // anything else, and one that upstreams could read in several ways must pass the rules
-        // of every reading.
         let view = match View::read(&cfg, req) {
             Ok(v) => v,
-            Err(refusal) => {
-                log::warn!("refusing request: {}", refusal.code());
-                self.stats.count(Counter::Denied(DenyReason::BadRequest));
-                return Decision::Respond(refusal.response());
-            }
+            Err(refusal) => return self.refuse(refusal),
         };
-
         if let Some(b) = &cfg.browser {
             if view.path.path == b.callback_path {
                 return self.callback(req, now);
@@ -150,50 +151,78 @@ impl Engine {
                 return self.sign_out(req);
             }
         }
-
-        // Public paths skip authentication, but never let identity headers through.
         if view.routes.is_public() {
-            self.stats.count(Counter::Public);
-            let remove = managed_headers_present(&cfg, req);
-            let set = view.path_header().into_iter().collect();
-            return Decision::Forward { remove, set, set_cookies: Vec::new() };
+            return self.forward_public(req, &view);
         }
-
+        // Verified tokens and sessions were checked under the key set they were cached with.
         if self.cache_generation != self.keys.generation {
             self.cache.clear();
             self.cache_generation = self.keys.generation;
         }
-
-        let token = match bearer_token(req) {
-            Ok(t) => t,
+        match bearer_token(req) {
             Err(reason) => {
                 self.stats.count(Counter::Denied(DenyReason::BadRequest));
-                return Decision::Respond(bad_request(&cfg, reason));
+                Decision::Respond(bad_request(&cfg, reason))
             }
-        };
-        match token {
-            Some(token) => match self.bearer_identity(token, now, refetch_allowed) {
-                Ok(identity) => {
-                    let mut remove = managed_headers_present(&cfg, req);
-                    if !cfg.tokens.forward_authorization {
-                        remove.push("authorization".into());
-                    }
-                    authorize(&cfg, &mut self.stats, req, &view, &identity, remove, Vec::new(), Vec::new())
+            Ok(Some(token)) => self.with_bearer(req, &view, token, now, refetch_allowed),
+            Ok(None) => self.with_session(req, &view, now, random),
+        }
+    }
+
+    /// Case 1: a target no server reads one way.
+    fn refuse(&mut self, refusal: Refusal) -> Decision {
+        log::warn!("refusing request: {}", refusal.code());
+        self.stats.count(Counter::Denied(DenyReason::BadRequest));
+        Decision::Respond(refusal.response())
+    }
+
+    /// Case 4: public paths skip authentication, but never let identity headers through.
+    fn forward_public(&mut self, req: &Request<'_>, view: &View) -> Decision {
+        self.stats.count(Counter::Public);
+        let remove = managed_headers_present(&self.config, req);
+        let set = view.path_header().into_iter().collect();
+        Decision::Forward { remove, set, set_cookies: Vec::new() }
+    }
+
+    /// Case 5: a bearer token, verified (or found in the cache), then the rules.
+    fn with_bearer(
+        &mut self,
+        req: &Request<'_>,
+        view: &View,
+        token: &str,
+        now: u64,
+        refetch_allowed: bool,
+    ) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        match self.bearer_identity(token, now, refetch_allowed) {
+            Ok(identity) => {
+                let mut remove = managed_headers_present(&cfg, req);
+                if !cfg.tokens.forward_authorization {
+                    remove.push("authorization".into());
                 }
-                Err(decision) => decision,
+                authorize(&cfg, &mut self.stats, req, view, &identity, remove, Vec::new(), Vec::new())
+            }
+            Err(decision) => decision,
+        }
+    }
+
+    /// Case 6: the session cookie, refreshed when due, then the rules; or none.
+    fn with_session(
+        &mut self,
+        req: &Request<'_>,
+        view: &View,
+        now: u64,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Decision {
+        match self.session_identity(req, now) {
+            SessionOutcome::Valid { identity, cookie, only_ours } => match self.refresh_due(&identity, cookie, now) {
+                Some(call) => call,
+                None => self.forward_session(req, Some(view), &identity, Vec::new(), only_ours),
             },
-            None => match self.session_identity(req, now) {
-                SessionOutcome::Valid { identity, cookie, only_ours } => {
-                    if let Some(call) = self.refresh_due(&identity, cookie, now) {
-                        return call;
-                    }
-                    self.forward_session(req, Some(&view), &identity, Vec::new(), only_ours)
-                }
-                SessionOutcome::Refreshed { identity, set_cookies } => {
-                    self.forward_session(req, Some(&view), &identity, set_cookies, false)
-                }
-                SessionOutcome::None { had_cookie } => self.unauthenticated(req, now, had_cookie, random),
-            },
+            SessionOutcome::Refreshed { identity, set_cookies } => {
+                self.forward_session(req, Some(view), &identity, set_cookies, false)
+            }
+            SessionOutcome::None { had_cookie } => self.unauthenticated(req, now, had_cookie, random),
         }
     }
 }
