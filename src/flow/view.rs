@@ -167,12 +167,7 @@ fn other_readings(
         } else if overrides && METHOD_OVERRIDE_HEADERS.contains(&name.as_str()) {
             add_method(value)?;
         } else if name == "content-type" {
-            let ct = value.trim_start().to_ascii_lowercase();
-            body_may_override = ct.starts_with("application/x-www-form-urlencoded")
-                || ct.starts_with("multipart/form-data")
-                || ct.starts_with("application/json")
-                || (ct.starts_with("application/")
-                    && ct.split(';').next().is_some_and(|t| t.trim_end().ends_with("+json")));
+            body_may_override = body_may_carry_method(value);
         }
     }
     if !overrides {
@@ -181,7 +176,7 @@ fn other_readings(
     if let Some((_, query)) = raw_path.split_once('?') {
         // Only parsed when it may hold `_method` (or `%5Fmethod`); `;` separates parameters too
         // for older Rack and Python parsers.
-        if query.to_ascii_lowercase().contains("method") {
+        if contains_ignoring_case(query, "method") {
             for part in query.split(';') {
                 for (k, v) in url::form_urlencoded::parse(part.as_bytes()) {
                     if k.eq_ignore_ascii_case("_method") {
@@ -201,4 +196,20 @@ fn other_readings(
         }
     }
     Ok((hosts, methods))
+}
+
+/// A body type whose `_method` field Rails, Symfony or Laravel may obey: a form, or JSON.
+/// Compared without allocating: this runs for every request with a body.
+fn body_may_carry_method(content_type: &str) -> bool {
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    let is = |want: &str| media.eq_ignore_ascii_case(want);
+    let json_suffix = media.len() > 5
+        && media.get(media.len() - 5..).is_some_and(|s| s.eq_ignore_ascii_case("+json"))
+        && media.get(..12).is_some_and(|p| p.eq_ignore_ascii_case("application/"));
+    is("application/x-www-form-urlencoded") || is("multipart/form-data") || is("application/json") || json_suffix
+}
+
+/// `haystack` contains the ASCII `needle` in any case.
+fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
+    haystack.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
