@@ -400,12 +400,9 @@ impl Http {
     fn decide_again(&mut self, shared: &Shared, held: Option<Box<HeldAnswer>>, now: u64) -> Action {
         match held {
             Some(held) => {
-                let HeldAnswer { pending, status, body } = *held;
                 let decision = shared.borrow_mut().on_idp_answer(
-                    pending,
+                    *held,
                     &Request { headers: &self.headers },
-                    status,
-                    &body,
                     now,
                     false,
                     &mut fill_random,
@@ -495,10 +492,8 @@ impl Http {
                     Err(status) => {
                         log::error!("could not start a callout to cluster {:?} ({status:?})", cfg.provider.cluster);
                         let decision = shared.borrow_mut().on_idp_answer(
-                            call.pending,
+                            HeldAnswer { pending: call.pending, status: None, body: Vec::new() },
                             &Request { headers: &self.headers },
-                            None,
-                            b"",
                             now,
                             true,
                             &mut fill_random,
@@ -525,10 +520,8 @@ impl Context for Http {
                     Vec::new()
                 };
                 let decision = shared.borrow_mut().on_idp_answer(
-                    pending,
+                    HeldAnswer { pending, status, body },
                     &Request { headers: &self.headers },
-                    status,
-                    &body,
                     now,
                     true,
                     &mut fill_random,

@@ -18,7 +18,8 @@ pub struct IdpCall {
     pub pending: Pending,
 }
 
-/// A provider answer kept while the key set is fetched (see [`Decision::FetchKeysForAnswer`]).
+/// A provider's answer, with what the call was for: handed to [`Engine::on_idp_answer`], and kept
+/// while the key set is fetched (see [`Decision::FetchKeysForAnswer`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeldAnswer {
     pub pending: Pending,
@@ -50,21 +51,20 @@ impl Engine {
         Some(Decision::CallIdp(Box::new(IdpCall { path, headers, body, pending })))
     }
 
-    /// The provider's answer to a call made for a [`Decision::CallIdp`]. `status` is `None` if
-    /// the call failed (connection failure, timeout).
+    /// The provider's answer to a call made for a [`Decision::CallIdp`] (its `status` is `None`
+    /// if the call failed: connection failure, timeout), or one held for a key-set fetch.
     /// `refetch_allowed`: whether an ID token naming an unknown `kid` may hold the answer for a
     /// key-set fetch ([`Decision::FetchKeysForAnswer`]); false when the answer comes back after one.
-    #[allow(clippy::too_many_arguments)]
     pub fn on_idp_answer(
         &mut self,
-        pending: Pending,
+        answer: HeldAnswer,
         req: &Request<'_>,
-        status: Option<u32>,
-        body: &[u8],
         now: u64,
         refetch_allowed: bool,
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
+        let HeldAnswer { pending, status, body } = answer;
+        let body = body.as_slice();
         match pending {
             Pending::Code { login, state_cookie } => {
                 let d = self.finish_login(login, state_cookie, req, status, body, now, refetch_allowed, random);

@@ -838,10 +838,8 @@ mod browser_flow {
         );
         let body = json!({"access_token": access, "id_token": id_token, "token_type": "Bearer", "expires_in": 300, "refresh_token": "rt-1"}).to_string();
         let d = engine.on_idp_answer(
-            call.pending.clone(),
+            HeldAnswer { pending: call.pending.clone(), status: Some(200), body: body.as_bytes().to_vec() },
             &Request { headers: &cb },
-            Some(200),
-            body.as_bytes(),
             NOW + 6,
             true,
             &mut rng(),
@@ -863,10 +861,8 @@ mod browser_flow {
                 panic!()
             };
             respond(engine.on_idp_answer(
-                call.pending,
+                HeldAnswer { pending: call.pending, status, body: body.as_bytes().to_vec() },
                 &Request { headers: &cb },
-                status,
-                body.as_bytes(),
                 NOW + 6,
                 true,
                 &mut rng(),
@@ -904,10 +900,8 @@ mod browser_flow {
             .on_jwks(NOW + 6, Ok(json!({"keys": [rotated.jwk("k2", Alg::RS256)]}).to_string().as_bytes()))
             .unwrap();
         let r = respond(first.on_idp_answer(
-            held.pending.clone(),
+            HeldAnswer { pending: held.pending.clone(), status: held.status, body: held.body.clone() },
             &Request { headers: &cb },
-            held.status,
-            &held.body,
             NOW + 6,
             false,
             &mut rng(),
@@ -920,10 +914,8 @@ mod browser_flow {
         let (d, _, cb) = login_signed_by(&mut other, &rotated, "k9", json!({}));
         let Decision::FetchKeysForAnswer(_, held) = d else { panic!("{d:?}") };
         let r = respond(other.on_idp_answer(
-            held.pending.clone(),
+            HeldAnswer { pending: held.pending.clone(), status: held.status, body: held.body.clone() },
             &Request { headers: &cb },
-            held.status,
-            &held.body,
             NOW + 6,
             false,
             &mut rng(),
@@ -1209,10 +1201,8 @@ mod browser_flow {
         let body = json!({"access_token": access, "token_type": "Bearer", "expires_in": 300, "refresh_token": "rt-2"})
             .to_string();
         let Decision::Forward { set, set_cookies, .. } = a.on_idp_answer(
-            call.pending.clone(),
+            HeldAnswer { pending: call.pending.clone(), status: Some(200), body: body.as_bytes().to_vec() },
             &Request { headers: &h },
-            Some(200),
-            body.as_bytes(),
             NOW + 290,
             true,
             &mut rng(),

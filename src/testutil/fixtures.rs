@@ -6,7 +6,7 @@
 
 use super::TestKey;
 use crate::config::Config;
-use crate::flow::{Decision, Engine, Request, Response};
+use crate::flow::{Decision, Engine, HeldAnswer, Request, Response};
 use crate::jwt::alg::Alg;
 use crate::jwt::Expectations;
 use serde_json::{json, Value};
@@ -262,10 +262,8 @@ pub fn sign_in(engine: &mut Engine, signers: &Signers) -> String {
     })
     .to_string();
     let r = respond(engine.on_idp_answer(
-        call.pending.clone(),
+        HeldAnswer { pending: call.pending.clone(), status: Some(200), body: body.as_bytes().to_vec() },
         &Request { headers: &cb },
-        Some(200),
-        body.as_bytes(),
         NOW,
         true,
         &mut random,
