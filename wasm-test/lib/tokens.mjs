@@ -1,0 +1,92 @@
+// Bearer tokens: the bed of the bearer-token tests (IdP, echo and Envoy with gatehouse) and the
+// test IdP's token grants (password, client credentials, refresh).
+
+import { mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { writeKeysFile } from './keys.mjs';
+import { runDirectory } from './processes.mjs';
+import { checkPort } from './ports.mjs';
+import { http } from './http.mjs';
+import { idpUrls, startIdp } from './idp.mjs';
+import { startEcho } from './echo.mjs';
+import { startEnvoy } from './envoy.mjs';
+
+/**
+ * The bed of the bearer-token tests: the IdP with a fresh key file the test signs with too, the
+ * echo service, and Envoy with gatehouse configured by `filterConfig(issuer)`.
+ * @param {object} o
+ * @param {string} o.wasmPath
+ * @param {(issuer: string) => object} o.filterConfig
+ * @returns {Promise<{jwks: object, issuer: string, idpPort: number, gateway: string, envoy: object}>}
+ */
+export async function startTokenBed({ wasmPath, filterConfig }) {
+  const keysFile = join(mkdtempSync(join(runDirectory(), 'keys-')), 'keys.json');
+  const jwks = await writeKeysFile(keysFile);
+  const idp = await startIdp({ keysFile });
+  const echo = await startEcho();
+  const envoy = await startEnvoy({
+    idpPort: idp.port, echoPort: echo.port, wasmPath, filterConfig: filterConfig(idp.issuer),
+  });
+  return { jwks, issuer: idp.issuer, idpPort: idp.port, gateway: envoy.url, envoy };
+}
+
+/**
+ * POST to the IdP's token endpoint with client_secret_basic (or client_secret_post with
+ * `auth: 'post'`). Throws on a non-200 answer, with the OAuth error in the message.
+ * @returns {Promise<object>} the token response
+ */
+export async function tokenRequest({
+  idpPort, params, clientId, clientSecret, auth = 'basic',
+}) {
+  checkPort(idpPort, 'idpPort');
+  const form = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined && v !== null));
+  const headers = {};
+  if (auth === 'basic') {
+    const enc = (s) => encodeURIComponent(s);
+    headers.authorization = `Basic ${Buffer.from(`${enc(clientId)}:${enc(clientSecret)}`).toString('base64')}`;
+  } else if (auth === 'post') {
+    form.set('client_id', clientId);
+    form.set('client_secret', clientSecret);
+  } else {
+    throw new TypeError(`auth must be "basic" or "post", got ${auth}`);
+  }
+  const res = await http(idpUrls(idpPort).token, { method: 'POST', headers, body: form });
+  if (res.status !== 200 || !res.json?.access_token) {
+    const e = res.json?.error ? `${res.json.error}${res.json.error_description ? ` (${res.json.error_description})` : ''}` : res.body.slice(0, 300);
+    const err = new Error(`token request (${params.grant_type}, client ${clientId}) failed: ${res.status} ${e}`);
+    err.response = res;
+    throw err;
+  }
+  return res.json;
+}
+
+/**
+ * Keycloak password grant ("direct access grant"). `scope` defaults to "openid" (so an ID token
+ * comes too); pass `scope: null` to send none.
+ */
+export function passwordToken({
+  idpPort, username, password, clientId = 'api', clientSecret = 'api-secret', scope = 'openid', auth,
+}) {
+  return tokenRequest({
+    idpPort, clientId, clientSecret, auth, params: { grant_type: 'password', username, password, scope },
+  });
+}
+
+/** Client-credentials grant (service account "service-account-<clientId>"). */
+export function clientCredentialsToken({
+  idpPort, clientId = 'api', clientSecret = 'api-secret', scope, auth,
+} = {}) {
+  return tokenRequest({
+    idpPort, clientId, clientSecret, auth, params: { grant_type: 'client_credentials', scope },
+  });
+}
+
+/** Refresh-token grant. */
+export function refreshTokenGrant({
+  idpPort, refreshToken, clientId = 'api', clientSecret = 'api-secret', scope, auth,
+}) {
+  return tokenRequest({
+    idpPort, clientId, clientSecret, auth, params: { grant_type: 'refresh_token', refresh_token: refreshToken, scope },
+  });
+}
