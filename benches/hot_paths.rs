@@ -24,8 +24,8 @@ use std::rc::Rc;
 
 /// One request through the engine, as the glue makes it (it drains the counters after each).
 fn decide(engine: &mut Engine, headers: &[(String, String)], random: &mut dyn FnMut(&mut [u8])) -> Decision {
-    let d = engine.decide(&Request { headers }, fx::NOW, true, random);
-    black_box(engine.stats.take());
+    let d = engine.on_request(&Request { headers }, fx::NOW, random);
+    black_box(engine.take_counts());
     d
 }
 
@@ -63,8 +63,7 @@ fn session(c: &mut Criterion) {
 fn jwt_verify(c: &mut Criterion) {
     let signers = Signers::new();
     let cfg = fx::config(&signers, 1024);
-    let engine = fx::engine(Rc::clone(&cfg));
-    let keys = engine.keys.keys().expect("inline keys");
+    let keys = &gatehouse::jwt::jwks::KeySet::from_value(&signers.jwks()).expect("the signers' keys");
     let expect = fx::expectations(&cfg);
     let claims = fx::access_claims();
 
@@ -113,8 +112,8 @@ fn claims_and_policy(c: &mut Criterion) {
         let host = host_of(fx::HOST);
         let path = path::prepare(raw_path, &PathSettings::default()).unwrap().path;
         let target = Target { host: &host, path: &path, method };
-        assert_eq!(cfg.policy.evaluate(&target, &claims) == Verdict::Allow, want_allow, "{name}");
-        g.bench_function(name, |b| b.iter(|| cfg.policy.evaluate(black_box(&target), &claims)));
+        assert_eq!(cfg.policy.verdict(cfg.policy.route_of(&target), &claims) == Verdict::Allow, want_allow, "{name}");
+        g.bench_function(name, |b| b.iter(|| cfg.policy.verdict(cfg.policy.route_of(black_box(&target)), &claims)));
     }
     g.bench_function("prepare_path", |b| b.iter(|| path::prepare(black_box(fx::ALLOWED.1), &PathSettings::default())));
     g.bench_function("prepare_tricky_path", |b| {

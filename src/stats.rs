@@ -3,6 +3,9 @@
 //! `_` for `.` on `/stats/prometheus` (`gatehouse_requests_denied_group_required`). The dotted
 //! names put the variable part last, so one `stats_tags` regex per family can turn it into a tag.
 
+use crate::callout::Class;
+use crate::policy::Denial;
+
 /// A counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Counter {
@@ -20,6 +23,13 @@ pub enum Counter {
     Logout,
     TokenCacheHit,
     TokenCacheMiss,
+    /// A fetch of the discovery document or the key set, and one that gave nothing usable.
+    DiscoveryFetch,
+    DiscoveryFetchFailure,
+    JwksFetch,
+    JwksFetchFailure,
+    /// A provider problem (fetch, or token endpoint), by whether it passes by itself.
+    ProviderError(Class),
 }
 
 /// Why a request was not forwarded.
@@ -55,12 +65,12 @@ impl DenyReason {
     }
 
     /// The reason of a policy verdict.
-    pub fn of_policy(reason: &str) -> DenyReason {
-        match reason {
-            "group_required" => DenyReason::GroupRequired,
-            "role_required" => DenyReason::RoleRequired,
-            "claim_mismatch" => DenyReason::ClaimMismatch,
-            _ => DenyReason::NoRuleMatched,
+    pub fn of_policy(denial: Denial) -> DenyReason {
+        match denial {
+            Denial::GroupRequired => DenyReason::GroupRequired,
+            Denial::RoleRequired => DenyReason::RoleRequired,
+            Denial::ClaimMismatch => DenyReason::ClaimMismatch,
+            Denial::NoRuleMatched => DenyReason::NoRuleMatched,
         }
     }
 
@@ -91,6 +101,12 @@ impl Counter {
             Counter::Logout => "gatehouse.logouts".into(),
             Counter::TokenCacheHit => "gatehouse.token_cache.hits".into(),
             Counter::TokenCacheMiss => "gatehouse.token_cache.misses".into(),
+            Counter::DiscoveryFetch => "gatehouse.discovery.fetches".into(),
+            Counter::DiscoveryFetchFailure => "gatehouse.discovery.fetch_failures".into(),
+            Counter::JwksFetch => "gatehouse.jwks.fetches".into(),
+            Counter::JwksFetchFailure => "gatehouse.jwks.fetch_failures".into(),
+            Counter::ProviderError(Class::Passing) => "gatehouse.provider_errors.passing".into(),
+            Counter::ProviderError(Class::Configuration) => "gatehouse.provider_errors.configuration".into(),
         }
     }
 
@@ -107,6 +123,12 @@ impl Counter {
             Counter::Logout,
             Counter::TokenCacheHit,
             Counter::TokenCacheMiss,
+            Counter::DiscoveryFetch,
+            Counter::DiscoveryFetchFailure,
+            Counter::JwksFetch,
+            Counter::JwksFetchFailure,
+            Counter::ProviderError(Class::Passing),
+            Counter::ProviderError(Class::Configuration),
         ];
         v.extend(DenyReason::ALL.map(Counter::Denied));
         v

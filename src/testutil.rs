@@ -138,3 +138,30 @@ fn fixed_random(seed: u8) -> ring::test::rand::FixedByteRandom {
 pub fn hs256(key: &[u8], message: &[u8]) -> Vec<u8> {
     ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), message).as_ref().to_vec()
 }
+
+/// The engine of one VM, with a store of its own.
+pub fn vm(config: std::rc::Rc<crate::config::Config>) -> crate::flow::Engine {
+    crate::flow::Engine::new(config, Box::new(crate::shared::MemoryStore::default()))
+}
+
+/// A provider's 200 answer with this body.
+pub fn ok(body: &str) -> crate::callout::Answer {
+    crate::callout::Answer { status: Some(200), body: body.as_bytes().to_vec(), body_size: body.len() }
+}
+
+/// Loads the engine's discovery document and key set as the glue would: its tick at `now` asks
+/// for them, the provider answers `discovery` and `jwks`. Returns the fetches made.
+pub fn load(engine: &mut crate::flow::Engine, now: u64, discovery: &str, jwks: &str) -> Vec<crate::keys::Fetch> {
+    use crate::keys::Fetch;
+    let mut made = Vec::new();
+    let mut call = engine.tick(now, false).call;
+    while let Some(c) = call {
+        let body = match c.fetch {
+            Fetch::Discovery(_) => discovery,
+            Fetch::Jwks(_) => jwks,
+        };
+        call = engine.on_key_answer(&c.fetch, &ok(body), now, crate::flow::Fetcher::Root);
+        made.push(c.fetch);
+    }
+    made
+}

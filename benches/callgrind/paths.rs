@@ -23,7 +23,6 @@ use gatehouse::policy::{host_of, path, PathSettings, Target};
 use gatehouse::session::Purpose;
 use gatehouse::testutil::fixtures::{self as fx, Credential, Signers};
 use std::hint::black_box;
-use std::rc::Rc;
 
 /// The paths, with what each measures.
 const PATHS: &[(&str, &str)] = &[
@@ -45,13 +44,13 @@ const PATHS: &[(&str, &str)] = &[
         "flow::identity_of on a clone of the access-token claims (default claim headers), dropped after",
     ),
     ("op-claims-clone", "the clone and drop alone, to subtract from op-identity-of"),
-    ("op-policy-allow", "Policy::evaluate, allowed target (8 rules)"),
-    ("op-policy-deny", "Policy::evaluate, denied target"),
+    ("op-policy-allow", "Policy::route_of and verdict, allowed target (8 rules)"),
+    ("op-policy-deny", "Policy::route_of and verdict, denied target"),
 ];
 
 fn decide(engine: &mut Engine, headers: &[(String, String)], random: &mut dyn FnMut(&mut [u8])) -> Decision {
-    let d = engine.decide(&Request { headers }, fx::NOW, true, random);
-    black_box(engine.stats.take());
+    let d = engine.on_request(&Request { headers }, fx::NOW, random);
+    black_box(engine.take_counts());
     d
 }
 
@@ -125,8 +124,7 @@ fn build(name: &str) -> Option<Box<dyn FnMut()>> {
         "op-jwt-verify-RS256" => {
             let signers = Signers::new();
             let cfg = fx::config(&signers, 1024);
-            let engine = fx::engine(Rc::clone(&cfg));
-            let keys = Rc::clone(engine.keys.keys().expect("inline keys"));
+            let keys = gatehouse::jwt::jwks::KeySet::from_value(&signers.jwks()).expect("the signers' keys");
             let token = signers.token(Alg::RS256, &fx::access_claims());
             assert!(gatehouse::jwt::verify(&token, &keys, &fx::expectations(&cfg), fx::NOW).is_ok());
             Box::new(move || {
@@ -155,7 +153,7 @@ fn build(name: &str) -> Option<Box<dyn FnMut()>> {
             let host = host_of(fx::HOST);
             Box::new(move || {
                 let target = Target { host: &host, path: &path, method };
-                black_box(cfg.policy.evaluate(black_box(&target), &claims));
+                black_box(cfg.policy.verdict(cfg.policy.route_of(black_box(&target)), &claims));
             })
         }
         _ => return None,

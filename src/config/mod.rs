@@ -368,12 +368,17 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, errors: &mut Erro
         (None, Some(doc)) => match KeySet::from_value(&doc) {
             Ok(set) if !set.keys.is_empty() => KeySource::Inline(set),
             Ok(set) => {
-                errors
-                    .add("provider.jwks", format!("no usable key in the inline key set ({})", set.skipped.join("; ")));
+                errors.add(
+                    "provider.jwks",
+                    format!(
+                        "no usable key in the inline key set ({})",
+                        set.skipped.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                    ),
+                );
                 KeySource::Discovery
             }
             Err(e) => {
-                errors.add("provider.jwks", e);
+                errors.add("provider.jwks", e.to_string());
                 KeySource::Discovery
             }
         },

@@ -4,17 +4,16 @@
 
 use super::{Decision, Engine, Identity, Request};
 use crate::cache::TokenHash;
+use crate::callout::{Answer, Callout};
 use crate::config::Config;
 use crate::oidc::login::LoginState;
 use crate::stats::Counter;
 use std::rc::Rc;
 
-/// A call to the provider's token endpoint.
+/// A call to the provider's token endpoint, and what it is for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdpCall {
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
+    pub callout: Callout,
     pub pending: Pending,
 }
 
@@ -25,6 +24,12 @@ pub struct HeldAnswer {
     pub pending: Pending,
     pub status: Option<u32>,
     pub body: Vec<u8>,
+}
+
+impl HeldAnswer {
+    pub fn new(pending: Pending, answer: Answer) -> HeldAnswer {
+        HeldAnswer { pending, status: answer.status, body: answer.body }
+    }
 }
 
 /// What a provider call was for.
@@ -40,7 +45,7 @@ pub enum Pending {
 impl Engine {
     /// A POST of `form` (body, client `Authorization`) to the provider's token endpoint.
     pub(super) fn token_call(&self, (body, auth): (String, Option<String>), pending: Pending) -> Option<Decision> {
-        let path = self.keys.discovery.as_ref().and_then(|d| d.token_endpoint.as_deref()).and_then(path_of)?;
+        let path = self.keys.discovery().and_then(|d| d.token_endpoint.as_deref()).and_then(path_of)?;
         let mut headers = vec![
             ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
             ("accept".to_string(), "application/json".to_string()),
@@ -48,7 +53,8 @@ impl Engine {
         if let Some(auth) = auth {
             headers.push(("authorization".to_string(), auth));
         }
-        Some(Decision::CallIdp(Box::new(IdpCall { path, headers, body, pending })))
+        let callout = Callout::new(&self.config, "POST", &path, headers, Some(body));
+        Some(Decision::CallIdp(Box::new(IdpCall { callout, pending })))
     }
 
     /// The provider's answer to a call made for a [`Decision::CallIdp`] (its `status` is `None`
@@ -78,6 +84,15 @@ impl Engine {
             Pending::Refresh { cookie, hash, old } => {
                 self.finish_refresh(&cookie, hash, &old, req, status, body, now, random)
             }
+        }
+    }
+}
+
+impl Engine {
+    /// Counts a token-endpoint answer that is a provider problem, by class.
+    pub(super) fn count_problem(&mut self, answer: &crate::oidc::login::TokenAnswer) {
+        if let Some(class) = answer.problem() {
+            self.stats.count(Counter::ProviderError(class));
         }
     }
 }

@@ -74,7 +74,7 @@ impl Engine {
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Response {
         let mut return_to = login::safe_return_path(req.header(":path").unwrap_or("/"));
-        let Some(endpoint) = self.keys.discovery.as_ref().and_then(|d| d.authorization_endpoint.clone()) else {
+        let Some(endpoint) = self.keys.discovery().and_then(|d| d.authorization_endpoint.clone()) else {
             log::warn!("cannot start a login: the provider's discovery document is not loaded");
             return error_page(
                 503,
@@ -332,10 +332,12 @@ impl Engine {
         let fail = |status: u32, message: &str, set_cookies: Vec<String>| {
             Decision::Respond(error_page(status, "Sign-in failed", message, &retry, set_cookies))
         };
-        let tokens = match TokenAnswer::classify(status, body) {
+        let answer = TokenAnswer::classify(status, body);
+        self.count_problem(&answer);
+        let tokens = match answer {
             TokenAnswer::Tokens(t) => t,
-            TokenAnswer::Unavailable(why) => {
-                log::error!("token endpoint unavailable: {why}");
+            TokenAnswer::Unavailable(_) => {
+                log::error!("token endpoint unavailable: {answer}");
                 return Decision::Respond(error_page(
                     503,
                     "Sign-in unavailable",
@@ -344,8 +346,12 @@ impl Engine {
                     set_cookies,
                 ));
             }
-            TokenAnswer::Refused { status, error } => {
-                log::warn!("token endpoint answered HTTP {status} ({error})");
+            TokenAnswer::Refused { ref error, .. } => {
+                if error == "invalid_grant" {
+                    log::warn!("token endpoint answered {answer}");
+                } else {
+                    log::error!("token endpoint answered {answer}: check provider.clientId, the client secret and the client's settings at the provider");
+                }
                 return if error == "invalid_grant" {
                     fail(
                         400,
@@ -356,8 +362,8 @@ impl Engine {
                     fail(502, "The identity provider refused to complete the sign-in.", set_cookies)
                 };
             }
-            TokenAnswer::Unreadable(e) => {
-                log::error!("token endpoint: {e}");
+            TokenAnswer::Unreadable(_) => {
+                log::error!("token endpoint: {answer}");
                 return fail(502, "The identity provider's answer could not be read.", set_cookies);
             }
         };

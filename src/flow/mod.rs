@@ -8,6 +8,7 @@ use crate::config::Config;
 
 use crate::keys::{Fetch, KeyManager};
 use crate::policy::Verdict;
+use crate::shared::{Names, Store};
 use crate::stats::{Counter, DenyReason, Stats};
 use std::rc::Rc;
 
@@ -56,8 +57,8 @@ pub enum Decision {
     Forward { remove: Vec<String>, set: Vec<Header>, set_cookies: Vec<String> },
     /// Answer it directly.
     Respond(Response),
-    /// Hold it, fetch the key set (a token named an unknown `kid`), then decide again with
-    /// `refetch_allowed = false`.
+    /// Hold it, fetch the key set (a token named an unknown `kid`; see [`Engine::wait_for_keys`]),
+    /// then decide again with `refetch_allowed = false`.
     FetchKeys(Fetch),
     /// Hold it, make this call to the provider, and give the answer to [`Engine::on_idp_answer`].
     CallIdp(Box<idp::IdpCall>),
@@ -78,37 +79,56 @@ pub struct Identity {
     pub session: Option<session::SessionData>,
 }
 
-/// Per-VM state: configuration, keys, verified-token cache.
+/// Per-VM state: configuration, keys, verified-token cache, sessions being refreshed, counts.
+/// The glue drives it through its methods: [`Engine::on_request`] and [`Engine::on_idp_answer`]
+/// for requests, [`Engine::tick`] and [`Engine::on_key_answer`] for the key fetches.
 pub struct Engine {
-    pub config: Rc<Config>,
-    pub keys: KeyManager,
+    config: Rc<Config>,
+    keys: KeyManager,
+    /// What the VMs of this Envoy share (keys, the fetch lease, refresh notes).
+    store: Box<dyn Store>,
+    names: Names,
     cache: TokenCache<Identity>,
-    cache_generation: u64,
     /// Sessions being refreshed (by cookie hash), or waiting to retry, until the given time.
     refreshing: std::collections::HashMap<crate::cache::TokenHash, u64>,
     /// Sessions just refreshed: requests still carrying the old cookie get the new session.
     refreshed: TokenCache<(Rc<Identity>, Vec<String>)>,
-    /// Refreshes made here, for the glue to publish to the other workers.
-    pub refresh_outbox: Vec<refresh::RefreshNote>,
     /// Counts for the glue to turn into Envoy metrics.
-    pub stats: Stats,
+    stats: Stats,
 }
 
 impl Engine {
-    pub fn new(config: Rc<Config>) -> Self {
-        let p = &config.provider;
-        let keys = KeyManager::new(&p.keys, &p.issuer, &p.discovery_path, config.key_timing, config.browser.is_some());
-        let cache = TokenCache::new(config.token_cache_size);
+    /// The engine of one VM, sharing what VMs share through `store`.
+    pub fn new(config: Rc<Config>, store: Box<dyn Store>) -> Self {
+        log::info!("configured for issuer {} via cluster {}", config.provider.issuer, config.provider.cluster);
         Self {
-            config,
-            keys,
-            cache,
-            cache_generation: 0,
+            keys: KeyManager::new(Rc::clone(&config)),
+            store,
+            names: Names::new(&config.provider.issuer),
+            cache: TokenCache::new(config.token_cache_size),
             refreshing: std::collections::HashMap::new(),
             refreshed: TokenCache::new(256),
-            refresh_outbox: Vec::new(),
             stats: Stats::default(),
+            config,
         }
+    }
+
+    pub fn config(&self) -> &Rc<Config> {
+        &self.config
+    }
+
+    /// The counts since the last call, for Envoy's metrics.
+    pub fn take_counts(&mut self) -> Vec<(crate::stats::Counter, u64)> {
+        self.stats.take_counts()
+    }
+
+    /// A request's headers have arrived: [`Engine::decide`], after adopting the keys another VM
+    /// published if this one has none yet (a VM that just started serves at once).
+    pub fn on_request(&mut self, req: &Request<'_>, now: u64, random: &mut dyn FnMut(&mut [u8])) -> Decision {
+        if self.keys.keys().is_none() {
+            self.adopt_published();
+        }
+        self.decide(req, now, true, random)
     }
 
     /// The one early key-set fetch when a token (`what`: a bearer token, an ID token) names a
@@ -153,11 +173,6 @@ impl Engine {
         }
         if view.routes.is_public() {
             return self.forward_public(req, &view);
-        }
-        // Verified tokens and sessions were checked under the key set they were cached with.
-        if self.cache_generation != self.keys.generation {
-            self.cache.clear();
-            self.cache_generation = self.keys.generation;
         }
         match bearer_token(req) {
             Err(reason) => {
@@ -215,10 +230,12 @@ impl Engine {
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
         match self.session_identity(req, now) {
-            SessionOutcome::Valid { identity, cookie, only_ours } => match self.refresh_due(&identity, cookie, now) {
-                Some(call) => call,
-                None => self.forward_session(req, Some(view), &identity, Vec::new(), only_ours),
-            },
+            SessionOutcome::Valid { identity, cookie, only_ours } => {
+                match self.refresh_due(&identity, cookie, req, now) {
+                    Some(call) => call,
+                    None => self.forward_session(req, Some(view), &identity, Vec::new(), only_ours),
+                }
+            }
             SessionOutcome::Refreshed { identity, set_cookies } => {
                 self.forward_session(req, Some(view), &identity, set_cookies, false)
             }
@@ -251,8 +268,8 @@ pub(crate) fn authorize(
         }
         Verdict::Deny { rule, reason } => {
             stats.count(Counter::Denied(DenyReason::of_policy(reason)));
-            log::warn!("access denied: {reason} (rule {})", rule.as_deref().unwrap_or("-"));
-            Decision::Respond(forbidden(req, rule.as_deref(), reason).with_cookies(set_cookies))
+            log::warn!("access denied: {} (rule {})", reason.code(), rule.as_deref().unwrap_or("-"));
+            Decision::Respond(forbidden(req, rule.as_deref(), reason.code()).with_cookies(set_cookies))
         }
     }
 }
@@ -296,6 +313,7 @@ pub fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option<&str>)
 }
 
 mod bearer;
+mod fetch;
 mod idp;
 mod login;
 mod pages;
@@ -305,7 +323,9 @@ mod session;
 mod sign_out;
 mod view;
 use bearer::bearer_token;
+pub use fetch::{Fetcher, KeyCall, Tick, FIRST_TICK};
 pub use idp::{HeldAnswer, IdpCall, Pending};
+pub use pages::not_configured;
 use pages::{bad_request, forbidden};
 pub(crate) use pages::{json_response, unauthorized, unavailable};
 pub use refresh::RefreshNote;

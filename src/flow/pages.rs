@@ -98,3 +98,13 @@ pub(super) fn forbidden(req: &Request<'_>, rule: Option<&str>, reason: &str) -> 
     }
     json_response(403, Vec::new(), serde_json::json!({"error": "access_denied", "reason": reason, "rule": rule}))
 }
+
+/// 503 for a request that reaches a VM whose configuration was refused (the reason is in
+/// Envoy's log, at configure).
+pub fn not_configured() -> Response {
+    Response {
+        status: 503,
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: "gatehouse is not configured".into(),
+    }
+}

@@ -49,18 +49,17 @@ impl RefreshNote {
 }
 
 impl Engine {
-    /// Another worker already refreshed this session: take its result (if the note is about this
-    /// cookie and still fresh) and go on with the held request.
-    pub fn adopt_peer_refresh(
+    /// Another worker already refreshed this session (its note, in the store the VMs share, is
+    /// about this cookie and still fresh): the held request goes on with that worker's session.
+    fn refreshed_by_peer(
         &mut self,
-        note: &RefreshNote,
-        pending: &Pending,
+        hash: &TokenHash,
+        old_cookie: &str,
         req: &Request<'_>,
         now: u64,
     ) -> Option<Decision> {
-        let Pending::Refresh { cookie: old_cookie, hash, .. } = pending else {
-            return None;
-        };
+        let (bytes, _) = self.store.get(&self.names.refreshed(RefreshNote::slot(hash)));
+        let note = RefreshNote::decode(std::str::from_utf8(&bytes?).ok()?)?;
         if note.old != *hash || now >= note.until {
             return None;
         }
@@ -78,16 +77,30 @@ impl Engine {
             &request_cookies(req),
         )?;
         let identity = Rc::new(session_identity_of(&cfg, data));
-        self.refreshing.remove(hash);
         self.refreshed.insert(old_cookie, note.until, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed by another worker");
         Some(self.forward_session(req, None, &identity, set_cookies, false))
     }
+
+    /// Tells the other workers' VMs about a refresh made here.
+    fn share_refresh(&self, note: &RefreshNote) {
+        let key = self.names.refreshed(RefreshNote::slot(&note.old));
+        if !self.store.set(&key, note.encode().as_bytes(), None) {
+            log::warn!("could not share a session refresh with other workers");
+        }
+    }
 }
 
 impl Engine {
-    /// A refresh call for this session if it is due and none is running.
-    pub(super) fn refresh_due(&mut self, identity: &Rc<Identity>, cookie: String, now: u64) -> Option<Decision> {
+    /// A refresh call for this session if it is due and none is running — or, if another
+    /// worker refreshed it a moment ago, the request with that worker's session.
+    pub(super) fn refresh_due(
+        &mut self,
+        identity: &Rc<Identity>,
+        cookie: String,
+        req: &Request<'_>,
+        now: u64,
+    ) -> Option<Decision> {
         let cfg = Rc::clone(&self.config);
         let b = cfg.browser.as_ref().filter(|b| b.refresh)?;
         let info = identity.session.as_ref()?;
@@ -98,6 +111,9 @@ impl Engine {
         let hash = token_hash(&cookie);
         if self.refreshing.get(&hash).is_some_and(|until| now < *until) {
             return None; // one refresh per session at a time; others go on with the session
+        }
+        if let Some(adopted) = self.refreshed_by_peer(&hash, &cookie, req, now) {
+            return Some(adopted);
         }
         let refresh_token = b.sealer.decrypt(rt).and_then(|p| String::from_utf8(p).ok())?;
         let (client_id, secret) = client_credentials(&cfg);
@@ -136,9 +152,11 @@ impl Engine {
             engine.refreshing.insert(hash, now + 30);
             engine.forward_session(req, None, old, Vec::new(), false)
         };
-        let tokens = match TokenAnswer::classify(status, body) {
+        let answer = TokenAnswer::classify(status, body);
+        self.count_problem(&answer);
+        let tokens = match answer {
             TokenAnswer::Tokens(t) => t,
-            TokenAnswer::Unavailable(why) | TokenAnswer::Unreadable(why) => return transient(self, &why),
+            TokenAnswer::Unavailable(_) | TokenAnswer::Unreadable(_) => return transient(self, &answer.to_string()),
             TokenAnswer::Refused { status: code, error } => {
                 // invalid_grant and friends: the refresh token was revoked or expired. The
                 // session is over; a page is sent round once to start a new login.
@@ -184,7 +202,7 @@ impl Engine {
         let identity = Rc::new(session_identity_of(&cfg, data));
         self.refreshing.remove(&hash);
         // Other workers' VMs may see the old cookie too: publish the outcome for them.
-        self.refresh_outbox.push(RefreshNote { old: hash, until: now + 60, cookie: sealed });
+        self.share_refresh(&RefreshNote { old: hash, until: now + 60, cookie: sealed });
         self.stats.count(Counter::Refreshed);
         // Requests still carrying the old cookie (other tabs, requests in flight) get the new
         // session for a minute instead of refreshing again with a rotated-out token.

@@ -50,7 +50,7 @@ impl Engine {
                 set_cookies.push(cookie::set_cookie(name, "", &state_attrs(b), Some(0)));
             }
         }
-        let end_session = self.keys.discovery.as_ref().and_then(|d| d.end_session_endpoint.clone());
+        let end_session = self.keys.discovery().and_then(|d| d.end_session_endpoint.clone());
         let location = match end_session.and_then(|e| url::Url::parse(&e).ok()) {
             Some(mut url) => {
                 {

@@ -1,7 +1,8 @@
 use super::*;
 use crate::jwt::alg::Alg;
 use crate::keys::Fetch;
-use crate::testutil::{TestKey, RSA_A, RSA_B};
+use crate::shared::MemoryStore;
+use crate::testutil::{load, ok, vm, TestKey, RSA_A, RSA_B};
 use serde_json::{json, Value};
 
 const ISS: &str = "http://127.0.0.1:8180/realms/demo";
@@ -54,7 +55,7 @@ struct Bed {
 fn bed(extra: Value) -> Bed {
     let key = TestKey::rsa(RSA_A);
     let jwks = json!({"keys": [key.jwk("k1", Alg::RS256)]});
-    let engine = Engine::new(config(extra, Some(jwks)));
+    let engine = vm(config(extra, Some(jwks)));
     Bed { key, engine }
 }
 
@@ -309,7 +310,7 @@ fn verified_tokens_are_cached_until_expiry() {
 
 #[test]
 fn keys_not_loaded_means_503_never_a_pass() {
-    let mut engine = Engine::new(config(json!({}), None));
+    let mut engine = vm(config(json!({}), None));
     let key = TestKey::rsa(RSA_A);
     let t = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &alice_claims());
     let headers = vec![
@@ -328,14 +329,12 @@ fn keys_not_loaded_means_503_never_a_pass() {
 
 #[test]
 fn unknown_kid_triggers_one_key_fetch_then_verifies() {
-    let mut engine = Engine::new(config(json!({}), None));
+    let mut engine = vm(config(json!({}), None));
     let old = TestKey::rsa(RSA_A);
     let new = TestKey::rsa(RSA_B);
     // Load the old key as the glue would.
     let disc = json!({"issuer": ISS, "jwks_uri": format!("{ISS}/protocol/openid-connect/certs")}).to_string();
-    assert!(engine.keys.due(NOW).is_some());
-    engine.keys.on_discovery(NOW, Ok(disc.as_bytes())).unwrap();
-    engine.keys.on_jwks(NOW, Ok(json!({"keys": [old.jwk("k1", Alg::RS256)]}).to_string().as_bytes())).unwrap();
+    assert_eq!(load(&mut engine, NOW, &disc, &json!({"keys": [old.jwk("k1", Alg::RS256)]}).to_string()).len(), 2);
 
     let t = new.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k2"}), &alice_claims());
     let headers = vec![
@@ -348,13 +347,11 @@ fn unknown_kid_triggers_one_key_fetch_then_verifies() {
         engine.decide(&req, NOW + 1, true, &mut rng()),
         Decision::FetchKeys(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into()))
     );
-    engine
-        .keys
-        .on_jwks(
-            NOW + 1,
-            Ok(json!({"keys": [old.jwk("k1", Alg::RS256), new.jwk("k2", Alg::RS256)]}).to_string().as_bytes()),
-        )
-        .unwrap();
+    let fetch = Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into());
+    let call = engine.wait_for_keys(fetch.clone()).expect("nobody published new keys");
+    assert_eq!(call.callout.headers[1], (":path".into(), "/realms/demo/protocol/openid-connect/certs".into()));
+    let both = json!({"keys": [old.jwk("k1", Alg::RS256), new.jwk("k2", Alg::RS256)]}).to_string();
+    assert_eq!(engine.on_key_answer(&fetch, &ok(&both), NOW + 1, Fetcher::Request), None);
     assert_eq!(status(&engine.decide(&req, NOW + 1, false, &mut rng())), 200);
 
     // A bogus kid: one fetch, then rate-limited straight to 401.
@@ -366,20 +363,18 @@ fn unknown_kid_triggers_one_key_fetch_then_verifies() {
     ];
     let req = Request { headers: &headers };
     assert_eq!(status(&engine.decide(&req, NOW + 2, true, &mut rng())), 401, "within the rate limit window");
-    assert!(matches!(engine.decide(&req, NOW + 40, true, &mut rng()), Decision::FetchKeys(_)));
-    engine.keys.on_jwks(NOW + 40, Err("timeout".into())).unwrap_err();
+    let Decision::FetchKeys(fetch) = engine.decide(&req, NOW + 40, true, &mut rng()) else { panic!("no fetch") };
+    assert_eq!(engine.on_key_answer(&fetch, &crate::callout::Answer::none(), NOW + 40, Fetcher::Request), None);
     assert_eq!(status(&engine.decide(&req, NOW + 40, false, &mut rng())), 401);
     assert_eq!(status(&engine.decide(&req, NOW + 41, true, &mut rng())), 401);
 }
 
 #[test]
 fn key_set_change_drops_cached_tokens() {
-    let mut engine = Engine::new(config(json!({}), None));
+    let mut engine = vm(config(json!({}), None));
     let key = TestKey::rsa(RSA_A);
     let disc = json!({"issuer": ISS, "jwks_uri": format!("{ISS}/certs")}).to_string();
-    engine.keys.due(NOW);
-    engine.keys.on_discovery(NOW, Ok(disc.as_bytes())).unwrap();
-    engine.keys.on_jwks(NOW, Ok(json!({"keys": [key.jwk("k1", Alg::RS256)]}).to_string().as_bytes())).unwrap();
+    load(&mut engine, NOW, &disc, &json!({"keys": [key.jwk("k1", Alg::RS256)]}).to_string());
     let t = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &alice_claims());
     let headers = vec![
         (":path".to_string(), "/echo".to_string()),
@@ -389,10 +384,8 @@ fn key_set_change_drops_cached_tokens() {
     let req = Request { headers: &headers };
     assert_eq!(status(&engine.decide(&req, NOW, true, &mut rng())), 200);
     // The provider removes the key (e.g. it was compromised): the cached token stops working.
-    engine.keys.due(NOW + 300);
-    engine.keys.on_discovery(NOW + 300, Ok(disc.as_bytes())).unwrap();
     let other = TestKey::rsa(RSA_B);
-    engine.keys.on_jwks(NOW + 300, Ok(json!({"keys": [other.jwk("k9", Alg::RS256)]}).to_string().as_bytes())).unwrap();
+    load(&mut engine, NOW + 300, &disc, &json!({"keys": [other.jwk("k9", Alg::RS256)]}).to_string());
     assert_eq!(status(&engine.decide(&req, NOW + 200, false, &mut rng())), 401);
 }
 
@@ -688,14 +681,14 @@ mod browser_flow {
         let mut doc = config_doc(json!({"keys": [KEY]}));
         doc["provider"].as_object_mut().unwrap().remove("jwks");
         let cfg = Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap());
-        let mut engine = Engine::new(cfg);
-        assert!(matches!(engine.keys.due(NOW), Some(Fetch::Discovery(_))));
+        let mut engine = vm(cfg);
         let disc = json!({"issuer": ISS, "jwks_uri": format!("{ISS}/protocol/openid-connect/certs"),
             "authorization_endpoint": "https://sso.example/realms/demo/protocol/openid-connect/auth",
             "token_endpoint": "http://keycloak:8080/realms/demo/protocol/openid-connect/token"});
-        let next = engine.keys.on_discovery(NOW, Ok(disc.to_string().as_bytes()));
-        assert_eq!(next, Ok(Some(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into()))));
-        engine.keys.on_jwks(NOW, Ok(json!({"keys": [key.jwk("k1", Alg::RS256)]}).to_string().as_bytes())).unwrap();
+        let made = load(&mut engine, NOW, &disc.to_string(), &json!({"keys": [key.jwk("k1", Alg::RS256)]}).to_string());
+        assert!(
+            matches!(&made[..], [Fetch::Discovery(_), Fetch::Jwks(p)] if p == "/realms/demo/protocol/openid-connect/certs")
+        );
         (engine, key)
     }
 
@@ -712,19 +705,21 @@ mod browser_flow {
     }
 
     fn engine_with(session: Value) -> (Engine, TestKey) {
+        engine_sharing(session, Box::new(MemoryStore::default()))
+    }
+
+    /// [`engine_with`], one of the VMs of an Envoy that share `store`.
+    fn engine_sharing(session: Value, store: Box<dyn Store>) -> (Engine, TestKey) {
         let key = TestKey::rsa(RSA_A);
         let doc = config_doc(session);
         let cfg = Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap());
-        let mut engine = Engine::new(cfg);
-        assert_eq!(
-            engine.keys.due(NOW),
-            Some(Fetch::Discovery("/realms/demo/.well-known/openid-configuration".into()))
-        );
+        let mut engine = Engine::new(cfg, store);
         let disc = json!({"issuer": ISS, "jwks_uri": format!("{ISS}/protocol/openid-connect/certs"),
             "authorization_endpoint": "https://sso.example/realms/demo/protocol/openid-connect/auth",
             "token_endpoint": "http://keycloak:8080/realms/demo/protocol/openid-connect/token",
             "end_session_endpoint": "https://sso.example/realms/demo/protocol/openid-connect/logout"});
-        assert_eq!(engine.keys.on_discovery(NOW, Ok(disc.to_string().as_bytes())), Ok(None));
+        let made = load(&mut engine, NOW, &disc.to_string(), "");
+        assert_eq!(made, vec![Fetch::Discovery("/realms/demo/.well-known/openid-configuration".into())], "keys inline");
         (engine, key)
     }
 
@@ -779,7 +774,7 @@ mod browser_flow {
         );
         let (name, value) = name_value.split_once('=').unwrap();
         assert_eq!(name, format!("__Host-_gatehouse_st_{}", &state[..16]));
-        let b = engine.config.browser.as_ref().unwrap();
+        let b = engine.config().browser.as_ref().unwrap();
         let attempt: LoginState = serde_json::from_slice(&b.sealer.open(Purpose::LoginState, value).unwrap()).unwrap();
         assert_eq!(
             attempt,
@@ -819,11 +814,11 @@ mod browser_flow {
             Decision::CallIdp(call) => call,
             other => panic!("{other:?}"),
         };
-        assert_eq!(call.path, "/realms/demo/protocol/openid-connect/token");
-        assert!(call.body.starts_with("grant_type=authorization_code&code=c0de&redirect_uri=https%3A%2F%2Fapp.example%2Foauth2%2Fcallback&code_verifier="));
-        assert!(call
-            .headers
-            .contains(&("authorization".to_string(), "Basic Z2F0ZXdheTpnYXRld2F5LXNlY3JldA==".to_string())));
+        assert_eq!(call.callout.header(":path"), Some("/realms/demo/protocol/openid-connect/token"));
+        assert_eq!(call.callout.header(":method"), Some("POST"));
+        assert_eq!(call.callout.cluster, "idp");
+        assert!(call.callout.body.as_deref().unwrap().starts_with("grant_type=authorization_code&code=c0de&redirect_uri=https%3A%2F%2Fapp.example%2Foauth2%2Fcallback&code_verifier="));
+        assert_eq!(call.callout.header("authorization"), Some("Basic Z2F0ZXdheTpnYXRld2F5LXNlY3JldA=="));
         let mut id = json!({"iss": ISS, "sub": "a-1", "aud": "gateway", "azp": "gateway", "exp": NOW + 300, "iat": NOW,
                             "nonce": q("nonce"), "email": "alice@example.com", "preferred_username": "alice"});
         for (k, v) in claims_extra.as_object().unwrap() {
@@ -1127,11 +1122,10 @@ mod browser_flow {
             "login": {"redirectUri": "https://auth.example.com/oauth2/callback", "allowedRedirectDomains": [".example.com"]}
         });
         let cfg = Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap());
-        let mut engine = Engine::new(cfg);
-        engine.keys.due(NOW);
+        let mut engine = vm(cfg);
         let disc = json!({"issuer": ISS, "jwks_uri": "http://x/certs", "authorization_endpoint": "https://auth.example.com/auth", "token_endpoint": "http://k/token"});
-        engine.keys.on_discovery(NOW, Ok(disc.to_string().as_bytes())).unwrap();
-        let cfg = Rc::clone(&engine.config);
+        load(&mut engine, NOW, &disc.to_string(), "");
+        let cfg = Rc::clone(engine.config());
         let b = cfg.browser.as_ref().unwrap();
         let attempt_of = |r: &Response| -> LoginState {
             let c = all(r, "set-cookie")[0].split_once(';').unwrap().0.split_once('=').unwrap().1.to_string();
@@ -1172,7 +1166,9 @@ mod browser_flow {
 
     #[test]
     fn a_refresh_is_shared_with_the_other_workers() {
-        let (mut a, key) = engine_with(json!({"keys": [KEY], "refresh": true}));
+        let store = Rc::new(MemoryStore::default());
+        let session = json!({"keys": [KEY], "refresh": true});
+        let (mut a, key) = engine_sharing(session.clone(), Box::new(Rc::clone(&store)));
         let (r, _) = login(&mut a, &key, json!({"groups": ["/admins"]}));
         let s1 = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
         let payload: Value = serde_json::from_slice(
@@ -1189,7 +1185,7 @@ mod browser_flow {
         let Decision::CallIdp(call) = a.decide(&Request { headers: &h }, NOW + 290, true, &mut rng()) else {
             panic!("no refresh")
         };
-        assert!(call.body.starts_with("grant_type=refresh_token&refresh_token=rt-1"), "{}", call.body);
+        assert!(call.callout.body.as_deref().unwrap().starts_with("grant_type=refresh_token&refresh_token=rt-1"));
         // Only one at a time: a parallel request goes on with the session.
         assert!(matches!(a.decide(&Request { headers: &h }, NOW + 290, true, &mut rng()), Decision::Forward { .. }));
         let access = key.mint(
@@ -1211,32 +1207,37 @@ mod browser_flow {
         };
         assert!(set.contains(&("x-auth-request-roles".into(), "newrole".into())), "{set:?}");
         assert!(set_cookies[0].starts_with("__Host-_gatehouse=v1."));
-        assert_eq!(a.refresh_outbox.len(), 1);
-        let note = a.refresh_outbox.remove(0);
+        // The note for the other workers is in the store they share.
+        let names = Names::new(ISS);
+        let hash = crate::cache::token_hash(s1.split_once('=').unwrap().1);
+        let slot = names.refreshed(RefreshNote::slot(&hash));
+        let note = RefreshNote::decode(std::str::from_utf8(&store.get(&slot).0.unwrap()).unwrap()).unwrap();
+        assert_eq!((note.old, note.until), (hash, NOW + 290 + 60));
 
-        // Worker B still sees the old cookie and would refresh with rt-1 (rotated out): it adopts.
-        let (mut b, _) = engine_with(json!({"keys": [KEY], "refresh": true}));
-        let Decision::CallIdp(b_call) = b.decide(&Request { headers: &h }, NOW + 291, true, &mut rng()) else {
-            panic!("no refresh")
+        // Worker B still sees the old cookie and would refresh with rt-1 (rotated out): it takes
+        // A's session instead, with no call to the provider.
+        let (mut b, _) = engine_sharing(session.clone(), Box::new(Rc::clone(&store)));
+        let Decision::Forward { set: b_set, set_cookies: b_cookies, .. } =
+            b.decide(&Request { headers: &h }, NOW + 291, true, &mut rng())
+        else {
+            panic!("refreshed again")
         };
-        let adopted = b
-            .adopt_peer_refresh(
-                &RefreshNote::decode(&note.encode()).unwrap(),
-                &b_call.pending,
-                &Request { headers: &h },
-                NOW + 291,
-            )
-            .unwrap();
-        let Decision::Forward { set: b_set, set_cookies: b_cookies, .. } = adopted else { panic!() };
         let value = |c: &Vec<String>| c.iter().map(|x| x.split_once(';').unwrap().0.to_string()).collect::<Vec<_>>();
         assert_eq!(value(&b_cookies), value(&set_cookies), "the same new session");
         assert!(b_set.contains(&("x-auth-request-roles".into(), "newrole".into())));
         // And then serves the old cookie from its own memory, without another refresh.
         assert!(matches!(b.decide(&Request { headers: &h }, NOW + 292, true, &mut rng()), Decision::Forward { .. }));
-        // A note about another session, or an old one, is not taken.
-        let other = RefreshNote { old: [0; 32], ..note.clone() };
-        assert!(b.adopt_peer_refresh(&other, &b_call.pending, &Request { headers: &h }, NOW + 291).is_none());
-        let stale = RefreshNote { until: NOW, ..note };
-        assert!(b.adopt_peer_refresh(&stale, &b_call.pending, &Request { headers: &h }, NOW + 291).is_none());
+
+        // A note about another session, or an old one, is not taken: C refreshes itself.
+        for (what, note) in [
+            ("another session's", RefreshNote { old: [0; 32], ..note.clone() }),
+            ("an expired", RefreshNote { until: NOW + 291, ..note.clone() }),
+        ] {
+            let fresh = Rc::new(MemoryStore::default());
+            fresh.set(&slot, note.encode().as_bytes(), None);
+            let (mut c, _) = engine_sharing(session.clone(), Box::new(Rc::clone(&fresh)));
+            let d = c.decide(&Request { headers: &h }, NOW + 291, true, &mut rng());
+            assert!(matches!(d, Decision::CallIdp(_)), "{what} note was taken");
+        }
     }
 }

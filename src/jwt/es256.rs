@@ -109,6 +109,7 @@ impl PreparedP256Key {
     }
 
     /// Bytes held by the table.
+    #[cfg(test)]
     pub fn table_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.table)
     }

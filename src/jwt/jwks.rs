@@ -37,90 +37,173 @@ pub struct Jwk {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeySet {
     pub keys: Vec<Jwk>,
-    pub skipped: Vec<String>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Why a key set document was refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySetError {
+    /// Not JSON (an HTML error page, a truncated answer); serde's message.
+    NotJson(String),
+    /// JSON, but without a `keys` array.
+    NoKeys,
+}
+
+impl std::fmt::Display for KeySetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySetError::NotJson(e) => write!(f, "key set is not JSON: {e}"),
+            KeySetError::NoKeys => f.write_str("key set has no `keys` array"),
+        }
+    }
+}
+
+/// A key of the set gatehouse cannot verify with, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Its place in the set.
+    pub index: usize,
+    /// Its `kid`, if it has one (at most 64 characters kept).
+    pub kid: Option<String>,
+    pub reason: KeyError,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "key {} (kid {}): {}", self.index, self.kid.as_deref().unwrap_or("-"), self.reason)
+    }
+}
+
+/// Why a key was skipped (RFC 7517 §4, RFC 7518 §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    /// Keys after the first [`MAX_KEYS`].
+    TooMany,
+    NotAnObject,
+    /// A member that must be a string is not.
+    NotAString(&'static str),
+    Missing(&'static str),
+    NotBase64url(&'static str),
+    /// `use` is not `sig`.
+    NotForSignatures(String),
+    /// `key_ops` without `verify`.
+    NoVerifyOp,
+    UnsupportedAlg(String),
+    AlgDoesNotFitKty {
+        alg: Alg,
+        kty: String,
+    },
+    UnsupportedKty(String),
+    UnsupportedCurve(String),
+    CurveDoesNotFitAlg {
+        crv: String,
+        alg: Alg,
+    },
+    RsaModulusBits(usize),
+    RsaExponent,
+    RsaUnusable,
+    EcCoordinateLength(usize),
+    NotOnCurve,
+    Ed25519Length,
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyError::TooMany => write!(f, "keys after the first {MAX_KEYS} ignored"),
+            KeyError::NotAnObject => f.write_str("not a JSON object"),
+            KeyError::NotAString(name) => write!(f, "`{name}` is not a string"),
+            KeyError::Missing("alg") => f.write_str("no `alg` (the algorithm must come from the key, not the token)"),
+            KeyError::Missing(name) => write!(f, "no `{name}`"),
+            KeyError::NotBase64url(name) => write!(f, "`{name}` is not base64url"),
+            KeyError::NotForSignatures(usage) => write!(f, "`use` is {usage:.16?}, not \"sig\""),
+            KeyError::NoVerifyOp => f.write_str("`key_ops` does not include \"verify\""),
+            KeyError::UnsupportedAlg(alg) => write!(f, "`alg` {alg:.32?} is not a supported signature algorithm"),
+            KeyError::AlgDoesNotFitKty { alg, kty } => write!(f, "`alg` {alg} does not fit `kty` {kty}"),
+            KeyError::UnsupportedKty(kty) => write!(f, "`kty` {kty:.16?} is not supported"),
+            KeyError::UnsupportedCurve(crv) => write!(f, "`crv` {crv:.16?} is not supported (only Ed25519)"),
+            KeyError::CurveDoesNotFitAlg { crv, alg } => write!(f, "`crv` {crv:.16?} does not fit `alg` {alg}"),
+            KeyError::RsaModulusBits(bits) if *bits < 2048 => write!(f, "RSA modulus of {bits} bits is below 2048"),
+            KeyError::RsaModulusBits(bits) => write!(f, "RSA modulus of {bits} bits is above 8192"),
+            KeyError::RsaExponent => f.write_str("RSA exponent out of range"),
+            KeyError::RsaUnusable => f.write_str(
+                "RSA key unusable (the modulus must be odd and 2048-8192 bits, the exponent odd and at least 3)",
+            ),
+            KeyError::EcCoordinateLength(size) => write!(f, "EC coordinates must be {size} bytes"),
+            KeyError::NotOnCurve => f.write_str("EC point is not on the curve"),
+            KeyError::Ed25519Length => f.write_str("Ed25519 key must be 32 bytes"),
+        }
+    }
 }
 
 impl KeySet {
     /// Parses a JWKS document. Fails only if the document is not a JSON object with a `keys`
     /// array; individual bad keys are skipped.
-    pub fn parse(body: &[u8]) -> Result<KeySet, String> {
-        let doc: Value = serde_json::from_slice(body).map_err(|e| format!("key set is not JSON: {e}"))?;
+    pub fn parse(body: &[u8]) -> Result<KeySet, KeySetError> {
+        let doc: Value = serde_json::from_slice(body).map_err(|e| KeySetError::NotJson(e.to_string()))?;
         Self::from_value(&doc)
     }
 
     /// As [`KeySet::parse`], from an already-parsed document (an inline `jwks` in the config).
-    pub fn from_value(doc: &Value) -> Result<KeySet, String> {
-        let keys = doc.get("keys").and_then(Value::as_array).ok_or("key set has no `keys` array")?;
+    pub fn from_value(doc: &Value) -> Result<KeySet, KeySetError> {
+        let keys = doc.get("keys").and_then(Value::as_array).ok_or(KeySetError::NoKeys)?;
         let mut set = KeySet::default();
         let mut es256_budget = MAX_PREPARED_ES256;
-        for (i, key) in keys.iter().enumerate() {
-            if i >= MAX_KEYS {
-                set.skipped.push(format!("keys after the first {MAX_KEYS} ignored"));
+        for (index, key) in keys.iter().enumerate() {
+            let kid = || key.get("kid").and_then(Value::as_str).map(|k| k.chars().take(64).collect());
+            if index >= MAX_KEYS {
+                set.skipped.push(Skipped { index, kid: None, reason: KeyError::TooMany });
                 break;
             }
             match parse_key(key, &mut es256_budget) {
                 Ok(jwk) => set.keys.push(jwk),
-                Err(reason) => {
-                    let kid = key.get("kid").and_then(Value::as_str).unwrap_or("-");
-                    set.skipped.push(format!("key {i} (kid {kid:.64}): {reason}"));
-                }
+                Err(reason) => set.skipped.push(Skipped { index, kid: kid(), reason }),
             }
         }
         Ok(set)
     }
-
-    /// Whether a key with this id is in the set.
-    pub fn has_kid(&self, kid: &str) -> bool {
-        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
-    }
 }
 
-fn parse_key(key: &Value, es256_budget: &mut usize) -> Result<Jwk, String> {
-    let obj = key.as_object().ok_or("not a JSON object")?;
-    let kty = str_member(obj, "kty")?.ok_or("no `kty`")?;
+fn parse_key(key: &Value, es256_budget: &mut usize) -> Result<Jwk, KeyError> {
+    let obj = key.as_object().ok_or(KeyError::NotAnObject)?;
+    let kty = str_member(obj, "kty")?.ok_or(KeyError::Missing("kty"))?;
     if let Some(usage) = str_member(obj, "use")? {
         if usage != "sig" {
-            return Err(format!("`use` is {usage:?}, not \"sig\""));
+            return Err(KeyError::NotForSignatures(usage.to_string()));
         }
     }
     if let Some(ops) = obj.get("key_ops") {
         let verifies = ops.as_array().is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")));
         if !verifies {
-            return Err("`key_ops` does not include \"verify\"".into());
+            return Err(KeyError::NoVerifyOp);
         }
     }
-    let alg_name = str_member(obj, "alg")?.ok_or("no `alg` (the algorithm must come from the key, not the token)")?;
-    let alg = Alg::from_name(alg_name)
-        .ok_or_else(|| format!("`alg` {alg_name:.32?} is not a supported signature algorithm"))?;
+    let alg_name = str_member(obj, "alg")?.ok_or(KeyError::Missing("alg"))?;
+    let alg = Alg::from_name(alg_name).ok_or_else(|| KeyError::UnsupportedAlg(alg_name.chars().take(32).collect()))?;
     let kid = str_member(obj, "kid")?.map(str::to_owned);
     let key = match (kty, alg) {
         ("RSA", Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512) => {
             let n = strip_leading_zeros(b64_member(obj, "n")?);
             let e = strip_leading_zeros(b64_member(obj, "e")?);
-            if n.len() < 256 {
-                return Err(format!("RSA modulus of {} bits is below 2048", n.len() * 8));
-            }
-            if n.len() > 1024 {
-                return Err(format!("RSA modulus of {} bits is above 8192", n.len() * 8));
+            if n.len() < 256 || n.len() > 1024 {
+                return Err(KeyError::RsaModulusBits(n.len() * 8));
             }
             if e.is_empty() || e.len() > 4 {
-                return Err("RSA exponent out of range".into());
+                return Err(KeyError::RsaExponent);
             }
-            let prepared = RsaKey::new(&n, &e).ok_or(
-                "RSA key unusable (the modulus must be odd and 2048-8192 bits, the exponent odd and at least 3)",
-            )?;
+            let prepared = RsaKey::new(&n, &e).ok_or(KeyError::RsaUnusable)?;
             PublicKey::Rsa { n, e, prepared: Arc::new(prepared) }
         }
         ("EC", Alg::ES256 | Alg::ES384) => {
             let (curve, size) = if alg == Alg::ES256 { ("P-256", 32) } else { ("P-384", 48) };
-            let crv = str_member(obj, "crv")?.ok_or("no `crv`")?;
+            let crv = str_member(obj, "crv")?.ok_or(KeyError::Missing("crv"))?;
             if crv != curve {
-                return Err(format!("`crv` {crv:.16?} does not fit `alg` {alg}"));
+                return Err(KeyError::CurveDoesNotFitAlg { crv: crv.chars().take(16).collect(), alg });
             }
             let x = b64_member(obj, "x")?;
             let y = b64_member(obj, "y")?;
             if x.len() != size || y.len() != size {
-                return Err(format!("EC coordinates must be {size} bytes"));
+                return Err(KeyError::EcCoordinateLength(size));
             }
             let mut point = Vec::with_capacity(1 + 2 * size);
             point.push(0x04);
@@ -128,7 +211,7 @@ fn parse_key(key: &Value, es256_budget: &mut usize) -> Result<Jwk, String> {
             point.extend_from_slice(&y);
             let prepared = if alg == Alg::ES256 && *es256_budget > 0 {
                 *es256_budget -= 1;
-                let key = LazyP256Key::new(&point).ok_or("EC point is not on the curve")?;
+                let key = LazyP256Key::new(&point).ok_or(KeyError::NotOnCurve)?;
                 Some(Arc::new(key))
             } else {
                 None
@@ -136,35 +219,33 @@ fn parse_key(key: &Value, es256_budget: &mut usize) -> Result<Jwk, String> {
             PublicKey::Ec { point, prepared }
         }
         ("OKP", Alg::EdDSA) => {
-            let crv = str_member(obj, "crv")?.ok_or("no `crv`")?;
+            let crv = str_member(obj, "crv")?.ok_or(KeyError::Missing("crv"))?;
             if crv != "Ed25519" {
-                return Err(format!("`crv` {crv:.16?} is not supported (only Ed25519)"));
+                return Err(KeyError::UnsupportedCurve(crv.chars().take(16).collect()));
             }
             let x = b64_member(obj, "x")?;
             if x.len() != 32 {
-                return Err("Ed25519 key must be 32 bytes".into());
+                return Err(KeyError::Ed25519Length);
             }
             PublicKey::Ed25519 { x }
         }
-        ("RSA" | "EC" | "OKP", _) => {
-            return Err(format!("`alg` {alg} does not fit `kty` {kty}"));
-        }
-        _ => return Err(format!("`kty` {kty:.16?} is not supported")),
+        ("RSA" | "EC" | "OKP", _) => return Err(KeyError::AlgDoesNotFitKty { alg, kty: kty.to_string() }),
+        _ => return Err(KeyError::UnsupportedKty(kty.chars().take(16).collect())),
     };
     Ok(Jwk { kid, alg, key })
 }
 
-fn str_member<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
+fn str_member<'a>(obj: &'a Map<String, Value>, name: &'static str) -> Result<Option<&'a str>, KeyError> {
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(format!("`{name}` is not a string")),
+        Some(_) => Err(KeyError::NotAString(name)),
     }
 }
 
-fn b64_member(obj: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
-    let text = str_member(obj, name)?.ok_or_else(|| format!("no `{name}`"))?;
-    B64URL.decode(text).map_err(|_| format!("`{name}` is not base64url"))
+fn b64_member(obj: &Map<String, Value>, name: &'static str) -> Result<Vec<u8>, KeyError> {
+    let text = str_member(obj, name)?.ok_or(KeyError::Missing(name))?;
+    B64URL.decode(text).map_err(|_| KeyError::NotBase64url(name))
 }
 
 fn strip_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {

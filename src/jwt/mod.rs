@@ -212,13 +212,5 @@ fn audience_ok(claims: &Map<String, Value>, accepted: &[String]) -> bool {
     aud_ok || claims.get("azp").is_some_and(is_accepted)
 }
 
-/// The key id a token names, if it parses at all (used to decide on a key-set refetch).
-pub fn key_id(token: &str) -> Option<String> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return None;
-    }
-    UntrustedToken::<ExtraHeader>::try_from(token).ok().and_then(|t| t.header().key_id.clone())
-}
-
 #[cfg(test)]
 mod tests;

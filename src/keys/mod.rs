@@ -10,13 +10,14 @@
 //! Envoy runs one VM per worker; the fetched documents are published as a [`Snapshot`] in
 //! proxy-wasm shared data so that the other VMs adopt them instead of fetching themselves.
 
-use crate::config::{KeySource, KeyTiming};
+use crate::callout::FetchError;
+use crate::config::{Config, KeySource};
 use crate::jwt::jwks::KeySet;
 use crate::oidc::discovery::Discovery;
 use serde::{Deserialize, Serialize};
 use std::rc::Rc;
 
-/// A fetch the glue should make on the provider cluster.
+/// A fetch to make on the provider cluster, with the path to GET.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fetch {
     Discovery(String),
@@ -41,19 +42,30 @@ impl Snapshot {
     }
 }
 
+/// A key set taken in: the snapshot to publish, and whether the keys differ from those held
+/// before (tokens verified with the old ones must then be checked again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub snapshot: Snapshot,
+    pub changed: bool,
+}
+
+/// What adopting another VM's snapshot did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopted {
+    /// Nothing: not newer than ours, unreadable, or our keys are inline.
+    No,
+    /// Newer, with the same keys.
+    SameKeys,
+    NewKeys,
+}
+
 pub struct KeyManager {
-    timing: KeyTiming,
-    issuer: String,
-    discovery_path: String,
-    fixed_jwks_path: Option<String>,
-    inline: bool,
-    /// The browser flow needs the discovery document's endpoints, whatever the key source.
-    need_discovery: bool,
-    pub discovery: Option<Discovery>,
+    /// Where the keys come from, the issuer, the timing: all read from the configuration.
+    config: Rc<Config>,
+    discovery: Option<Discovery>,
     discovery_body: Option<String>,
     keys: Option<Rc<KeySet>>,
-    /// Bumped whenever the key set changes (the token cache is dropped then).
-    pub generation: u64,
     fetched_at: u64,
     next_attempt: u64,
     failures: u32,
@@ -62,29 +74,16 @@ pub struct KeyManager {
 }
 
 impl KeyManager {
-    pub fn new(
-        source: &KeySource,
-        issuer: &str,
-        discovery_path: &str,
-        timing: KeyTiming,
-        need_discovery: bool,
-    ) -> Self {
-        let (keys, fixed, inline) = match source {
-            KeySource::Inline(set) => (Some(Rc::new(set.clone())), None, true),
-            KeySource::Path(p) => (None, Some(p.clone()), false),
-            KeySource::Discovery => (None, None, false),
+    pub fn new(config: Rc<Config>) -> Self {
+        let keys = match &config.provider.keys {
+            KeySource::Inline(set) => Some(Rc::new(set.clone())),
+            KeySource::Path(_) | KeySource::Discovery => None,
         };
         Self {
-            timing,
-            issuer: issuer.to_string(),
-            discovery_path: discovery_path.to_string(),
-            fixed_jwks_path: fixed,
-            inline,
-            need_discovery,
+            config,
             discovery: None,
             discovery_body: None,
             keys,
-            generation: 0,
             fetched_at: 0,
             next_attempt: 0,
             failures: 0,
@@ -98,13 +97,26 @@ impl KeyManager {
         self.keys.as_ref()
     }
 
-    /// When the keys in hand were fetched (0: never).
-    pub fn fetched_at(&self) -> u64 {
-        self.fetched_at
+    /// The provider's discovery document, once loaded.
+    pub fn discovery(&self) -> Option<&Discovery> {
+        self.discovery.as_ref()
+    }
+
+    fn inline(&self) -> bool {
+        matches!(self.config.provider.keys, KeySource::Inline(_))
+    }
+
+    /// The browser flow needs the discovery document's endpoints, whatever the key source.
+    fn needs_discovery(&self) -> bool {
+        self.config.browser.is_some() || matches!(self.config.provider.keys, KeySource::Discovery)
     }
 
     fn jwks_path(&self) -> Option<String> {
-        self.fixed_jwks_path.clone().or_else(|| self.discovery.as_ref().map(|d| d.jwks_path.clone()))
+        match &self.config.provider.keys {
+            KeySource::Path(p) => Some(p.clone()),
+            KeySource::Discovery => self.discovery.as_ref().map(|d| d.jwks_path.clone()),
+            KeySource::Inline(_) => None,
+        }
     }
 
     /// The periodic fetch to start now, if any. Marks it in flight.
@@ -112,32 +124,27 @@ impl KeyManager {
         if self.in_flight || now < self.next_attempt {
             return None;
         }
-        let discovery_missing = self.need_discovery && self.discovery.is_none();
-        let stale = if self.inline {
-            discovery_missing
-        } else {
-            discovery_missing
-                || self.keys.is_none()
-                || now >= self.fetched_at.saturating_add(self.timing.refresh_interval)
-        };
+        let discovery_missing = self.needs_discovery() && self.discovery.is_none();
+        let refresh = now >= self.fetched_at.saturating_add(self.config.key_timing.refresh_interval);
+        let stale = discovery_missing || (!self.inline() && (self.keys.is_none() || refresh));
         if !stale {
             return None;
         }
         self.in_flight = true;
         // Each refresh re-reads discovery too (two small GETs): a changed jwks_uri is followed.
-        Some(match &self.fixed_jwks_path {
-            Some(p) if !self.need_discovery => Fetch::Jwks(p.clone()),
-            _ => Fetch::Discovery(self.discovery_path.clone()),
+        Some(match &self.config.provider.keys {
+            KeySource::Path(p) if !self.needs_discovery() => Fetch::Jwks(p.clone()),
+            _ => Fetch::Discovery(self.config.provider.discovery_path.clone()),
         })
     }
 
     /// A key-set fetch because a token named an unknown `kid`, if the rate limit allows.
     pub fn unknown_kid(&mut self, now: u64) -> Option<Fetch> {
-        if self.inline || self.in_flight {
+        if self.inline() || self.in_flight {
             return None;
         }
         if let Some(last) = self.last_unknown_kid_fetch {
-            if now < last.saturating_add(self.timing.unknown_kid_min_interval) {
+            if now < last.saturating_add(self.config.key_timing.unknown_kid_min_interval) {
                 return None;
             }
         }
@@ -147,24 +154,25 @@ impl KeyManager {
         Some(Fetch::Jwks(path))
     }
 
-    /// The answer to a discovery fetch (the body, or why there is none). Returns the key-set
+    /// The answer to a discovery fetch (the document, or why there is none). Returns the key-set
     /// fetch to make next, or `None` when the keys are inline and nothing more is needed.
-    pub fn on_discovery(&mut self, now: u64, answer: Result<&[u8], String>) -> Result<Option<Fetch>, String> {
+    pub fn on_discovery(&mut self, now: u64, answer: Result<&[u8], FetchError>) -> Result<Option<Fetch>, FetchError> {
         let parsed = answer.and_then(|body| {
-            Discovery::parse(body, &self.issuer).map(|d| (d, String::from_utf8_lossy(body).into_owned()))
+            Discovery::parse(body, &self.config.provider.issuer)
+                .map(|d| (d, String::from_utf8_lossy(body).into_owned()))
+                .map_err(FetchError::Discovery)
         });
         match parsed {
             Ok((d, body)) => {
-                let path = self.fixed_jwks_path.clone().unwrap_or_else(|| d.jwks_path.clone());
                 self.discovery = Some(d);
                 self.discovery_body = Some(body);
-                if self.inline {
-                    self.in_flight = false;
-                    self.failures = 0;
-                    self.next_attempt = 0;
-                    return Ok(None);
+                match self.jwks_path() {
+                    Some(path) => Ok(Some(Fetch::Jwks(path))),
+                    None => {
+                        self.succeed();
+                        Ok(None)
+                    }
                 }
-                Ok(Some(Fetch::Jwks(path)))
             }
             Err(e) => {
                 self.fail(now);
@@ -173,24 +181,23 @@ impl KeyManager {
         }
     }
 
-    /// The answer to a key-set fetch. On success returns the snapshot to publish.
-    pub fn on_jwks(&mut self, now: u64, answer: Result<&[u8], String>) -> Result<Snapshot, String> {
-        let parsed = answer.and_then(|body| KeySet::parse(body).map(|set| (set, body)));
+    /// The answer to a key-set fetch. On success, what to publish for the other VMs.
+    pub fn on_jwks(&mut self, now: u64, answer: Result<&[u8], FetchError>) -> Result<Installed, FetchError> {
+        let parsed = answer.and_then(|body| KeySet::parse(body).map(|set| (set, body)).map_err(FetchError::KeySet));
         match parsed {
             Ok((set, body)) if !set.keys.is_empty() => {
-                self.install(set, now);
-                self.in_flight = false;
-                self.failures = 0;
-                self.next_attempt = 0;
-                Ok(Snapshot {
+                let changed = self.install(set, now);
+                self.succeed();
+                let snapshot = Snapshot {
                     fetched_at: now,
                     discovery: self.discovery_body.clone(),
                     jwks: String::from_utf8_lossy(body).into_owned(),
-                })
+                };
+                Ok(Installed { snapshot, changed })
             }
             Ok((set, _)) => {
                 self.fail(now);
-                Err(format!("key set has no usable key ({})", set.skipped.join("; ")))
+                Err(FetchError::NoUsableKey(set.skipped))
             }
             Err(e) => {
                 self.fail(now);
@@ -199,8 +206,8 @@ impl KeyManager {
         }
     }
 
-    /// Gives up a fetch `due` handed out without starting it (another worker holds the fetch
-    /// lease and will publish what it gets).
+    /// Gives up a fetch `due` or `unknown_kid` handed out without starting it (another VM holds
+    /// the fetch lease, or has published the keys already).
     pub fn abandon(&mut self) {
         self.in_flight = false;
     }
@@ -210,39 +217,50 @@ impl KeyManager {
         self.fail(now);
     }
 
-    /// Adopts keys another VM published, if newer than ours. Returns whether anything changed.
-    pub fn adopt(&mut self, snapshot: &Snapshot) -> bool {
-        if self.inline || snapshot.fetched_at <= self.fetched_at {
-            return false;
+    /// Adopts keys another VM published, if newer than ours.
+    pub fn adopt(&mut self, snapshot: &Snapshot) -> Adopted {
+        if self.inline() || snapshot.fetched_at <= self.fetched_at {
+            return Adopted::No;
         }
         let Ok(set) = KeySet::parse(snapshot.jwks.as_bytes()) else {
-            return false;
+            return Adopted::No;
         };
         if let Some(body) = &snapshot.discovery {
-            if let Ok(d) = Discovery::parse(body.as_bytes(), &self.issuer) {
+            if let Ok(d) = Discovery::parse(body.as_bytes(), &self.config.provider.issuer) {
                 self.discovery = Some(d);
                 self.discovery_body = Some(body.clone());
             }
         }
-        self.install(set, snapshot.fetched_at);
+        let changed = self.install(set, snapshot.fetched_at);
         self.failures = 0;
         self.next_attempt = 0;
-        true
+        if changed {
+            Adopted::NewKeys
+        } else {
+            Adopted::SameKeys
+        }
     }
 
-    fn install(&mut self, set: KeySet, at: u64) {
-        if self.keys.as_deref() != Some(&set) {
-            self.generation += 1;
-        }
+    /// Takes a key set in; whether it differs from the one held.
+    fn install(&mut self, set: KeySet, at: u64) -> bool {
+        let changed = self.keys.as_deref() != Some(&set);
         self.keys = Some(Rc::new(set));
         self.fetched_at = at;
+        changed
+    }
+
+    fn succeed(&mut self) {
+        self.in_flight = false;
+        self.failures = 0;
+        self.next_attempt = 0;
     }
 
     fn fail(&mut self, now: u64) {
         self.in_flight = false;
         self.failures = self.failures.saturating_add(1);
         let exp = self.failures.saturating_sub(1).min(16);
-        let delay = self.timing.retry_min.saturating_mul(1 << exp).min(self.timing.retry_max);
+        let timing = &self.config.key_timing;
+        let delay = timing.retry_min.saturating_mul(1 << exp).min(timing.retry_max);
         self.next_attempt = now.saturating_add(delay);
     }
 

@@ -183,7 +183,32 @@ impl Routes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
-    Deny { rule: Option<String>, reason: &'static str },
+    Deny { rule: Option<String>, reason: Denial },
+}
+
+/// Why an authenticated request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Denial {
+    /// The rule requires a group the identity is not in.
+    GroupRequired,
+    /// The rule requires a role the identity does not have.
+    RoleRequired,
+    /// A claim condition of the rule does not hold.
+    ClaimMismatch,
+    /// No rule matches and `defaultAction` is `deny`.
+    NoRuleMatched,
+}
+
+impl Denial {
+    /// Its code, as the 403 page, the JSON answer and the metric name show it.
+    pub fn code(self) -> &'static str {
+        match self {
+            Denial::GroupRequired => "group_required",
+            Denial::RoleRequired => "role_required",
+            Denial::ClaimMismatch => "claim_mismatch",
+            Denial::NoRuleMatched => "no_rule_matched",
+        }
+    }
 }
 
 /// Public paths, the ordered rules and where groups and roles are found in the claims.
@@ -244,35 +269,30 @@ impl Policy {
         let rule = match route {
             Route::Public => return Verdict::Allow,
             Route::Default if self.default_allow => return Verdict::Allow,
-            Route::Default => return Verdict::Deny { rule: None, reason: "no_rule_matched" },
+            Route::Default => return Verdict::Deny { rule: None, reason: Denial::NoRuleMatched },
             Route::Rule(i) => match self.rules.get(i) {
                 Some(rule) => rule,
-                None => return Verdict::Deny { rule: None, reason: "no_rule_matched" },
+                None => return Verdict::Deny { rule: None, reason: Denial::NoRuleMatched },
             },
         };
         let deny = |reason| Verdict::Deny { rule: Some(rule.name.clone()), reason };
         if !rule.groups.is_empty() {
             let groups = self.groups_claim.lookup(claims).map(values_of).unwrap_or_default();
             if !rule.groups.iter().any(|want| groups.iter().any(|g| group_matches(want, g))) {
-                return deny("group_required");
+                return deny(Denial::GroupRequired);
             }
         }
         if !rule.roles.is_empty() {
             let roles: Vec<String> =
                 self.roles_claims.iter().filter_map(|p| p.lookup(claims)).flat_map(values_of).collect();
             if !rule.roles.iter().any(|want| roles.contains(want)) {
-                return deny("role_required");
+                return deny(Denial::RoleRequired);
             }
         }
         if !rule.claims.iter().all(|c| c.holds(claims)) {
-            return deny("claim_mismatch");
+            return deny(Denial::ClaimMismatch);
         }
         Verdict::Allow
-    }
-
-    /// The outcome for one reading of a request (public paths count as allowed).
-    pub fn evaluate(&self, target: &Target<'_>, claims: &Value) -> Verdict {
-        self.verdict(self.route_of(target), claims)
     }
 }
 

@@ -159,15 +159,15 @@ pub fn expectations(cfg: &Config) -> Expectations<'_> {
 
 /// An engine with its discovery document loaded (the keys are inline).
 pub fn engine(config: Rc<Config>) -> Engine {
-    let mut engine = Engine::new(config);
-    let _ = engine.keys.due(NOW);
+    let mut engine = super::vm(config);
     let discovery = json!({
         "issuer": ISS, "jwks_uri": format!("{ISS}/protocol/openid-connect/certs"),
         "authorization_endpoint": format!("{ISS}/protocol/openid-connect/auth"),
         "token_endpoint": "http://keycloak.keycloak.svc.cluster.local:8080/realms/acme/protocol/openid-connect/token",
         "end_session_endpoint": format!("{ISS}/protocol/openid-connect/logout")
     });
-    engine.keys.on_discovery(NOW, Ok(discovery.to_string().as_bytes())).expect("discovery accepted");
+    let made = super::load(&mut engine, NOW, &discovery.to_string(), "");
+    assert_eq!(made.len(), 1, "discovery only: the keys are inline");
     engine
 }
 
@@ -269,7 +269,7 @@ pub fn sign_in(engine: &mut Engine, signers: &Signers) -> String {
         &mut random,
     ));
     assert_eq!(r.status, 302, "login completed");
-    let name = engine.config.browser.as_ref().map(|b| b.cookie_name.clone()).unwrap_or_default();
+    let name = engine.config().browser.as_ref().map(|b| b.cookie_name.clone()).unwrap_or_default();
     let session: Vec<&str> = set_cookies(&r)
         .into_iter()
         .filter(|c| c.starts_with(&name) && !c.contains("Max-Age=0"))
@@ -292,7 +292,7 @@ mod tests {
     use crate::stats::Counter;
 
     fn count(e: &mut Engine, c: Counter) -> usize {
-        e.stats.take().into_iter().filter(|x| *x == c).count()
+        e.take_counts().into_iter().filter(|(x, _)| *x == c).map(|(_, n)| usize::try_from(n).unwrap()).sum()
     }
 
     fn status(d: &Decision) -> u32 {
@@ -314,10 +314,11 @@ mod tests {
 
         assert_eq!(status(&run(&mut e, &request(PUBLIC, Credential::None))), 200);
         assert_eq!(count(&mut e, Counter::Public), 1);
+        let keys = crate::jwt::jwks::KeySet::from_value(&signers.jwks()).unwrap();
         for alg in ALGS {
             let token = signers.token(alg, &access_claims());
             assert_eq!(token, signers.token(alg, &access_claims()), "{alg}: deterministic");
-            assert!(crate::jwt::verify(&token, e.keys.keys().unwrap(), &expectations(&cfg), NOW).is_ok(), "{alg}");
+            assert!(crate::jwt::verify(&token, &keys, &expectations(&cfg), NOW).is_ok(), "{alg}");
             assert_eq!(status(&run(&mut e, &request(ALLOWED, Credential::Bearer(&token)))), 200, "{alg}");
             assert_eq!(status(&run(&mut e, &request(DENIED, Credential::Bearer(&token)))), 403, "{alg}");
         }

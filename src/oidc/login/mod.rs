@@ -2,12 +2,14 @@
 //! token request and response (RFC 6749 §4.1), ID-token validation (OpenID Connect Core
 //! §3.1.3.7), and where to send the user afterwards (no open redirect).
 
+use crate::callout::Class;
 use crate::jwt::{self, jwks::KeySet, Expectations, JwtError};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::fmt;
 
 /// The S256 code challenge of a verifier (RFC 7636 §4.2).
 pub fn pkce_challenge(verifier: &str) -> String {
@@ -122,12 +124,29 @@ pub struct TokenResponse {
     pub token_type: Option<String>,
 }
 
+/// Why a 200 answer of the token endpoint is not a token response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenResponseError {
+    /// Not JSON with an `access_token` (an HTML page: the endpoint is not the token endpoint).
+    Shape,
+    /// A `token_type` other than `Bearer` (RFC 6750).
+    NotBearer,
+}
+
+impl fmt::Display for TokenResponseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TokenResponseError::Shape => "token response is not valid JSON of the expected shape",
+            TokenResponseError::NotBearer => "token response has a token_type other than Bearer",
+        })
+    }
+}
+
 impl TokenResponse {
-    pub fn parse(body: &[u8]) -> Result<TokenResponse, String> {
-        let r: TokenResponse = serde_json::from_slice(body)
-            .map_err(|_| "token response is not valid JSON of the expected shape".to_string())?;
+    pub fn parse(body: &[u8]) -> Result<TokenResponse, TokenResponseError> {
+        let r: TokenResponse = serde_json::from_slice(body).map_err(|_| TokenResponseError::Shape)?;
         if !r.token_type.as_deref().unwrap_or("Bearer").eq_ignore_ascii_case("bearer") {
-            return Err("token response has a token_type other than Bearer".into());
+            return Err(TokenResponseError::NotBearer);
         }
         Ok(r)
     }
@@ -145,30 +164,56 @@ pub fn token_error(body: &[u8]) -> Option<String> {
 /// refresh token (RFC 6749 §5.1, §5.2).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TokenAnswer {
-    /// No answer (time-out, connection failure), or a 5xx — which includes Envoy's own 503 when
-    /// it cannot reach the provider (a callout gets that as an answer). Transient. The text is
-    /// for the log.
-    Unavailable(String),
+    /// No answer (`None`: time-out, connection failure), or a 5xx — which includes Envoy's own
+    /// 503 when it cannot reach the provider (a callout gets that as an answer). Transient.
+    Unavailable(Option<u32>),
     /// Any other status but 200: the grant was refused, with its `error` code (`-` if none).
     Refused {
         status: u32,
         error: String,
     },
     /// 200, but not a token response.
-    Unreadable(String),
+    Unreadable(TokenResponseError),
     Tokens(TokenResponse),
 }
 
 impl TokenAnswer {
     pub fn classify(status: Option<u32>, body: &[u8]) -> TokenAnswer {
         match status {
-            None => TokenAnswer::Unavailable("no answer (timeout or connection failure)".into()),
-            Some(code) if code >= 500 => TokenAnswer::Unavailable(format!("HTTP {code}")),
+            None => TokenAnswer::Unavailable(None),
+            Some(code) if code >= 500 => TokenAnswer::Unavailable(Some(code)),
             Some(200) => match TokenResponse::parse(body) {
                 Ok(t) => TokenAnswer::Tokens(t),
                 Err(e) => TokenAnswer::Unreadable(e),
             },
             Some(code) => TokenAnswer::Refused { status: code, error: token_error(body).unwrap_or_else(|| "-".into()) },
+        }
+    }
+
+    /// Whether this is a provider problem, and of which class: the provider down passes; an
+    /// answer that says the client is not set up right (RFC 6749 §5.2 `invalid_client`,
+    /// `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`; or an error without a
+    /// code, such as a 404 from the wrong path) or is no token response needs a configuration
+    /// change. `None` for tokens, and for a grant refused on the user's account (`invalid_grant`:
+    /// a code used twice, a refresh token revoked).
+    pub fn problem(&self) -> Option<Class> {
+        match self {
+            TokenAnswer::Tokens(_) => None,
+            TokenAnswer::Unavailable(_) => Some(Class::Passing),
+            TokenAnswer::Refused { error, .. } if error == "invalid_grant" => None,
+            TokenAnswer::Refused { .. } | TokenAnswer::Unreadable(_) => Some(Class::Configuration),
+        }
+    }
+}
+
+impl fmt::Display for TokenAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenAnswer::Unavailable(None) => f.write_str("no answer (timeout or connection failure)"),
+            TokenAnswer::Unavailable(Some(code)) => write!(f, "HTTP {code}"),
+            TokenAnswer::Refused { status, error } => write!(f, "HTTP {status} ({error})"),
+            TokenAnswer::Unreadable(e) => e.fmt(f),
+            TokenAnswer::Tokens(_) => f.write_str("tokens"),
         }
     }
 }

@@ -212,3 +212,24 @@ fn token_answers_are_told_apart_once_for_login_and_refresh() {
         assert!(matches!(TokenAnswer::classify(Some(200), body), TokenAnswer::Unreadable(_)));
     }
 }
+
+#[test]
+fn token_answers_say_whether_a_configuration_must_change() {
+    use crate::callout::Class;
+    let problem = |status, body: &[u8]| TokenAnswer::classify(status, body).problem();
+    assert_eq!(problem(Some(200), br#"{"access_token": "a"}"#), None);
+    assert_eq!(problem(None, b""), Some(Class::Passing));
+    assert_eq!(problem(Some(503), b""), Some(Class::Passing));
+    assert_eq!(problem(Some(400), br#"{"error": "invalid_grant"}"#), None, "the user's grant, not the setup");
+    assert_eq!(problem(Some(401), br#"{"error": "invalid_client"}"#), Some(Class::Configuration));
+    assert_eq!(problem(Some(404), b"<html>"), Some(Class::Configuration));
+    assert_eq!(problem(Some(200), b"<html>"), Some(Class::Configuration));
+    assert_eq!(
+        TokenAnswer::classify(Some(200), br#"{"access_token": "a", "token_type": "mac"}"#),
+        TokenAnswer::Unreadable(TokenResponseError::NotBearer)
+    );
+    assert_eq!(
+        TokenAnswer::classify(Some(401), br#"{"error": "invalid_client"}"#).to_string(),
+        "HTTP 401 (invalid_client)"
+    );
+}
