@@ -1,4 +1,8 @@
 use super::*;
+use crate::claims::ClaimPath;
+use crate::jwt::alg::Alg;
+use crate::policy::{ClaimOp, HostPattern};
+use crate::secret::Secret;
 use serde_json::json;
 
 fn no_env(_: &str) -> Option<String> {

@@ -1,0 +1,268 @@
+//! `session` and `login`: the browser sign-in — the OIDC authorization-code flow as the
+//! provider's client, and gatehouse's session cookie. Configured by a `session` section.
+
+use super::identity::ClaimHeader;
+use super::provider::Provider;
+use super::raw::{RawLogin, RawSession};
+use super::validate::{self, Given, Without};
+use super::{Env, Errors};
+use crate::cookie::Attributes;
+use crate::policy::Policy;
+use crate::secret::Secret;
+use crate::session::Sealer;
+use std::collections::BTreeMap;
+
+/// The browser sign-in: the OIDC authorization-code flow and gatehouse's session cookie.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Browser {
+    /// The session cookie's name as sent: `cookieName`, with `__Host-` before it when
+    /// `host_prefix`.
+    pub cookie_name: String,
+    /// The cookies carry the `__Host-` prefix (secure, host-only, path `/`): a sibling
+    /// subdomain or a plain-http page cannot set, shadow or fixate them.
+    pub host_prefix: bool,
+    pub sealer: Sealer,
+    pub lifetime_secs: u64,
+    pub cookie: Attributes,
+    pub keep_id_token: bool,
+    /// Keep the refresh token (encrypted) and refresh the session before the access token expires.
+    pub refresh: bool,
+    pub refresh_before_secs: u64,
+    pub callback_path: String,
+    pub sign_out_path: String,
+    /// A fixed redirect URI; when `None` it is derived from the request's scheme and host.
+    pub redirect_uri: Option<String>,
+    pub scope: String,
+    pub extra_params: Vec<(String, String)>,
+    pub client_secret_post: bool,
+    pub post_logout_redirect_uri: Option<String>,
+    pub login_timeout_secs: u64,
+    pub redirect_browsers: bool,
+    /// Other hosts a login may return to (`example.com`, or `.example.com` for subdomains), when
+    /// a fixed `redirectUri` puts the callback on another host than the page.
+    pub allowed_redirect_domains: Vec<String>,
+    /// Top-level claims kept in the session: those headers and rules read.
+    pub kept_claims: Vec<String>,
+}
+
+/// Login parameters gatehouse sets itself.
+const RESERVED_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "response_mode",
+];
+
+/// The `session` and `login` sections, with the `provider`'s client they require.
+pub(super) fn read(
+    s: RawSession,
+    l: RawLogin,
+    provider: &Provider,
+    kept_claims: Vec<String>,
+    env: &Env<'_>,
+    errors: &mut Errors,
+) -> Browser {
+    if provider.client_id.is_none() {
+        errors.add("provider.clientId", "required for browser sign-in (a `session` section is configured)");
+    }
+    if provider.client_secret.is_none() {
+        errors.add("provider.clientSecret", "required for browser sign-in (set clientSecret or clientSecretEnv)");
+    }
+    let (cookie_name, host_prefix, cookie) = session_cookie(&s, errors);
+    let keys = session_keys(s.keys, s.keys_env, env, errors);
+    let lifetime_secs = validate::in_range(
+        s.lifetime_seconds.unwrap_or(12 * 3600),
+        60..=30 * 86_400,
+        "session.lifetimeSeconds",
+        errors,
+    );
+    let refresh_before_secs =
+        validate::in_range(s.refresh_before_seconds.unwrap_or(30), 0..=3600, "session.refreshBeforeSeconds", errors);
+    let (callback_path, sign_out_path) = login_endpoints(&l, errors);
+    let scope = scope(l.scopes, errors);
+    let extra_params = extra_params(l.extra_params, errors);
+    let client_secret_post = client_secret_post(l.token_endpoint_auth.as_deref(), errors);
+    let allowed_redirect_domains = l
+        .allowed_redirect_domains
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| validate::redirect_domain(d, &format!("login.allowedRedirectDomains[{i}]"), errors))
+        .collect();
+    let login_timeout_secs =
+        validate::in_range(l.timeout_seconds.unwrap_or(600), 30..=3600, "login.timeoutSeconds", errors);
+    Browser {
+        cookie_name,
+        host_prefix,
+        sealer: Sealer::new(&keys),
+        lifetime_secs,
+        cookie,
+        keep_id_token: s.keep_id_token.unwrap_or(true),
+        refresh: s.refresh.unwrap_or(false),
+        refresh_before_secs,
+        callback_path,
+        sign_out_path,
+        redirect_uri: l.redirect_uri,
+        scope,
+        extra_params,
+        client_secret_post,
+        post_logout_redirect_uri: l.post_logout_redirect_uri,
+        login_timeout_secs,
+        redirect_browsers: l.redirect_browsers.unwrap_or(true),
+        allowed_redirect_domains,
+        kept_claims,
+    }
+}
+
+/// The session cookie: its name as sent, whether it has the `__Host-` prefix, its attributes.
+fn session_cookie(s: &RawSession, errors: &mut Errors) -> (String, bool, Attributes) {
+    let name = s.cookie_name.clone().unwrap_or_else(|| "_gatehouse".into());
+    validate::cookie_name(&name, "session.cookieName", errors);
+    let same_site = match s.same_site.as_deref().unwrap_or("Lax") {
+        "Lax" | "lax" => "Lax",
+        "Strict" | "strict" => "Strict",
+        "None" | "none" => "None",
+        other => {
+            errors.add("session.sameSite", format!("expected Lax, Strict or None, found {other:?}"));
+            "Lax"
+        }
+    };
+    let secure = s.secure.unwrap_or(true);
+    if same_site == "None" && !secure {
+        errors.add("session.sameSite", "SameSite=None requires secure: true (browsers refuse it otherwise)");
+    }
+    let path = s.path.clone().unwrap_or_else(|| "/".into());
+    validate::cookie_path(&path, "session.path", errors);
+    // RFC 6265bis §4.1.3: `__Host-` needs Secure, no Domain and Path=/; `__Secure-` needs Secure.
+    let prefix_possible = secure && s.domain.is_none() && path == "/";
+    let named_host = name.starts_with("__Host-");
+    let host_prefix = match s.host_prefix {
+        Some(true) if !prefix_possible => {
+            errors.add("session.hostPrefix", "the __Host- prefix needs secure: true, no domain and path \"/\"");
+            false
+        }
+        Some(wanted) => wanted || named_host,
+        None => prefix_possible || named_host,
+    };
+    if named_host && !prefix_possible {
+        errors.add("session.cookieName", "a __Host- cookie needs secure: true, no domain and path \"/\"");
+    }
+    if name.starts_with("__Secure-") && !secure {
+        errors.add("session.cookieName", "a __Secure- cookie needs secure: true");
+    }
+    let host_prefix = host_prefix && !name.starts_with("__Secure-");
+    let name = if host_prefix && !named_host { format!("__Host-{name}") } else { name };
+    if let Some(d) = &s.domain {
+        validate::cookie_domain(d, "session.domain", errors);
+    }
+    (name, host_prefix, Attributes { path, domain: s.domain.clone(), secure, same_site })
+}
+
+/// The cookie keys, `keys` or `keysEnv` (comma-separated), newest first; each of 32 bytes or more.
+fn session_keys(inline: Option<Vec<String>>, var: Option<String>, env: &Env<'_>, errors: &mut Errors) -> Vec<Secret> {
+    let keys: Vec<Secret> = match validate::inline_or_env(inline, var, "session.keys", env, errors) {
+        None => Vec::new(),
+        Some(Given::Inline(list)) => list.into_iter().map(Secret::new).collect(),
+        Some(Given::Env(v)) => v.split(',').map(|k| Secret::new(k.trim().to_string())).collect(),
+        Some(Given::Neither) => {
+            errors.add("session.keys", "required: at least one cookie key of 32 bytes or more (or keysEnv)");
+            Vec::new()
+        }
+    };
+    for (i, k) in keys.iter().enumerate() {
+        if k.expose().len() < 32 {
+            errors.add(format!("session.keys[{i}]"), format!("expected at least 32 bytes, found {}", k.expose().len()));
+        }
+    }
+    keys
+}
+
+/// `callbackPath` and `signOutPath` (two different paths), and the URIs the provider sends the
+/// browser back to: `redirectUri` (on the callback path) and `postLogoutRedirectUri`.
+fn login_endpoints(l: &RawLogin, errors: &mut Errors) -> (String, String) {
+    let path = |v: &Option<String>, default: &str, field: &str, errors: &mut Errors| {
+        let v = v.clone().unwrap_or_else(|| default.into());
+        validate::request_path(&v, field, errors);
+        v
+    };
+    let callback_path = path(&l.callback_path, "/oauth2/callback", "login.callbackPath", errors);
+    let sign_out_path = path(&l.sign_out_path, "/oauth2/sign_out", "login.signOutPath", errors);
+    if callback_path == sign_out_path {
+        errors.add("login.signOutPath", "must differ from login.callbackPath");
+    }
+    if let Some(uri) = &l.redirect_uri {
+        let url = validate::http_url(uri, Without::Fragment, "login.redirectUri", errors);
+        if let Some(path) = url.as_ref().map(url::Url::path).filter(|p| *p != callback_path) {
+            errors.add(
+                "login.redirectUri",
+                format!("its path must be login.callbackPath ({callback_path}), found {path}"),
+            );
+        }
+    }
+    if let Some(uri) = &l.post_logout_redirect_uri {
+        validate::http_url(uri, Without::Fragment, "login.postLogoutRedirectUri", errors);
+    }
+    (callback_path, sign_out_path)
+}
+
+/// `scopes`, space-separated: `openid` among them.
+fn scope(scopes: Option<Vec<String>>, errors: &mut Errors) -> String {
+    let scopes = scopes.unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        errors.add("login.scopes", "must include \"openid\"");
+    }
+    for (i, sc) in scopes.iter().enumerate() {
+        if sc.is_empty() || sc.contains(' ') || !validate::is_quotable(sc) {
+            errors.add(format!("login.scopes[{i}]"), format!("expected a scope token, found {sc:?}"));
+        }
+    }
+    scopes.join(" ")
+}
+
+/// `extraParams` of the authorization request: none that gatehouse sets.
+fn extra_params(params: BTreeMap<String, String>, errors: &mut Errors) -> Vec<(String, String)> {
+    for name in params.keys() {
+        if RESERVED_PARAMS.contains(&name.as_str()) || name.is_empty() {
+            errors.add(format!("login.extraParams.{name}"), "is set by gatehouse and cannot be overridden");
+        }
+    }
+    params.into_iter().collect()
+}
+
+/// `tokenEndpointAuth`: whether the client secret goes in the body (else in `Authorization`).
+fn client_secret_post(auth: Option<&str>, errors: &mut Errors) -> bool {
+    match auth.unwrap_or("client_secret_basic") {
+        "client_secret_basic" => false,
+        "client_secret_post" => true,
+        other => {
+            errors.add(
+                "login.tokenEndpointAuth",
+                format!("expected client_secret_basic or client_secret_post, found {other:?}"),
+            );
+            false
+        }
+    }
+}
+
+/// The top-level claims the session keeps: `sub` and those that headers and rules read.
+pub(super) fn kept_claims(claim_headers: &[ClaimHeader], policy: &Policy) -> Vec<String> {
+    let mut kept: Vec<String> = vec!["sub".into()];
+    let paths = claim_headers
+        .iter()
+        .flat_map(|h| h.claims.iter())
+        .chain(std::iter::once(&policy.groups_claim))
+        .chain(policy.roles_claims.iter())
+        .chain(policy.rules.iter().flat_map(|r| r.claims.iter().map(|c| &c.claim)));
+    for p in paths {
+        if let Some(root) = p.root() {
+            if !kept.iter().any(|k| k == root) {
+                kept.push(root.to_string());
+            }
+        }
+    }
+    kept
+}

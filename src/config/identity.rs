@@ -1,0 +1,162 @@
+//! `identity`: which claims name the user's groups and roles; `claimHeaders`: the headers set
+//! from claims for the upstream. Also every header gatehouse manages (set, or removed from each
+//! request) and those it never sets.
+
+use super::raw::{OneOrMany, RawClaimHeader, RawIdentity};
+use super::validate;
+use super::Errors;
+use crate::claims::ClaimPath;
+
+/// A header set from claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimHeader {
+    /// Lower-case header name.
+    pub name: String,
+    /// Claims whose values are concatenated, in order.
+    pub claims: Vec<ClaimPath>,
+}
+
+/// Headers that make some upstreams read another path than `:path` (IIS's URL Rewrite and
+/// Symfony read `X-Original-URL`/`X-Rewrite-URL`, Spring's `ForwardedHeaderFilter` prepends
+/// `X-Forwarded-Prefix`, Traefik-style setups pass `X-Forwarded-Uri`): removed from every request,
+/// so that the path gatehouse matched is the only one the upstream sees.
+pub const ROUTING_HEADERS: &[&str] = &[
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-envoy-original-path",
+];
+
+/// Header names gatehouse refuses to set from claims: they carry routing, framing or credentials.
+pub(super) const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "x-envoy-original-path",
+];
+
+/// Who the user is, as the upstream and the rules read it.
+pub(super) struct Identity {
+    pub groups_claim: ClaimPath,
+    pub roles_claims: Vec<ClaimPath>,
+    pub claim_headers: Vec<ClaimHeader>,
+    /// The claim headers, the payload header and the [`ROUTING_HEADERS`].
+    pub managed_headers: Vec<String>,
+}
+
+/// The `identity` and `claimHeaders` sections. `client_id` names the client roles read by
+/// default; `payload_header` (from `tokens`) is managed with the claim headers.
+pub(super) fn read(
+    id: RawIdentity,
+    headers: Option<Vec<RawClaimHeader>>,
+    client_id: Option<&str>,
+    payload_header: Option<&str>,
+    errors: &mut Errors,
+) -> Identity {
+    let groups_claim =
+        validate::claim_path(id.groups_claim.as_deref().unwrap_or("groups"), "identity.groupsClaim", errors);
+    let roles_claims: Vec<ClaimPath> = match id.roles_claims {
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, c)| validate::claim_path(c, &format!("identity.rolesClaims[{i}]"), errors))
+            .collect(),
+        None => {
+            let mut v = vec![ClaimPath::from_segments(["realm_access", "roles"])];
+            if let Some(client) = client_id {
+                v.push(ClaimPath::from_segments(["resource_access", client, "roles"]));
+            }
+            v
+        }
+    };
+    let claim_headers = match headers {
+        Some(list) => {
+            list.iter().enumerate().map(|(i, h)| claim_header(h, &format!("claimHeaders[{i}]"), errors)).collect()
+        }
+        None => default_claim_headers(&groups_claim, &roles_claims),
+    };
+    let managed_headers = managed_headers(&claim_headers, payload_header, errors);
+    Identity { groups_claim, roles_claims, claim_headers, managed_headers }
+}
+
+fn claim_header(h: &RawClaimHeader, field: &str, errors: &mut Errors) -> ClaimHeader {
+    let name = validate::header_name(&h.header, &format!("{field}.header"), errors);
+    let texts: Vec<&str> = match &h.claim {
+        OneOrMany::One(c) => vec![c.as_str()],
+        OneOrMany::Many(cs) => cs.iter().map(String::as_str).collect(),
+    };
+    if texts.is_empty() {
+        errors.add(format!("{field}.claim"), "must name at least one claim");
+    }
+    let claims = texts.iter().map(|c| validate::claim_path(c, &format!("{field}.claim"), errors)).collect();
+    ClaimHeader { name, claims }
+}
+
+/// oauth2-proxy's `X-Auth-Request-*` headers.
+fn default_claim_headers(groups_claim: &ClaimPath, roles_claims: &[ClaimPath]) -> Vec<ClaimHeader> {
+    let header = |name: &str, claims: Vec<ClaimPath>| ClaimHeader { name: name.into(), claims };
+    let path = |s: &str| vec![ClaimPath::from_segments([s])];
+    vec![
+        header("x-auth-request-user", path("sub")),
+        header("x-auth-request-email", path("email")),
+        header("x-auth-request-preferred-username", path("preferred_username")),
+        header("x-auth-request-groups", vec![groups_claim.clone()]),
+        header("x-auth-request-roles", roles_claims.to_vec()),
+    ]
+}
+
+/// Each header set once: the claim headers, the payload header, then the routing headers.
+fn managed_headers(claim_headers: &[ClaimHeader], payload_header: Option<&str>, errors: &mut Errors) -> Vec<String> {
+    let mut managed: Vec<String> = Vec::new();
+    for (i, h) in claim_headers.iter().enumerate() {
+        if managed.contains(&h.name) {
+            errors.add(format!("claimHeaders[{i}].header"), format!("{} is set twice", h.name));
+        } else {
+            managed.push(h.name.clone());
+        }
+    }
+    if let Some(h) = payload_header {
+        if managed.iter().any(|m| m == h) {
+            errors.add("tokens.payloadHeader", format!("{h} is also a claim header"));
+        } else {
+            managed.push(h.to_string());
+        }
+    }
+    for h in ROUTING_HEADERS {
+        if !managed.iter().any(|m| m == h) {
+            managed.push(h.to_string());
+        }
+    }
+    managed
+}
+
+/// The first bytes of the managed headers, sorted, with `_` if one starts with `-` (which may
+/// come as `_`).
+pub(super) fn first_bytes(managed: &[String]) -> Vec<u8> {
+    let mut firsts: Vec<u8> = managed.iter().filter_map(|h| h.as_bytes().first().copied()).collect();
+    if firsts.contains(&b'-') {
+        firsts.push(b'_');
+    }
+    firsts.sort_unstable();
+    firsts.dedup();
+    firsts
+}
