@@ -2,7 +2,7 @@
 //! provider's client, and gatehouse's session cookie. Configured by a `session` section.
 
 use super::identity::ClaimHeader;
-use super::provider::Provider;
+use super::provider::Client;
 use super::raw::{RawLogin, RawSession};
 use super::validate::{self, Given, Without};
 use super::{Env, Errors};
@@ -15,6 +15,10 @@ use std::collections::BTreeMap;
 /// The browser sign-in: the OIDC authorization-code flow and gatehouse's session cookie.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Browser {
+    /// `provider.clientId`: who gatehouse is at the provider's authorization and token endpoints.
+    pub client_id: String,
+    /// `provider.clientSecret` (or `clientSecretEnv`).
+    pub client_secret: Secret,
     /// The session cookie's name as sent: `cookieName`, with `__Host-` before it when
     /// `host_prefix`.
     pub cookie_name: String,
@@ -62,15 +66,15 @@ const RESERVED_PARAMS: &[&str] = &[
 pub(super) fn read(
     s: RawSession,
     l: RawLogin,
-    provider: &Provider,
+    client: Client,
     kept_claims: Vec<String>,
     env: &Env<'_>,
     errors: &mut Errors,
-) -> Browser {
-    if provider.client_id.is_none() {
+) -> Option<Browser> {
+    if client.id.is_none() {
         errors.add("provider.clientId", "required for browser sign-in (a `session` section is configured)");
     }
-    if provider.client_secret.is_none() {
+    if client.secret.is_none() {
         errors.add("provider.clientSecret", "required for browser sign-in (set clientSecret or clientSecretEnv)");
     }
     let (cookie_name, host_prefix, cookie) = session_cookie(&s, errors);
@@ -95,7 +99,12 @@ pub(super) fn read(
         .collect();
     let login_timeout_secs =
         validate::in_range(l.timeout_seconds.unwrap_or(600), 30..=3600, "login.timeoutSeconds", errors);
-    Browser {
+    let (Some(client_id), Some(client_secret)) = (client.id, client.secret) else {
+        return None;
+    };
+    Some(Browser {
+        client_id,
+        client_secret,
         cookie_name,
         host_prefix,
         sealer: Sealer::new(&keys),
@@ -115,7 +124,7 @@ pub(super) fn read(
         redirect_browsers: l.redirect_browsers.unwrap_or(true),
         allowed_redirect_domains,
         kept_claims,
-    }
+    })
 }
 
 /// The session cookie: its name as sent, whether it has the `__Host-` prefix, its attributes.

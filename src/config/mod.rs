@@ -140,19 +140,14 @@ impl Errors {
 }
 
 /// Checks the sections one after the other (their errors come in this order), each by its file's
-/// function.
+/// function. `None` only when the browser sign-in lacks its client (recorded).
 fn build(raw: RawConfig, env: &Env<'_>, errors: &mut Errors) -> Option<Config> {
-    let provider = provider::read(raw.provider, env, errors);
+    let (provider, client) = provider::read(raw.provider, env, errors);
     let tokens = tokens::read(raw.tokens, errors);
     let paths = rules::path_normalization(raw.path_normalization, errors);
     let public_paths = rules::public_paths(&raw.public_paths, paths.case_sensitive, errors);
-    let identity = identity::read(
-        raw.identity,
-        raw.claim_headers,
-        provider.client_id.as_deref(),
-        tokens.payload_header.as_deref(),
-        errors,
-    );
+    let identity =
+        identity::read(raw.identity, raw.claim_headers, client.id.as_deref(), tokens.payload_header.as_deref(), errors);
     let policy = Policy {
         public_paths,
         rules: rules::rules(&raw.rules, paths.case_sensitive, errors),
@@ -162,10 +157,13 @@ fn build(raw: RawConfig, env: &Env<'_>, errors: &mut Errors) -> Option<Config> {
     };
     let (callout_timeout_ms, key_timing) = provider::timing(raw.timeouts, raw.keys, errors);
     let token_cache_size = tokens::cache_size(raw.cache, errors);
-    let browser = raw.session.map(|session| {
-        let kept_claims = browser::kept_claims(&identity.claim_headers, &policy);
-        browser::read(session, raw.login, &provider, kept_claims, env, errors)
-    });
+    let browser = match raw.session {
+        Some(session) => {
+            let kept_claims = browser::kept_claims(&identity.claim_headers, &policy);
+            Some(browser::read(session, raw.login, client, kept_claims, env, errors)?)
+        }
+        None => None,
+    };
     Some(Config {
         provider,
         tokens,

@@ -34,10 +34,8 @@ pub struct Provider {
     pub authority: String,
     /// Path of the discovery document on the cluster.
     pub discovery_path: String,
-    pub client_id: Option<String>,
-    /// `[client_id]` (empty without one): the audience of this client's own tokens.
+    /// `[clientId]` (empty without one): the audience of this client's own tokens.
     pub client_audience: Vec<String>,
-    pub client_secret: Option<Secret>,
     pub keys: KeySource,
 }
 
@@ -50,8 +48,15 @@ pub struct KeyTiming {
     pub retry_max: u64,
 }
 
+/// The client gatehouse is at the provider, as far as configured: checked here, required by the
+/// browser sign-in ([`super::browser`]), which keeps it.
+pub(super) struct Client {
+    pub id: Option<String>,
+    pub secret: Option<Secret>,
+}
+
 /// The `provider` section.
-pub(super) fn read(p: RawProvider, env: &Env<'_>, errors: &mut Errors) -> Provider {
+pub(super) fn read(p: RawProvider, env: &Env<'_>, errors: &mut Errors) -> (Provider, Client) {
     let issuer_url = validate::http_url(&p.issuer, Without::QueryOrFragment, "provider.issuer", errors);
     let (authority_default, discovery_path) = match &issuer_url {
         Some(u) => {
@@ -78,14 +83,14 @@ pub(super) fn read(p: RawProvider, env: &Env<'_>, errors: &mut Errors) -> Provid
     if p.client_id.as_deref() == Some("") {
         errors.add("provider.clientId", "must not be empty");
     }
-    let client_secret = client_secret(p.client_secret, p.client_secret_env, env, errors);
+    let client = Client { secret: client_secret(p.client_secret, p.client_secret_env, env, errors), id: p.client_id };
     let issuers = issuers(&p.issuer, &p.extra_issuers, errors);
     let audiences = match p.audiences {
         Some(list) => {
             validate::non_empty_items(&list, "provider.audiences", errors);
             list
         }
-        None => p.client_id.iter().cloned().collect(),
+        None => client.id.iter().cloned().collect(),
     };
     if audiences.is_empty() {
         errors.add(
@@ -94,18 +99,17 @@ pub(super) fn read(p: RawProvider, env: &Env<'_>, errors: &mut Errors) -> Provid
         );
     }
     let keys = keys(p.jwks_uri, p.jwks, errors);
-    Provider {
+    let provider = Provider {
         issuer: p.issuer,
         issuers,
         audiences,
         cluster: p.cluster,
         authority,
         discovery_path,
-        client_audience: p.client_id.iter().cloned().collect(),
-        client_id: p.client_id,
-        client_secret,
+        client_audience: client.id.iter().cloned().collect(),
         keys,
-    }
+    };
+    (provider, client)
 }
 
 /// `clientSecret` or `clientSecretEnv`, when set.

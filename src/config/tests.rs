@@ -159,11 +159,12 @@ fn full_config_with_every_field() {
         "defaultAction": "deny",
         "timeouts": {"calloutMs": 2000},
         "keys": {"refreshIntervalSeconds": 600, "unknownKidMinIntervalSeconds": 5, "retryMaxSeconds": 60},
-        "cache": {"tokens": 0}
+        "cache": {"tokens": 0},
+        "session": {"keys": [KEY]}
     });
     let env = |name: &str| (name == "GW_SECRET").then(|| "from-env".to_string());
     let c = Config::parse(doc.to_string().as_bytes(), &env).unwrap();
-    assert_eq!(c.provider.client_secret.as_ref().unwrap().expose(), "from-env");
+    assert_eq!(c.browser.as_ref().unwrap().client_secret.expose(), "from-env");
     assert_eq!(c.provider.keys, KeySource::Path("/realms/prod/protocol/openid-connect/certs?x=1".into()));
     assert_eq!(c.provider.issuers.len(), 2);
     assert_eq!(c.tokens.algorithms, vec![Alg::RS256, Alg::ES256]);

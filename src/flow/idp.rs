@@ -5,7 +5,6 @@
 use super::{Decision, Engine, Identity, Request};
 use crate::cache::TokenHash;
 use crate::callout::{Answer, Callout};
-use crate::config::Config;
 use crate::oidc::login::LoginState;
 use crate::stats::Counter;
 use std::rc::Rc;
@@ -95,14 +94,6 @@ impl Engine {
             self.stats.count(Counter::ProviderError(class));
         }
     }
-}
-
-/// The client id and secret (validated present when a `session` is configured).
-pub(super) fn client_credentials(cfg: &Config) -> (&str, &str) {
-    (
-        cfg.provider.client_id.as_deref().unwrap_or_default(),
-        cfg.provider.client_secret.as_ref().map(|s| s.expose()).unwrap_or_default(),
-    )
 }
 
 /// The path and query of an absolute URL (see [`crate::oidc::path_and_query`]).

@@ -1,12 +1,12 @@
 //! Signing a browser in: the login redirect with its per-attempt state cookie, the callback, and
 //! the session made from the provider's tokens.
 
-use super::idp::{client_credentials, HeldAnswer, Pending};
+use super::idp::{HeldAnswer, Pending};
 use super::pages::{error_page, redirect};
 use super::request::{is_navigation, origin, query_params};
 use super::session::{request_cookies, session_scope, SessionData};
 use super::{unauthorized, unavailable, Decision, Engine, Request, Response};
-use crate::config::{Browser, Config};
+use crate::config::Browser;
 use crate::cookie;
 use crate::jwt;
 use crate::oidc::login::{self, AuthorizeRequest, LoginState, TokenAnswer, TokenResponse};
@@ -49,7 +49,7 @@ impl Engine {
         let cfg = Rc::clone(&self.config);
         match &cfg.browser {
             Some(b) if b.redirect_browsers && is_navigation(req) => {
-                let r = self.start_login(&cfg, b, req, now, had_cookie, random);
+                let r = self.start_login(b, req, now, had_cookie, random);
                 self.stats.count(if r.status == 302 {
                     Counter::LoginStarted
                 } else {
@@ -66,7 +66,6 @@ impl Engine {
 
     pub(super) fn start_login(
         &self,
-        cfg: &Config,
         b: &Browser,
         req: &Request<'_>,
         now: u64,
@@ -119,10 +118,9 @@ impl Engine {
             return error_page(500, "Sign-in failed", "Could not start the sign-in.", &return_to, Vec::new());
         };
         let challenge = login::pkce_challenge(&verifier);
-        let client_id = cfg.provider.client_id.as_deref().unwrap_or_default();
         let url = login::authorize_url(&AuthorizeRequest {
             endpoint: &endpoint,
-            client_id,
+            client_id: &b.client_id,
             redirect_uri: &redirect_uri,
             scope: &b.scope,
             state: &state,
@@ -231,13 +229,12 @@ impl Engine {
                 clear_state(),
             ));
         };
-        let (client_id, secret) = client_credentials(&cfg);
         let form = login::token_request(
             code,
             &attempt.redirect_uri,
             &attempt.verifier,
-            client_id,
-            secret,
+            &b.client_id,
+            b.client_secret.expose(),
             b.client_secret_post,
         );
         let cleared = clear_state();

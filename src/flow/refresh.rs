@@ -1,7 +1,7 @@
 //! Refreshing a session before its access token expires, once per session at a time, shared
 //! between Envoy's workers through refresh notes.
 
-use super::idp::{client_credentials, Pending};
+use super::idp::Pending;
 use super::pages::redirect;
 use super::request::is_navigation;
 use super::session::{open_session, request_cookies, session_identity_of, session_scope};
@@ -116,8 +116,7 @@ impl Engine {
             return Some(adopted);
         }
         let refresh_token = b.sealer.decrypt(rt).and_then(|p| String::from_utf8(p).ok())?;
-        let (client_id, secret) = client_credentials(&cfg);
-        let form = login::refresh_request(&refresh_token, client_id, secret, b.client_secret_post);
+        let form = login::refresh_request(&refresh_token, &b.client_id, b.client_secret.expose(), b.client_secret_post);
         let call =
             self.token_call(form, Pending::Refresh { cookie: Rc::from(cookie), hash, old: Rc::clone(identity) })?;
         if self.refreshing.len() > 4096 {

@@ -58,9 +58,7 @@ impl Engine {
                     if let Some(hint) = &id_token {
                         q.append_pair("id_token_hint", hint);
                     }
-                    if let Some(client) = &cfg.provider.client_id {
-                        q.append_pair("client_id", client);
-                    }
+                    q.append_pair("client_id", &b.client_id);
                     if let Some(after) = &b.post_logout_redirect_uri {
                         q.append_pair("post_logout_redirect_uri", after);
                     }
