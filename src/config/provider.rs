@@ -152,8 +152,13 @@ fn keys(uri: Option<String>, inline: Option<serde_json::Value>, errors: &mut Err
         (None, Some(doc)) => match KeySet::from_value(&doc) {
             Ok(set) if !set.keys.is_empty() => KeySource::Inline(set),
             Ok(set) => {
-                errors
-                    .add("provider.jwks", format!("no usable key in the inline key set ({})", set.skipped.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")));
+                errors.add(
+                    "provider.jwks",
+                    format!(
+                        "no usable key in the inline key set ({})",
+                        set.skipped.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                    ),
+                );
                 KeySource::Discovery
             }
             Err(e) => {
