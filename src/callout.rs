@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::jwt::jwks::{KeySetError, Skipped};
 use crate::oidc::discovery::DiscoveryError;
+pub use crate::oidc::Class;
 use std::fmt;
 
 /// Provider answers larger than this are not read: a key set or a discovery document is a few KB,
@@ -106,16 +107,6 @@ pub enum FetchError {
     KeySet(KeySetError),
     /// A key set without one key gatehouse can verify with.
     NoUsableKey(Vec<Skipped>),
-}
-
-/// Whether a problem goes away by itself or needs someone to change a configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Class {
-    /// A provider down or slow, a proxy's error page: retried with backoff, and it passes.
-    Passing,
-    /// The provider's answer, or gatehouse's config, is wrong (another issuer, no such cluster,
-    /// a 404, a key set with no usable key): retrying will not help until one of them changes.
-    Configuration,
 }
 
 impl FetchError {

@@ -30,30 +30,6 @@ pub const ROUTING_HEADERS: &[&str] = &[
     "x-envoy-original-path",
 ];
 
-/// Header names gatehouse refuses to set from claims: they carry routing, framing or credentials.
-pub(super) const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "authorization",
-    "cookie",
-    "set-cookie",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-connection",
-    "expect",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-request-id",
-    "x-envoy-original-path",
-];
-
 /// Who the user is, as the upstream and the rules read it.
 pub(super) struct Identity {
     pub groups_claim: ClaimPath,

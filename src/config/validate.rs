@@ -3,7 +3,6 @@
 //! variable. Each records its problem under the field it is given and returns what the section
 //! keeps. Checks that only one field needs (a rule's name, a method) stay with their section.
 
-use super::identity::RESERVED_HEADERS;
 use super::{Env, Errors};
 use crate::claims::ClaimPath;
 use crate::policy::HostPattern;
@@ -141,6 +140,30 @@ pub(super) fn redirect_domain(d: &str, field: &str, errors: &mut Errors) -> Opti
 fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
+
+/// Header names gatehouse refuses to set from claims: they carry routing, framing or credentials.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "x-envoy-original-path",
+];
 
 /// A header gatehouse may set, lower-cased: a token, and none that carries routing, framing or
 /// credentials ([`RESERVED_HEADERS`], `x-envoy-*`).

@@ -1,4 +1,5 @@
-//! OpenID Connect pieces that are pure: the discovery document.
+//! OpenID Connect pieces that are pure: the discovery document, the authorization-code flow,
+//! and how provider problems are classed.
 
 pub mod discovery;
 pub mod login;
@@ -10,4 +11,14 @@ pub fn path_and_query(u: &url::Url) -> String {
         Some(q) => format!("{}?{q}", u.path()),
         None => u.path().to_string(),
     }
+}
+
+/// Whether a problem goes away by itself or needs someone to change a configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Class {
+    /// A provider down or slow, a proxy's error page: retried with backoff, and it passes.
+    Passing,
+    /// The provider's answer, or gatehouse's config, is wrong (another issuer, no such cluster,
+    /// a 404, a key set with no usable key): retrying will not help until one of them changes.
+    Configuration,
 }

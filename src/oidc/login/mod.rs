@@ -2,7 +2,7 @@
 //! token request and response (RFC 6749 §4.1), ID-token validation (OpenID Connect Core
 //! §3.1.3.7), and where to send the user afterwards (no open redirect).
 
-use crate::callout::Class;
+use super::Class;
 use crate::jwt::{self, jwks::KeySet, Expectations, JwtError};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
 use base64::Engine;
