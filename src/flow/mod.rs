@@ -1,11 +1,16 @@
 //! The per-request decision, as a pure function of the request, the time, the config and the
-//! VM's key and token caches. The glue gathers the inputs, calls [`Engine::decide`] once and
+//! VM's key and token caches. The glue gathers the inputs, calls [`Engine::on_request`] once and
 //! applies the [`Decision`].
+//!
+//! By concern: `view` reads the request once (path, host, method readings); `bearer`, `session`,
+//! `login`, `refresh` and `sign_out` are the cases of [`Engine::decide`]; `idp` makes the
+//! token-endpoint calls and routes their answers; `fetch` fetches the provider's documents;
+//! `pages` is every answer gatehouse gives itself; `request` tells page navigations from API
+//! calls.
 
 use crate::cache::TokenCache;
 use crate::claims::{header_value, values_of};
 use crate::config::Config;
-
 use crate::keys::{Fetch, KeyManager};
 use crate::policy::Verdict;
 use crate::shared::{Names, Store};
