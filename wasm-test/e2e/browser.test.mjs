@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash, createHmac } from 'node:crypto';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse,
+  freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse, waitForSignIn,
 } from '../lib/harness.mjs';
 
 const WASM = process.env.WASM;
@@ -60,13 +60,7 @@ before(async () => {
   });
   gateway = envoy.url;
   // Ready when discovery is loaded: a navigation is sent to the IdP.
-  const deadline = Date.now() + 20000;
-  for (;;) {
-    const r = await http(`${gateway}/echo`, { headers: HTML });
-    if (r.status === 302) break;
-    if (Date.now() > deadline) throw new Error(`gatehouse not ready: ${r.status} ${r.body}`);
-    await new Promise((res) => { setTimeout(res, 100); });
-  }
+  await waitForSignIn(gateway);
 });
 
 after(stopAll);

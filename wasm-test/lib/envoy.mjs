@@ -278,3 +278,19 @@ export async function envoyStats(envoy, filter) {
   }
   return out;
 }
+
+/**
+ * Waits until gatehouse behind `gateway` has its provider's discovery document: a page navigation
+ * is then sent to the provider's login (302).
+ */
+export async function waitForSignIn(gateway, { timeoutMs = 30_000, path = '/echo' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    // eslint-disable-next-line no-await-in-loop
+    const r = await http(`${gateway}${path}`, { headers: { accept: 'text/html,application/xhtml+xml' } });
+    if (r.status === 302) return;
+    if (Date.now() > deadline) throw new Error(`gatehouse not ready for sign-in: ${r.status} ${r.body}`);
+    // eslint-disable-next-line no-await-in-loop
+    await new Promise((res) => { setTimeout(res, 100); });
+  }
+}

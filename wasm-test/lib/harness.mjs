@@ -20,7 +20,7 @@ export { CookieJar, formFromHtml, browse } from './browser.mjs';
 export { idpUrls, startIdp } from './idp.mjs';
 export { startEcho } from './echo.mjs';
 export {
-  envoyBin, envoyBootstrap, writeBootstrap, envoyValidate, startEnvoy, envoyStats,
+  envoyBin, envoyBootstrap, writeBootstrap, envoyValidate, startEnvoy, envoyStats, waitForSignIn,
 } from './envoy.mjs';
 export {
   startTokenBed, tokenRequest, passwordToken, clientCredentialsToken, refreshTokenGrant,

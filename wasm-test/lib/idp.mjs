@@ -4,30 +4,19 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-import { REALM_PATH } from './realm.mjs';
+import { REALM } from './realm.mjs';
+import { keycloakUrls } from './keycloak.mjs';
 import {
   DEFAULT_TIMEOUTS, WASM_TEST_DIR, runDirectory, startProcess,
 } from './processes.mjs';
 import { assertPortFree, checkPort, freePort } from './ports.mjs';
 import { waitHttp } from './http.mjs';
 
-/** Endpoint URLs of the test IdP on `idpPort` (Keycloak paths). */
+/** Endpoint URLs of the test IdP on `idpPort` (Keycloak paths, and the two Keycloak has beside them). */
 export function idpUrls(idpPort) {
-  const origin = `http://127.0.0.1:${idpPort}`;
-  const issuer = `${origin}${REALM_PATH}`;
-  const oidc = `${issuer}/protocol/openid-connect`;
-  return {
-    origin,
-    issuer,
-    discovery: `${issuer}/.well-known/openid-configuration`,
-    authorization: `${oidc}/auth`,
-    token: `${oidc}/token`,
-    certs: `${oidc}/certs`,
-    userinfo: `${oidc}/userinfo`,
-    logout: `${oidc}/logout`,
-    introspection: `${oidc}/token/introspect`,
-    revocation: `${oidc}/revoke`,
-  };
+  const urls = keycloakUrls(`http://127.0.0.1:${idpPort}`, REALM);
+  const oidc = `${urls.issuer}/protocol/openid-connect`;
+  return { ...urls, introspection: `${oidc}/token/introspect`, revocation: `${oidc}/revoke` };
 }
 
 /**

@@ -88,6 +88,7 @@ function installExitHandlers() {
  */
 export async function startProcess({
   name, command, args, env, logFile, extraLogFiles = [], ready, timeoutMs, expectFailure = false,
+  stopTimeoutMs = DEFAULT_TIMEOUTS.stop, killGroup = false,
 }) {
   installExitHandlers();
   const fd = openSync(logFile, 'a');
@@ -107,7 +108,9 @@ export async function startProcess({
     closeSync(fd);
   }
   const logFiles = [logFile, ...extraLogFiles];
-  const entry = { name, child, logFiles, exited: false };
+  // killGroup: a launcher script whose program runs as its child (Keycloak's kc.sh runs java):
+  // the last resort kills the whole process group, so nothing is left behind.
+  const entry = { name, child, logFiles, exited: false, stopTimeoutMs, killGroup };
   const spawnError = new Promise((resolveSpawn) => { child.once('error', resolveSpawn); });
   const exit = new Promise((resolveExit) => {
     child.once('exit', (code, signal) => {
@@ -167,16 +170,20 @@ export async function startProcess({
 }
 
 /** Stop one started process by PID: SIGTERM, then SIGKILL after a bounded wait. */
-export async function stopProcess(pid, { timeoutMs = DEFAULT_TIMEOUTS.stop } = {}) {
+export async function stopProcess(pid, { timeoutMs } = {}) {
   const entry = processes.get(pid);
   if (!entry) return;
   if (!entry.exited) {
     try { process.kill(pid, 'SIGTERM'); } catch { /* already gone */ }
-    const done = await withTimeout(entry.exit.then(() => true), timeoutMs, false);
+    const done = await withTimeout(entry.exit.then(() => true), timeoutMs ?? entry.stopTimeoutMs, false);
     if (!done) {
-      try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+      try { process.kill(entry.killGroup ? -pid : pid, 'SIGKILL'); } catch { /* already gone */ }
       await withTimeout(entry.exit, 2_000, undefined);
     }
+  }
+  if (entry.killGroup) {
+    // The launcher is gone; its program may not be (SIGKILL is not forwarded).
+    try { process.kill(-pid, 'SIGKILL'); } catch { /* the group is empty */ }
   }
   processes.delete(pid);
 }

@@ -86,8 +86,10 @@ export const CLIENTS = Object.freeze({
     clientId: 'gateway',
     secret: 'gateway-secret',
     grantTypes: Object.freeze(['authorization_code', 'refresh_token']),
-    redirectUris: Object.freeze([`${GATEWAY_ORIGIN}${CALLBACK_PATH}`]),
-    postLogoutRedirectUris: Object.freeze([`${GATEWAY_ORIGIN}/`]),
+    // The second is a loopback redirect URI (RFC 8252 §7.3): Keycloak accepts it on any port, so
+    // test beds on free ports sign in against the same realm file.
+    redirectUris: Object.freeze([`${GATEWAY_ORIGIN}${CALLBACK_PATH}`, `http://127.0.0.1${CALLBACK_PATH}`]),
+    postLogoutRedirectUris: Object.freeze([`${GATEWAY_ORIGIN}/`, 'http://127.0.0.1/']),
   }),
   api: Object.freeze({
     clientId: 'api',

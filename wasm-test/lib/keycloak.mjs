@@ -1,0 +1,142 @@
+// Real Keycloak: the pinned server distribution `make deps` unpacks into .tools/ and builds once
+// (`kc.sh build`), with the realms users import (examples/keycloak/*.json) in a database `make
+// deps` prepared from them (wasm-test/keycloak/prepare.mjs). Each start copies that database into
+// the run directory, so tests that change the realm (keys, settings) change only their copy.
+//
+// One Keycloak serves a whole `make test` run: wasm-test/run-e2e.mjs starts it and passes its
+// address in GATEHOUSE_KEYCLOAK_URL; startKeycloak() then hands that one out. A test file run
+// alone starts its own.
+
+import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import {
+  REPO_ROOT, runDirectory, startProcess,
+} from './processes.mjs';
+import { assertPortFree, checkPort, freePort } from './ports.mjs';
+import { http, waitHttp } from './http.mjs';
+
+export const KEYCLOAK_VERSION = '26.7.3';
+export const KEYCLOAK_HOME = join(REPO_ROOT, '.tools', `keycloak-${KEYCLOAK_VERSION}`);
+/** The database with the imported realms, made by wasm-test/keycloak/prepare.mjs. */
+export const KEYCLOAK_DB = join(REPO_ROOT, '.tools', 'keycloak-db');
+/** The realm files imported, in the repository (the ones users import). */
+export const REALM_FILES = [join(REPO_ROOT, 'examples', 'keycloak', 'demo-realm.json')];
+/** Keycloak's bootstrap admin, for the admin API (demo and tests only). */
+export const KEYCLOAK_ADMIN = { username: 'admin', password: 'admin' };
+
+/** Endpoint URLs of a realm on the Keycloak at `origin`. */
+export function keycloakUrls(origin, realm = 'demo') {
+  const issuer = `${origin}/realms/${realm}`;
+  const oidc = `${issuer}/protocol/openid-connect`;
+  return {
+    origin,
+    issuer,
+    discovery: `${issuer}/.well-known/openid-configuration`,
+    authorization: `${oidc}/auth`,
+    token: `${oidc}/token`,
+    certs: `${oidc}/certs`,
+    userinfo: `${oidc}/userinfo`,
+    logout: `${oidc}/logout`,
+    admin: `${origin}/admin/realms/${realm}`,
+  };
+}
+
+function startOptions({ port, managementPort, db }) {
+  return [
+    'start', '--optimized',
+    // One node: no JGroups cluster discovery (it would bind on every interface and wait for peers).
+    '--cache=local',
+    '--http-enabled=true', '--http-host=127.0.0.1', `--http-port=${port}`,
+    `--http-management-port=${managementPort}`,
+    '--hostname-strict=false',
+    `--db-url=jdbc:h2:file:${join(db, 'keycloakdb')};NON_KEYWORDS=VALUE`,
+  ];
+}
+
+/** Checks that `make deps` installed Keycloak and prepared its database. */
+export function assertKeycloakInstalled() {
+  for (const [path, what] of [[join(KEYCLOAK_HOME, 'bin', 'kc.sh'), 'the Keycloak distribution'],
+    [join(KEYCLOAK_DB, 'keycloakdb.mv.db'), 'the prepared Keycloak database']]) {
+    if (!existsSync(path)) throw new Error(`${what} is missing (${path}): run make deps`);
+  }
+}
+
+/**
+ * Starts Keycloak as a child process on free 127.0.0.1 ports.
+ * @param {object} [options]
+ * @param {number} [options.port] default: a free port
+ * @param {string} [options.db] database directory to use as it is (default: a copy of the prepared one)
+ * @param {string[]} [options.extraArgs] more `kc.sh start` options (`--import-realm` to prepare a database)
+ * @param {number} [options.timeoutMs] readiness timeout
+ * @param {boolean} [options.shared] hand out the run's shared Keycloak if there is one (default true)
+ * @returns {Promise<{pid, port, url, issuer, urls, logFiles, stop, log, shared}>}
+ */
+export async function startKeycloak({
+  port, db, extraArgs = [], timeoutMs = 120_000, shared = true,
+} = {}) {
+  const sharedUrl = process.env.GATEHOUSE_KEYCLOAK_URL;
+  if (shared && sharedUrl && port === undefined && db === undefined) {
+    const urls = keycloakUrls(sharedUrl);
+    return {
+      shared: true, port: Number(new URL(sharedUrl).port), url: sharedUrl, issuer: urls.issuer, urls,
+      pid: undefined, logFiles: [], stop: async () => {}, log: () => '',
+    };
+  }
+  if (db === undefined) assertKeycloakInstalled();
+  const p = port === undefined ? await freePort() : checkPort(port, 'port');
+  await assertPortFree(p, 'Keycloak port');
+  const managementPort = await freePort();
+  let dbDir = db;
+  if (dbDir === undefined) {
+    dbDir = join(runDirectory(), `keycloak-db-${p}`);
+    mkdirSync(dbDir, { recursive: true });
+    cpSync(KEYCLOAK_DB, dbDir, { recursive: true });
+  }
+  const urls = keycloakUrls(`http://127.0.0.1:${p}`);
+  const handle = await startProcess({
+    name: `keycloak:${p}`,
+    command: join(KEYCLOAK_HOME, 'bin', 'kc.sh'),
+    args: [...startOptions({ port: p, managementPort, db: dbDir }), ...extraArgs],
+    env: {
+      KC_BOOTSTRAP_ADMIN_USERNAME: KEYCLOAK_ADMIN.username,
+      KC_BOOTSTRAP_ADMIN_PASSWORD: KEYCLOAK_ADMIN.password,
+    },
+    logFile: join(runDirectory(), `keycloak-${p}.log`),
+    timeoutMs,
+    stopTimeoutMs: 20_000,
+    killGroup: true,
+    ready: () => waitHttp(urls.discovery, (r) => r.status === 200 && r.json?.issuer === urls.issuer, 2_000),
+  });
+  return { ...handle, shared: false, port: p, url: urls.origin, issuer: urls.issuer, urls };
+}
+
+/** An access token of Keycloak's bootstrap admin (master realm, `admin-cli`). */
+export async function adminToken(kc) {
+  const r = await http(`${kc.url}/realms/master/protocol/openid-connect/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'password', client_id: 'admin-cli', ...KEYCLOAK_ADMIN }).toString(),
+  });
+  if (r.status !== 200 || !r.json?.access_token) throw new Error(`Keycloak admin token: ${r.status} ${r.body.slice(0, 200)}`);
+  return r.json.access_token;
+}
+
+/** A call to Keycloak's admin API of a realm (`path` after /admin/realms/<realm>). */
+export async function adminApi(kc, method, path, body, realm = 'demo') {
+  const token = await adminToken(kc);
+  const r = await http(`${keycloakUrls(kc.url, realm).admin}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (r.status >= 300) throw new Error(`Keycloak admin ${method} ${path}: ${r.status} ${r.body.slice(0, 300)}`);
+  return r.json;
+}
+
+/** The realm files' contents, for what tests expect (users, clients, secrets). */
+export function realmFile(name = 'demo') {
+  const file = REALM_FILES.find((f) => JSON.parse(readFileSync(f, 'utf8')).realm === name);
+  if (!file) throw new Error(`no realm file for realm ${name}`);
+  return JSON.parse(readFileSync(file, 'utf8'));
+}
