@@ -1,15 +1,20 @@
 #!/usr/bin/env node
-// `make demo`: the IdP on 127.0.0.1:8180, the echo service on 127.0.0.1:8081 and Envoy with
-// gatehouse on 127.0.0.1:8080 (admin 127.0.0.1:9901, 2 workers). Stays in the foreground;
-// Ctrl-C stops all three.
+// `make demo`: Keycloak on 127.0.0.1:8180 (the realm of examples/keycloak/demo-realm.json), the
+// echo service on 127.0.0.1:8081 and Envoy with gatehouse on 127.0.0.1:8080 (admin
+// 127.0.0.1:9901, 2 workers). Stays in the foreground; Ctrl-C stops all three.
 //
-//   node demo.mjs [--config configs/demo.json] [--vm-env NAME=VALUE ...] [--no-filter] path/to/gatehouse.wasm
+//   node demo.mjs [--config configs/demo.json] [--vm-env NAME=VALUE ...] [--no-filter]
+//     [--keycloak-db DIR] path/to/gatehouse.wasm
 //
-// Envoy comes from $ENVOY_BIN, else <repo>/.venv/bin/envoy. The IdP's signing keys are kept in
-// wasm-test/.run/demo-keys.json so tokens survive a restart of the demo; logs go to
+// Envoy comes from $ENVOY_BIN, else <repo>/.venv/bin/envoy; Keycloak from .tools/ (make deps).
+// Keycloak's database is kept in wasm-test/.run/keycloak-demo-db/ (a copy of the prepared one,
+// made on the first run), so its keys, sessions and whatever you change in its admin console
+// survive a restart of the demo; delete that folder to start over. Logs go to
 // wasm-test/.run/gatehouse-test-*/ (the previous run's are removed).
 
-import { existsSync, readFileSync, readdirSync, rmSync, mkdirSync } from 'node:fs';
+import {
+  cpSync, existsSync, readFileSync, readdirSync, rmSync, mkdirSync,
+} from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -22,11 +27,13 @@ for (const name of readdirSync(RUN)) {
 process.env.GATEHOUSE_TEST_RUN_DIR = RUN;
 
 const {
-  startIdp, startEcho, startEnvoy, stopAll, keepLogs, runDirectory, envoyBin,
+  startEcho, startEnvoy, stopAll, keepLogs, runDirectory, envoyBin,
 } = await import('./lib/harness.mjs');
-const { readKeysFile, writeKeysFile } = await import('./lib/keys.mjs');
+const {
+  startKeycloak, assertKeycloakInstalled, KEYCLOAK_DB, KEYCLOAK_ADMIN, KEYCLOAK_VERSION,
+} = await import('./lib/keycloak.mjs');
 
-const USAGE = 'usage: node demo.mjs [--config configs/demo.json] [--vm-env NAME=VALUE ...] [--no-filter] path/to/gatehouse.wasm';
+const USAGE = 'usage: node demo.mjs [--config configs/demo.json] [--vm-env NAME=VALUE ...] [--no-filter] [--keycloak-db DIR] path/to/gatehouse.wasm';
 const PORTS = { gateway: 8080, admin: 9901, idp: 8180, echo: 8081 };
 
 function fail(message) {
@@ -41,6 +48,7 @@ try {
       config: { type: 'string', default: join(HERE, 'configs', 'demo.json') },
       'vm-env': { type: 'string', multiple: true, default: [] },
       'no-filter': { type: 'boolean', default: false },
+      'keycloak-db': { type: 'string', default: join(RUN, 'keycloak-demo-db') },
       help: { type: 'boolean', short: 'h', default: false },
     },
     allowPositionals: true,
@@ -75,20 +83,19 @@ for (const kv of values['vm-env']) {
   keyValues[kv.slice(0, i)] = kv.slice(i + 1);
 }
 
-const keysFile = join(RUN, 'demo-keys.json');
 try {
-  if (existsSync(keysFile)) await readKeysFile(keysFile);
-  else await writeKeysFile(keysFile);
+  assertKeycloakInstalled();
 } catch (err) {
-  console.error(`demo: ${err.message}; generating new keys`);
-  await writeKeysFile(keysFile);
+  fail(err.message);
 }
+const keycloakDb = resolve(values['keycloak-db']);
+if (!existsSync(join(keycloakDb, 'keycloakdb.mv.db'))) cpSync(KEYCLOAK_DB, keycloakDb, { recursive: true });
 
 keepLogs();
 let stopping = false;
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => {
-    if (!stopping) console.log('\ndemo: stopping (IdP, echo, Envoy)...');
+    if (!stopping) console.log('\ndemo: stopping (Keycloak, echo, Envoy)...');
     stopping = true;
   });
 }
@@ -96,8 +103,9 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 let procs;
 try {
   console.log(`demo: Envoy ${envoyBin()}`);
+  console.log(`demo: starting Keycloak ${KEYCLOAK_VERSION} (about 15 s)...`);
   const [idp, echo] = await Promise.all([
-    startIdp({ port: PORTS.idp, keysFile }),
+    startKeycloak({ port: PORTS.idp, db: keycloakDb, shared: false }),
     startEcho({ port: PORTS.echo }),
   ]);
   const envoy = await startEnvoy({
@@ -110,7 +118,7 @@ try {
     concurrency: 2,
     vmEnv: Object.keys(keyValues).length ? { keyValues } : undefined,
   });
-  procs = { idp, echo, envoy };
+  procs = { keycloak: idp, echo, envoy };
 } catch (err) {
   console.error(`demo: could not start: ${err.message}`);
   await stopAll();
@@ -122,7 +130,8 @@ console.log(`
 gatehouse demo is running${noFilter ? ' WITHOUT the filter (--no-filter)' : ''}. Ctrl-C stops it.
 
   gateway  http://127.0.0.1:${PORTS.gateway}   Envoy${noFilter ? '' : ' + gatehouse'}, admin http://127.0.0.1:${PORTS.admin}/
-  IdP      http://127.0.0.1:${PORTS.idp}/realms/demo   users alice/alice (group admins), bob/bob
+  Keycloak http://127.0.0.1:${PORTS.idp}/realms/demo   users alice/alice (group admins, role backendaccess), bob/bob
+           admin console http://127.0.0.1:${PORTS.idp}/admin/  (demo only: ${KEYCLOAK_ADMIN.username}/${KEYCLOAK_ADMIN.password})
   echo     http://127.0.0.1:${PORTS.echo}   returns the request it got, as JSON
 
 A token for alice (client "api", password grant):
