@@ -6,7 +6,10 @@
 //!   adopted by the other VMs instead of fetching themselves;
 //! - `gatehouse|<issuer>|lease`: until when one VM holds the right to fetch them;
 //! - `gatehouse|<issuer>|refreshed|<slot>`: a session one VM just refreshed
-//!   ([`crate::flow::RefreshNote`]), so that the others do not refresh it again.
+//!   ([`crate::flow::RefreshNote`]), so that the others do not refresh it again;
+//! - `gatehouse|<issuer>|refreshing|<slot>`: until when one VM is refreshing a session, so that two
+//!   workers never redeem the same refresh token (a provider that rotates refresh tokens refuses the
+//!   second use, which would sign the user out).
 //!
 //! The store is a trait so that the core is host-tested: the glue lends Envoy's, tests use
 //! [`MemoryStore`].
@@ -48,26 +51,37 @@ impl Names {
     pub fn refreshed(&self, slot: u8) -> String {
         format!("{}refreshed|{slot}", self.prefix)
     }
+
+    /// The lease of one of 256 slots for refreshes in flight (a ring, as [`Names::refreshed`]).
+    pub fn refreshing(&self, slot: u8) -> String {
+        format!("{}refreshing|{slot}", self.prefix)
+    }
 }
 
-/// Takes the fetch lease until `until` (Unix seconds) if nobody holds it at `now`: one VM
-/// fetches, the others adopt what it publishes.
-pub fn take_lease(store: &dyn Store, names: &Names, now: u64, until: u64) -> bool {
-    let key = names.lease();
-    let (mut value, mut cas) = store.get(&key);
+/// Takes the lease under `key` until `until` (Unix seconds) if nobody holds it at `now`: one VM
+/// does the work (fetching the keys, refreshing a session), the others adopt what it publishes.
+/// The value is `until` (then `|` and what holds it, for a log reader).
+pub fn take_lease(store: &dyn Store, key: &str, holder: &str, now: u64, until: u64) -> bool {
+    let (mut value, mut cas) = store.get(key);
     if cas.is_none() {
         // First use: create the entry, then compete with compare-and-swap like later uses, so
         // that two VMs starting together cannot both win.
-        store.set(&key, b"0", None);
-        (value, cas) = store.get(&key);
+        store.set(key, b"0", None);
+        (value, cas) = store.get(key);
     }
-    let held_until = value.and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse::<u64>().ok())).unwrap_or(0);
-    held_until <= now && store.set(&key, until.to_string().as_bytes(), cas)
+    let held_until = value
+        .and_then(|v| {
+            let text = std::str::from_utf8(&v).ok()?;
+            text.split('|').next()?.parse::<u64>().ok()
+        })
+        .unwrap_or(0);
+    let value = if holder.is_empty() { until.to_string() } else { format!("{until}|{holder}") };
+    held_until <= now && store.set(key, value.as_bytes(), cas)
 }
 
-/// Gives the lease back (the fetch is over).
-pub fn release_lease(store: &dyn Store, names: &Names) {
-    store.set(&names.lease(), b"0", None);
+/// Gives a lease back (the work is over).
+pub fn release_lease(store: &dyn Store, key: &str) {
+    store.set(key, b"0", None);
 }
 
 /// An in-memory [`Store`] that keeps versions as Envoy does (every set makes a new version; a set
@@ -118,11 +132,16 @@ mod tests {
     fn one_lease_holder_until_it_expires_or_is_released() {
         let store = MemoryStore::default();
         let names = Names::new("https://idp/realms/demo");
-        assert!(take_lease(&store, &names, 100, 110), "the first taker wins");
-        assert!(!take_lease(&store, &names, 105, 115), "held until 110");
-        assert!(take_lease(&store, &names, 110, 120), "free again at 110");
-        release_lease(&store, &names);
-        assert!(take_lease(&store, &names, 111, 121), "free once released");
+        let key = names.lease();
+        assert!(take_lease(&store, &key, "", 100, 110), "the first taker wins");
+        assert!(!take_lease(&store, &key, "", 105, 115), "held until 110");
+        assert!(take_lease(&store, &key, "", 110, 120), "free again at 110");
+        release_lease(&store, &key);
+        assert!(take_lease(&store, &key, "", 111, 121), "free once released");
+        let slot = names.refreshing(3);
+        assert!(take_lease(&store, &slot, "ab12", 100, 110));
+        assert!(!take_lease(&store, &slot, "cd34", 101, 111), "a holder's value is read past its |");
+        assert!(take_lease(&store, &slot, "cd34", 110, 120));
     }
 
     #[test]
@@ -143,7 +162,7 @@ mod tests {
         }
         let store = MemoryStore::default();
         let names = Names::new("i");
-        assert!(!take_lease(&Racing(&store, false.into()), &names, 100, 110));
+        assert!(!take_lease(&Racing(&store, false.into()), &names.lease(), "", 100, 110));
         assert_eq!(store.get(&names.lease()).0.as_deref(), Some(&b"999"[..]));
     }
 
@@ -152,8 +171,8 @@ mod tests {
         let store = MemoryStore::default();
         let (a, b) = (Names::new("https://a"), Names::new("https://b"));
         store.set(&a.lease(), b"not a number", None);
-        assert!(take_lease(&store, &a, 5, 10));
-        assert!(take_lease(&store, &b, 5, 10), "another issuer's lease is another entry");
+        assert!(take_lease(&store, &a.lease(), "", 5, 10));
+        assert!(take_lease(&store, &b.lease(), "", 5, 10), "another issuer's lease is another entry");
         assert_ne!(a.keys(), b.keys());
         assert_eq!(a.refreshed(7), "gatehouse|https://a|refreshed|7");
     }

@@ -50,7 +50,7 @@ impl Engine {
         let call = call.and_then(|fetch| {
             // Long enough for discovery and key set, each with its timeout.
             let until = now + 2 * self.config.callout_timeout_ms.div_ceil(1000) + 2;
-            if take_lease(self.store.as_ref(), &self.names, now, until) {
+            if take_lease(self.store.as_ref(), &self.names.lease(), "", now, until) {
                 Some(self.key_call(fetch))
             } else {
                 self.keys.abandon(); // another VM fetches, and publishes what it gets
@@ -97,7 +97,7 @@ impl Engine {
             Some(fetch) => Some(self.key_call(fetch)),
             None => {
                 if by == Fetcher::Root {
-                    release_lease(self.store.as_ref(), &self.names);
+                    release_lease(self.store.as_ref(), &self.names.lease());
                 }
                 None
             }
@@ -113,7 +113,7 @@ impl Engine {
         self.keys.on_dispatch_failed(now);
         self.fetch_failed(fetch, &FetchError::NotStarted, now);
         if by == Fetcher::Root {
-            release_lease(self.store.as_ref(), &self.names);
+            release_lease(self.store.as_ref(), &self.names.lease());
         }
     }
 

@@ -10,6 +10,7 @@ use crate::cache::token_hash;
 use crate::cache::TokenHash;
 use crate::cookie;
 use crate::oidc::login::{self, TokenAnswer};
+use crate::shared::take_lease;
 use crate::stats::Counter;
 use std::rc::Rc;
 
@@ -119,10 +120,19 @@ impl Engine {
         let form = login::refresh_request(&refresh_token, &b.client_id, b.client_secret.expose(), b.client_secret_post);
         let call =
             self.token_call(form, Pending::Refresh { cookie: Rc::from(cookie), hash, old: Rc::clone(identity) })?;
+        let until = now + 2 * cfg.callout_timeout_ms.div_ceil(1000) + 1;
+        // One refresh per session across the workers too: a provider that rotates refresh tokens
+        // refuses a second use, which would end the session. The worker that holds the lease
+        // refreshes and leaves a note; the others go on with the session, then take the note.
+        let holder: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        if !take_lease(self.store.as_ref(), &self.names.refreshing(RefreshNote::slot(&hash)), &holder, now, until) {
+            log::debug!("another worker is refreshing this session");
+            return None;
+        }
         if self.refreshing.len() > 4096 {
             self.refreshing.retain(|_, until| now < *until);
         }
-        self.refreshing.insert(hash, now + 2 * cfg.callout_timeout_ms.div_ceil(1000) + 1);
+        self.refreshing.insert(hash, until);
         log::debug!("refreshing a session");
         Some(call)
     }
@@ -157,6 +167,11 @@ impl Engine {
             TokenAnswer::Tokens(t) => t,
             TokenAnswer::Unavailable(_) | TokenAnswer::Unreadable(_) => return transient(self, &answer.to_string()),
             TokenAnswer::Refused { status: code, error } => {
+                // A worker that refreshed this session meanwhile used up the refresh token (a
+                // provider that rotates them refuses a second use): its session is the one to take.
+                if let Some(adopted) = self.refreshed_by_peer(&hash, old_cookie, req, now) {
+                    return adopted;
+                }
                 // invalid_grant and friends: the refresh token was revoked or expired. The
                 // session is over; a page is sent round once to start a new login.
                 self.refreshing.remove(&hash);

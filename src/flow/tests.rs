@@ -1165,6 +1165,50 @@ mod browser_flow {
     }
 
     #[test]
+    fn two_workers_never_redeem_one_refresh_token() {
+        let store = Rc::new(MemoryStore::default());
+        let session = json!({"keys": [KEY], "refresh": true});
+        let (mut a, key) = engine_sharing(session.clone(), Box::new(Rc::clone(&store)));
+        let (mut b, _) = engine_sharing(session.clone(), Box::new(Rc::clone(&store)));
+        let (r, _) = login(&mut a, &key, json!({"groups": ["/admins"]}));
+        let cookie = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+        let h = req("/echo", &[("cookie", &cookie)]);
+        let Decision::CallIdp(call) = a.decide(&Request { headers: &h }, NOW + 290, true, &mut rng()) else {
+            panic!("A refreshes")
+        };
+        // B sees the same cookie while A's refresh is in flight: it goes on with the session.
+        assert!(matches!(b.decide(&Request { headers: &h }, NOW + 291, true, &mut rng()), Decision::Forward { .. }));
+
+        // Had B refreshed anyway (a lease it could not see), the provider refuses the reused
+        // token; B then takes A's session instead of ending the user's.
+        let access = key.mint(
+            Alg::RS256,
+            &json!({"alg": "RS256", "kid": "k1"}),
+            &json!({"iss": ISS, "sub": "a-1", "aud": "account", "azp": "gateway", "exp": NOW + 600, "iat": NOW + 290}),
+        );
+        let body = json!({"access_token": access, "token_type": "Bearer", "expires_in": 300, "refresh_token": "rt-2"});
+        let done = a.on_idp_answer(
+            HeldAnswer { pending: call.pending.clone(), status: Some(200), body: body.to_string().into_bytes() },
+            &Request { headers: &h },
+            NOW + 290,
+            true,
+            &mut rng(),
+        );
+        assert!(matches!(done, Decision::Forward { .. }));
+        let refused =
+            br#"{"error": "invalid_grant", "error_description": "Maximum allowed refresh token reuse exceeded"}"#;
+        let d = b.on_idp_answer(
+            HeldAnswer { pending: call.pending, status: Some(400), body: refused.to_vec() },
+            &Request { headers: &h },
+            NOW + 292,
+            true,
+            &mut rng(),
+        );
+        let Decision::Forward { set_cookies, .. } = d else { panic!("B signed the user out: {d:?}") };
+        assert!(set_cookies.iter().any(|c| c.starts_with("__Host-_gatehouse=v1.")), "A's new session");
+    }
+
+    #[test]
     fn a_refresh_is_shared_with_the_other_workers() {
         let store = Rc::new(MemoryStore::default());
         let session = json!({"keys": [KEY], "refresh": true});

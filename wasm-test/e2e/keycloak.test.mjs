@@ -7,9 +7,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  freePort, startEcho, startEnvoy, stopAll, http, CookieJar, browse, waitForSignIn,
+  stopAll, http, CookieJar, browse,
 } from '../lib/harness.mjs';
-import { startKeycloak, realmFile } from '../lib/keycloak.mjs';
+import { startKeycloak, startGatewayFor, realmFile } from '../lib/keycloak.mjs';
 
 const WASM = process.env.WASM;
 const HTML = { accept: 'text/html,application/xhtml+xml' };
@@ -39,13 +39,8 @@ const payload = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm');
   kc = await startKeycloak();
-  const echoPort = await freePort();
-  await startEcho({ port: echoPort });
-  const envoy = await startEnvoy({
-    idpPort: kc.port,
-    echoPort,
+  const envoy = await startGatewayFor(kc, {
     wasmPath: WASM,
-    concurrency: 2,
     filterConfig: {
       provider: {
         issuer: kc.issuer, cluster: 'idp', clientId: 'gateway', clientSecret: secretOf('gateway'), audiences: ['gateway', 'api'],
@@ -56,7 +51,6 @@ before(async () => {
     },
   });
   gateway = envoy.url;
-  await waitForSignIn(gateway);
 });
 
 after(stopAll);

@@ -15,6 +15,8 @@ import {
 } from './processes.mjs';
 import { assertPortFree, checkPort, freePort } from './ports.mjs';
 import { http, waitHttp } from './http.mjs';
+import { startEcho } from './echo.mjs';
+import { startEnvoy, waitForSignIn } from './envoy.mjs';
 
 export const KEYCLOAK_VERSION = '26.7.3';
 export const KEYCLOAK_HOME = join(REPO_ROOT, '.tools', `keycloak-${KEYCLOAK_VERSION}`);
@@ -139,4 +141,17 @@ export function realmFile(name = 'demo') {
   const file = REALM_FILES.find((f) => JSON.parse(readFileSync(f, 'utf8')).realm === name);
   if (!file) throw new Error(`no realm file for realm ${name}`);
   return JSON.parse(readFileSync(file, 'utf8'));
+}
+
+/**
+ * A gateway in front of Keycloak: the echo service and an Envoy with gatehouse (`wasmPath`, two
+ * workers) whose `idp` cluster reaches `kc`, ready once gatehouse sends page navigations to
+ * Keycloak's login.
+ */
+export async function startGatewayFor(kc, { wasmPath, filterConfig, concurrency = 2 }) {
+  const echoPort = await freePort();
+  await startEcho({ port: echoPort });
+  const envoy = await startEnvoy({ idpPort: kc.port, echoPort, wasmPath, concurrency, filterConfig });
+  await waitForSignIn(envoy.url);
+  return envoy;
 }

@@ -1,0 +1,90 @@
+// Real Keycloak with refresh-token rotation on (issue 14): the realm's "Revoke Refresh Token" with
+// no reuse, so a refresh token works exactly once. Through an Envoy with two workers, a burst of
+// requests carrying a session that is due for refresh must cause one refresh, and sign nobody out.
+// The realm is a copy of the demo realm made for this file through Keycloak's admin API (the run's
+// Keycloak is shared), and removed after.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+
+import {
+  stopAll, http, browse, envoyStats,
+} from '../lib/harness.mjs';
+import {
+  startKeycloak, startGatewayFor, realmFile, adminApi, adminToken, keycloakUrls,
+} from '../lib/keycloak.mjs';
+
+const WASM = process.env.WASM;
+const REALM = 'demo-rotating';
+const LIFESPAN = 30;
+
+let kc;
+let envoy;
+
+const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
+
+before(async () => {
+  assert.ok(WASM, 'WASM must point at the built gatehouse.wasm');
+  kc = await startKeycloak();
+  const demo = realmFile('demo');
+  await adminApi(kc, 'DELETE', '', undefined, REALM).catch(() => {});
+  const token = await adminToken(kc);
+  const created = await http(`${kc.url}/admin/realms`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      ...demo, realm: REALM, revokeRefreshToken: true, refreshTokenMaxReuse: 0, accessTokenLifespan: LIFESPAN,
+    }),
+  });
+  assert.equal(created.status, 201, created.body);
+  envoy = await startGatewayFor(kc, {
+    wasmPath: WASM,
+    filterConfig: {
+      provider: {
+        issuer: keycloakUrls(kc.url, REALM).issuer,
+        cluster: 'idp',
+        clientId: 'gateway',
+        clientSecret: demo.clients.find((c) => c.clientId === 'gateway').secret,
+        audiences: ['gateway', 'api'],
+      },
+      // Refresh once the access token has less than 25 s left: 5 s after sign-in.
+      session: { keys: ['e2e-rotation-cookie-key-0123456789abcdef'], secure: false, refresh: true, refreshBeforeSeconds: LIFESPAN - 5 },
+    },
+  });
+});
+
+after(async () => {
+  await adminApi(kc, 'DELETE', '', undefined, REALM).catch(() => {});
+  await stopAll();
+});
+
+test('a burst on two workers with a session due for refresh: one refresh, every request served, nobody signed out', async () => {
+  const { response, jar } = await browse(`${envoy.url}/echo`, { username: 'alice', password: 'alice' });
+  assert.equal(response.status, 200);
+  const cookie = jar.header(`${envoy.url}/echo`);
+  const before = await envoyStats(envoy, 'gatehouse.sessions');
+  await sleep(6_000);
+
+  // 24 requests at once, each on its own connection (Envoy spreads connections over its workers).
+  const burst = await Promise.all(Array.from({ length: 24 }, () => http(`${envoy.url}/echo`, {
+    headers: { cookie, connection: 'close' },
+  })));
+  const statuses = burst.map((r) => r.status);
+  assert.deepEqual([...new Set(statuses)], [200], `every request served: ${statuses.join(',')}`);
+  for (const r of burst) assert.equal(r.json.headers['x-auth-request-email'], 'alice@example.com');
+  const renewed = burst.filter((r) => [].concat(r.headers['set-cookie'] ?? []).some((c) => c.startsWith('_gatehouse=')));
+  assert.ok(renewed.length >= 1, 'the refreshed session goes back to the browser');
+
+  await sleep(2_500); // counts reach Envoy once a second per worker
+  const stats = await envoyStats(envoy, 'gatehouse.sessions');
+  const delta = (name) => (stats[`wasmcustom.gatehouse.sessions.${name}`] ?? 0) - (before[`wasmcustom.gatehouse.sessions.${name}`] ?? 0);
+  assert.equal(delta('refreshed'), 1, JSON.stringify(stats));
+  assert.equal(delta('refresh_failed'), 0, JSON.stringify(stats));
+
+  // The new session works, and so does the old cookie for a while (tabs still sending it).
+  jar.store(`${envoy.url}/echo`, renewed[0].headers['set-cookie']);
+  const next = await http(`${envoy.url}/echo`, { headers: { cookie: jar.header(`${envoy.url}/echo`) } });
+  assert.equal(next.status, 200);
+  const old = await http(`${envoy.url}/echo`, { headers: { cookie } });
+  assert.equal(old.status, 200);
+});
