@@ -11,7 +11,7 @@ import {
   stopAll, http, browse, envoyStats,
 } from '../lib/harness.mjs';
 import {
-  startKeycloak, startGatewayFor, realmFile, adminApi, adminToken, keycloakUrls,
+  startKeycloak, startGatewayFor, realmFile, createRealmCopy, deleteRealm,
 } from '../lib/keycloak.mjs';
 
 const WASM = process.env.WASM;
@@ -27,21 +27,12 @@ before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm');
   kc = await startKeycloak();
   const demo = realmFile('demo');
-  await adminApi(kc, 'DELETE', '', undefined, REALM).catch(() => {});
-  const token = await adminToken(kc);
-  const created = await http(`${kc.url}/admin/realms`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({
-      ...demo, realm: REALM, revokeRefreshToken: true, refreshTokenMaxReuse: 0, accessTokenLifespan: LIFESPAN,
-    }),
-  });
-  assert.equal(created.status, 201, created.body);
+  const realm = await createRealmCopy(kc, REALM, { revokeRefreshToken: true, refreshTokenMaxReuse: 0, accessTokenLifespan: LIFESPAN });
   envoy = await startGatewayFor(kc, {
     wasmPath: WASM,
     filterConfig: {
       provider: {
-        issuer: keycloakUrls(kc.url, REALM).issuer,
+        issuer: realm.issuer,
         cluster: 'idp',
         clientId: 'gateway',
         clientSecret: demo.clients.find((c) => c.clientId === 'gateway').secret,
@@ -54,7 +45,7 @@ before(async () => {
 });
 
 after(async () => {
-  await adminApi(kc, 'DELETE', '', undefined, REALM).catch(() => {});
+  await deleteRealm(kc, REALM);
   await stopAll();
 });
 

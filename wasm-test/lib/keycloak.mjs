@@ -11,7 +11,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import {
-  REPO_ROOT, runDirectory, startProcess,
+  REPO_ROOT, runDirectory, startProcess, waitFor,
 } from './processes.mjs';
 import { assertPortFree, checkPort, freePort } from './ports.mjs';
 import { http, waitHttp } from './http.mjs';
@@ -145,13 +145,44 @@ export function realmFile(name = 'demo') {
 
 /**
  * A gateway in front of Keycloak: the echo service and an Envoy with gatehouse (`wasmPath`, two
- * workers) whose `idp` cluster reaches `kc`, ready once gatehouse sends page navigations to
- * Keycloak's login.
+ * workers) whose `idp` cluster reaches `kc`, ready once gatehouse has what it needs from
+ * Keycloak: page navigations go to its login (with a `session`), or requests without a token get
+ * 401 rather than 503 (keys loaded; bearer tokens only).
  */
 export async function startGatewayFor(kc, { wasmPath, filterConfig, concurrency = 2 }) {
   const echoPort = await freePort();
   await startEcho({ port: echoPort });
   const envoy = await startEnvoy({ idpPort: kc.port, echoPort, wasmPath, concurrency, filterConfig });
-  await waitForSignIn(envoy.url);
+  if (filterConfig.session) {
+    await waitForSignIn(envoy.url);
+  } else {
+    await waitFor(async () => (await http(`${envoy.url}/echo`)).status === 401, { timeoutMs: 30_000, what: 'gatehouse to load the keys' });
+  }
   return envoy;
+}
+
+/**
+ * A copy of a realm file's realm under another name, made through the admin API (a test that
+ * changes keys or settings does it there, not in the realm other test files share), with
+ * `overrides` of its top-level settings. Returns its URLs.
+ */
+export async function createRealmCopy(kc, name, overrides = {}, from = 'demo') {
+  await deleteRealm(kc, name);
+  const token = await adminToken(kc);
+  const r = await http(`${kc.url}/admin/realms`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ ...realmFile(from), ...overrides, realm: name }),
+  });
+  if (r.status !== 201) throw new Error(`Keycloak: creating realm ${name}: ${r.status} ${r.body.slice(0, 300)}`);
+  return keycloakUrls(kc.url, name);
+}
+
+/** Removes a realm if it exists. */
+export async function deleteRealm(kc, name) {
+  const token = await adminToken(kc);
+  const r = await http(`${kc.url}/admin/realms/${encodeURIComponent(name)}`, {
+    method: 'DELETE', headers: { authorization: `Bearer ${token}` },
+  });
+  if (r.status !== 204 && r.status !== 404) throw new Error(`Keycloak: deleting realm ${name}: ${r.status}`);
 }
