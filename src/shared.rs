@@ -84,6 +84,16 @@ pub fn release_lease(store: &dyn Store, key: &str) {
     store.set(key, b"0", None);
 }
 
+/// Gives a lease back if `holder` still holds it (it may have expired and been taken by another).
+pub fn release_lease_of(store: &dyn Store, key: &str, holder: &str) {
+    let (value, cas) = store.get(key);
+    let held = value
+        .is_some_and(|v| std::str::from_utf8(&v).ok().and_then(|t| t.split_once('|')).map(|(_, h)| h) == Some(holder));
+    if held {
+        store.set(key, b"0", cas);
+    }
+}
+
 /// An in-memory [`Store`] that keeps versions as Envoy does (every set makes a new version; a set
 /// with a stale version fails), for tests.
 #[derive(Debug, Default)]
@@ -142,6 +152,10 @@ mod tests {
         assert!(take_lease(&store, &slot, "ab12", 100, 110));
         assert!(!take_lease(&store, &slot, "cd34", 101, 111), "a holder's value is read past its |");
         assert!(take_lease(&store, &slot, "cd34", 110, 120));
+        release_lease_of(&store, &slot, "ab12");
+        assert!(!take_lease(&store, &slot, "ef56", 111, 121), "only its holder gives a lease back");
+        release_lease_of(&store, &slot, "cd34");
+        assert!(take_lease(&store, &slot, "ef56", 111, 121), "given back by its holder");
     }
 
     #[test]

@@ -81,7 +81,9 @@ impl Engine {
                 d
             }
             Pending::Refresh { cookie, hash, old } => {
-                self.finish_refresh(&cookie, hash, &old, req, status, body, now, random)
+                let d = self.finish_refresh(&cookie, hash, &old, req, status, body, now, random);
+                self.refresh_done(&hash);
+                d
             }
         }
     }

@@ -10,7 +10,7 @@ use crate::cache::token_hash;
 use crate::cache::TokenHash;
 use crate::cookie;
 use crate::oidc::login::{self, TokenAnswer};
-use crate::shared::take_lease;
+use crate::shared::{release_lease_of, take_lease};
 use crate::stats::Counter;
 use std::rc::Rc;
 
@@ -83,6 +83,12 @@ impl Engine {
         Some(self.forward_session(req, None, &identity, set_cookies, false))
     }
 
+    /// A refresh is over, whatever its outcome: the next worker that sees the session may refresh
+    /// it (and learns that the provider ended it, or takes the note of its new session).
+    pub(super) fn refresh_done(&self, hash: &TokenHash) {
+        release_lease_of(self.store.as_ref(), &self.names.refreshing(RefreshNote::slot(hash)), &lease_holder(hash));
+    }
+
     /// Tells the other workers' VMs about a refresh made here.
     fn share_refresh(&self, note: &RefreshNote) {
         let key = self.names.refreshed(RefreshNote::slot(&note.old));
@@ -124,8 +130,13 @@ impl Engine {
         // One refresh per session across the workers too: a provider that rotates refresh tokens
         // refuses a second use, which would end the session. The worker that holds the lease
         // refreshes and leaves a note; the others go on with the session, then take the note.
-        let holder: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        if !take_lease(self.store.as_ref(), &self.names.refreshing(RefreshNote::slot(&hash)), &holder, now, until) {
+        if !take_lease(
+            self.store.as_ref(),
+            &self.names.refreshing(RefreshNote::slot(&hash)),
+            &lease_holder(&hash),
+            now,
+            until,
+        ) {
             log::debug!("another worker is refreshing this session");
             return None;
         }
@@ -224,4 +235,9 @@ impl Engine {
         log::debug!("session refreshed");
         self.forward_session(req, None, &identity, set_cookies, false)
     }
+}
+
+/// Who holds a session's refresh lease: the first bytes of its cookie's hash.
+fn lease_holder(hash: &TokenHash) -> String {
+    hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }

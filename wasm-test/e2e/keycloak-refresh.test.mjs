@@ -79,3 +79,38 @@ test('a burst on two workers with a session due for refresh: one refresh, every 
   const old = await http(`${envoy.url}/echo`, { headers: { cookie } });
   assert.equal(old.status, 200);
 });
+
+test('Keycloak\'s SSO session max lifespan ends the gatehouse session at its next refresh', { timeout: 90_000 }, async (t) => {
+  const name = 'demo-short-sso';
+  const short = await createRealmCopy(kc, name, { ssoSessionMaxLifespan: 12, ssoSessionIdleTimeout: 12, accessTokenLifespan: 10 });
+  t.after(() => deleteRealm(kc, name));
+  const demo = realmFile('demo');
+  const gw = await startGatewayFor(kc, {
+    wasmPath: WASM,
+    filterConfig: {
+      provider: {
+        issuer: short.issuer, cluster: 'idp', clientId: 'gateway',
+        clientSecret: demo.clients.find((c) => c.clientId === 'gateway').secret, audiences: ['gateway', 'api'],
+      },
+      // The gatehouse session itself would last 12 hours; refresh 5 s before the access token ends.
+      session: { keys: ['e2e-short-sso-cookie-key-0123456789abcdef'], secure: false, refresh: true, refreshBeforeSeconds: 5 },
+    },
+  });
+  const { response, jar } = await browse(`${gw.url}/echo`, { username: 'alice', password: 'alice' });
+  assert.equal(response.status, 200);
+  const cookie = jar.header(`${gw.url}/echo`);
+  // Within the SSO session: refreshes work (access token of 10 s, refreshed from 5 s on).
+  await sleep(6_000);
+  const within = await http(`${gw.url}/echo`, { headers: { cookie } });
+  assert.equal(within.status, 200, 'refreshed while Keycloak\'s session lives');
+  jar.store(`${gw.url}/echo`, within.headers['set-cookie']);
+  // Past Keycloak's 12 s maximum: the next refresh is refused and the session ends.
+  await sleep(9_000);
+  const api = await http(`${gw.url}/echo`, { headers: { cookie: jar.header(`${gw.url}/echo`) } });
+  assert.equal(api.status, 401, `an API call after Keycloak ended the session: ${api.status} ${api.body}`);
+  const cleared = [].concat(api.headers['set-cookie'] ?? []);
+  assert.ok(cleared.some((c) => c.startsWith('_gatehouse=') && /Max-Age=0/i.test(c)), 'the session cookie is cleared');
+  const page = await http(`${gw.url}/echo`, { headers: { accept: 'text/html', cookie: jar.header(`${gw.url}/echo`) } });
+  assert.equal(page.status, 302);
+  assert.ok(page.headers.location.startsWith(short.issuer) || page.headers.location.startsWith('/'), page.headers.location);
+});
