@@ -1,5 +1,6 @@
-// examples/: the Keycloak realm export holds exactly the test bed's demo data, and the role-based
-// example service makes its decision from gatehouse's headers behind real Envoy.
+// examples/: the Keycloak realm export holds exactly the test bed's demo data, the compose file pins
+// the Keycloak the tests run, and the role-based example service makes its decision from
+// gatehouse's headers behind real Envoy, with tokens from real Keycloak and that realm.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,8 +9,9 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import {
-  REPO_ROOT, freePort, startIdp, startEnvoy, stopAll, http, passwordToken, waitFor,
+  REPO_ROOT, freePort, startEnvoy, stopAll, http, passwordToken, waitFor,
 } from '../lib/harness.mjs';
+import { startKeycloak, KEYCLOAK_VERSION } from '../lib/keycloak.mjs';
 import { USERS, CLIENTS } from '../lib/realm.mjs';
 
 const WASM = process.env.WASM;
@@ -19,8 +21,8 @@ let idpPort;
 
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm');
-  idpPort = await freePort();
-  await startIdp({ port: idpPort });
+  const kc = await startKeycloak();
+  idpPort = kc.port;
   const appPort = await freePort();
   app = spawn(process.execPath, [join(REPO_ROOT, 'examples', 'role-app', 'server.mjs'), '--port', String(appPort)], { stdio: 'ignore' });
   await waitFor(async () => (await http(`http://127.0.0.1:${appPort}/whoami`).catch(() => ({ status: 0 }))).status === 200, { what: 'role-app' });
@@ -62,6 +64,12 @@ test('the Keycloak realm export holds the demo users and clients', async () => {
   }
   assert.deepEqual(realm.groups.map((g) => g.path), ['/admins']);
   assert.deepEqual(realm.roles.realm.map((r) => r.name), ['backendaccess']);
+});
+
+test('the compose file runs the Keycloak version the tests run, with the realm file they import', async () => {
+  const compose = await readFile(join(REPO_ROOT, 'examples', 'docker-compose.yaml'), 'utf8');
+  assert.match(compose, new RegExp(`image: quay\\.io/keycloak/keycloak:${KEYCLOAK_VERSION.replaceAll('.', '\\.')}\\n`));
+  assert.match(compose, /- \.\/keycloak\/demo-realm\.json:\/opt\/keycloak\/data\/import\/demo-realm\.json:ro/);
 });
 
 test('the role-based example approves for backendaccess only, from headers it can trust', async () => {
