@@ -1,5 +1,5 @@
 // Browser single sign-on in a real browser: headless Chromium (Debian's `chromium`, driven by
-// playwright-core) through real Envoy with gatehouse, the Keycloak-shaped IdP and the echo
+// playwright-core) through real Envoy with gatehouse, real Keycloak (its own login and logout pages) and the echo
 // upstream. What the scripted client in browser.test.mjs cannot show: that a browser's own cookie,
 // redirect, SameSite and form handling get through the login, the callback and the sign-out.
 //
@@ -14,10 +14,15 @@ import { existsSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, keepLogs, noteSecret,
+  freePort, startEcho, startEnvoy, stopAll, http, keepLogs, noteSecret,
 } from '../lib/harness.mjs';
+import {
+  startKeycloak, realmFile, createRealmCopy, deleteRealm,
+} from '../lib/keycloak.mjs';
+import { BIG_USER } from '../lib/realm.mjs';
 
 const WASM = process.env.WASM;
+const REALM = 'demo-browser';
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const COOKIE_KEY = 'chromium-e2e-cookie-key-0123456789abcdef';
 
@@ -28,6 +33,7 @@ const CHROMIUM_ARGS = [
 const ACTION_TIMEOUT_MS = 15_000; // every Playwright wait and navigation
 const TEST_TIMEOUT_MS = 60_000;
 
+let kc;
 let idpPort;
 let gateway;
 let envoy;
@@ -141,9 +147,23 @@ async function cookieNames(context) {
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm');
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} not found: install Debian's chromium (make deps)`);
-  idpPort = await freePort();
-  const issuer = `http://127.0.0.1:${idpPort}/realms/demo`;
-  await startIdp({ port: idpPort, bigUser: true }); // carol too; alice and bob are the same
+  // Real Keycloak, in a copy of the demo realm with carol added (her 300 groups make the session
+  // big enough to need chunked cookies); alice and bob are the realm file's.
+  kc = await startKeycloak();
+  idpPort = kc.port;
+  const demo = realmFile('demo');
+  const teams = {
+    name: 'teams',
+    path: '/teams',
+    subGroups: BIG_USER.groups.map((path) => ({ name: path.split('/')[2], path })),
+  };
+  const carol = {
+    username: BIG_USER.username, enabled: true, email: BIG_USER.email, emailVerified: true,
+    firstName: BIG_USER.givenName, lastName: BIG_USER.familyName,
+    credentials: [{ type: 'password', value: BIG_USER.password, temporary: false }],
+    groups: [...BIG_USER.groups], realmRoles: [...BIG_USER.realmRoles],
+  };
+  const { issuer } = await createRealmCopy(kc, REALM, { groups: [...demo.groups, teams], users: [...demo.users, carol] });
   const echoPort = await freePort();
   await startEcho({ port: echoPort });
   envoy = await startEnvoy({
@@ -182,6 +202,7 @@ before(async () => {
 }, { timeout: 120_000 });
 
 after(async () => {
+  if (kc) await deleteRealm(kc, REALM);
   try {
     if (browser) await Promise.race([browser.close(), new Promise((r) => { setTimeout(r, 10_000); })]);
   } finally {
@@ -194,7 +215,7 @@ test('alice signs in at the IdP, sees the echo with her identity, signs out, and
   await page.goto(`${gateway}/echo`);
   await expectLoginPage(page);
   const authorize = new URL(page.url());
-  assert.equal(authorize.pathname.startsWith('/realms/demo/'), true, authorize.pathname);
+  assert.equal(authorize.pathname.startsWith(`/realms/${REALM}/`), true, authorize.pathname);
 
   await signIn(page, 'alice', 'alice');
   await expectGatewayPage(page, '/echo');
@@ -247,7 +268,7 @@ test('bob is signed in but gets the 403 "Access denied" page on /admin/', { time
   assert.equal(json.headers['x-auth-request-groups'], undefined);
 }));
 
-// carol (the IdP's --big-user) is in 300 groups: her tokens are about 17 KB each, so her session
+// carol (added to this file's realm copy) is in 300 groups: her tokens are about 17 KB each, so her session
 // only fits in a browser as several cookies of at most 4 KB (chunks).
 const CAROL_TODO = undefined;
 test("carol's large session is stored in chunked cookies the browser sends back", {
