@@ -193,6 +193,10 @@ export async function stopProcess(pid, { timeoutMs } = {}) {
  * start failed or GATEHOUSE_KEEP_LOGS=1 (then its path is printed).
  */
 export async function stopAll() {
+  for (const fn of stopHooks.splice(0).reverse()) {
+    // eslint-disable-next-line no-await-in-loop
+    await fn();
+  }
   const pids = [...processes.keys()].reverse();
   for (const pid of pids) {
     // eslint-disable-next-line no-await-in-loop
@@ -213,6 +217,13 @@ export async function stopAll() {
   if (leaks.length) {
     throw new Error(`credentials in Envoy's logs: ${leaks.map((l) => `${l.what} at ${l.file}:${l.line}`).join('; ')}`);
   }
+}
+
+const stopHooks = [];
+
+/** Run `fn` (an in-process server's close, say) when stopAll() runs, before the processes stop. */
+export function onStopAll(fn) {
+  stopHooks.push(fn);
 }
 
 /** Keep the run directory (logs) when stopAll() runs, e.g. from a failing test. */

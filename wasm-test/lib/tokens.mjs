@@ -1,20 +1,24 @@
-// Bearer tokens: the bed of the bearer-token tests (IdP, echo and Envoy with gatehouse) and the
-// test IdP's token grants (password, client credentials, refresh).
+// Bearer tokens: the bed of the bearer-token tests (real Keycloak, echo and Envoy with gatehouse)
+// and token grants (password, client credentials, refresh) on the provider's token endpoint.
 
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { writeKeysFile } from './keys.mjs';
-import { runDirectory } from './processes.mjs';
+import { publicJwks, writeKeysFile } from './keys.mjs';
+import { onStopAll, runDirectory } from './processes.mjs';
 import { checkPort } from './ports.mjs';
 import { http } from './http.mjs';
-import { idpUrls, startIdp } from './idp.mjs';
+import { idpUrls } from './idp.mjs';
+import { startKeycloak } from './keycloak.mjs';
+import { faults, startFaultProxy } from './faultproxy.mjs';
 import { startEcho } from './echo.mjs';
 import { startEnvoy } from './envoy.mjs';
 
 /**
- * The bed of the bearer-token tests: the IdP with a fresh key file the test signs with too, the
- * echo service, and Envoy with gatehouse configured by `filterConfig(issuer)`.
+ * The bed of the bearer-token tests: real Keycloak (the run's), the echo service, and Envoy with
+ * gatehouse configured by `filterConfig(issuer)`. Between Envoy and Keycloak sits the fault proxy,
+ * adding the public keys of a fresh key set the test signs its own tokens with to the key set
+ * Keycloak serves: tokens with every flaw the tests need, next to Keycloak's real ones.
  * @param {object} o
  * @param {string} o.wasmPath
  * @param {(issuer: string) => object} o.filterConfig
@@ -23,12 +27,16 @@ import { startEnvoy } from './envoy.mjs';
 export async function startTokenBed({ wasmPath, filterConfig }) {
   const keysFile = join(mkdtempSync(join(runDirectory(), 'keys-')), 'keys.json');
   const jwks = await writeKeysFile(keysFile);
-  const idp = await startIdp({ keysFile });
+  const kc = await startKeycloak();
+  const proxy = await startFaultProxy({ targetPort: kc.port });
+  onStopAll(() => proxy.close());
+  const ours = publicJwks(jwks).keys;
+  proxy.set('test keys', /\/protocol\/openid-connect\/certs$/, faults.rewriteJson((set) => ({ keys: [...set.keys, ...ours] })));
   const echo = await startEcho();
   const envoy = await startEnvoy({
-    idpPort: idp.port, echoPort: echo.port, wasmPath, filterConfig: filterConfig(idp.issuer),
+    idpPort: proxy.port, echoPort: echo.port, wasmPath, filterConfig: filterConfig(kc.issuer),
   });
-  return { jwks, issuer: idp.issuer, idpPort: idp.port, gateway: envoy.url, envoy };
+  return { jwks, issuer: kc.issuer, idpPort: kc.port, gateway: envoy.url, envoy, proxy };
 }
 
 /**
