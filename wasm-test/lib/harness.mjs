@@ -12,7 +12,7 @@
 //   credential-scan.mjs  secrets must never reach Envoy's logs (noted, scanned by stopAll)
 
 export {
-  WASM_TEST_DIR, REPO_ROOT, runDirectory, stopProcess, stopAll, keepLogs, waitFor,
+  WASM_TEST_DIR, REPO_ROOT, runDirectory, stopProcess, stopAll, keepLogs, waitFor, onStopAll,
 } from './processes.mjs';
 export { freePort, assertPortFree } from './ports.mjs';
 export { http } from './http.mjs';
