@@ -6,8 +6,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, browse, CookieJar, waitFor,
+  stopAll, http, browse, CookieJar,
 } from '../lib/harness.mjs';
+import { startKeycloak, startGatewayFor } from '../lib/keycloak.mjs';
 
 const WASM = process.env.WASM;
 const HTML = { accept: 'text/html,application/xhtml+xml' };
@@ -15,18 +16,16 @@ let gateway;
 
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm (run through `make test`)');
-  const idpPort = await freePort();
-  await startIdp({ port: idpPort });
-  const echo = await startEcho();
-  const envoy = await startEnvoy({
-    idpPort, echoPort: echo.port, wasmPath: WASM,
+  const kc = await startKeycloak();
+  const envoy = await startGatewayFor(kc, {
+    wasmPath: WASM,
+    concurrency: 1,
     filterConfig: {
-      provider: { issuer: `http://127.0.0.1:${idpPort}/realms/demo`, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret' },
+      provider: { issuer: kc.issuer, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret' },
       session: { keys: ['e2e-redirect-cookie-key-0123456789abcdef'], secure: false },
     },
   });
   gateway = envoy.url;
-  await waitFor(async () => (await http(`${gateway}/`, { headers: HTML })).status === 302, { timeoutMs: 20000, what: 'discovery' });
 });
 
 after(stopAll);
