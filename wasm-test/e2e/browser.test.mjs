@@ -1,18 +1,23 @@
 // Browser single sign-on end to end, driven by a scripted HTTP client (no JavaScript): the OIDC
-// code flow through real Envoy with gatehouse and the Keycloak-shaped IdP, then the session cookie.
+// code flow through real Envoy with gatehouse and real Keycloak (its own login form), then the session cookie.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, createHmac } from 'node:crypto';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse, waitForSignIn,
+  stopAll, http, CookieJar, browse,
 } from '../lib/harness.mjs';
+import {
+  startKeycloak, startGatewayFor, createRealmWithBigUser, deleteRealm,
+} from '../lib/keycloak.mjs';
 
 const WASM = process.env.WASM;
 const COOKIE_KEY = 'e2e-cookie-key-0123456789abcdef-current';
 const RETIRED_KEY = 'e2e-cookie-key-0123456789abcdef-retired';
 
+const REALM = 'demo-scripted';
+let kc;
 let idpPort;
 let gateway;
 let issuer;
@@ -38,16 +43,12 @@ async function login(path, username, jar = new CookieJar()) {
 
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm');
-  idpPort = await freePort();
-  issuer = `http://127.0.0.1:${idpPort}/realms/demo`;
-  await startIdp({ port: idpPort, bigUser: true });
-  const echoPort = await freePort();
-  await startEcho({ port: echoPort });
-  const envoy = await startEnvoy({
-    idpPort,
-    echoPort,
+  // Real Keycloak, in a copy of the demo realm with carol (300 groups) added for the chunked-cookie case.
+  kc = await startKeycloak();
+  idpPort = kc.port;
+  ({ issuer } = await createRealmWithBigUser(kc, REALM));
+  const envoy = await startGatewayFor(kc, {
     wasmPath: WASM,
-    concurrency: 2,
     filterConfig: {
       provider: {
         issuer, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret', audiences: ['api', 'gateway'],
@@ -59,11 +60,12 @@ before(async () => {
     },
   });
   gateway = envoy.url;
-  // Ready when discovery is loaded: a navigation is sent to the IdP.
-  await waitForSignIn(gateway);
 });
 
-after(stopAll);
+after(async () => {
+  if (kc) await deleteRealm(kc, REALM);
+  await stopAll();
+});
 
 test('alice logs in through the IdP and lands back on the page she asked for', async () => {
   // The browser also holds other cookies for the host, on every path (a Wasm peer's callback
@@ -85,7 +87,7 @@ test('alice logs in through the IdP and lands back on the page she asked for', a
   assert.equal(history[0].status, 302);
   const first = new URL(history[1].url);
   assert.ok(isIdp(first.href), first.href);
-  assert.equal(first.pathname, '/realms/demo/protocol/openid-connect/auth');
+  assert.equal(first.pathname, `${new URL(issuer).pathname}/protocol/openid-connect/auth`);
   for (const p of ['state', 'nonce', 'code_challenge']) assert.ok(first.searchParams.get(p), p);
   assert.equal(first.searchParams.get('code_challenge_method'), 'S256');
   assert.equal(first.searchParams.get('client_id'), 'gateway');

@@ -17,9 +17,8 @@ import {
   freePort, startEcho, startEnvoy, stopAll, http, keepLogs, noteSecret,
 } from '../lib/harness.mjs';
 import {
-  startKeycloak, realmFile, createRealmCopy, deleteRealm,
+  startKeycloak, createRealmWithBigUser, deleteRealm,
 } from '../lib/keycloak.mjs';
-import { BIG_USER } from '../lib/realm.mjs';
 
 const WASM = process.env.WASM;
 const REALM = 'demo-browser';
@@ -151,19 +150,7 @@ before(async () => {
   // big enough to need chunked cookies); alice and bob are the realm file's.
   kc = await startKeycloak();
   idpPort = kc.port;
-  const demo = realmFile('demo');
-  const teams = {
-    name: 'teams',
-    path: '/teams',
-    subGroups: BIG_USER.groups.map((path) => ({ name: path.split('/')[2], path })),
-  };
-  const carol = {
-    username: BIG_USER.username, enabled: true, email: BIG_USER.email, emailVerified: true,
-    firstName: BIG_USER.givenName, lastName: BIG_USER.familyName,
-    credentials: [{ type: 'password', value: BIG_USER.password, temporary: false }],
-    groups: [...BIG_USER.groups], realmRoles: [...BIG_USER.realmRoles],
-  };
-  const { issuer } = await createRealmCopy(kc, REALM, { groups: [...demo.groups, teams], users: [...demo.users, carol] });
+  const { issuer } = await createRealmWithBigUser(kc, REALM);
   const echoPort = await freePort();
   await startEcho({ port: echoPort });
   envoy = await startEnvoy({

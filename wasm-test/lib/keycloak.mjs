@@ -16,6 +16,7 @@ import {
 import { assertPortFree, checkPort, freePort } from './ports.mjs';
 import { http, waitHttp } from './http.mjs';
 import { startEcho } from './echo.mjs';
+import { BIG_USER } from './realm.mjs';
 import { startEnvoy, waitForSignIn } from './envoy.mjs';
 
 export const KEYCLOAK_VERSION = '26.7.3';
@@ -185,4 +186,24 @@ export async function deleteRealm(kc, name) {
     method: 'DELETE', headers: { authorization: `Bearer ${token}` },
   });
   if (r.status !== 204 && r.status !== 404) throw new Error(`Keycloak: deleting realm ${name}: ${r.status}`);
+}
+
+/**
+ * A copy of the demo realm with carol added (lib/realm.mjs BIG_USER): 300 groups of about 40 bytes
+ * each under `/teams`, so her tokens are large and her session needs chunked cookies.
+ */
+export async function createRealmWithBigUser(kc, name) {
+  const demo = realmFile('demo');
+  const teams = {
+    name: 'teams',
+    path: '/teams',
+    subGroups: BIG_USER.groups.map((path) => ({ name: path.split('/')[2], path })),
+  };
+  const carol = {
+    username: BIG_USER.username, enabled: true, email: BIG_USER.email, emailVerified: true,
+    firstName: BIG_USER.givenName, lastName: BIG_USER.familyName,
+    credentials: [{ type: 'password', value: BIG_USER.password, temporary: false }],
+    groups: [...BIG_USER.groups], realmRoles: [...BIG_USER.realmRoles],
+  };
+  return createRealmCopy(kc, name, { groups: [...demo.groups, teams], users: [...demo.users, carol] });
 }
