@@ -6,12 +6,16 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, browse, CookieJar, waitFor,
+  startEcho, startEnvoy, stopAll, http, browse, CookieJar, waitFor,
 } from '../lib/harness.mjs';
+import { startKeycloak, createRealmWithBigUser, deleteRealm } from '../lib/keycloak.mjs';
 
 const WASM = process.env.WASM;
 const KEY_OLD = 'e2e-cookie-old-key-0123456789abcdef0123456789';
 const KEY_NEW = 'e2e-cookie-new-key-0123456789abcdef0123456789';
+const REALM = 'demo-cookies';
+let kc;
+let issuer;
 let idpPort;
 let echoPort;
 let gateway;
@@ -19,7 +23,7 @@ let session; // alice's small session: `_gatehouse=<value>`
 let chunked; // carol's chunked session: [[name, value], ...]
 
 const config = (keys) => ({
-  provider: { issuer: `http://127.0.0.1:${idpPort}/realms/demo`, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret' },
+  provider: { issuer, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret' },
   session: { keys, secure: false },
 });
 
@@ -48,8 +52,10 @@ function assertNoSession(r, what) {
 
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm (run through `make test`)');
-  idpPort = await freePort();
-  await startIdp({ port: idpPort, bigUser: true });
+  // Real Keycloak, in a realm copy with carol (300 groups: a chunked session).
+  kc = await startKeycloak();
+  idpPort = kc.port;
+  ({ issuer } = await createRealmWithBigUser(kc, REALM));
   echoPort = (await startEcho()).port;
   // The old key signs here; the second Envoy below has rotated it out.
   const envoy = await startEnvoy({ idpPort, echoPort, wasmPath: WASM, filterConfig: config([KEY_OLD]) });
@@ -61,7 +67,10 @@ before(async () => {
   assert.ok(chunked.length >= 3, 'carol has a chunked session');
 });
 
-after(stopAll);
+after(async () => {
+  if (kc) await deleteRealm(kc, REALM);
+  await stopAll();
+});
 
 test('the control: the session works', async () => {
   const r = await apiCall(session);
