@@ -14,9 +14,9 @@ import { join, resolve } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, passwordToken, waitFor, REPO_ROOT,
+  freePort, startEcho, startEnvoy, stopAll, http, passwordToken, waitFor, REPO_ROOT,
 } from '../lib/harness.mjs';
-import { writeKeysFile } from '../lib/keys.mjs';
+import { startKeycloak } from '../lib/keycloak.mjs';
 import {
   MT, VARIANT_ANNOTATION, sha256, buildImage, writeLayout, readLayout, untar, pushSkopeo, pushNode, pull,
 } from '../oci.mjs';
@@ -268,10 +268,8 @@ test('pushing with wrong or missing credentials fails clearly; right ones work',
 for (const variant of ['compat', 'oci']) {
   test(`Envoy serves with the module pulled from the ${variant} image`, async (t) => {
     if (!pulled[variant]) { t.skip('push/pull test failed'); return; }
-    const keysFile = join(dir, `keys-${variant}.json`);
-    await writeKeysFile(keysFile);
-    const idpPort = await freePort();
-    await startIdp({ port: idpPort, keysFile });
+    const kc = await startKeycloak();
+    const idpPort = kc.port;
     const echoPort = await freePort();
     await startEcho({ port: echoPort });
     const envoy = await startEnvoy({
@@ -280,7 +278,7 @@ for (const variant of ['compat', 'oci']) {
       wasmPath: pulled[variant],
       filterConfig: {
         provider: {
-          issuer: `http://127.0.0.1:${idpPort}/realms/demo`, cluster: 'idp', clientId: 'gateway', audiences: ['api', 'gateway'],
+          issuer: kc.issuer, cluster: 'idp', clientId: 'gateway', audiences: ['api', 'gateway'],
         },
       },
     });
