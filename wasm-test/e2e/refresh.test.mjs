@@ -1,40 +1,42 @@
 // Session refresh end to end: with `session.refresh`, gatehouse keeps the refresh token
 // (encrypted in the cookie) and refreshes the session by callout before the access token expires.
-// The IdP issues 6-second access tokens here.
+// Real Keycloak issues 6-second access tokens here (a copy of the demo realm made for this file);
+// Envoy reaches it through the fault proxy, which can drop every call to it (provider down).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp } from 'node:fs/promises';
-import { join } from 'node:path';
-
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse, waitFor, runDirectory,
+  freePort, startEcho, startEnvoy, stopAll, http, CookieJar, browse, waitFor, onStopAll,
 } from '../lib/harness.mjs';
-import { writeKeysFile } from '../lib/keys.mjs';
+import {
+  startKeycloak, createRealmCopy, deleteRealm, adminApi,
+} from '../lib/keycloak.mjs';
+import { faults, startFaultProxy } from '../lib/faultproxy.mjs';
 
 const WASM = process.env.WASM;
 const HTML = { accept: 'text/html' };
 const TTL = 6;
 const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 
-let idp;
-let idpPort;
-let keysFile;
+const REALM = 'demo-refresh';
+let kc;
+let realm;
+let proxy;
 let gateway;
 
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm');
-  keysFile = join(await mkdtemp(join(runDirectory(), 'refresh-')), 'keys.json');
-  await writeKeysFile(keysFile);
-  idpPort = await freePort();
-  idp = await startIdp({ port: idpPort, keysFile, accessTokenTtl: TTL });
+  kc = await startKeycloak();
+  realm = await createRealmCopy(kc, REALM, { accessTokenLifespan: TTL });
+  proxy = await startFaultProxy({ targetPort: kc.port });
+  onStopAll(() => proxy.close());
   const echoPort = await freePort();
   await startEcho({ port: echoPort });
   const envoy = await startEnvoy({
-    idpPort, echoPort, wasmPath: WASM,
+    idpPort: proxy.port, echoPort, wasmPath: WASM,
     filterConfig: {
       provider: {
-        issuer: `http://127.0.0.1:${idpPort}/realms/demo`, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret',
+        issuer: realm.issuer, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret',
       },
       session: { keys: ['e2e-refresh-cookie-key-0123456789abcdef'], secure: false, refresh: true, refreshBeforeSeconds: 2 },
     },
@@ -43,7 +45,10 @@ before(async () => {
   await waitFor(async () => (await http(`${gateway}/echo`, { headers: HTML })).status === 302, { timeoutMs: 20000, what: 'discovery' });
 });
 
-after(stopAll);
+after(async () => {
+  if (kc) await deleteRealm(kc, REALM);
+  await stopAll();
+});
 
 const sessionCookie = (jar) => jar.list().find((c) => c.name === '_gatehouse')?.value;
 
@@ -80,10 +85,10 @@ test('a session is refreshed across the access token expiry, and a revoked refre
   const oldTab = await http(`${gateway}/echo`, { headers: { cookie: `_gatehouse=${first}` } });
   assert.equal(oldTab.status, 200);
 
-  // The provider forgets the session (a restart here; in Keycloak an admin sign-out or a revoked
-  // token): the next refresh is refused and the browser goes back to login.
-  await idp.stop();
-  idp = await startIdp({ port: idpPort, keysFile, accessTokenTtl: TTL });
+  // An administrator signs alice out in Keycloak: the next refresh is refused and the browser goes
+  // back to login.
+  const [alice] = await adminApi(kc, 'GET', '/users?username=alice&exact=true', undefined, REALM);
+  await adminApi(kc, 'POST', `/users/${alice.id}/logout`, undefined, REALM);
   await sleep((TTL - 2) * 1000 + 500);
   const page = await http(`${gateway}/echo?again`, { headers: { ...HTML, cookie: jar.header(`${gateway}/echo`) } });
   assert.equal(page.status, 302, page.body);
@@ -92,20 +97,20 @@ test('a session is refreshed across the access token expiry, and a revoked refre
   jar.store(`${gateway}/echo`, page.headers['set-cookie']);
   const next = await http(`${gateway}/echo?again`, { headers: { ...HTML, cookie: jar.header(`${gateway}/echo`) } });
   assert.equal(next.status, 302);
-  assert.equal(new URL(next.headers.location).port, String(idpPort), 'to the login page');
+  assert.equal(new URL(next.headers.location).port, String(kc.port), 'to the login page');
 });
 
 test('while the provider is down, a session due for refresh keeps working', async () => {
   const jar = new CookieJar();
   const login = await browse(`${gateway}/echo`, { jar, username: 'bob', password: 'bob' });
   assert.equal(login.response.status, 200);
-  await idp.stop();
+  proxy.set('down', /./, faults.reset()); // every call gatehouse makes to Keycloak is dropped
   try {
     await sleep((TTL - 2) * 1000 + 500);
     const r = await http(`${gateway}/echo`, { headers: { cookie: jar.header(`${gateway}/echo`) } });
     assert.equal(r.status, 200);
     assert.equal(r.json.headers['x-auth-request-email'], 'bob@example.com');
   } finally {
-    idp = await startIdp({ port: idpPort, keysFile, accessTokenTtl: TTL });
+    proxy.clear('down');
   }
 });
