@@ -10,10 +10,11 @@ import { createHmac } from 'node:crypto';
 
 import {
   freePort, startEcho, startEnvoy, stopAll, http, passwordToken as passwordGrant,
-  clientCredentialsToken as clientCredentialsGrant, envoyStats, waitFor, runDirectory, onStopAll,
+  clientCredentialsToken as clientCredentialsGrant, envoyStats, waitFor, runDirectory,
 } from '../lib/harness.mjs';
 import { startKeycloak } from '../lib/keycloak.mjs';
-import { faults, startFaultProxy } from '../lib/faultproxy.mjs';
+import { faults } from '../lib/faultproxy.mjs';
+import { keysProxy } from '../lib/tokens.mjs';
 import { writeKeysFile, signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
 
 const WASM = process.env.WASM;
@@ -76,9 +77,7 @@ before(async () => {
   kcPort = kc.port;
   issuer = kc.issuer;
   served = publicJwks(jwks).keys;
-  proxy = await startFaultProxy({ targetPort: kc.port });
-  onStopAll(() => proxy.close());
-  proxy.set('test keys', /\/protocol\/openid-connect\/certs$/, faults.rewriteJson((set) => ({ keys: [...set.keys, ...served] })));
+  proxy = await keysProxy(kc, () => served);
   idpPort = proxy.port;
   const echoPort = await freePort();
   await startEcho({ port: echoPort });

@@ -28,15 +28,25 @@ export async function startTokenBed({ wasmPath, filterConfig }) {
   const keysFile = join(mkdtempSync(join(runDirectory(), 'keys-')), 'keys.json');
   const jwks = await writeKeysFile(keysFile);
   const kc = await startKeycloak();
-  const proxy = await startFaultProxy({ targetPort: kc.port });
-  onStopAll(() => proxy.close());
   const ours = publicJwks(jwks).keys;
-  proxy.set('test keys', /\/protocol\/openid-connect\/certs$/, faults.rewriteJson((set) => ({ keys: [...set.keys, ...ours] })));
+  const proxy = await keysProxy(kc, () => ours);
   const echo = await startEcho();
   const envoy = await startEnvoy({
     idpPort: proxy.port, echoPort: echo.port, wasmPath, filterConfig: filterConfig(kc.issuer),
   });
   return { jwks, issuer: kc.issuer, idpPort: kc.port, gateway: envoy.url, envoy, proxy };
+}
+
+/**
+ * The fault proxy in front of Keycloak, serving Keycloak's key set with the public keys `extra()`
+ * returns (read at each fetch, so a test can rotate them) added: tokens a test signs itself verify
+ * beside Keycloak's. Closed by stopAll().
+ */
+export async function keysProxy(kc, extra) {
+  const proxy = await startFaultProxy({ targetPort: kc.port });
+  onStopAll(() => proxy.close());
+  proxy.set('test keys', /\/protocol\/openid-connect\/certs$/, faults.rewriteJson((set) => ({ keys: [...set.keys, ...extra()] })));
+  return proxy;
 }
 
 /**
