@@ -1,9 +1,10 @@
 // Issue 6 (1): the OpenID Foundation's relying-party conformance cases for the Basic RP profile
-// (code flow), through real Envoy. A real login runs in the test IdP; the provider's answer at the
+// (code flow), through real Envoy. A real login runs in real Keycloak; Keycloak's answer at the
 // token endpoint then comes back with one flaw each, the way the OpenID RP test suite's
-// deliberately wrong OP sends it (a fault proxy in front of the IdP re-signs the ID token). Each
-// case asserts the exact outcome: the sign-in error page, no session cookie, the upstream never
-// reached; the correct cases sign in.
+// deliberately wrong OP sends it: the fault proxy in front of Keycloak re-signs the ID token with
+// a key this file holds and adds to the key set Keycloak serves. Each case asserts the exact
+// outcome: the sign-in error page, no session cookie, the upstream never reached; the correct
+// cases sign in.
 //
 // Names follow the OpenID RP test suite (rp-...). Not applicable here: rp-userinfo-* (gatehouse
 // never calls userinfo: the identity is the verified ID token and access token). State mismatch,
@@ -11,25 +12,26 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp } from 'node:fs/promises';
-import { join } from 'node:path';
 import { createHmac, createPrivateKey, sign } from 'node:crypto';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse, noteSecret, waitFor, runDirectory,
+  startEcho, startEnvoy, stopAll, http, CookieJar, browse, noteSecret, waitFor,
 } from '../lib/harness.mjs';
-import { writeKeysFile, signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
-import { startFaultProxy, faults } from '../lib/faultproxy.mjs';
+import { signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
+import { faults } from '../lib/faultproxy.mjs';
+import { startKeycloak } from '../lib/keycloak.mjs';
+import { keysProxy } from '../lib/tokens.mjs';
 
 const WASM = process.env.WASM;
 const HTML = { accept: 'text/html,application/xhtml+xml' };
 const TOKEN = /\/protocol\/openid-connect\/token$/;
 const CERTS = /\/protocol\/openid-connect\/certs$/;
 
-let jwks; // the IdP's private keys
-let foreign; // a second RS256 key the provider publishes but never signs with
+let jwks; // keys this file signs with; the fault proxy publishes them beside Keycloak's
+let foreign; // another RS256 key published but never signed with
 let stranger; // keys nobody publishes
-let idpPort;
+let keycloakKeys; // the key set Keycloak itself serves
+let kc;
 let proxy;
 let gateway;
 
@@ -43,10 +45,10 @@ function signRaw(jwk, header, payload) {
   return `${input}.${sign('sha256', Buffer.from(input), createPrivateKey({ key: jwk, format: 'jwk' })).toString('base64url')}`;
 }
 
-/** Walks to the IdP and logs alice in, stopping before the callback: the callback URL and jar. */
+/** Walks to Keycloak and logs alice in, stopping before the callback: the callback URL and jar. */
 async function toCallback(path = '/echo') {
   const jar = new CookieJar();
-  const start = await browse(`${gateway}${path}`, { jar, stopAt: (u) => u.port === String(idpPort) });
+  const start = await browse(`${gateway}${path}`, { jar, stopAt: (u) => u.port === String(kc.port) });
   const atIdp = await browse(start.url, {
     jar, username: 'alice', password: 'alice', stopAt: (u) => u.pathname === '/oauth2/callback',
   });
@@ -99,25 +101,23 @@ function assertRefused(r, status = 502, text = /could not be verified/) {
 
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm (run through `make test`)');
-  const dir = await mkdtemp(join(runDirectory(), 'negoidc-'));
-  const keysFile = join(dir, 'keys.json');
-  jwks = await writeKeysFile(keysFile);
+  jwks = await generateKeys({ algs: ['RS256'], encryptionKey: false });
   foreign = await generateKeys({ algs: ['RS256'], encryptionKey: false });
   stranger = await generateKeys({ algs: ['RS256'], encryptionKey: false });
-  idpPort = await freePort();
-  const idp = await startIdp({ port: idpPort, keysFile });
-  proxy = await startFaultProxy({ targetPort: idpPort });
-  // The provider publishes a second RS256 key too (as during a key rollover), so a token without
-  // a kid has more than one candidate key (rp-id_token-kid-absent-multiple-jwks).
-  proxy.set('certs', CERTS, faults.rewriteJson((set) => ({ keys: [...set.keys, publicJwks(foreign).keys[0]].reverse() })));
+  kc = await startKeycloak();
+  keycloakKeys = (await http(kc.urls.certs)).json;
+  // Keycloak's keys, this file's, and a second RS256 key (as during a key rollover), so a token
+  // without a kid has more than one candidate key (rp-id_token-kid-absent-multiple-jwks).
+  const extra = [...publicJwks(jwks).keys, ...publicJwks(foreign).keys];
+  proxy = await keysProxy(kc, () => extra);
   const echo = await startEcho();
   const envoy = await startEnvoy({
-    idpPort: proxy.port, // gatehouse's calls go through the proxy; browsers go to the IdP
+    idpPort: proxy.port, // gatehouse's calls go through the proxy; browsers go to Keycloak
     echoPort: echo.port,
     wasmPath: WASM,
     filterConfig: {
       provider: {
-        issuer: idp.issuer, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret', audiences: ['api', 'gateway'],
+        issuer: kc.issuer, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret', audiences: ['api', 'gateway'],
       },
       session: { keys: ['e2e-oidc-cookie-key-0123456789abcdef'], secure: false },
     },
@@ -127,16 +127,19 @@ before(async () => {
 });
 
 after(async () => {
-  await proxy?.close();
   await stopAll();
 });
 
-test('rp-id_token-sig-rs256: the provider\'s own answer signs in, and the session reaches the upstream', async () => {
-  const { r, jar } = await loginWith((claims) => signJwt(jwks, claims));
-  assertSignedIn(r);
-  const page = await http(`${gateway}/echo`, { headers: { cookie: jar.header(`${gateway}/echo`) } });
-  assert.equal(page.status, 200);
-  assert.equal(page.json.headers['x-auth-request-email'], 'alice@example.com');
+test('rp-id_token-sig-rs256: Keycloak\'s own answer signs in, and so does one re-signed with a published key', async () => {
+  for (const mutate of [(_, answer) => answer, (claims) => signJwt(jwks, claims)]) {
+    // eslint-disable-next-line no-await-in-loop
+    const { r, jar } = await loginWith(mutate);
+    assertSignedIn(r);
+    // eslint-disable-next-line no-await-in-loop
+    const page = await http(`${gateway}/echo`, { headers: { cookie: jar.header(`${gateway}/echo`) } });
+    assert.equal(page.status, 200);
+    assert.equal(page.json.headers['x-auth-request-email'], 'alice@example.com');
+  }
 });
 
 test('rp-id_token-bad-sig-rs256: a signature that does not verify', async () => {
@@ -149,8 +152,12 @@ test('rp-id_token-bad-sig-rs256: a signature that does not verify', async () => 
   assertRefused(r);
 });
 
-test('an ID token signed by a key the provider does not publish (same kid as its own)', async () => {
-  const { r } = await loginWith((claims) => signRaw(rsa(stranger), { kid: rsa(jwks).kid }, claims));
+test('an ID token signed by a key the provider does not publish, with the kid of Keycloak\'s own key', async () => {
+  const { r } = await loginWith((claims, answer) => {
+    const { kid } = JSON.parse(Buffer.from(answer.id_token.split('.')[0], 'base64url').toString('utf8'));
+    assert.ok(keycloakKeys.keys.some((k) => k.kid === kid), 'Keycloak signed with a key it publishes');
+    return signRaw(rsa(stranger), { kid }, claims);
+  });
   assertRefused(r);
 });
 
@@ -162,13 +169,17 @@ test('rp-id_token-sig-none: an unsigned ID token is refused (alg none, None, NON
   }
 });
 
-test('an ID token MACed with HS256 keyed by the provider\'s public RSA key', async () => {
-  const { r } = await loginWith((claims) => {
-    const pub = JSON.stringify(publicJwks({ keys: [rsa(jwks)] }).keys[0]);
-    const input = `${b64({ alg: 'HS256', typ: 'JWT', kid: rsa(jwks).kid })}.${b64(claims)}`;
-    return `${input}.${createHmac('sha256', pub).update(input).digest('base64url')}`;
-  });
-  assertRefused(r);
+test('an ID token MACed with HS256 keyed by Keycloak\'s public RSA key (as JWK, modulus, or certificate)', async () => {
+  const key = keycloakKeys.keys.find((k) => k.alg === 'RS256' && k.use === 'sig');
+  assert.ok(key, 'Keycloak publishes an RS256 signing key');
+  for (const secret of [JSON.stringify(key), key.n, key.x5c?.[0] ?? key.n]) {
+    // eslint-disable-next-line no-await-in-loop
+    const { r } = await loginWith((claims) => {
+      const input = `${b64({ alg: 'HS256', typ: 'JWT', kid: key.kid })}.${b64(claims)}`;
+      return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`;
+    });
+    assertRefused(r);
+  }
 });
 
 test('rp-id_token-issuer-mismatch: another issuer, and the issuer with a trailing slash or other case', async () => {
@@ -223,7 +234,8 @@ test('rp-nonce-invalid: a nonce of another login, and none at all', async () => 
 });
 
 test('rp-id_token-kid-absent-multiple-jwks: without a kid, each published key of the algorithm is tried', async () => {
-  // Signed by the provider's key, no kid, two RS256 keys published: found and accepted.
+  // Signed by a published key, no kid, three RS256 keys published (Keycloak's, this file's, and
+  // another): found and accepted.
   const { r } = await loginWith((claims) => signRaw(rsa(jwks), {}, claims));
   assertSignedIn(r);
   // Signed by a key that is not published: no published key verifies it.
@@ -251,11 +263,11 @@ test('a token answer without an ID token, with a token type other than Bearer, o
   }
 });
 
-// Last: it leaves the provider's published keys rotated.
+// Last: it leaves the published keys rotated (only `rotated`; Keycloak's and this file's gone).
 test('rp-key-rotation-op-sign-key: the provider rotates its signing key; the next login fetches the new key set once', async () => {
   const rotated = await generateKeys({ algs: ['RS256'], encryptionKey: false });
   const newKid = rsa(rotated).kid;
-  proxy.set('certs', CERTS, faults.rewriteJson(() => publicJwks(rotated)));
+  proxy.set('test keys', CERTS, faults.rewriteJson(() => publicJwks(rotated)));
   const since = Date.now();
   const { r, jar } = await loginWith(async (claims, answer) => ({
     ...answer,
