@@ -1,23 +1,26 @@
-// Issue 6 (3): faults at the provider and at the gateway, through real Envoy with two workers.
-// gatehouse's own calls to the provider (discovery, keys, token endpoint) go through a fault
-// proxy (lib/faultproxy.mjs) that can be down, slow, or answer badly; browsers and the test's
-// token requests reach the IdP directly. Each case checks the outcome the README documents
-// (Troubleshooting): new sign-ins get an error page (503 when the provider cannot be reached,
-// 502 when its answer is unusable), existing sessions and tokens signed with cached keys keep
-// working, the last good keys stay, and everything recovers by itself. Last, Envoy's logs and
-// stats show that no Wasm VM failed.
+// Issue 6 (3) and issue 14 (5): faults at the provider and at the gateway, through real Envoy
+// with two workers, on a real Keycloak of this file's own (it is hung, killed and restarted here,
+// so it is not the run's shared one). gatehouse's own calls to Keycloak (discovery, keys, token
+// endpoint) go through a fault proxy (lib/faultproxy.mjs) that can be down, slow, or answer
+// badly, and that adds the public keys of a key set this file signs its own tokens with to the
+// key set Keycloak serves; browsers and the test's token requests reach Keycloak directly. Each
+// case checks the outcome the README documents (Troubleshooting): new sign-ins get an error page
+// (503 when the provider cannot be reached, 502 when its answer is unusable), existing sessions
+// and tokens signed with cached keys keep working, the last good keys stay, and everything
+// recovers by itself. Last, Envoy's logs and stats show that no Wasm VM failed.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, stopProcess, http, CookieJar, browse, passwordToken,
-  waitFor, envoyStats, runDirectory,
+  freePort, startEcho, startEnvoy, stopAll, stopProcess, http, CookieJar, browse, passwordToken,
+  waitFor, envoyStats,
 } from '../lib/harness.mjs';
-import { writeKeysFile, signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
-import { startFaultProxy, faults } from '../lib/faultproxy.mjs';
+import { signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
+import { faults } from '../lib/faultproxy.mjs';
+import { adminApi, signalKeycloak, startKeycloak } from '../lib/keycloak.mjs';
+import { keysProxy } from '../lib/tokens.mjs';
 
 const WASM = process.env.WASM;
 const HTML = { accept: 'text/html,application/xhtml+xml' };
@@ -26,17 +29,18 @@ const CERTS = /\/protocol\/openid-connect\/certs$/;
 const DISCOVERY = /\/\.well-known\/openid-configuration$/;
 const REFRESH_SECONDS = 10; // keys.refreshIntervalSeconds below (its minimum)
 const COOKIE_KEY = 'e2e-faults-cookie-key-0123456789abcdef';
+const SESSION_TTL = 6; // the gateway client's access tokens here, so sessions refresh within a test
+const REFRESH_BEFORE = 2; // session.refreshBeforeSeconds below
 
-let idpPort;
-let idp;
+let kc; // this file's own Keycloak
 let issuer;
 let proxyPort;
 let proxy;
 let echoPort;
 let envoy;
 let gateway;
-let idpKeys; // the IdP's own keys (it signs ID and access tokens with them)
-let jwks; // the keys the provider publishes now (the test signs tokens with them too)
+let ours; // the keys this file signs tokens with (published by the proxy beside Keycloak's)
+let jwks; // the ones of `ours` published now
 const envoyLogs = [];
 
 const now = () => Math.floor(Date.now() / 1000);
@@ -46,7 +50,9 @@ const filterConfig = () => ({
   provider: {
     issuer, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret', audiences: ['api', 'gateway'],
   },
-  session: { keys: [COOKIE_KEY], secure: false },
+  session: {
+    keys: [COOKIE_KEY], secure: false, refresh: true, refreshBeforeSeconds: REFRESH_BEFORE,
+  },
   publicPaths: [{ prefix: '/public/' }],
   timeouts: { calloutMs: 500 },
   keys: { refreshIntervalSeconds: REFRESH_SECONDS, unknownKidMinIntervalSeconds: 1, retryMaxSeconds: 1 },
@@ -60,6 +66,11 @@ async function startGateway(listenPort) {
   envoyLogs.push(...envoy.logFiles);
 }
 
+/** The fault proxy on proxyPort: gatehouse's way to Keycloak, publishing `jwks` beside its keys. */
+async function startProxy() {
+  proxy = await keysProxy(kc, () => publicJwks(jwks).keys, { port: proxyPort });
+}
+
 function claims(extra = {}) {
   return {
     iss: issuer, sub: 'alice-sub', aud: 'account', azp: 'api', typ: 'Bearer', exp: now() + 300, iat: now(),
@@ -69,6 +80,8 @@ function claims(extra = {}) {
 
 const bearer = (token, path = '/echo') => http(`${gateway}${path}`, { headers: { authorization: `Bearer ${token}` } });
 const withSession = (jar, path = '/echo') => http(`${gateway}${path}`, { headers: { cookie: jar.header(`${gateway}${path}`) } });
+/** A new access token from Keycloak itself (client `api`, password grant), never seen by the gateway. */
+const keycloakToken = async () => (await passwordToken({ idpPort: kc.port, username: 'alice', password: 'alice' })).access_token;
 
 /** Several requests at once, so that both workers answer (connections land on either). */
 async function allAnswer(make, status, n = 6) {
@@ -76,11 +89,11 @@ async function allAnswer(make, status, n = 6) {
   return results.every((r) => r.status === status);
 }
 
-/** Walks to the IdP and logs alice in, stopping before the callback. */
+/** Walks to Keycloak and logs alice in, stopping before the callback. */
 async function toCallback() {
   const jar = new CookieJar();
-  const start = await browse(`${gateway}/echo`, { jar, stopAt: (u) => u.port === String(idpPort) });
-  assert.ok(start.stopped, `the gateway sends the browser to the IdP (ended at ${start.url})`);
+  const start = await browse(`${gateway}/echo`, { jar, stopAt: (u) => u.port === String(kc.port) });
+  assert.ok(start.stopped, `the gateway sends the browser to Keycloak (ended at ${start.url})`);
   const atIdp = await browse(start.url, { jar, username: 'alice', password: 'alice', stopAt: (u) => u.pathname === '/oauth2/callback' });
   assert.ok(atIdp.stopped, atIdp.url);
   return { cb: atIdp.url, jar };
@@ -114,27 +127,36 @@ async function counter(name) {
   return Object.values(st).reduce((a, b) => a + b, 0);
 }
 
+const sessionCookie = (r) => [].concat(r.headers['set-cookie'] ?? []).find((c) => /^_gatehouse=v1\./.test(c));
+
+/** Waits until the session's access token is inside the refresh window (it is SESSION_TTL s long). */
+async function dueForRefresh(loggedInAt) {
+  await sleep(Math.max(0, (SESSION_TTL - REFRESH_BEFORE + 1) * 1000 - (Date.now() - loggedInAt)));
+}
+
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm (run through `make test`)');
-  const dir = await mkdtemp(join(runDirectory(), 'faults-'));
-  const keysFile = join(dir, 'keys.json');
-  idpKeys = await writeKeysFile(keysFile, { algs: ['RS256'], encryptionKey: false });
-  jwks = idpKeys;
-  idpPort = await freePort();
-  idp = await startIdp({ port: idpPort, keysFile });
-  issuer = idp.issuer;
+  ours = await generateKeys({ algs: ['RS256'], encryptionKey: false });
+  jwks = ours;
+  kc = await startKeycloak({ shared: false });
+  issuer = kc.issuer;
+  // Short access tokens for the browser client only (Keycloak's per-client lifespan), so sessions
+  // come due for refresh within a test; the API client's tokens keep the realm's 5 minutes.
+  const [gw] = await adminApi(kc, 'GET', '/clients?clientId=gateway');
+  await adminApi(kc, 'PUT', `/clients/${gw.id}`, { ...gw, attributes: { ...gw.attributes, 'access.token.lifespan': String(SESSION_TTL) } });
   echoPort = (await startEcho()).port;
   proxyPort = await freePort(); // nothing listens there yet: the provider is down at start
   await startGateway();
 });
 
 after(async () => {
-  await proxy?.close();
+  // Never leave a hung Keycloak behind (SIGTERM does not reach a stopped process).
+  try { if (kc?.pid) signalKeycloak(kc, 'SIGCONT'); } catch { /* gone */ }
   await stopAll();
 });
 
 test('provider down at start: protected requests get 503 with Retry-After, public paths work, and it recovers by itself', async () => {
-  const token = (await passwordToken({ idpPort, username: 'alice', password: 'alice' })).access_token;
+  const token = await keycloakToken();
   const api = await bearer(token);
   assert.equal(api.status, 503, api.body);
   assert.equal(api.headers['retry-after'], '5');
@@ -144,7 +166,7 @@ test('provider down at start: protected requests get 503 with Retry-After, publi
   assert.equal((await http(`${gateway}/public/x`)).status, 200);
 
   const t0 = Date.now();
-  proxy = await startFaultProxy({ targetPort: idpPort, port: proxyPort });
+  await startProxy();
   await waitFor(() => allAnswer(() => bearer(token), 200), { timeoutMs: 10000, intervalMs: 200, what: 'gatehouse to load the keys once the provider is up' });
   const recovered = Date.now() - t0;
   assert.equal((await http(`${gateway}/echo`, { headers: HTML })).status, 302);
@@ -190,12 +212,13 @@ test('provider down mid-run: sessions and tokens signed with cached keys keep wo
   const jar = await login();
   const failedBefore = await counter('logins.failed');
   const jwksFailuresBefore = await counter('jwks.fetch_failures') + await counter('discovery.fetch_failures');
-  const attempt = await toCallback(); // the browser reaches the IdP; the gateway will not
+  const attempt = await toCallback(); // the browser reaches Keycloak; the gateway will not
   await proxy.close();
   const downAt = Date.now();
   try {
     assert.equal((await withSession(jar)).status, 200, 'an existing session');
-    assert.ok(await allAnswer(async () => bearer(await signJwt(jwks, claims())), 200), 'tokens never seen before, signed with a cached key');
+    assert.ok(await allAnswer(async () => bearer(await keycloakToken()), 200), 'Keycloak\'s tokens never seen before, signed with a cached key');
+    assert.ok(await allAnswer(async () => bearer(await signJwt(jwks, claims())), 200), 'tokens of the test\'s published key');
     assertErrorPage(await callback(attempt), 503, /cannot be reached/);
     // A token naming an unknown key makes a worker try the provider: refused, the cached keys stay.
     const unknown = await signJwt(await generateKeys({ algs: ['RS256'], encryptionKey: false }), claims());
@@ -209,7 +232,7 @@ test('provider down mid-run: sessions and tokens signed with cached keys keep wo
     assert.ok(await counter('logins.failed') > failedBefore);
     assert.ok(await counter('jwks.fetch_failures') + await counter('discovery.fetch_failures') > jwksFailuresBefore, 'failed fetches are counted');
   } finally {
-    proxy = await startFaultProxy({ targetPort: idpPort, port: proxyPort });
+    await startProxy();
   }
   const again = await login();
   assert.equal((await withSession(again)).status, 200, 'sign-ins work again once the provider is back');
@@ -238,7 +261,7 @@ test('key-set faults (5xx, garbage, huge, HTML, too slow, dropped): the last goo
       assert.equal(u.status, 401, name);
       assert.ok(proxy.hits(CERTS, since) >= 1, `${name}: the key set was asked for`);
       // eslint-disable-next-line no-await-in-loop
-      assert.ok(await allAnswer(async () => bearer(await signJwt(jwks, claims())), 200), `${name}: cached keys still verify`);
+      assert.ok(await allAnswer(async () => bearer(await keycloakToken()), 200), `${name}: cached keys still verify`);
     } finally {
       proxy.clear('certs');
     }
@@ -249,11 +272,11 @@ test('keys rotated at the provider and the old key removed: new tokens accepted,
   const jar = await login();
   const old = jwks;
   const rotated = await generateKeys({ algs: ['RS256'], encryptionKey: false });
-  proxy.set('certs', CERTS, async () => ({ status: 200, headers: { 'content-type': 'application/json' }, body: JSON.stringify(publicJwks(rotated)) }));
-  jwks = rotated;
+  jwks = rotated; // the proxy now publishes `rotated` beside Keycloak's keys, and `old` no more
   await waitFor(() => allAnswer(async () => bearer(await signJwt(rotated, claims())), 200), { timeoutMs: 10000, what: 'both workers to fetch the rotated key' });
   await waitFor(() => allAnswer(async () => bearer(await signJwt(old, claims())), 401), { timeoutMs: 5000, what: 'both workers to drop the removed key' });
   assert.equal((await withSession(jar)).status, 200, 'sessions are sealed by gatehouse, not by the provider\'s keys');
+  assert.equal((await bearer(await keycloakToken())).status, 200, 'Keycloak\'s own key stayed');
 });
 
 test('discovery changed: a new jwks_uri is followed at the next refresh; a discovery naming another issuer is refused and the keys kept', async () => {
@@ -273,10 +296,78 @@ test('discovery changed: a new jwks_uri is followed at the next refresh; a disco
   proxy.set('certs-next', NEXT, faults.status(500)); // were the bad discovery taken, no keys would load
   await waitFor(async () => proxy.hits(DISCOVERY, since) >= 2, { timeoutMs: (REFRESH_SECONDS * 2 + 5) * 1000, intervalMs: 500, what: 'both workers to re-read discovery' });
   assert.ok(await allAnswer(async () => bearer(await signJwt(third, claims())), 200), 'the keys of the last good discovery stay');
-  // Back to the IdP's own discovery and keys (it signs the logins below with them).
-  proxy.clear();
-  jwks = idpKeys;
-  await waitFor(() => allAnswer(async () => bearer(await signJwt(jwks, claims())), 200), { timeoutMs: 10000, what: 'both workers to fetch the IdP\'s keys again' });
+  // Back to Keycloak's own discovery and keys (it signs the logins below with them).
+  for (const name of ['discovery', 'certs-next', 'certs']) proxy.clear(name);
+  jwks = ours;
+  await waitFor(() => allAnswer(async () => bearer(await keycloakToken()), 200), { timeoutMs: (REFRESH_SECONDS * 2 + 5) * 1000, intervalMs: 500, what: 'both workers to fetch Keycloak\'s keys again' });
+  assert.ok(await allAnswer(async () => bearer(await signJwt(jwks, claims())), 200));
+});
+
+/**
+ * A session due for refresh, a Keycloak token the gateway never saw, and a login waiting at its
+ * callback — then `fault()` takes Keycloak away. While it is away: the session is served (its
+ * refresh cannot complete), the token is accepted with the cached keys, the callback gets the 503
+ * page, and nothing waits on Keycloak longer than timeouts.calloutMs. `recover()` brings it back;
+ * then the session refreshes at its next request and new logins work.
+ */
+async function whileKeycloakAway(fault, recover) {
+  const jar = await login();
+  const loggedInAt = Date.now();
+  const token = await keycloakToken();
+  const attempt = await toCallback();
+  await dueForRefresh(loggedInAt);
+  const failedBefore = await counter('logins.failed');
+  await fault();
+  try {
+    const t0 = Date.now();
+    const r = await withSession(jar);
+    assert.equal(r.status, 200, 'a session due for refresh is served');
+    assert.equal(r.json.headers['x-auth-request-email'], 'alice@example.com');
+    assert.equal(sessionCookie(r), undefined, 'the session was not replaced');
+    assert.ok(await allAnswer(() => bearer(token), 200), 'a token signed with a cached key');
+    assertErrorPage(await callback(attempt), 503, /cannot be reached/);
+    const waited = Date.now() - t0;
+    assert.ok(waited < 5000, `nothing waited on Keycloak beyond timeouts.calloutMs (${waited} ms for all of it)`);
+    assert.equal((await http(`${gateway}/public/x`)).status, 200);
+    // Counts reach Envoy's stats at the next tick.
+    await waitFor(async () => await counter('logins.failed') > failedBefore, { timeoutMs: 5000, what: 'the failed login to be counted' });
+  } finally {
+    await recover();
+  }
+  const t1 = Date.now();
+  await waitFor(async () => {
+    const r = await withSession(jar);
+    jar.store(`${gateway}/echo`, r.headers['set-cookie']);
+    return r.status === 200 && sessionCookie(r) !== undefined;
+  }, { timeoutMs: 20000, intervalMs: 500, what: 'the session to refresh once Keycloak is back' });
+  const back = Date.now() - t1;
+  const page = await withSession(jar);
+  assert.equal(page.status, 200);
+  assert.equal(page.json.headers['x-auth-request-email'], 'alice@example.com');
+  const again = await login();
+  assert.equal((await withSession(again)).status, 200, 'sign-ins work again');
+  return back;
+}
+
+test('Keycloak hung (SIGSTOP) mid-login and mid-refresh: sessions and cached-key tokens keep working, the sign-in gets the 503 page, and it recovers when Keycloak resumes', async () => {
+  const back = await whileKeycloakAway(
+    () => signalKeycloak(kc, 'SIGSTOP'),
+    () => signalKeycloak(kc, 'SIGCONT'),
+  );
+  console.log(`# Keycloak resumed: the session refreshed ${back} ms later`);
+});
+
+test('Keycloak killed mid-login and mid-refresh, then restarted: the same, and its sessions survive the restart', async () => {
+  let restart;
+  const back = await whileKeycloakAway(
+    async () => { signalKeycloak(kc, 'SIGKILL'); await kc.exit; },
+    async () => {
+      const t0 = Date.now();
+      kc = await startKeycloak({ port: kc.port, db: kc.db, shared: false });
+      restart = Date.now() - t0;
+    },
+  );
+  console.log(`# Keycloak restarted in ${restart} ms; the session refreshed ${back} ms later`);
 });
 
 test('Envoy restarted: sessions and tokens keep working without a new login', async () => {

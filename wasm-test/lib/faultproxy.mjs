@@ -116,7 +116,8 @@ export async function startFaultProxy({ targetPort, port = 0 }) {
     const entry = { method: req.method, path, status: 0, at: Date.now() };
     requests.push(entry);
     if (requests.length > 10_000) requests.shift();
-    const rule = [...rules.values()].find((r) => r.pattern.test(path));
+    // The rule set last wins where several match (a test's fault over a file's standing rule).
+    const rule = [...rules.values()].reverse().find((r) => r.pattern.test(path));
     const forward = () => forwardRequest(req, body);
     let answer;
     try {
@@ -140,9 +141,13 @@ export async function startFaultProxy({ targetPort, port = 0 }) {
   return {
     port: server.address().port,
     requests,
-    /** Misbehave with `action` on paths matching `pattern` (replaces an earlier rule of that name). */
+    /**
+     * Misbehave with `action` on paths matching `pattern` (replaces an earlier rule of that name).
+     * Where the patterns of several rules match, the one set last applies.
+     */
     set(name, pattern, action) {
       if (!(pattern instanceof RegExp) || typeof action !== 'function') throw new TypeError('set(name, RegExp, action)');
+      rules.delete(name);
       rules.set(name, { pattern, action });
     },
     /** Stop misbehaving: one rule by name, or all. */

@@ -73,7 +73,7 @@ export function assertKeycloakInstalled() {
  * @param {string[]} [options.extraArgs] more `kc.sh start` options (`--import-realm` to prepare a database)
  * @param {number} [options.timeoutMs] readiness timeout
  * @param {boolean} [options.shared] hand out the run's shared Keycloak if there is one (default true)
- * @returns {Promise<{pid, port, url, issuer, urls, logFiles, stop, log, shared}>}
+ * @returns {Promise<{pid, port, db, url, issuer, urls, logFiles, exit, stop, log, shared}>}
  */
 export async function startKeycloak({
   port, db, extraArgs = [], timeoutMs = 120_000, shared = true,
@@ -111,7 +111,20 @@ export async function startKeycloak({
     killGroup: true,
     ready: () => waitHttp(urls.discovery, (r) => r.status === 200 && r.json?.issuer === urls.issuer, 2_000),
   });
-  return { ...handle, shared: false, port: p, url: urls.origin, issuer: urls.issuer, urls };
+  return {
+    ...handle, shared: false, port: p, db: dbDir, url: urls.origin, issuer: urls.issuer, urls,
+  };
+}
+
+/**
+ * Sends `signal` to a Keycloak this test started (never the run's shared one), to its whole
+ * process group — kc.sh and the java it runs: SIGSTOP hangs it (connections are accepted by the
+ * kernel and never answered), SIGCONT resumes it, SIGKILL kills it (then wait for `kc.exit`).
+ * Start it again on the same port and database with startKeycloak({port: kc.port, db: kc.db}).
+ */
+export function signalKeycloak(kc, signal) {
+  if (kc.shared || !kc.pid) throw new Error('signalKeycloak: only a Keycloak started with { shared: false }');
+  process.kill(-kc.pid, signal);
 }
 
 /** An access token of Keycloak's bootstrap admin (master realm, `admin-cli`). */

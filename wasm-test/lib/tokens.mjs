@@ -38,12 +38,13 @@ export async function startTokenBed({ wasmPath, filterConfig }) {
 }
 
 /**
- * The fault proxy in front of Keycloak, serving Keycloak's key set with the public keys `extra()`
- * returns (read at each fetch, so a test can rotate them) added: tokens a test signs itself verify
- * beside Keycloak's. Closed by stopAll().
+ * The fault proxy in front of Keycloak (on `port`, default a free one), serving Keycloak's key set
+ * with the public keys `extra()` returns (read at each fetch, so a test can rotate them) added:
+ * tokens a test signs itself verify beside Keycloak's. This standing rule is named 'test keys'; a
+ * fault a test sets later on the key set's path applies over it. Closed by stopAll().
  */
-export async function keysProxy(kc, extra) {
-  const proxy = await startFaultProxy({ targetPort: kc.port });
+export async function keysProxy(kc, extra, { port } = {}) {
+  const proxy = await startFaultProxy({ targetPort: kc.port, port });
   onStopAll(() => proxy.close());
   proxy.set('test keys', /\/protocol\/openid-connect\/certs$/, faults.rewriteJson((set) => ({ keys: [...set.keys, ...extra()] })));
   return proxy;
