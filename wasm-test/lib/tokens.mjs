@@ -8,8 +8,7 @@ import { publicJwks, writeKeysFile } from './keys.mjs';
 import { onStopAll, runDirectory } from './processes.mjs';
 import { checkPort } from './ports.mjs';
 import { http } from './http.mjs';
-import { idpUrls } from './idp.mjs';
-import { startKeycloak } from './keycloak.mjs';
+import { keycloakUrls, startKeycloak } from './keycloak.mjs';
 import { faults, startFaultProxy } from './faultproxy.mjs';
 import { startEcho } from './echo.mjs';
 import { startEnvoy } from './envoy.mjs';
@@ -51,14 +50,15 @@ export async function keysProxy(kc, extra, { port } = {}) {
 }
 
 /**
- * POST to the IdP's token endpoint with client_secret_basic (or client_secret_post with
+ * POST to the token endpoint of the demo realm on the Keycloak at 127.0.0.1:`idpPort` (or to
+ * `tokenUrl`, another realm's) with client_secret_basic (or client_secret_post with
  * `auth: 'post'`). Throws on a non-200 answer, with the OAuth error in the message.
  * @returns {Promise<object>} the token response
  */
 export async function tokenRequest({
-  idpPort, params, clientId, clientSecret, auth = 'basic',
+  idpPort, tokenUrl, params, clientId, clientSecret, auth = 'basic',
 }) {
-  checkPort(idpPort, 'idpPort');
+  const url = tokenUrl ?? keycloakUrls(`http://127.0.0.1:${checkPort(idpPort, 'idpPort')}`).token;
   const form = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined && v !== null));
   const headers = {};
   if (auth === 'basic') {
@@ -70,7 +70,7 @@ export async function tokenRequest({
   } else {
     throw new TypeError(`auth must be "basic" or "post", got ${auth}`);
   }
-  const res = await http(idpUrls(idpPort).token, { method: 'POST', headers, body: form });
+  const res = await http(url, { method: 'POST', headers, body: form });
   if (res.status !== 200 || !res.json?.access_token) {
     const e = res.json?.error ? `${res.json.error}${res.json.error_description ? ` (${res.json.error_description})` : ''}` : res.body.slice(0, 300);
     const err = new Error(`token request (${params.grant_type}, client ${clientId}) failed: ${res.status} ${e}`);
@@ -85,27 +85,27 @@ export async function tokenRequest({
  * comes too); pass `scope: null` to send none.
  */
 export function passwordToken({
-  idpPort, username, password, clientId = 'api', clientSecret = 'api-secret', scope = 'openid', auth,
+  idpPort, tokenUrl, username, password, clientId = 'api', clientSecret = 'api-secret', scope = 'openid', auth,
 }) {
   return tokenRequest({
-    idpPort, clientId, clientSecret, auth, params: { grant_type: 'password', username, password, scope },
+    idpPort, tokenUrl, clientId, clientSecret, auth, params: { grant_type: 'password', username, password, scope },
   });
 }
 
 /** Client-credentials grant (service account "service-account-<clientId>"). */
 export function clientCredentialsToken({
-  idpPort, clientId = 'api', clientSecret = 'api-secret', scope, auth,
+  idpPort, tokenUrl, clientId = 'api', clientSecret = 'api-secret', scope, auth,
 } = {}) {
   return tokenRequest({
-    idpPort, clientId, clientSecret, auth, params: { grant_type: 'client_credentials', scope },
+    idpPort, tokenUrl, clientId, clientSecret, auth, params: { grant_type: 'client_credentials', scope },
   });
 }
 
 /** Refresh-token grant. */
 export function refreshTokenGrant({
-  idpPort, refreshToken, clientId = 'api', clientSecret = 'api-secret', scope, auth,
+  idpPort, tokenUrl, refreshToken, clientId = 'api', clientSecret = 'api-secret', scope, auth,
 }) {
   return tokenRequest({
-    idpPort, clientId, clientSecret, auth, params: { grant_type: 'refresh_token', refresh_token: refreshToken, scope },
+    idpPort, tokenUrl, clientId, clientSecret, auth, params: { grant_type: 'refresh_token', refresh_token: refreshToken, scope },
   });
 }
