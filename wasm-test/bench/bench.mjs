@@ -22,10 +22,12 @@ import { join, resolve, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import {
-  freePort, startIdp, startEnvoy, stopAll, http, browse, CookieJar, waitFor, envoyStats,
+  freePort, startEnvoy, stopAll, http, browse, CookieJar, waitFor, envoyStats,
   REPO_ROOT, WASM_TEST_DIR, envoyBin,
 } from '../lib/harness.mjs';
-import { writeKeysFile, signJwt, publicJwks } from '../lib/keys.mjs';
+import { generateKeys, signJwt, publicJwks } from '../lib/keys.mjs';
+import { KEYCLOAK_VERSION, startKeycloak } from '../lib/keycloak.mjs';
+import { keysProxy } from '../lib/tokens.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -228,13 +230,13 @@ function rssKiB(pid) {
 
 /**
  * Code-flow logins through gatehouse for `seconds`, `parallel` at a time (each a fresh browser:
- * gateway → IdP login form → IdP → gateway callback → gateway), and the time per login split into
- * gateway hops and IdP hops (client-observed), plus the IdP's own time on the token endpoint
- * (server-measured, from its log) that the callback hop includes.
+ * gateway → Keycloak's login form → Keycloak → gateway callback → gateway), and the time per login
+ * split into gateway hops and Keycloak hops (client-observed), plus Keycloak's time on the token
+ * endpoint that the callback hop includes (timed by the proxy in front of it, which gatehouse's
+ * calls go through).
  */
-async function loginRun({ gh, idp, seconds, parallel }) {
-  const idpLog = idp.logFiles[0];
-  const before = readFileSync(idpLog, 'utf8').length;
+async function loginRun({ gh, proxy, seconds, parallel }) {
+  const since = Date.now();
   const perLogin = [];
   let failures = 0;
   const t0 = performance.now();
@@ -256,9 +258,10 @@ async function loginRun({ gh, idp, seconds, parallel }) {
     }
   }));
   const elapsed = (performance.now() - t0) / 1000;
-  // The IdP logs "POST <path> <status> <ms>ms" per request; token-endpoint calls came from gatehouse.
-  const tokenMs = readFileSync(idpLog, 'utf8').slice(before).split('\n')
-    .map((line) => /POST \S*\/token 200 ([\d.]+)ms/.exec(line)).filter(Boolean).map((m) => Number(m[1]));
+  // Token-endpoint calls through the proxy came from gatehouse.
+  const tokenMs = proxy.requests
+    .filter((r) => r.at >= since && r.status === 200 && /\/protocol\/openid-connect\/token$/.test(r.path))
+    .map((r) => r.ms);
   return {
     parallel,
     logins: perLogin.length,
@@ -285,12 +288,14 @@ async function main() {
   const moduleBytes = statSync(WASM).size;
   const dir = await mkdtemp(join(tmpdir(), 'gatehouse-bench-'));
   try {
-    const keysFile = join(dir, 'keys.json');
-    const jwks = await writeKeysFile(keysFile);
-    const idpPort = await freePort();
-    const issuer = `http://127.0.0.1:${idpPort}/realms/demo`;
-    log(`starting IdP on ${idpPort}`);
-    const idp = await startIdp({ port: idpPort, keysFile });
+    // Tokens are signed with keys of this run, which the proxy in front of Keycloak adds to the
+    // key set Keycloak serves; sessions come from real logins on Keycloak's form.
+    const jwks = await generateKeys({ encryptionKey: false });
+    log(`starting Keycloak ${KEYCLOAK_VERSION}`);
+    const kc = await startKeycloak();
+    const proxy = await keysProxy(kc, () => publicJwks(jwks).keys);
+    const idpPort = proxy.port; // Envoy's idp cluster
+    const { issuer } = kc;
     const echoPort = await freePort(); // nothing listens: every route answers directly
 
     // Token pools (distinct tokens, one file per algorithm) and one repeated token.
@@ -341,7 +346,7 @@ async function main() {
       const lp = await freePort();
       oauth2Envoy = await startEnvoy({
         listenPort: lp, idpPort, echoPort, concurrency: 1, logLevel: 'warn',
-        customize: withOauth2Secrets(directResponse([oauth2Filter({ idpPort, listenPort: lp })])),
+        customize: withOauth2Secrets(directResponse([oauth2Filter({ idpPort: kc.port, listenPort: lp })])),
       });
       const ojar = new CookieJar();
       const ol = await browse(`${oauth2Envoy.url}/app`, { jar: ojar, username: 'alice', password: 'alice' });
@@ -487,7 +492,7 @@ async function main() {
     const logins = [];
     if (!ONLY || ONLY.has('login')) {
       for (const parallel of [1, 8]) {
-        const l = await loginRun({ gh, idp, seconds: DURATION, parallel });
+        const l = await loginRun({ gh, proxy, seconds: DURATION, parallel });
         log(`logins, ${parallel} at a time: ${l.perSecond.toFixed(1)}/s (${l.failures} failed); per login ${l.total.toFixed(1)} ms, gateway hops ${l.gateway.toFixed(1)} ms, token endpoint ${l.token.toFixed(1)} ms`);
         logins.push(l);
       }
@@ -535,7 +540,7 @@ async function main() {
       target('distinct RS256 vs. native `jwt_authn` without cache (d-RS256 / e-RS256)', medianRatio('d-RS256', 'e-RS256'), 0.5),
       target('distinct ES256 vs. native `jwt_authn` without cache (d-ES256 / e-ES256)', medianRatio('d-ES256', 'e-ES256'), 0.3),
       target('module size', moduleBytes / 1000, 600, 'KB', true),
-      target('a worker\'s VM from creation (configure) to its first 200, keys fetched from the IdP', startup ? startup.fetched.vmToFirst200 : NaN, 50, 'ms', true),
+      target('a worker\'s VM from creation (configure) to its first 200, keys fetched from Keycloak', startup ? startup.fetched.vmToFirst200 : NaN, 50, 'ms', true),
       '',
       `For reference, the floor any Proxy-Wasm filter pays here (h, an empty Rust SDK filter): ${f2(medianRatio('h', 'a'))} of no filter. `
         + `Against that floor: session cookie ${f2(medianRatio('b', 'h'))}, public path ${f2(medianRatio('g', 'h'))}, repeated bearer ${f2(medianRatio('c', 'h'))}. `
@@ -546,7 +551,7 @@ async function main() {
         '| Envoy | spawn → first 200 (ms) | compiling the module (ms) | worker VM created → first 200 (ms) |', '|---|---|---|---|',
         `| no filter | ${f0(startup.none.first200)} | | |`,
         ...[['empty Proxy-Wasm filter', startup.noop], ['gatehouse, inline JWKS (no fetch)', startup.inline],
-          ['gatehouse, discovery + JWKS fetched from the IdP', startup.fetched]]
+          ['gatehouse, discovery + JWKS fetched from Keycloak', startup.fetched]]
           .map(([n, x]) => `| ${n} | ${f0(x.first200)} | ${f0(x.compile)} | ${f0(x.vmToFirst200)} |`),
         '',
         'Envoy compiles a module once (on the main thread, before the listeners open), then creates a VM per worker from it and calls `on_configure`; '
@@ -565,11 +570,11 @@ async function main() {
     ].join('\n');
     const loginText = logins.length
       ? [
-        '| at a time | logins/s | failed | per login (median ms) | gateway hops (ms, count) | IdP hops (ms) | IdP token endpoint, server time (ms) |',
+        '| at a time | logins/s | failed | per login (median ms) | gateway hops (ms, count) | Keycloak hops (ms) | Keycloak token endpoint, timed at the proxy (ms) |',
         '|---|---|---|---|---|---|---|',
         ...logins.map((l) => `| ${l.parallel} | ${l.perSecond.toFixed(1)} | ${l.failures} | ${l.total.toFixed(1)} | ${l.gateway.toFixed(1)} (${l.gatewayHops}) | ${l.idp.toFixed(1)} | ${l.token.toFixed(1)} |`),
         '',
-        'Gateway hops: the first request (redirect to the IdP), the callback (which includes gatehouse\'s own call to the IdP token endpoint) and the landing request. '
+        'Gateway hops: the first request (redirect to Keycloak), the callback (which includes gatehouse\'s own call to Keycloak\'s token endpoint) and the landing request. '
           + 'gatehouse\'s part of a login is the gateway hops minus the token endpoint time, and includes Envoy and the loopback network.',
       ].join('\n')
       : '(not measured in this run)';
@@ -586,8 +591,8 @@ Generated by \`${cmd}\` on ${new Date().toISOString()} (${elapsed.toFixed(0)} s 
 - Envoy: ${envoyVersion}; \`--concurrency 1\` (one worker), V8 runtime, route \`direct_response\` 200, no access log
 - Load: \`wrk -c${CONNS} -t${THREADS} -d${DURATION}s --latency\`, ${ROUNDS} rounds, cases interleaved (order rotated each round, baseline first), 1 s warm-up per case
 - Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'} (wrk and Envoy share it)
-- Distinct-token pools: ${POOL} tokens per algorithm, minted with \`signJwt\` from the IdP's key file, cycled by \`bench/tokens.lua\` (gatehouse's token cache holds 1024 per worker, so a cycled pool this size never hits; the last column counts hits/misses during the measured runs)
-- Native \`jwt_authn\`: \`local_jwks\` inline with the IdP's public signing keys; "jwt_cache_config" = \`jwt_cache_size: 1000\`
+- Distinct-token pools: ${POOL} tokens per algorithm, minted with \`signJwt\` with keys of the run that the proxy in front of Keycloak adds to its key set, cycled by \`bench/tokens.lua\` (gatehouse's token cache holds 1024 per worker, so a cycled pool this size never hits; the last column counts hits/misses during the measured runs)
+- Native \`jwt_authn\`: \`local_jwks\` inline with those public keys; "jwt_cache_config" = \`jwt_cache_size: 1000\`
 - Native \`oauth2\` (case f, present only if its login worked): cookies from a real login through the filter (client \`gateway\`, \`BASIC_AUTH\`), ${oauth2Cookie ? `${oauth2Cookie.length}` : '–'}-byte Cookie header; gatehouse's session cookie header: ${cookie.length} bytes
 - No-filter baseline answers from \`direct_response\` (no upstream hop), so every filter's cost is a larger share than behind a real upstream
 
@@ -607,7 +612,7 @@ ${startupText}
 
 ${memText}
 
-## Logins (full code flow through Envoy + gatehouse against the local IdP)
+## Logins (full code flow through Envoy + gatehouse against Keycloak ${KEYCLOAK_VERSION})
 
 ${loginText}
 

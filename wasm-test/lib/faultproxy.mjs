@@ -65,7 +65,7 @@ export async function startFaultProxy({ targetPort, port = 0 }) {
   if (!Number.isInteger(targetPort) || targetPort < 1 || targetPort > 65535) throw new TypeError(`targetPort must be a port, got ${targetPort}`);
   /** name -> {pattern: RegExp, action} */
   const rules = new Map();
-  /** {method, path, status, at} of every request, oldest first (bounded). */
+  /** {method, path, status, at, ms} of every request, oldest first (bounded); ms: time to answer. */
   const requests = [];
   const timers = new Set();
   const sockets = new Set();
@@ -127,6 +127,7 @@ export async function startFaultProxy({ targetPort, port = 0 }) {
     }
     if (answer === null || closed || res.destroyed) return;
     entry.status = answer.status;
+    entry.ms = Date.now() - entry.at;
     const payload = Buffer.isBuffer(answer.body) ? answer.body : Buffer.from(answer.body ?? '');
     res.writeHead(answer.status, { ...answer.headers, 'content-length': payload.length });
     res.end(payload);

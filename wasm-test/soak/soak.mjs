@@ -1,10 +1,12 @@
 #!/usr/bin/env node
-// make soak: a bounded mixed load against Envoy (2 workers) with gatehouse, the test IdP and the
-// echo service, for a set number of minutes. Virtual users sign in by the code flow, use their
-// session cookies (which refresh: access tokens live 30 s here), send bearer tokens (the IdP's,
-// repeated, and distinct ones that miss the cache), sign out, and send bad requests (tampered
-// cookies, forged and malformed tokens, bogus callbacks, spoofed headers, sessions without the
-// right group). Every answer is checked against the status it must have.
+// make soak: a bounded mixed load against Envoy (2 workers) with gatehouse, real Keycloak (a copy
+// of the demo realm whose access tokens live 30 s) and the echo service, for a set number of
+// minutes. Virtual users sign in on Keycloak's login page by the code flow, use their session
+// cookies (which refresh), send bearer tokens (Keycloak's, repeated, and distinct ones that miss
+// the cache, signed with keys the fault proxy in front of Keycloak adds to its key set), sign out
+// (ending the Keycloak session too), and send bad requests (tampered cookies, forged and malformed
+// tokens, bogus callbacks, spoofed headers, sessions without the right group). Every answer is
+// checked against the status it must have.
 //
 // Pass: zero unexpected answers; gatehouse's VM memory flat after the warm-up; no Wasm VM failed
 // or was re-created (Envoy's stats and logs). Writes wasm-test/soak/REPORT.md (or --report) and
@@ -15,16 +17,18 @@
 // Needs WASM (the module) and ENVOY_BIN, as the end-to-end tests (the Makefile sets them).
 
 import { parseArgs } from 'node:util';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
 
 import {
-  freePort, startIdp, startEcho, startEnvoy, stopAll, http, CookieJar, browse, passwordToken, envoyStats, runDirectory,
+  startEcho, startEnvoy, stopAll, http, CookieJar, browse, passwordToken, envoyStats,
 } from '../lib/harness.mjs';
-import { writeKeysFile, signJwt } from '../lib/keys.mjs';
+import { generateKeys, publicJwks, signJwt } from '../lib/keys.mjs';
+import { KEYCLOAK_VERSION, createRealmCopy, startKeycloak } from '../lib/keycloak.mjs';
+import { keysProxy } from '../lib/tokens.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -51,21 +55,20 @@ const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 
 // --- set-up --------------------------------------------------------------------------------------
 
-const dir = await mkdtemp(join(runDirectory(), 'soak-'));
-const keysFile = join(dir, 'keys.json');
-const jwks = await writeKeysFile(keysFile, { algs: ['RS256', 'ES256'], encryptionKey: true });
-const idpPort = await freePort();
-const idp = await startIdp({ port: idpPort, keysFile, accessTokenTtl: ACCESS_TTL });
+const jwks = await generateKeys({ algs: ['RS256', 'ES256'], encryptionKey: false });
+const kc = await startKeycloak();
+const realm = await createRealmCopy(kc, 'demo-soak', { accessTokenLifespan: ACCESS_TTL });
+const proxy = await keysProxy(kc, () => publicJwks(jwks).keys);
 const echo = await startEcho();
 const envoy = await startEnvoy({
-  idpPort,
+  idpPort: proxy.port, // gatehouse's calls to Keycloak; browsers go to Keycloak directly
   echoPort: echo.port,
   wasmPath: WASM,
   concurrency: 2,
   componentLogLevel: 'wasm:info', // debug level would log every request: not what production runs
   filterConfig: {
     provider: {
-      issuer: idp.issuer, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret', audiences: ['api', 'gateway'],
+      issuer: realm.issuer, cluster: 'idp', clientId: 'gateway', clientSecret: 'gateway-secret', audiences: ['api', 'gateway'],
     },
     session: { keys: [COOKIE_KEY], secure: false, refresh: true, refreshBeforeSeconds: 10 },
     publicPaths: [{ prefix: '/public/' }],
@@ -118,7 +121,7 @@ const USERS_BY_NAME = { alice: { email: 'alice@example.com', admin: true }, bob:
 /** Signed-in browsers: {user, jar, since}. Bounded: the oldest sign out. */
 const sessions = [];
 const MAX_SESSIONS = 100;
-/** The IdP's own access tokens, renewed before they expire: user -> {token, exp}. */
+/** Keycloak's own access tokens, renewed before they expire: user -> {token, exp}. */
 const idpTokens = new Map();
 
 const pick = (list) => list[Math.floor(Math.random() * list.length)];
@@ -149,7 +152,7 @@ async function sessionRequest() {
 async function idpToken(user) {
   const t = idpTokens.get(user);
   if (t && t.exp > now() + 5) return t.token;
-  const token = (await passwordToken({ idpPort, username: user, password: user })).access_token;
+  const token = (await passwordToken({ tokenUrl: realm.token, username: user, password: user })).access_token;
   idpTokens.set(user, { token, exp: now() + ACCESS_TTL });
   return token;
 }
@@ -161,7 +164,7 @@ async function bearerRequest() {
   } else {
     // A token never seen before (cache misses), RS256 or ES256.
     token = await signJwt(jwks, {
-      iss: idp.issuer, sub: 'soak-sub', aud: 'account', azp: 'api', typ: 'Bearer', exp: now() + 120, iat: now(),
+      iss: realm.issuer, sub: 'soak-sub', aud: 'account', azp: 'api', typ: 'Bearer', exp: now() + 120, iat: now(),
       jti: Math.random().toString(36).slice(2), email: 'soak@example.com', groups: ['/users'],
     }, { alg: Math.random() < 0.5 ? 'RS256' : 'ES256' });
   }
@@ -179,7 +182,7 @@ async function logout() {
   if (r.status !== 302 || !cleared) return [false, `sign-out: ${r.status}, cookies cleared: ${cleared}`];
   // Keycloak ends its own session too (id_token_hint: no confirmation page).
   const idpLogout = await http(r.headers.location, { headers: { cookie: s.jar.header(r.headers.location) } });
-  return [idpLogout.status < 500, `IdP logout ${idpLogout.status}`];
+  return [idpLogout.status < 500, `Keycloak logout ${idpLogout.status}`];
 }
 
 const BAD = [
@@ -193,11 +196,11 @@ const BAD = [
   }],
   ['forged token (alg none)', async () => {
     const b = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-    const t = `${b({ alg: 'none' })}.${b({ iss: idp.issuer, sub: 'x', aud: 'account', exp: now() + 60 })}.`;
+    const t = `${b({ alg: 'none' })}.${b({ iss: realm.issuer, sub: 'x', aud: 'account', exp: now() + 60 })}.`;
     return expect(await http(`${gateway}/echo`, { headers: { authorization: `Bearer ${t}` } }), 401);
   }],
   ['expired token', async () => {
-    const t = await signJwt(jwks, { iss: idp.issuer, sub: 'x', aud: 'account', exp: now() - 3600, iat: now() - 7200 });
+    const t = await signJwt(jwks, { iss: realm.issuer, sub: 'x', aud: 'account', exp: now() - 3600, iat: now() - 7200 });
     return expect(await http(`${gateway}/echo`, { headers: { authorization: `Bearer ${t}` } }), 401);
   }],
   ['malformed Authorization', async () => expect(await http(`${gateway}/echo`, { headers: { authorization: 'Bearer a.b' } }), 401)],
@@ -208,7 +211,7 @@ const BAD = [
   }],
   ['open redirect attempt', async () => {
     const r = await http(`${gateway}//evil.example/x`, { headers: HTML });
-    return expect(r, 302, new URL(r.headers.location ?? 'http://x').port === String(idpPort));
+    return expect(r, 302, new URL(r.headers.location ?? 'http://x').port === String(kc.port));
   }],
 ];
 
@@ -336,8 +339,8 @@ const lines = [
   '# Soak report',
   '',
   `Generated by \`make soak\` (\`wasm-test/soak/soak.mjs\`) at commit ${commit}, ${new Date().toISOString().slice(0, 16)}Z:`,
-  `${elapsed.toFixed(0)} s of mixed load by ${USERS} concurrent users against Envoy ${'(2 workers)'} with gatehouse (V8), the`,
-  `test IdP (access tokens live ${ACCESS_TTL} s; sessions refresh 10 s before) and the echo service, all on 127.0.0.1.`,
+  `${elapsed.toFixed(0)} s of mixed load by ${USERS} concurrent users against Envoy ${'(2 workers)'} with gatehouse (V8),`,
+  `Keycloak ${KEYCLOAK_VERSION} (a copy of the demo realm: access tokens live ${ACCESS_TTL} s; sessions refresh 10 s before) and the echo service, all on 127.0.0.1.`,
   '',
   `**${passed ? 'PASSED' : 'FAILED'}**`,
   '',
