@@ -28,7 +28,7 @@ REGISTRY_CREDS ?=
 .PHONY: help deps build test unit lint e2e validate validate-istio demo clean image push bench fuzz soak
 
 help:
-	@echo "make demo   Envoy + gatehouse + a Keycloak-shaped IdP + an echo service on 127.0.0.1:8080"
+	@echo "make demo   Envoy + gatehouse + Keycloak (127.0.0.1:8180) + an echo service on 127.0.0.1:8080"
 	@echo "make test   every test: host unit tests, clippy, Envoy config validation, end-to-end in real Envoy"
 	@echo "make build  build $(WASM)"
 	@echo "make image  the module as a Wasm OCI image layout (Istio's compat variant) in $(OCI_LAYOUT)"

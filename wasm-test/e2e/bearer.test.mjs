@@ -1,6 +1,7 @@
-// The API path end to end: the built gatehouse.wasm in real Envoy, the Keycloak-shaped IdP,
-// the echo upstream. Tokens come from the IdP (password and client-credentials grants) or are
-// minted here with the IdP's own private keys to reach every rejection rule.
+// The API path end to end: the built gatehouse.wasm in real Envoy, real Keycloak, the echo
+// upstream. Tokens come from Keycloak (password and client-credentials grants, as in seed 003) or
+// are signed here with keys the fault proxy adds to Keycloak's key set, to reach every rejection
+// rule.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

@@ -339,7 +339,9 @@ async function whileKeycloakAway(fault, recover) {
     const r = await withSession(jar);
     jar.store(`${gateway}/echo`, r.headers['set-cookie']);
     return r.status === 200 && sessionCookie(r) !== undefined;
-  }, { timeoutMs: 20000, intervalMs: 500, what: 'the session to refresh once Keycloak is back' });
+    // A worker whose refresh failed while Keycloak was away tries again 30 s later; the other
+    // may try at once, but a cold Keycloak can be slower than timeouts.calloutMs at first.
+  }, { timeoutMs: 45000, intervalMs: 500, what: 'the session to refresh once Keycloak is back' });
   const back = Date.now() - t1;
   const page = await withSession(jar);
   assert.equal(page.status, 200);

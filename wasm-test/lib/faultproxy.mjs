@@ -1,13 +1,13 @@
-// A fault-injecting HTTP proxy in front of the test IdP, for the calls gatehouse itself makes to
+// A fault-injecting HTTP proxy in front of Keycloak, for the calls gatehouse itself makes to
 // the provider (discovery, keys, token endpoint). It forwards everything unchanged until a test
 // tells it to misbehave on some paths: answer an error status, garbage, a huge body or the wrong
 // content type, wait longer than the callout timeout, drop the connection, or rewrite the answer
 // (re-sign the ID token with a flaw: the OpenID relying-party conformance cases).
 //
-// Only Envoy's cluster "idp" points here; browsers keep talking to the IdP directly, so a login
+// Only Envoy's cluster "idp" points here; browsers keep talking to Keycloak directly, so a login
 // is real up to the point where gatehouse redeems the code.
 //
-//   const proxy = await startFaultProxy({ targetPort: idp.port });
+//   const proxy = await startFaultProxy({ targetPort: kc.port });
 //   proxy.set('token', /\/token$/, faults.status(500));   // until proxy.clear('token')
 //   proxy.hits(/\/certs$/)                                 // requests seen on matching paths
 //   await proxy.close();
@@ -57,7 +57,7 @@ export const faults = {
 /**
  * Start the proxy.
  * @param {object} o
- * @param {number} o.targetPort the IdP's port on 127.0.0.1
+ * @param {number} o.targetPort the port of Keycloak (or any HTTP server) on 127.0.0.1
  * @param {number} [o.port] default: any free port
  * @returns {Promise<{port: number, set: Function, clear: Function, hits: Function, requests: object[], close: Function}>}
  */

@@ -5,10 +5,10 @@
 //   ports.mjs            free ports on 127.0.0.1, port checks
 //   http.mjs             the HTTP client (never follows redirects)
 //   browser.mjs          browser-less login flows: cookie jar, HTML forms, browse()
-//   idp.mjs              the test IdP: endpoint URLs, start
+//   keycloak.mjs         real Keycloak: start (or the run's shared one), URLs, admin API, realm copies
 //   echo.mjs             the echo upstream: start
 //   envoy.mjs            Envoy: binary, bootstrap, validate, start, admin stats
-//   tokens.mjs           the bearer-token bed and the IdP's token grants
+//   tokens.mjs           the bearer-token bed, the keys proxy, Keycloak's token grants
 //   credential-scan.mjs  secrets must never reach Envoy's logs (noted, scanned by stopAll)
 
 export {
@@ -17,12 +17,14 @@ export {
 export { freePort, assertPortFree } from './ports.mjs';
 export { http } from './http.mjs';
 export { CookieJar, formFromHtml, browse } from './browser.mjs';
-export { idpUrls, startIdp } from './idp.mjs';
+export {
+  startKeycloak, keycloakUrls, adminApi, createRealmCopy, deleteRealm, signalKeycloak,
+} from './keycloak.mjs';
 export { startEcho } from './echo.mjs';
 export {
   envoyBin, envoyBootstrap, writeBootstrap, envoyValidate, startEnvoy, envoyStats, waitForSignIn,
 } from './envoy.mjs';
 export {
-  startTokenBed, tokenRequest, passwordToken, clientCredentialsToken, refreshTokenGrant,
+  startTokenBed, keysProxy, tokenRequest, passwordToken, clientCredentialsToken, refreshTokenGrant,
 } from './tokens.mjs';
 export { noteSecret, secretsInFiles } from './credential-scan.mjs';

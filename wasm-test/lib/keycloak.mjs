@@ -25,6 +25,8 @@ export const KEYCLOAK_HOME = join(REPO_ROOT, '.tools', `keycloak-${KEYCLOAK_VERS
 export const KEYCLOAK_DB = join(REPO_ROOT, '.tools', 'keycloak-db');
 /** The realm files imported, in the repository (the ones users import). */
 export const REALM_FILES = [join(REPO_ROOT, 'examples', 'keycloak', 'demo-realm.json')];
+/** How long creating or deleting a realm through the admin API may take. */
+const ADMIN_SLOW_MS = 60_000;
 /** Keycloak's bootstrap admin, for the admin API (demo and tests only). */
 export const KEYCLOAK_ADMIN = { username: 'admin', password: 'admin' };
 
@@ -187,6 +189,9 @@ export async function createRealmCopy(kc, name, overrides = {}, from = 'demo') {
     method: 'POST',
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
     body: JSON.stringify({ ...realmFile(from), ...overrides, realm: name }),
+    // Creating a realm (its keys, flows, clients; 300 groups for the big user) takes Keycloak
+    // seconds, more on a busy machine.
+    timeoutMs: ADMIN_SLOW_MS,
   });
   if (r.status !== 201) throw new Error(`Keycloak: creating realm ${name}: ${r.status} ${r.body.slice(0, 300)}`);
   return keycloakUrls(kc.url, name);
@@ -196,7 +201,7 @@ export async function createRealmCopy(kc, name, overrides = {}, from = 'demo') {
 export async function deleteRealm(kc, name) {
   const token = await adminToken(kc);
   const r = await http(`${kc.url}/admin/realms/${encodeURIComponent(name)}`, {
-    method: 'DELETE', headers: { authorization: `Bearer ${token}` },
+    method: 'DELETE', headers: { authorization: `Bearer ${token}` }, timeoutMs: ADMIN_SLOW_MS,
   });
   if (r.status !== 204 && r.status !== 404) throw new Error(`Keycloak: deleting realm ${name}: ${r.status}`);
 }

@@ -1,9 +1,10 @@
-// Key material for the test IdP, shared with tests that mint their own tokens.
+// Key material for tests that sign their own tokens (expired, wrong audience, other
+// algorithms...): the fault proxy in front of Keycloak publishes the public halves beside
+// Keycloak's own keys (lib/tokens.mjs keysProxy), so the filter verifies them as it verifies
+// Keycloak's.
 //
-// A key file is a private JWK Set: {"keys": [<private JWK>, ...]}. Every key has `kid`, `alg`
-// and `use`. The RS256 signing key comes first: the IdP signs ID tokens and access tokens with it,
-// as a Keycloak realm does by default. Tests import the same file to sign tokens the IdP never
-// issued (expired, wrong audience, other algorithms...) that still verify against its /certs.
+// A key set is a private JWK Set: {"keys": [<private JWK>, ...]}. Every key has `kid`, `alg` and
+// `use`; the RS256 signing key comes first. writeKeysFile() keeps one in a file.
 
 import { readFile, writeFile, rename } from 'node:fs/promises';
 

@@ -16,8 +16,8 @@ import { scanEnvoyLogs } from './credential-scan.mjs';
 export const WASM_TEST_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const REPO_ROOT = resolve(WASM_TEST_DIR, '..');
 
-/** Readiness timeouts of the starts (idp.mjs, echo.mjs, envoy.mjs) and the stop timeout, in ms. */
-export const DEFAULT_TIMEOUTS = { idp: 15_000, echo: 10_000, envoy: 60_000, stop: 5_000 };
+/** Readiness timeouts of the starts (echo.mjs, envoy.mjs) and the stop timeout, in ms. */
+export const DEFAULT_TIMEOUTS = { echo: 10_000, envoy: 60_000, stop: 5_000 };
 const LOG_TAIL_BYTES = 16 * 1024;
 
 // --- run directory and process registry -----------------------------------------------------------

@@ -1,24 +1,16 @@
-// The demo realm: the users, roles and clients shared by the test bed, `make demo` and the
-// docker-compose Keycloak realm in examples/ (DESIGN.md, "Demo data"). Tests and docs rely on
-// these values: change them only together with the realm export.
+// The demo data (DESIGN.md, "Demo data") that tests and docs rely on, as the realm file users
+// import (examples/keycloak/demo-realm.json) must hold it: e2e/examples.test.mjs checks the file
+// against these values. Change them only together with the realm file.
 
 export const REALM = 'demo';
-export const REALM_PATH = `/realms/${REALM}`;
-
-/** Realm roles every user holds, as in a fresh Keycloak realm (the default-roles-<realm> composite). */
-export const DEFAULT_REALM_ROLES = Object.freeze(['default-roles-demo', 'offline_access', 'uma_authorization']);
-
-/** Client roles of the built-in `account` client that default-roles-<realm> grants to every user. */
-export const DEFAULT_ACCOUNT_ROLES = Object.freeze(['manage-account', 'view-profile']);
 
 /**
- * Users. `sub` is stable (Keycloak user ids are UUIDs). `groups` are full group paths, as emitted by
- * Keycloak's group-membership mapper with "Full group path" on. `realmRoles` and `clientRoles` are
- * the roles held on top of the defaults.
+ * Users of the demo realm. `groups` are full group paths, as Keycloak's group-membership mapper
+ * emits them with "Full group path" on; `realmRoles` are the realm roles the file gives them
+ * (Keycloak's tokens carry no others: the realm has no default roles).
  */
 export const USERS = Object.freeze({
   alice: Object.freeze({
-    sub: '0c7e2b4a-5d1f-4e8a-9b3c-a11ce0000001',
     username: 'alice',
     password: 'alice',
     email: 'alice@example.com',
@@ -27,10 +19,8 @@ export const USERS = Object.freeze({
     familyName: 'Liddell',
     groups: Object.freeze(['/admins']),
     realmRoles: Object.freeze(['backendaccess']),
-    clientRoles: Object.freeze({ api: Object.freeze(['reader']) }),
   }),
   bob: Object.freeze({
-    sub: '7f3d9c1e-2b6a-4c5d-8e9f-b0b000000002',
     username: 'bob',
     password: 'bob',
     email: 'bob@example.com',
@@ -39,7 +29,6 @@ export const USERS = Object.freeze({
     familyName: 'Builder',
     groups: Object.freeze([]),
     realmRoles: Object.freeze([]),
-    clientRoles: Object.freeze({}),
   }),
 });
 
@@ -48,8 +37,8 @@ export const USERS = Object.freeze({
  * limits: `carol`/`carol`, realm role `backendaccess`, member of BIG_USER_GROUP_COUNT groups given
  * as full paths of about 40 bytes each (`/teams/team-0001-platform-engineering`, ...), so her
  * `groups` claim alone is about 12 KB of JSON in the ID token and in the access token. She exists
- * only when the IdP is started with `--big-user` (harness: `startIdp({bigUser: true})`); she is not
- * one of USERS, is not in the demo realm and not in the docker-compose realm export.
+ * only in realm copies made by lib/keycloak.mjs createRealmWithBigUser(); she is not one of USERS
+ * and not in the realm file.
  */
 export const BIG_USER_GROUP_COUNT = 300;
 
@@ -59,7 +48,6 @@ export function bigUserGroup(n) {
 }
 
 export const BIG_USER = Object.freeze({
-  sub: 'c4a01b2d-6e7f-4a8b-9c0d-ca501000003c',
   username: 'carol',
   password: 'carol',
   email: 'carol@example.com',
@@ -68,15 +56,9 @@ export const BIG_USER = Object.freeze({
   familyName: 'Manyteams',
   groups: Object.freeze(Array.from({ length: BIG_USER_GROUP_COUNT }, (_, i) => bigUserGroup(i + 1))),
   realmRoles: Object.freeze(['backendaccess']),
-  clientRoles: Object.freeze({}),
 });
 
-/** Service-account users behind the client-credentials grant (Keycloak: "service-account-<client>"). */
-export const SERVICE_ACCOUNTS = Object.freeze({
-  api: Object.freeze({ sub: '3e8f1a2b-9c4d-4e6f-a7b8-5e4a1ce00003', username: 'service-account-api' }),
-});
-
-/** Default gateway port of the demo; the IdP also accepts callbacks on any other loopback port. */
+/** Default gateway port of the demo; Keycloak also accepts callbacks on any other loopback port. */
 export const GATEWAY_ORIGIN = 'http://127.0.0.1:8080';
 export const CALLBACK_PATH = '/oauth2/callback';
 
@@ -100,22 +82,3 @@ export const CLIENTS = Object.freeze({
     postLogoutRedirectUris: Object.freeze([]),
   }),
 });
-
-/** A user of USERS by username, else one of `extraUsers` (e.g. [BIG_USER] with --big-user). */
-export function findUserByUsername(username, extraUsers = []) {
-  if (typeof username !== 'string') return undefined;
-  // Keycloak usernames are case-insensitive (stored lower-case).
-  const name = username.toLowerCase();
-  if (Object.hasOwn(USERS, name)) return USERS[name];
-  return extraUsers.find((u) => u.username === name);
-}
-
-/** A user of USERS by `sub`, else one of `extraUsers`. */
-export function findUserBySub(sub, extraUsers = []) {
-  return Object.values(USERS).find((u) => u.sub === sub) ?? extraUsers.find((u) => u.sub === sub);
-}
-
-/** Realm roles as they appear in `realm_access.roles`. */
-export function realmRolesOf(user) {
-  return [...DEFAULT_REALM_ROLES, ...(user?.realmRoles ?? [])];
-}
