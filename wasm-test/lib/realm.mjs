@@ -48,8 +48,9 @@ export const USERS = Object.freeze({
  * limits: `carol`/`carol`, realm role `backendaccess`, member of BIG_USER_GROUP_COUNT groups given
  * as full paths of about 40 bytes each (`/teams/team-0001-platform-engineering`, ...), so her
  * `groups` claim alone is about 12 KB of JSON in the ID token and in the access token. She exists
- * only when the IdP is started with `--big-user` (harness: `startIdp({bigUser: true})`); she is not
- * one of USERS, is not in the demo realm and not in the docker-compose realm export.
+ * only when the IdP is started with `--big-user` (harness: `startIdp({bigUser: true})`) or in a
+ * realm copy made for a test (lib/keycloak.mjs createRealmWithBigUser); she is not one of USERS and
+ * not in the demo realm export. (The corp realm's carol, CORP.user, is another user.)
  */
 export const BIG_USER_GROUP_COUNT = 300;
 
@@ -69,6 +70,38 @@ export const BIG_USER = Object.freeze({
   groups: Object.freeze(Array.from({ length: BIG_USER_GROUP_COUNT }, (_, i) => bigUserGroup(i + 1))),
   realmRoles: Object.freeze(['backendaccess']),
   clientRoles: Object.freeze({}),
+});
+
+/**
+ * Identity brokering (seed 000): realm `corp` (examples/keycloak/corp-realm.json) stands for the
+ * corporate directory (Entra ID / Azure AD). Realm demo brokers it over OpenID Connect as
+ * identity provider `corp`, through corp's confidential client `demo-broker`, trusting its
+ * e-mail addresses, creating the user on the first sign-in without a profile review, and granting
+ * every user it brokers the demo realm role `corp-user` (a hardcoded-role mapper). carol exists
+ * in demo only once she has signed in through corp (username, e-mail and names from corp).
+ */
+export const CORP = Object.freeze({
+  realm: 'corp',
+  issuer: 'http://127.0.0.1:8180/realms/corp', // as in `make demo` and docker-compose
+  idpAlias: 'corp',
+  brokeredRole: 'corp-user',
+  brokerClient: Object.freeze({
+    clientId: 'demo-broker',
+    secret: 'demo-broker-secret',
+    // The demo realm's broker endpoint, and its loopback form for Keycloaks on other ports.
+    redirectUris: Object.freeze([
+      'http://127.0.0.1:8180/realms/demo/broker/corp/endpoint',
+      'http://127.0.0.1/realms/demo/broker/corp/endpoint',
+    ]),
+  }),
+  user: Object.freeze({
+    username: 'carol',
+    password: 'carol',
+    email: 'carol@corp.example',
+    emailVerified: true,
+    givenName: 'Carol',
+    familyName: 'Corporate',
+  }),
 });
 
 /** Service-account users behind the client-credentials grant (Keycloak: "service-account-<client>"). */
