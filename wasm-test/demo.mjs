@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `make demo`: Keycloak on 127.0.0.1:8180 (the realm of examples/keycloak/demo-realm.json), the
+// `make demo`: Keycloak on 127.0.0.1:8180 (the realms of examples/keycloak/*.json), the
 // echo service on 127.0.0.1:8081 and Envoy with gatehouse on 127.0.0.1:8080 (admin
 // 127.0.0.1:9901, 2 workers). Stays in the foreground; Ctrl-C stops all three.
 //
@@ -9,12 +9,14 @@
 // Envoy comes from $ENVOY_BIN, else <repo>/.venv/bin/envoy; Keycloak from .tools/ (make deps).
 // Keycloak's database is kept in wasm-test/.run/keycloak-demo-db/ (a copy of the prepared one,
 // made on the first run), so its keys, sessions and whatever you change in its admin console
-// survive a restart of the demo; delete that folder to start over. Logs go to
+// survive a restart of the demo; delete that folder to start over. When the realm files change,
+// the next start makes a new copy (the folder records which realm files it was made from). Logs go to
 // wasm-test/.run/gatehouse-test-*/ (the previous run's are removed).
 
 import {
-  cpSync, existsSync, readFileSync, readdirSync, rmSync, mkdirSync,
+  cpSync, existsSync, readFileSync, readdirSync, rmSync, mkdirSync, writeFileSync,
 } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -30,7 +32,7 @@ const {
   startEcho, startEnvoy, stopAll, keepLogs, runDirectory, envoyBin,
 } = await import('./lib/harness.mjs');
 const {
-  startKeycloak, assertKeycloakInstalled, KEYCLOAK_DB, KEYCLOAK_ADMIN, KEYCLOAK_VERSION,
+  startKeycloak, assertKeycloakInstalled, KEYCLOAK_DB, KEYCLOAK_ADMIN, KEYCLOAK_VERSION, REALM_FILES,
 } = await import('./lib/keycloak.mjs');
 
 const USAGE = 'usage: node demo.mjs [--config configs/demo.json] [--vm-env NAME=VALUE ...] [--no-filter] [--keycloak-db DIR] path/to/gatehouse.wasm';
@@ -89,7 +91,22 @@ try {
   fail(err.message);
 }
 const keycloakDb = resolve(values['keycloak-db']);
-if (!existsSync(join(keycloakDb, 'keycloakdb.mv.db'))) cpSync(KEYCLOAK_DB, keycloakDb, { recursive: true });
+{
+  // Which realm files the copy was made from: a copy made from older ones lacks what they add.
+  const realms = createHash('sha256');
+  for (const f of REALM_FILES) realms.update(readFileSync(f));
+  const made = realms.digest('hex');
+  const stamp = join(keycloakDb, 'realm-files.sha256');
+  const have = existsSync(stamp) ? readFileSync(stamp, 'utf8').trim() : undefined;
+  if (existsSync(join(keycloakDb, 'keycloakdb.mv.db')) && have !== made) {
+    console.log(`demo: the realm files changed since ${keycloakDb} was made: starting from a new copy`);
+    rmSync(keycloakDb, { recursive: true, force: true });
+  }
+  if (!existsSync(join(keycloakDb, 'keycloakdb.mv.db'))) {
+    cpSync(KEYCLOAK_DB, keycloakDb, { recursive: true });
+    writeFileSync(stamp, `${made}\n`);
+  }
+}
 
 keepLogs();
 let stopping = false;
@@ -131,6 +148,8 @@ gatehouse demo is running${noFilter ? ' WITHOUT the filter (--no-filter)' : ''}.
 
   gateway  http://127.0.0.1:${PORTS.gateway}   Envoy${noFilter ? '' : ' + gatehouse'}, admin http://127.0.0.1:${PORTS.admin}/
   Keycloak http://127.0.0.1:${PORTS.idp}/realms/demo   users alice/alice (group admins, role backendaccess), bob/bob
+           realm corp (brokered into demo as identity provider "corp"): carol/carol, by the
+           "corp" button on the login page; she arrives with role corp-user
            admin console http://127.0.0.1:${PORTS.idp}/admin/  (demo only: ${KEYCLOAK_ADMIN.username}/${KEYCLOAK_ADMIN.password})
   echo     http://127.0.0.1:${PORTS.echo}   returns the request it got, as JSON
 

@@ -12,7 +12,7 @@ import {
   REPO_ROOT, freePort, startEnvoy, stopAll, http, passwordToken, waitFor,
 } from '../lib/harness.mjs';
 import { startKeycloak, KEYCLOAK_VERSION } from '../lib/keycloak.mjs';
-import { USERS, CLIENTS } from '../lib/realm.mjs';
+import { USERS, CLIENTS, CORP } from '../lib/realm.mjs';
 
 const WASM = process.env.WASM;
 let app;
@@ -63,13 +63,46 @@ test('the Keycloak realm export holds the demo users and clients', async () => {
     assert.equal(groups.config['claim.name'], 'groups');
   }
   assert.deepEqual(realm.groups.map((g) => g.path), ['/admins']);
-  assert.deepEqual(realm.roles.realm.map((r) => r.name), ['backendaccess']);
+  assert.deepEqual(realm.roles.realm.map((r) => r.name), ['backendaccess', CORP.brokeredRole]);
 });
 
-test('the compose file runs the Keycloak version the tests run, with the realm file they import', async () => {
+test('the corp realm export holds carol and the broker client; demo brokers it as identity provider corp', async () => {
+  const readRealm = async (file) => JSON.parse(await readFile(join(REPO_ROOT, 'examples', 'keycloak', file), 'utf8'));
+  const corp = await readRealm('corp-realm.json');
+  const demo = await readRealm('demo-realm.json');
+  assert.equal(corp.realm, CORP.realm);
+  const [carol] = corp.users;
+  assert.equal(corp.users.length, 1);
+  assert.deepEqual(
+    [carol.username, carol.credentials[0].value, carol.email, carol.emailVerified, carol.firstName, carol.lastName],
+    [CORP.user.username, CORP.user.password, CORP.user.email, CORP.user.emailVerified, CORP.user.givenName, CORP.user.familyName],
+  );
+  const client = corp.clients.find((c) => c.clientId === CORP.brokerClient.clientId);
+  assert.equal(client.secret, CORP.brokerClient.secret);
+  assert.equal(client.publicClient, false);
+  assert.deepEqual(client.redirectUris, [...CORP.brokerClient.redirectUris]);
+
+  const [idp] = demo.identityProviders;
+  assert.equal(demo.identityProviders.length, 1);
+  assert.equal(idp.alias, CORP.idpAlias);
+  assert.equal(idp.providerId, 'oidc');
+  assert.equal(idp.trustEmail, true);
+  assert.equal(idp.config.issuer, CORP.issuer);
+  for (const key of ['authorizationUrl', 'tokenUrl', 'jwksUrl', 'logoutUrl', 'userInfoUrl']) {
+    assert.ok(idp.config[key].startsWith(`${CORP.issuer}/protocol/openid-connect/`), `${key}: ${idp.config[key]}`);
+  }
+  assert.equal(idp.config.clientId, CORP.brokerClient.clientId);
+  assert.equal(idp.config.clientSecret, CORP.brokerClient.secret);
+  assert.deepEqual(demo.identityProviderMappers.map((m) => [m.identityProviderAlias, m.identityProviderMapper, m.config.role]),
+    [[CORP.idpAlias, 'oidc-hardcoded-role-idp-mapper', CORP.brokeredRole]]);
+});
+
+test('the compose file runs the Keycloak version the tests run, with the realm files they import', async () => {
   const compose = await readFile(join(REPO_ROOT, 'examples', 'docker-compose.yaml'), 'utf8');
   assert.match(compose, new RegExp(`image: quay\\.io/keycloak/keycloak:${KEYCLOAK_VERSION.replaceAll('.', '\\.')}\\n`));
-  assert.match(compose, /- \.\/keycloak\/demo-realm\.json:\/opt\/keycloak\/data\/import\/demo-realm\.json:ro/);
+  for (const file of ['demo-realm.json', 'corp-realm.json']) {
+    assert.ok(compose.includes(`- ./keycloak/${file}:/opt/keycloak/data/import/${file}:ro\n`), file);
+  }
 });
 
 test('the role-based example approves for backendaccess only, from headers it can trust', async () => {

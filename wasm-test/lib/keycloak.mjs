@@ -7,7 +7,9 @@
 // address in GATEHOUSE_KEYCLOAK_URL; startKeycloak() then hands that one out. A test file run
 // alone starts its own.
 
-import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import {
+  cpSync, existsSync, mkdirSync, readFileSync, readdirSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 import {
@@ -23,8 +25,18 @@ export const KEYCLOAK_VERSION = '26.7.3';
 export const KEYCLOAK_HOME = join(REPO_ROOT, '.tools', `keycloak-${KEYCLOAK_VERSION}`);
 /** The database with the imported realms, made by wasm-test/keycloak/prepare.mjs. */
 export const KEYCLOAK_DB = join(REPO_ROOT, '.tools', 'keycloak-db');
-/** The realm files imported, in the repository (the ones users import). */
-export const REALM_FILES = [join(REPO_ROOT, 'examples', 'keycloak', 'demo-realm.json')];
+/**
+ * The realm files imported, in the repository (the ones users import): every
+ * examples/keycloak/*.json, demo-realm.json first — `demo` (gatehouse's realm) and `corp`, the
+ * corporate directory `demo` brokers as identity provider `corp`. The order is only realmFile()'s:
+ * `--import-realm` reads the import directory itself, and Keycloak uses the broker's URLs only at
+ * sign-in, so neither realm needs the other at import.
+ */
+const REALM_DIR = join(REPO_ROOT, 'examples', 'keycloak');
+export const REALM_FILES = readdirSync(REALM_DIR)
+  .filter((f) => f.endsWith('.json'))
+  .sort((a, b) => (b === 'demo-realm.json') - (a === 'demo-realm.json') || a.localeCompare(b))
+  .map((f) => join(REALM_DIR, f));
 /** How long creating or deleting a realm through the admin API may take. */
 const ADMIN_SLOW_MS = 60_000;
 /** Keycloak's bootstrap admin, for the admin API (demo and tests only). */
@@ -159,16 +171,58 @@ export function realmFile(name = 'demo') {
   return JSON.parse(readFileSync(file, 'utf8'));
 }
 
+/** The URL settings of an OpenID Connect identity provider (a broker) that name its server. */
+const BROKER_URL_KEYS = ['issuer', 'authorizationUrl', 'tokenUrl', 'jwksUrl', 'logoutUrl', 'userInfoUrl', 'tokenIntrospectionUrl'];
+
+/**
+ * Points identity provider `alias` of `realm` at the Keycloak `kc` itself: the realm files name
+ * the brokered realm at http://127.0.0.1:8180 (`make demo`, docker-compose), test Keycloaks run on
+ * free ports. Rewrites, through the admin API, the origin of the provider's issuer in each of its
+ * URL settings (BROKER_URL_KEYS) to `kc.url`; everything else stays (the client secret too: the
+ * admin API shows it masked and keeps the stored one when given the mask back).
+ * Returns an async function that puts the provider back as it was — call it in `after`, since the
+ * run's Keycloak is shared by every test file.
+ */
+export async function pointBrokerAt(kc, alias, realm = 'demo') {
+  const path = `/identity-provider/instances/${encodeURIComponent(alias)}`;
+  const before = await adminApi(kc, 'GET', path, undefined, realm);
+  const from = new URL(before.config.issuer).origin;
+  const config = { ...before.config };
+  for (const key of BROKER_URL_KEYS) {
+    if (config[key] === from || config[key]?.startsWith(`${from}/`)) config[key] = kc.url + config[key].slice(from.length);
+  }
+  await adminApi(kc, 'PUT', path, { ...before, config }, realm);
+  return async () => { await adminApi(kc, 'PUT', path, before, realm); };
+}
+
+/**
+ * Deletes the users of `realm` that were brokered from identity provider `alias` (those linked to
+ * it, e.g. carol of realm corp signed in to demo through `corp`); returns their usernames.
+ */
+export async function deleteBrokeredUsers(kc, alias, realm = 'demo') {
+  const users = await adminApi(kc, 'GET', `/users?idpAlias=${encodeURIComponent(alias)}&briefRepresentation=true&max=1000`, undefined, realm);
+  for (const u of users) {
+    // eslint-disable-next-line no-await-in-loop
+    await adminApi(kc, 'DELETE', `/users/${u.id}`, undefined, realm);
+  }
+  return users.map((u) => u.username);
+}
+
 /**
  * A gateway in front of Keycloak: the echo service and an Envoy with gatehouse (`wasmPath`, two
  * workers) whose `idp` cluster reaches `kc`, ready once gatehouse has what it needs from
  * Keycloak: page navigations go to its login (with a `session`), or requests without a token get
- * 401 rather than 503 (keys loaded; bearer tokens only).
+ * 401 rather than 503 (keys loaded; bearer tokens only). `extraArgs` go to Envoy's command line
+ * (e.g. `['--file-flush-interval-msec', '200']` to have its logs on disk in time for a failure).
  */
-export async function startGatewayFor(kc, { wasmPath, filterConfig, concurrency = 2 }) {
+export async function startGatewayFor(kc, {
+  wasmPath, filterConfig, concurrency = 2, extraArgs = [],
+}) {
   const echoPort = await freePort();
   await startEcho({ port: echoPort });
-  const envoy = await startEnvoy({ idpPort: kc.port, echoPort, wasmPath, concurrency, filterConfig });
+  const envoy = await startEnvoy({
+    idpPort: kc.port, echoPort, wasmPath, concurrency, filterConfig, extraArgs,
+  });
   if (filterConfig.session) {
     await waitForSignIn(envoy.url);
   } else {

@@ -38,7 +38,7 @@ export const USERS = Object.freeze({
  * as full paths of about 40 bytes each (`/teams/team-0001-platform-engineering`, ...), so her
  * `groups` claim alone is about 12 KB of JSON in the ID token and in the access token. She exists
  * only in realm copies made by lib/keycloak.mjs createRealmWithBigUser(); she is not one of USERS
- * and not in the realm file.
+ * and not in the realm files. (The corp realm's carol, CORP.user, is another user.)
  */
 export const BIG_USER_GROUP_COUNT = 300;
 
@@ -56,6 +56,38 @@ export const BIG_USER = Object.freeze({
   familyName: 'Manyteams',
   groups: Object.freeze(Array.from({ length: BIG_USER_GROUP_COUNT }, (_, i) => bigUserGroup(i + 1))),
   realmRoles: Object.freeze(['backendaccess']),
+});
+
+/**
+ * Identity brokering (seed 000): realm `corp` (examples/keycloak/corp-realm.json) stands for the
+ * corporate directory (Entra ID / Azure AD). Realm demo brokers it over OpenID Connect as
+ * identity provider `corp`, through corp's confidential client `demo-broker`, trusting its
+ * e-mail addresses, creating the user on the first sign-in without a profile review, and granting
+ * every user it brokers the demo realm role `corp-user` (a hardcoded-role mapper). carol exists
+ * in demo only once she has signed in through corp (username, e-mail and names from corp).
+ */
+export const CORP = Object.freeze({
+  realm: 'corp',
+  issuer: 'http://127.0.0.1:8180/realms/corp', // as in `make demo` and docker-compose
+  idpAlias: 'corp',
+  brokeredRole: 'corp-user',
+  brokerClient: Object.freeze({
+    clientId: 'demo-broker',
+    secret: 'demo-broker-secret',
+    // The demo realm's broker endpoint, and its loopback form for Keycloaks on other ports.
+    redirectUris: Object.freeze([
+      'http://127.0.0.1:8180/realms/demo/broker/corp/endpoint',
+      'http://127.0.0.1/realms/demo/broker/corp/endpoint',
+    ]),
+  }),
+  user: Object.freeze({
+    username: 'carol',
+    password: 'carol',
+    email: 'carol@corp.example',
+    emailVerified: true,
+    givenName: 'Carol',
+    familyName: 'Corporate',
+  }),
 });
 
 /** Default gateway port of the demo; Keycloak also accepts callbacks on any other loopback port. */
