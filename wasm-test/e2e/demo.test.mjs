@@ -1,6 +1,7 @@
 // `make demo` as a newcomer runs it: demo.mjs on its fixed ports (gateway 8080, Keycloak 8180,
 // echo 8081, Envoy admin 9901) with real Keycloak, the banner's commands, a browser sign-in on
-// Keycloak's page, bob's 403, Keycloak's admin console, and Ctrl-C stopping everything.
+// Keycloak's page, bob's 403, carol brokered from realm corp by the button on demo's login page,
+// Keycloak's admin console, and Ctrl-C stopping everything.
 // Keycloak's database is a copy in this run's directory, not the demo's own.
 
 import { test } from 'node:test';
@@ -10,7 +11,7 @@ import { join } from 'node:path';
 import { rmSync } from 'node:fs';
 
 import {
-  http, browse, assertPortFree, runDirectory, WASM_TEST_DIR, stopAll,
+  http, browse, CookieJar, assertPortFree, runDirectory, WASM_TEST_DIR, stopAll,
 } from '../lib/harness.mjs';
 
 const WASM = process.env.WASM;
@@ -62,6 +63,19 @@ test('make demo: Keycloak on 8180 with the demo realm, sign-in through the gatew
   assert.ok(alice.history.some((h) => h.url.startsWith('http://127.0.0.1:8180/realms/demo/login-actions/')), 'Keycloak\'s own form');
   const bob = await browse('http://127.0.0.1:8080/admin/', { username: 'bob', password: 'bob' });
   assert.equal(bob.response.status, 403);
+  // Brokering: the corp button on demo's login page, carol's password on corp's, no other form.
+  const jar = new CookieJar();
+  const atLogin = await browse('http://127.0.0.1:8080/echo', { jar });
+  assert.match(atLogin.url, /^http:\/\/127\.0\.0\.1:8180\/realms\/demo\//, 'demo\'s login page');
+  const link = /href="([^"]*\/broker\/corp\/login[^"]*)"/.exec(atLogin.response.body);
+  assert.ok(link, 'a corp button on demo\'s login page');
+  const viaCorp = await browse(new URL(link[1].replace(/&amp;/g, '&'), atLogin.url).href, { jar, username: 'carol', password: 'carol' });
+  assert.ok(viaCorp.history.some((h) => h.url.startsWith('http://127.0.0.1:8180/realms/corp/')), 'corp\'s login page');
+  assert.equal(viaCorp.response?.status, 200, `ended at ${viaCorp.url}`);
+  assert.equal(viaCorp.response.json.headers['x-auth-request-email'], 'carol@corp.example');
+  assert.ok(viaCorp.response.json.headers['x-auth-request-roles'].split(',').includes('corp-user'), 'the broker mapper\'s role');
+  assert.match(out, /realm corp/, 'the banner names the corp realm');
+
   const adminConsole = await http('http://127.0.0.1:8180/admin/master/console/');
   assert.equal(adminConsole.status, 200);
 

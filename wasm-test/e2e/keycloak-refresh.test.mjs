@@ -1,7 +1,8 @@
 // Real Keycloak with refresh-token rotation on (issue 14): the realm's "Revoke Refresh Token" with
 // no reuse, so a refresh token works exactly once. Through an Envoy with two workers, a burst of
 // requests carrying a session that is due for refresh must cause one refresh, and sign nobody out.
-// The realm is a copy of the demo realm made for this file through Keycloak's admin API (the run's
+// Then Keycloak's SSO session lifetimes (max lifespan, idle timeout) ending gatehouse sessions at
+// their next refresh, each in a realm copy of its own. The realm is a copy of the demo realm made for this file through Keycloak's admin API (the run's
 // Keycloak is shared), and removed after.
 
 import { test, before, after } from 'node:test';
@@ -113,4 +114,44 @@ test('Keycloak\'s SSO session max lifespan ends the gatehouse session at its nex
   const page = await http(`${gw.url}/echo`, { headers: { accept: 'text/html', cookie: jar.header(`${gw.url}/echo`) } });
   assert.equal(page.status, 302);
   assert.ok(page.headers.location.startsWith(short.issuer) || page.headers.location.startsWith('/'), page.headers.location);
+});
+
+test('Keycloak\'s SSO session idle timeout: a session in use outlives it, an idle one ends at its next request', { timeout: 90_000 }, async (t) => {
+  const name = 'demo-idle-sso';
+  // Idle 10 s, access tokens of 6 s refreshed from 3 s on: each refresh resets Keycloak's idle
+  // clock (its refresh tokens expire with it, at 10 s).
+  const idle = await createRealmCopy(kc, name, { ssoSessionIdleTimeout: 10, ssoSessionMaxLifespan: 3600, accessTokenLifespan: 6 });
+  t.after(() => deleteRealm(kc, name));
+  const demo = realmFile('demo');
+  const gw = await startGatewayFor(kc, {
+    wasmPath: WASM,
+    filterConfig: {
+      provider: {
+        issuer: idle.issuer, cluster: 'idp', clientId: 'gateway',
+        clientSecret: demo.clients.find((c) => c.clientId === 'gateway').secret, audiences: ['gateway', 'api'],
+      },
+      session: { keys: ['e2e-idle-sso-cookie-key-0123456789abcdef'], secure: false, refresh: true, refreshBeforeSeconds: 3 },
+    },
+  });
+  const url = `${gw.url}/echo`;
+  const active = await browse(url, { username: 'alice', password: 'alice' });
+  const resting = await browse(url, { username: 'alice', password: 'alice' });
+  assert.equal(active.response.status, 200);
+  assert.equal(resting.response.status, 200);
+  const start = Date.now();
+  let refreshed = 0;
+  for (let i = 1; i <= 4; i += 1) {
+    // eslint-disable-next-line no-await-in-loop
+    await sleep(Math.max(0, i * 4_000 - (Date.now() - start)));
+    // eslint-disable-next-line no-await-in-loop
+    const r = await http(url, { headers: { cookie: active.jar.header(url) } });
+    assert.equal(r.status, 200, `in use, ${((Date.now() - start) / 1000).toFixed(0)} s after sign-in`);
+    if ([].concat(r.headers['set-cookie'] ?? []).some((c) => /^_gatehouse=v1\./.test(c))) refreshed += 1;
+    active.jar.store(url, r.headers['set-cookie']);
+  }
+  assert.ok(refreshed >= 3, `the session in use was refreshed along the way (${refreshed} times)`);
+  assert.ok(Date.now() - start > 14_000, 'past the idle timeout');
+  const r = await http(url, { headers: { cookie: resting.jar.header(url) } });
+  assert.equal(r.status, 401, `the idle session, past Keycloak's idle timeout: ${r.status} ${r.body}`);
+  assert.ok([].concat(r.headers['set-cookie'] ?? []).some((c) => c.startsWith('_gatehouse=') && /Max-Age=0/i.test(c)), 'its cookie is cleared');
 });

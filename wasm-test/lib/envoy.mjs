@@ -280,16 +280,26 @@ export async function envoyStats(envoy, filter) {
 }
 
 /**
- * Waits until gatehouse behind `gateway` has its provider's discovery document: a page navigation
- * is then sent to the provider's login (302).
+ * Waits until gatehouse behind `gateway` has its provider's discovery document on every worker: a
+ * page navigation is then sent to the provider's login (302). Several requests at once, each on a
+ * connection of its own, so that every worker answers.
  */
 export async function waitForSignIn(gateway, { timeoutMs = 30_000, path = '/echo' } = {}) {
+  await waitOnAllWorkers(`${gateway}${path}`, { accept: 'text/html,application/xhtml+xml' }, 302, timeoutMs, 'ready for sign-in');
+}
+
+/**
+ * Waits until `n` requests to `url` sent at once (each on its own connection, so connections land
+ * on every worker) all answer `status`.
+ */
+export async function waitOnAllWorkers(url, headers, status, timeoutMs = 30_000, what = `${status}`, n = 6) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     // eslint-disable-next-line no-await-in-loop
-    const r = await http(`${gateway}${path}`, { headers: { accept: 'text/html,application/xhtml+xml' } });
-    if (r.status === 302) return;
-    if (Date.now() > deadline) throw new Error(`gatehouse not ready for sign-in: ${r.status} ${r.body}`);
+    const answers = await Promise.all(Array.from({ length: n }, () => http(url, { headers })));
+    const off = answers.find((r) => r.status !== status);
+    if (!off) return;
+    if (Date.now() > deadline) throw new Error(`gatehouse not ${what} on every worker: ${off.status} ${off.body}`);
     // eslint-disable-next-line no-await-in-loop
     await new Promise((res) => { setTimeout(res, 100); });
   }

@@ -13,13 +13,13 @@ import {
 import { join } from 'node:path';
 
 import {
-  REPO_ROOT, runDirectory, startProcess, waitFor,
+  REPO_ROOT, runDirectory, startProcess,
 } from './processes.mjs';
 import { assertPortFree, checkPort, freePort } from './ports.mjs';
 import { http, waitHttp } from './http.mjs';
 import { startEcho } from './echo.mjs';
 import { BIG_USER } from './realm.mjs';
-import { startEnvoy, waitForSignIn } from './envoy.mjs';
+import { startEnvoy, waitForSignIn, waitOnAllWorkers } from './envoy.mjs';
 
 export const KEYCLOAK_VERSION = '26.7.3';
 export const KEYCLOAK_HOME = join(REPO_ROOT, '.tools', `keycloak-${KEYCLOAK_VERSION}`);
@@ -226,7 +226,7 @@ export async function startGatewayFor(kc, {
   if (filterConfig.session) {
     await waitForSignIn(envoy.url);
   } else {
-    await waitFor(async () => (await http(`${envoy.url}/echo`)).status === 401, { timeoutMs: 30_000, what: 'gatehouse to load the keys' });
+    await waitOnAllWorkers(`${envoy.url}/echo`, {}, 401, 30_000, 'holding the keys');
   }
   return envoy;
 }
