@@ -81,22 +81,33 @@ test('a burst on two workers with a session due for refresh: one refresh, every 
   assert.equal(old.status, 200);
 });
 
-test('Keycloak\'s SSO session max lifespan ends the gatehouse session at its next refresh', { timeout: 90_000 }, async (t) => {
-  const name = 'demo-short-sso';
-  const short = await createRealmCopy(kc, name, { ssoSessionMaxLifespan: 12, ssoSessionIdleTimeout: 12, accessTokenLifespan: 10 });
+/**
+ * A copy of the demo realm named `name` with the realm settings `overrides` (removed when test `t`
+ * ends), and a gateway for it whose sessions refresh `refreshBeforeSeconds` before their access
+ * token ends.
+ */
+async function gatewayOnRealmCopy(t, name, overrides, refreshBeforeSeconds) {
+  const realm = await createRealmCopy(kc, name, overrides);
   t.after(() => deleteRealm(kc, name));
   const demo = realmFile('demo');
   const gw = await startGatewayFor(kc, {
     wasmPath: WASM,
     filterConfig: {
       provider: {
-        issuer: short.issuer, cluster: 'idp', clientId: 'gateway',
+        issuer: realm.issuer, cluster: 'idp', clientId: 'gateway',
         clientSecret: demo.clients.find((c) => c.clientId === 'gateway').secret, audiences: ['gateway', 'api'],
       },
-      // The gatehouse session itself would last 12 hours; refresh 5 s before the access token ends.
-      session: { keys: ['e2e-short-sso-cookie-key-0123456789abcdef'], secure: false, refresh: true, refreshBeforeSeconds: 5 },
+      session: {
+        keys: [`e2e-${name}-cookie-key-0123456789abcdef`], secure: false, refresh: true, refreshBeforeSeconds,
+      },
     },
   });
+  return { realm, gw };
+}
+
+test('Keycloak\'s SSO session max lifespan ends the gatehouse session at its next refresh', { timeout: 90_000 }, async (t) => {
+  // The gatehouse session itself would last 12 hours; refresh 5 s before the access token ends.
+  const { realm: short, gw } = await gatewayOnRealmCopy(t, 'demo-short-sso', { ssoSessionMaxLifespan: 12, ssoSessionIdleTimeout: 12, accessTokenLifespan: 10 }, 5);
   const { response, jar } = await browse(`${gw.url}/echo`, { username: 'alice', password: 'alice' });
   assert.equal(response.status, 200);
   const cookie = jar.header(`${gw.url}/echo`);
@@ -117,22 +128,9 @@ test('Keycloak\'s SSO session max lifespan ends the gatehouse session at its nex
 });
 
 test('Keycloak\'s SSO session idle timeout: a session in use outlives it, an idle one ends at its next request', { timeout: 90_000 }, async (t) => {
-  const name = 'demo-idle-sso';
   // Idle 10 s, access tokens of 6 s refreshed from 3 s on: each refresh resets Keycloak's idle
   // clock (its refresh tokens expire with it, at 10 s).
-  const idle = await createRealmCopy(kc, name, { ssoSessionIdleTimeout: 10, ssoSessionMaxLifespan: 3600, accessTokenLifespan: 6 });
-  t.after(() => deleteRealm(kc, name));
-  const demo = realmFile('demo');
-  const gw = await startGatewayFor(kc, {
-    wasmPath: WASM,
-    filterConfig: {
-      provider: {
-        issuer: idle.issuer, cluster: 'idp', clientId: 'gateway',
-        clientSecret: demo.clients.find((c) => c.clientId === 'gateway').secret, audiences: ['gateway', 'api'],
-      },
-      session: { keys: ['e2e-idle-sso-cookie-key-0123456789abcdef'], secure: false, refresh: true, refreshBeforeSeconds: 3 },
-    },
-  });
+  const { gw } = await gatewayOnRealmCopy(t, 'demo-idle-sso', { ssoSessionIdleTimeout: 10, ssoSessionMaxLifespan: 3600, accessTokenLifespan: 6 }, 3);
   const url = `${gw.url}/echo`;
   const active = await browse(url, { username: 'alice', password: 'alice' });
   const resting = await browse(url, { username: 'alice', password: 'alice' });
