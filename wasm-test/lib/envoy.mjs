@@ -19,7 +19,8 @@ export function envoyBin() {
   return process.env.ENVOY_BIN || join(REPO_ROOT, '.venv', 'bin', 'envoy');
 }
 
-function staticCluster(name, port) {
+/** A STATIC cluster `name` reaching 127.0.0.1:`port`. */
+export function staticCluster(name, port) {
   return {
     name,
     type: 'STATIC',
