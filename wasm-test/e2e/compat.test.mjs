@@ -76,6 +76,8 @@ before(async () => {
     const alice = await browse(`${s.url}/echo`, { username: 'alice', password: 'alice' });
     assert.equal(alice.response?.status, 200, `${s.name}: alice signs in (${alice.url})`);
     s.alice = alice.jar;
+    s.cookieBytes = alice.jar.list().filter((c) => /^(_gatehouse|_oauth2_proxy)(\.\d+)?$/.test(c.name))
+      .reduce((n, c) => n + c.name.length + 1 + c.value.length, 0);
     // eslint-disable-next-line no-await-in-loop
     s.bob = (await browse(`${s.url}/echo`, { username: 'bob', password: 'bob' })).response;
   }
@@ -148,6 +150,12 @@ const ROWS = [
     gatehouse: 'pass',
     oauth2: 'pass',
     identity: true,
+    check: (s, r) => {
+      const cookie = r.json.headers.cookie ?? '';
+      // gatehouse keeps its cookie from the service; ext_authz passes oauth2-proxy's on.
+      if (s.kind === 'gatehouse') assert.doesNotMatch(cookie, /_gatehouse/);
+      else assert.match(cookie, /_oauth2_proxy=/);
+    },
   },
   {
     name: "alice's session, XHR to /admin/",
@@ -271,6 +279,19 @@ const ROWS = [
     oauth2: 'pass',
     why: 'oauth2-proxy\'s /oauth2/sign_out clears its cookie only (unless --backend-logout-url is set); gatehouse\'s sign-out also ends the Keycloak session (RP-initiated logout), so the next sign-in asks for the password',
   },
+  {
+    name: 'a sign-out link followed from another site (no Origin, no Sec-Fetch-Site)',
+    send: async (s) => {
+      const jar = new CookieJar();
+      const r = await browse(`${s.url}/echo`, { jar, username: 'alice', password: 'alice' });
+      assert.equal(r.response?.status, 200);
+      const url = `${s.url}/oauth2/sign_out`;
+      return http(url, { headers: { ...HTML, cookie: jar.header(url) } });
+    },
+    gatehouse: '200 sign-out confirmation',
+    oauth2: '302',
+    why: 'gatehouse signs out only when this site asks (Sec-Fetch-Site or Origin); anything else gets a confirmation form, so another page cannot sign users out (logout CSRF); oauth2-proxy signs out on any GET',
+  },
 ];
 
 /** The user's sign-out as each stack offers it. */
@@ -290,6 +311,7 @@ async function signOut(s) {
 
 function classOfRow(r) {
   if (r?.status === 200 && /id="kc-form-login"/.test(r.body)) return '200 Keycloak login form';
+  if (r?.status === 200 && /<form[^>]+method="post"/i.test(r.body) && /sign out/i.test(r.body)) return '200 sign-out confirmation';
   return classOf(r);
 }
 
@@ -319,6 +341,13 @@ for (const row of ROWS) {
     }
   });
 }
+
+test('compat: the session cookie alice gets from each', () => {
+  const sizes = stacks.map((s) => [s.name, s.cookieBytes]);
+  console.log(`# session cookie (name=value, every chunk): ${sizes.map(([n, b]) => `${n} ${b} bytes`).join(', ')}`);
+  const [gh, cookie] = sizes.map(([, b]) => b);
+  assert.ok(gh > 0 && gh < cookie, 'smaller than oauth2-proxy\'s cookie session, which holds the tokens');
+});
 
 test('compat: the table', () => {
   const lines = [`| request | ${stacks.map((s) => s.name).join(' | ')} |`, `|---|${stacks.map(() => '---').join('|')}|`,
