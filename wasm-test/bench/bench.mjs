@@ -15,16 +15,21 @@
 // by -d plus a kill timeout.
 
 import { execFile } from 'node:child_process';
-import { mkdtemp, writeFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { readFileSync, statSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
-import { join, resolve, relative } from 'node:path';
+import { dirname, join, resolve, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import {
-  freePort, startEnvoy, stopAll, http, browse, CookieJar, waitFor, envoyStats,
+  freePort, startEcho, startEnvoy, stopAll, http, browse, CookieJar, waitFor, envoyStats,
   REPO_ROOT, WASM_TEST_DIR, envoyBin,
 } from '../lib/harness.mjs';
+import { OAUTH2_PROXY_VERSION } from '../lib/oauth2proxy.mjs';
+import {
+  downBehaviour, rssKiB, startSeedStacks, withoutAccessLog,
+} from './seeds.mjs';
+import { ratioChart } from './chart.mjs';
 import { generateKeys, signJwt, publicJwks } from '../lib/keys.mjs';
 import { KEYCLOAK_VERSION, startKeycloak } from '../lib/keycloak.mjs';
 import { keysProxy } from '../lib/tokens.mjs';
@@ -222,11 +227,6 @@ async function startupTimes(times, startOpts, { path = '/x', headers = {} } = {}
   };
 }
 
-/** Resident memory of a process, in KiB (Linux /proc). */
-function rssKiB(pid) {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
 
 /**
  * Code-flow logins through gatehouse for `seconds`, `parallel` at a time (each a fresh browser:
@@ -235,7 +235,7 @@ function rssKiB(pid) {
  * endpoint that the callback hop includes (timed by the proxy in front of it, which gatehouse's
  * calls go through).
  */
-async function loginRun({ gh, proxy, seconds, parallel }) {
+async function loginRun({ url, proxy, seconds, parallel }) {
   const since = Date.now();
   const perLogin = [];
   let failures = 0;
@@ -245,9 +245,9 @@ async function loginRun({ gh, proxy, seconds, parallel }) {
     while (performance.now() < deadline) {
       const jar = new CookieJar();
       const l0 = performance.now();
-      const r = await browse(`${gh.url}/app`, { jar, username: 'alice', password: 'alice' });
+      const r = await browse(`${url}/app`, { jar, username: 'alice', password: 'alice' });
       if (r.response?.status !== 200) { failures += 1; continue; }
-      const onGateway = (h) => h.url.startsWith(gh.url);
+      const onGateway = (h) => h.url.startsWith(url);
       const sum = (hs) => hs.reduce((a, h) => a + h.ms, 0);
       perLogin.push({
         total: performance.now() - l0,
@@ -259,7 +259,7 @@ async function loginRun({ gh, proxy, seconds, parallel }) {
   }));
   const elapsed = (performance.now() - t0) / 1000;
   // Token-endpoint calls through the proxy came from gatehouse.
-  const tokenMs = proxy.requests
+  const tokenMs = (proxy?.requests ?? [])
     .filter((r) => r.at >= since && r.status === 200 && /\/protocol\/openid-connect\/token$/.test(r.path))
     .map((r) => r.ms);
   return {
@@ -338,6 +338,17 @@ async function main() {
       idpPort, echoPort, concurrency: 1, logLevel: 'warn', customize: directResponse([jwtAuthnFilter({ issuer, jwks, cache: true })]),
     });
 
+    // Behind a real upstream: the echo service, with no filter and with gatehouse.
+    const realEcho = await startEcho();
+    const noneEcho = await startEnvoy({
+      idpPort, echoPort: realEcho.port, concurrency: 1, logLevel: 'warn', customize: withoutAccessLog,
+    });
+    const ghEcho = await startEnvoy({ ...ghStart, echoPort: realEcho.port, customize: withoutAccessLog });
+    log(`starting the seeds' stack: oauth2-proxy ${OAUTH2_PROXY_VERSION} behind ext_authz, with cookie and with Redis sessions`);
+    const seeds = await startSeedStacks({
+      kc, idpPort, echoPort, realEchoPort: realEcho.port, directResponse,
+    });
+
     // (f) Envoy's native oauth2 filter, with cookies from a real login through it. Optional: if
     // the login does not work, (f) is left out with a warning.
     let oauth2Cookie;
@@ -361,8 +372,10 @@ async function main() {
     }
 
     // gatehouse is ready when its keys are loaded; then sign in once for a session cookie.
-    await waitFor(async () => (await http(`${gh.url}/x`, { headers: { authorization: `Bearer ${sameToken}` } })).status === 200,
-      { timeoutMs: 30000, what: 'gatehouse to load keys' });
+    for (const e of [gh, ghEcho]) {
+      await waitFor(async () => (await http(`${e.url}/x`, { headers: { authorization: `Bearer ${sameToken}` } })).status === 200,
+        { timeoutMs: 30000, what: 'gatehouse to load keys' });
+    }
     const jar = new CookieJar();
     const login = await browse(`${gh.url}/app`, { jar, username: 'alice', password: 'alice' });
     const cookie = jar.header(`${gh.url}/app`);
@@ -407,6 +420,10 @@ async function main() {
       { id: 'e-RS256-cache', name: 'jwt_authn, distinct RS256 bearer, jwt_cache_config', url: `${jwtCache.url}/x`, pool: pools.RS256 },
       ...(oauth2Cookie ? [{ id: 'f', name: 'oauth2 (native), session cookies', url: `${oauth2Envoy.url}/x`, headers: { cookie: oauth2Cookie } }] : []),
       { id: 'g', name: 'gatehouse, public path', url: `${gh.url}/public/x` },
+      ...seeds.cases,
+      { id: 'a-echo', name: 'no filter, echo upstream', url: `${noneEcho.url}/x` },
+      { id: 'b-echo', name: 'gatehouse, session cookie, echo upstream', url: `${ghEcho.url}/x`, headers: { cookie } },
+      ...seeds.echoCases,
       // Control: the token-cycling Lua script against no filter (wrk's own ceiling with a script).
       { id: 'a-lua', name: 'no filter, wrk cycling the RS256 pool (client control)', url: `${none.url}/x`, pool: pools.RS256 },
       ...compared,
@@ -469,7 +486,7 @@ async function main() {
 
     // --- memory (after the load: token cache filled), start-up, logins ----------------------------
     const mem = {
-      none: rssKiB(none.pid), noop: rssKiB(noop.pid), gh: rssKiB(gh.pid),
+      none: rssKiB(none.pid), noop: rssKiB(noop.pid), gh: rssKiB(gh.pid), seeds: seeds.memory(),
       ghLinear: (await envoyStats(gh, 'vm_memory_bytes').then((st) => Object.entries(st).find(([k]) => k.endsWith('gatehouse.vm_memory_bytes'))?.[1])) ?? NaN,
     };
     log(`RSS: no filter ${mem.none} KiB, empty Wasm filter ${mem.noop} KiB, gatehouse ${mem.gh} KiB; gatehouse linear memory ${mem.ghLinear} bytes`);
@@ -492,11 +509,36 @@ async function main() {
     const logins = [];
     if (!ONLY || ONLY.has('login')) {
       for (const parallel of [1, 8]) {
-        const l = await loginRun({ gh, proxy, seconds: DURATION, parallel });
+        const l = await loginRun({ url: gh.url, proxy, seconds: DURATION, parallel });
         log(`logins, ${parallel} at a time: ${l.perSecond.toFixed(1)}/s (${l.failures} failed); per login ${l.total.toFixed(1)} ms, gateway hops ${l.gateway.toFixed(1)} ms, token endpoint ${l.token.toFixed(1)} ms`);
         logins.push(l);
       }
     }
+    // Logins on each stack, one at a time, interleaved over the rounds (Keycloak warms up as it
+    // goes): medians of the rounds' medians.
+    const stackLogins = [];
+    if (!ONLY || ONLY.has('login')) {
+      const stacksToLogIn = [['gatehouse', gh.url], ['oauth2-proxy, cookie sessions', seeds.cookie.url], ['oauth2-proxy, Redis sessions', seeds.redisStack.url]];
+      const perRoundLogins = new Map(stacksToLogIn.map(([n]) => [n, []]));
+      for (let r = 0; r < ROUNDS; r += 1) {
+        for (const [name, url] of stacksToLogIn) {
+          perRoundLogins.get(name).push(await loginRun({ url, seconds: Math.max(2, DURATION / 2), parallel: 1 }));
+        }
+      }
+      for (const [name, ls] of perRoundLogins) {
+        const l = {
+          perSecond: median(ls.map((x) => x.perSecond)), total: median(ls.map((x) => x.total)),
+          gateway: median(ls.map((x) => x.gateway)), idp: median(ls.map((x) => x.idp)),
+        };
+        log(`logins through ${name}: per login ${l.total.toFixed(1)} ms, gateway hops ${l.gateway.toFixed(1)} ms`);
+        stackLogins.push([name, l]);
+      }
+    }
+    // Last, as it stops processes: what a signed-in user gets when a piece is down.
+    const down = await downBehaviour({
+      seeds, ghUrl: gh.url, ghCookie: cookie, idpProxy: proxy,
+    });
+    for (const [stack, what, status] of down) log(`${what} down: ${stack} answers ${status}`);
 
     // --- report -----------------------------------------------------------------------------------
     const f0 = (x) => x.toFixed(0);
@@ -578,6 +620,77 @@ async function main() {
           + 'gatehouse\'s part of a login is the gateway hops minus the token endpoint time, and includes Envoy and the loopback network.',
       ].join('\n')
       : '(not measured in this run)';
+    // --- beside the stack gatehouse replaces ---------------------------------------------------
+    const row = (id) => rows.find((x) => x.c.id === id);
+    const has = (id) => Boolean(row(id));
+    const p99Ratio = (id, base) => median(results.map((rd) => (rd[id] && rd[base] ? rd[id].p99 / rd[base].p99 : NaN)).filter(Number.isFinite));
+    const rangeOf = (id, base) => {
+      const rs = results.map((rd) => (rd[id] && rd[base] ? rd[id].rps / rd[base].rps : NaN)).filter(Number.isFinite);
+      return { value: median(rs), lo: Math.min(...rs), hi: Math.max(...rs) };
+    };
+    const seedsTable = has('o-cookie') && has('o-redis') ? [
+      '| gateway | req/s (median) | p50 ms | p99 ms | vs. no filter | vs. empty Wasm filter | gatehouse\'s req/s ÷ this | this p99 ÷ gatehouse\'s p99 |',
+      '|---|---|---|---|---|---|---|---|',
+      ...['b', 'o-cookie', 'o-redis'].map((id) => {
+        const x = row(id);
+        const vs = id === 'b' ? '| |' : `| ${f2(medianRatio('b', id))} | ${f2(p99Ratio(id, 'b'))} |`;
+        return `| ${x.c.name} | ${f0(x.rps)} | ${f2(x.p50)} | ${f2(x.p99)} | ${f2(medianRatio(id, 'a'))} | ${f2(medianRatio(id, 'h'))} ${vs}`;
+      }),
+    ].join('\n') : '(not measured in this run)';
+    const echoTable = has('a-echo') ? [
+      '| gateway, echo service upstream | req/s (median) | p50 ms | p99 ms | vs. no filter (echo upstream) |',
+      '|---|---|---|---|---|',
+      ...['a-echo', 'b-echo', 'o-cookie-echo', 'o-redis-echo'].filter(has).map((id) => {
+        const x = row(id);
+        return `| ${x.c.name} | ${f0(x.rps)} | ${f2(x.p50)} | ${f2(x.p99)} | ${f2(medianRatio(id, 'a-echo'))} |`;
+      }),
+    ].join('\n') : '(not measured in this run)';
+    const sm = mem.seeds;
+    const stackMem = {
+      gatehouse: mem.gh,
+      cookie: sm.cookieEnvoy + sm.cookieProxy,
+      redis: sm.redisEnvoy + sm.redisProxy + sm.redis,
+    };
+    const stackMemText = [
+      '| gateway | processes | resident, all of them |', '|---|---|---|',
+      `| gatehouse | Envoy ${kib(mem.gh)} | **${kib(stackMem.gatehouse)}** |`,
+      `| oauth2-proxy, cookie sessions (seed 002) | Envoy ${kib(sm.cookieEnvoy)} + oauth2-proxy ${kib(sm.cookieProxy)} | **${kib(stackMem.cookie)}** |`,
+      `| oauth2-proxy, Redis sessions (seed 000) | Envoy ${kib(sm.redisEnvoy)} + oauth2-proxy ${kib(sm.redisProxy)} + Redis ${kib(sm.redis)} | **${kib(stackMem.redis)}** |`,
+    ].join('\n');
+    const loginOf = (name) => stackLogins.find(([n]) => n === name)?.[1];
+    const stackLoginText = stackLogins.length ? [
+      '| gateway | logins/s (one at a time) | per login (median ms) | gateway hops (ms) | Keycloak hops (ms) |', '|---|---|---|---|---|',
+      ...stackLogins.map(([n, l]) => `| ${n} | ${l.perSecond.toFixed(1)} | ${l.total.toFixed(1)} | ${l.gateway.toFixed(1)} | ${l.idp.toFixed(1)} |`),
+    ].join('\n') : '(not measured in this run)';
+    const downText = [
+      '| gateway | down | a signed-in user\'s request | |', '|---|---|---|---|',
+      ...down.map(([stack, what, status, note]) => `| ${stack} | ${what} | ${status} | ${note} |`),
+    ].join('\n');
+    const seedTargets = [
+      '| target (issue 15) | goal | measured | |',
+      '|---|---|---|---|',
+      target('gatehouse session vs. oauth2-proxy with cookie sessions (b / o-cookie)', medianRatio('b', 'o-cookie'), 4.5),
+      target('gatehouse session vs. oauth2-proxy with Redis sessions (b / o-redis)', medianRatio('b', 'o-redis'), 5),
+      target('their p99 ÷ gatehouse\'s, cookie sessions', p99Ratio('o-cookie', 'b'), 8),
+      target('their p99 ÷ gatehouse\'s, Redis sessions', p99Ratio('o-redis', 'b'), 8),
+      target('a login through oauth2-proxy (cookie) ÷ one through gatehouse', loginOf('oauth2-proxy, cookie sessions') && loginOf('gatehouse') ? loginOf('oauth2-proxy, cookie sessions').total / loginOf('gatehouse').total : NaN, 1),
+      target('the gateway\'s part of a login: oauth2-proxy (cookie) ÷ gatehouse', loginOf('oauth2-proxy, cookie sessions') && loginOf('gatehouse') ? loginOf('oauth2-proxy, cookie sessions').gateway / loginOf('gatehouse').gateway : NaN, 1),
+      target('memory: gatehouse\'s gateway ÷ Envoy + oauth2-proxy', stackMem.gatehouse / stackMem.cookie, 1, '×', true),
+      target('memory: gatehouse\'s gateway ÷ Envoy + oauth2-proxy + Redis', stackMem.gatehouse / stackMem.redis, 1, '×', true),
+    ].join('\n');
+    const chartRows = (ids, base, kinds) => ids.filter(has).map((id) => ({ label: row(id).c.name, kind: kinds(id), ...rangeOf(id, base) }));
+    const kindOf = (id) => (/^o-/.test(id) ? 'seeds' : /^(e-|f)/.test(id) ? 'native' : id === 'h' ? 'floor' : 'gatehouse');
+    const svg = ratioChart([
+      ['Envoy answering 200 itself: the cost of each filter', chartRows(['h', 'g', 'b', 'c', 'e-same-cache', 'f', 'o-cookie', 'o-redis'], 'a', kindOf)],
+      ['Behind the echo service', chartRows(['b-echo', 'o-cookie-echo', 'o-redis-echo'], 'a-echo', kindOf)],
+    ], {
+      title: 'Throughput as a share of Envoy without a filter (one worker; median of rounds, bar: min–max)',
+      note: `make bench, ${new Date().toISOString().slice(0, 10)}: gatehouse (blue), oauth2-proxy ${OAUTH2_PROXY_VERSION} behind ext_authz (red), Envoy's own filters (grey)`,
+    });
+    const chartPath = join(dirname(resolve(opt.out)), 'ratios.svg');
+    await mkdir(dirname(chartPath), { recursive: true });
+    await writeFile(chartPath, svg);
+
     const elapsed = (Date.now() - started) / 1000;
     const cmd = `node ${relative(REPO_ROOT, process.argv[1])} ${process.argv.slice(2).join(' ')}`.trim();
     const envoyVersion = await new Promise((res) => {
@@ -603,6 +716,32 @@ ${table}
 ## Targets (issue 5)
 
 ${targetTable}
+
+## Beside the stack it replaces: oauth2-proxy ${OAUTH2_PROXY_VERSION} behind Envoy's ext_authz (issue 15)
+
+![Throughput as a share of no filter](ratios.svg)
+
+Session requests, one Envoy worker each, in the same rounds as everything above. oauth2-proxy runs as seed 002 configures it, behind an \`ext_authz\` filter configured as istiod renders an \`envoyExtAuthzHttp\` provider (\`wasm-test/lib/oauth2proxy.mjs\`).
+
+${seedsTable}
+
+${seedTargets}
+
+### Behind a real upstream (the echo service)
+
+${echoTable}
+
+### Memory of every process each gateway needs (after the runs)
+
+${stackMemText}
+
+### A login on each
+
+${stackLoginText}
+
+### When a piece is down
+
+${downText}
 
 ## Start-up: Envoy spawned → first 200 (one worker; median of 3 fresh starts)
 

@@ -199,22 +199,15 @@ export function extAuthzFilters({ publicPrefixes = [] } = {}) {
 }
 
 /**
- * The seeds' gateway: oauth2-proxy (startOauth2Proxy(); cookie sessions, or Redis with `redis`) and an Envoy whose
- * ext_authz filter asks it about every request but `publicPrefixes`, in front of the echo service
- * on `echoPort`. Envoy has `concurrency` workers and routes to the echo service, or answers 200
- * itself with `customizeRoutes`.
- * @returns {Promise<{url, envoy, proxy}>}
+ * An Envoy whose ext_authz filter (extAuthzFilters) asks the oauth2-proxy on `proxyPort` about
+ * every request but `publicPrefixes`, in front of the echo service on `echoPort`, with
+ * `concurrency` workers; `customize` edits its bootstrap further (routes answering 200 directly).
  */
-export async function startOauth2ProxyStack({
-  kc, realm, idpPort, echoPort, redis, publicPrefixes = ['/public/'], concurrency = 2, listenPort, logLevel, customize, extraArgs,
+export function startExtAuthzEnvoy({
+  proxyPort, kc, echoPort, publicPrefixes = ['/public/'], concurrency = 2, listenPort, logLevel, customize,
 }) {
-  const lp = listenPort ?? await freePort();
-  const gatewayOrigin = `http://127.0.0.1:${lp}`;
-  const proxy = await startOauth2Proxy({
-    kc, realm, idpPort, gatewayOrigin, redis, extraArgs,
-  });
-  const envoy = await startEnvoy({
-    listenPort: lp,
+  return startEnvoy({
+    listenPort,
     idpPort: kc.port,
     echoPort,
     concurrency,
@@ -222,9 +215,27 @@ export async function startOauth2ProxyStack({
     customize: (b) => {
       const hcm = b.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
       hcm.http_filters.splice(hcm.http_filters.length - 1, 0, ...extAuthzFilters({ publicPrefixes }));
-      b.static_resources.clusters.push(staticCluster(EXT_AUTHZ_CLUSTER, proxy.port));
+      b.static_resources.clusters.push(staticCluster(EXT_AUTHZ_CLUSTER, proxyPort));
       return customize ? customize(b) ?? b : b;
     },
+  });
+}
+
+/**
+ * The seeds' gateway: oauth2-proxy (startOauth2Proxy(); cookie sessions, or Redis with `redis`)
+ * and an Envoy in front of it (startExtAuthzEnvoy()).
+ * @returns {Promise<{url, envoy, proxy}>}
+ */
+export async function startOauth2ProxyStack({
+  kc, realm, idpPort, redis, extraArgs, listenPort, ...envoyOptions
+}) {
+  const lp = listenPort ?? await freePort();
+  const gatewayOrigin = `http://127.0.0.1:${lp}`;
+  const proxy = await startOauth2Proxy({
+    kc, realm, idpPort, gatewayOrigin, redis, extraArgs,
+  });
+  const envoy = await startExtAuthzEnvoy({
+    ...envoyOptions, kc, proxyPort: proxy.port, listenPort: lp,
   });
   return { url: gatewayOrigin, envoy, proxy };
 }
