@@ -31,7 +31,12 @@ pub(super) fn html_page(status: u32, title: &str, content: &str) -> Response {
 /// A small error page with a way to try again.
 pub(crate) fn error_page(status: u32, title: &str, message: &str, retry: &str, set_cookies: Vec<String>) -> Response {
     let content = format!("<p>{}</p><p><a href=\"{}\">Try again</a></p>", html_escape(message), html_escape(retry));
-    html_page(status, title, &content).with_cookies(set_cookies)
+    let mut page = html_page(status, title, &content).with_cookies(set_cookies);
+    if status == 503 {
+        // As for API calls (`unavailable`): when trying again makes sense (RFC 9110 §10.2.3).
+        page.headers.push(("retry-after".into(), "5".into()));
+    }
+    page
 }
 
 pub(super) fn redirect(location: &str, set_cookies: Vec<String>) -> Response {

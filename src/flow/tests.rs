@@ -877,6 +877,12 @@ mod browser_flow {
             let r = answer(status, body);
             assert_eq!(r.status, want, "{status:?} {body}");
             assert!(r.body.contains(text), "{status:?}: {}", r.body);
+            let retry_after = r.headers.iter().find(|(n, _)| n == "retry-after").map(|(_, v)| v.as_str());
+            assert_eq!(
+                retry_after,
+                (want == 503).then_some("5"),
+                "{status:?}: Retry-After only when trying again helps"
+            );
             assert!(!all(&r, "set-cookie").iter().any(|c| c.starts_with("__Host-_gatehouse=v1.")));
         }
     }

@@ -247,11 +247,12 @@ const ROWS = [
     },
     gatehouse: '5xx',
     oauth2: '403',
-    why: 'oauth2-proxy fails the callback with a 500; Envoy\'s ext_authz takes an authorization server\'s 5xx as an error and denies with statusOnError (403 by default, empty body); gatehouse shows its "Sign-in unavailable" page (503) with a link to try again',
+    why: 'oauth2-proxy fails the callback with a 500; Envoy\'s ext_authz takes an authorization server\'s 5xx as an error and denies with statusOnError (403 by default, empty body); gatehouse shows its "Sign-in unavailable" page (503, Retry-After) with a link to try again',
     check: (s, r) => {
       if (s.kind === 'gatehouse') {
         assert.equal(r.status, 503);
         assert.match(r.body, /Sign-in unavailable/);
+        assert.equal(r.headers['retry-after'], '5');
       } else {
         assert.equal(r.body, '', 'Envoy\'s denial, not oauth2-proxy\'s page');
       }

@@ -115,6 +115,7 @@ async function login() {
 
 function assertErrorPage(r, status, text) {
   assert.equal(r.status, status, r.body.slice(0, 300));
+  assert.equal(r.headers['retry-after'], status === 503 ? '5' : undefined, 'Retry-After on a 503 only');
   assert.match(r.headers['content-type'], /text\/html/);
   assert.match(r.body, text);
   assert.match(r.body, /Try again/);
