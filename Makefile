@@ -110,12 +110,16 @@ push: image .tools/apt
 	@REGISTRY_CREDS='$(REGISTRY_CREDS)' node wasm-test/oci.mjs push --layout $(OCI_LAYOUT) --image $(IMAGE)
 
 NOOP_WASM   := target/noop/wasm32-wasip1/release/noop_filter.wasm
+PROBE_WASM  := target/probe/wasm32-wasip1/release/hostcall_probe.wasm
 
 ## bench: one-worker Envoy under wrk, as ratios to no filter (writes wasm-test/bench/RESULTS.md),
-## then instructions per request path of the pure core under callgrind (INSTRUCTIONS.md).
+## what each host call costs (a probe module, HOSTCALLS.md), then instructions per request path of
+## the pure core under callgrind (INSTRUCTIONS.md).
 bench: deps build
 	cargo build --quiet --release --target wasm32-wasip1 --manifest-path wasm-test/bench/noop/Cargo.toml --target-dir target/noop
+	cargo build --quiet --release --target wasm32-wasip1 --manifest-path wasm-test/bench/probe/Cargo.toml --target-dir target/probe
 	ENVOY_BIN=$(CURDIR)/$(ENVOY) node wasm-test/bench/bench.mjs --wasm $(CURDIR)/$(WASM) --noop $(CURDIR)/$(NOOP_WASM) --out wasm-test/bench/RESULTS.md
+	ENVOY_BIN=$(CURDIR)/$(ENVOY) node wasm-test/bench/hostcalls.mjs --probe $(CURDIR)/$(PROBE_WASM)
 	node wasm-test/bench/instructions.mjs
 
 FUZZ_SECONDS ?= 90
@@ -147,6 +151,8 @@ unit:
 lint: .tools/rust-target .tools/apt
 	cargo fmt --check
 	cd fuzz && cargo fmt --check
+	cd wasm-test/bench/noop && cargo fmt --check
+	cd wasm-test/bench/probe && cargo fmt --check
 	cargo clippy --quiet --target wasm32-wasip1 -- -D warnings
 	cargo clippy --quiet --all-targets --features bench-support -- -D warnings
 

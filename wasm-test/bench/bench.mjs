@@ -27,8 +27,10 @@ import {
 } from '../lib/harness.mjs';
 import { OAUTH2_PROXY_VERSION } from '../lib/oauth2proxy.mjs';
 import {
-  downBehaviour, rssKiB, startSeedStacks, withoutAccessLog,
+  downBehaviour, rssKiB, startSeedStacks,
 } from './seeds.mjs';
+import { directResponse, withoutAccessLog } from './envoy-configs.mjs';
+import { wrk as wrkRun } from './wrk.mjs';
 import { ratioChart } from './chart.mjs';
 import { generateKeys, signJwt, publicJwks } from '../lib/keys.mjs';
 import { KEYCLOAK_VERSION, startKeycloak } from '../lib/keycloak.mjs';
@@ -67,54 +69,10 @@ const ALGS = ['RS256', 'ES256', 'EdDSA'];
 const started = Date.now();
 const log = (m) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${m}\n`);
 
-// --- wrk ------------------------------------------------------------------------------------------
-
-function wrk(url, { headers = {}, script, scriptArgs = [], duration = DURATION } = {}) {
-  const args = [`-c${CONNS}`, `-t${THREADS}`, `-d${duration}s`, '--latency', '--timeout', '5s'];
-  for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
-  if (script) args.push('-s', script);
-  args.push(url);
-  if (scriptArgs.length) args.push('--', ...scriptArgs);
-  return new Promise((res, rej) => {
-    execFile('wrk', args, { timeout: (duration + 20) * 1000, killSignal: 'SIGKILL', maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
-      if (err) { rej(new Error(`wrk failed: ${err.message}\n${stdout}${stderr}`)); return; }
-      res(parseWrk(stdout));
-    });
-  });
-}
-
-function toMs(s) {
-  const m = /^([\d.]+)(us|ms|s|m)$/.exec(s);
-  if (!m) return NaN;
-  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000, m: 60000 }[m[2]];
-}
-
-function parseWrk(text) {
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1]);
-  const p50 = toMs(/^\s+50%\s+(\S+)/m.exec(text)?.[1] ?? '');
-  const p99 = toMs(/^\s+99%\s+(\S+)/m.exec(text)?.[1] ?? '');
-  const total = Number(/(\d+) requests in/.exec(text)?.[1]);
-  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(text)?.[1] ?? 0);
-  const errors = /Socket errors:.*/.exec(text)?.[0] ?? '';
-  if (!Number.isFinite(rps)) throw new Error(`cannot parse wrk output:\n${text}`);
-  return { rps, p50, p99, total, non2xx, errors, raw: text };
-}
+/** wrk with this run's connections, threads and (default) duration. */
+const wrk = (url, o = {}) => wrkRun(url, { connections: CONNS, threads: THREADS, duration: DURATION, ...o });
 
 // --- Envoy configurations -------------------------------------------------------------------------
-
-/** Route everything to a direct 200 and drop the access log (identical for every variant). */
-function directResponse(extraFilters = []) {
-  return (b) => {
-    const hcm = b.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
-    delete hcm.access_log;
-    hcm.route_config.virtual_hosts[0].routes = [{
-      match: { prefix: '/' },
-      direct_response: { status: 200, body: { inline_string: 'ok\n' } },
-    }];
-    hcm.http_filters.splice(hcm.http_filters.length - 1, 0, ...extraFilters);
-    return b;
-  };
-}
 
 function jwtAuthnFilter({ issuer, jwks, cache }) {
   const signing = { keys: publicJwks(jwks).keys.filter((k) => (k.use ?? 'sig') === 'sig') };
@@ -346,7 +304,7 @@ async function main() {
     const ghEcho = await startEnvoy({ ...ghStart, echoPort: realEcho.port, customize: withoutAccessLog });
     log(`starting the seeds' stack: oauth2-proxy ${OAUTH2_PROXY_VERSION} behind ext_authz, with cookie and with Redis sessions`);
     const seeds = await startSeedStacks({
-      kc, idpPort, echoPort, realEchoPort: realEcho.port, directResponse,
+      kc, idpPort, echoPort, realEchoPort: realEcho.port,
     });
 
     // (f) Envoy's native oauth2 filter, with cookies from a real login through it. Optional: if

@@ -8,17 +8,12 @@ import { readFileSync } from 'node:fs';
 import { browse, CookieJar, http, stopProcess } from '../lib/harness.mjs';
 import { faults } from '../lib/faultproxy.mjs';
 import { startExtAuthzEnvoy, startOauth2ProxyStack, startRedis } from '../lib/oauth2proxy.mjs';
+import { directResponse, withoutAccessLog } from './envoy-configs.mjs';
 
 /** Resident memory of a process, in KiB (Linux /proc). */
 export function rssKiB(pid) {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) : NaN;
-}
-
-/** A bootstrap edit: no access log (as every benchmarked Envoy), routes left as they are. */
-export function withoutAccessLog(b) {
-  delete b.static_resources.listeners[0].filter_chains[0].filters[0].typed_config.access_log;
-  return b;
 }
 
 /** alice's sign-in through a gateway: the Cookie header her browser then sends. */
@@ -30,11 +25,10 @@ async function signIn(url) {
 }
 
 /**
- * Starts both stacks (`directResponse` is bench.mjs's bootstrap edit that answers 200 in Envoy;
- * `idpPort` where their calls to Keycloak go) and signs alice in on each. Returns their benchmark cases and what the report needs.
+ * Starts both stacks (`idpPort`: where their calls to Keycloak go) and signs alice in on each. Returns their benchmark cases and what the report needs.
  */
 export async function startSeedStacks({
-  kc, idpPort, echoPort, realEchoPort, directResponse,
+  kc, idpPort, echoPort, realEchoPort,
 }) {
   const redis = await startRedis();
   // idpPort: oauth2-proxy's own calls to Keycloak take the same way as gatehouse's (the proxy).
