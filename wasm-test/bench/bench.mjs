@@ -26,9 +26,8 @@ import {
   REPO_ROOT, WASM_TEST_DIR, envoyBin,
 } from '../lib/harness.mjs';
 import { OAUTH2_PROXY_VERSION } from '../lib/oauth2proxy.mjs';
-import {
-  downBehaviour, rssKiB, startSeedStacks,
-} from './seeds.mjs';
+import { rssKiB } from '../lib/processes.mjs';
+import { downBehaviour, startSeedStacks } from './seeds.mjs';
 import { directResponse, withoutAccessLog } from './envoy-configs.mjs';
 import { wrk as wrkRun } from './wrk.mjs';
 import { ratioChart } from './chart.mjs';
@@ -531,16 +530,17 @@ async function main() {
       const shown = unit === '×' ? f2(measured) : `${f0(measured)} ${unit}`;
       return `| ${what} | ${lowerIsBetter ? '≤' : '≥'} ${unit === '×' ? goal : `${goal} ${unit}`} | ${shown} | ${met ? 'met' : `missed, ${by}`} |`;
     };
+    const targetsTable = (heading, lines) => [`| ${heading} | goal | measured | |`, '|---|---|---|---|', ...lines].join('\n');
     const targetTable = [
-      '| target | goal | measured | |',
-      '|---|---|---|---|',
-      target('session cookie vs. no filter (b / a)', medianRatio('b', 'a'), 0.92),
-      target('public path vs. no filter (g / a)', medianRatio('g', 'a'), 0.97),
-      target('repeated bearer vs. native `jwt_authn` with cache (c / e-same-cache)', medianRatio('c', 'e-same-cache'), 1.0),
-      target('distinct RS256 vs. native `jwt_authn` without cache (d-RS256 / e-RS256)', medianRatio('d-RS256', 'e-RS256'), 0.5),
-      target('distinct ES256 vs. native `jwt_authn` without cache (d-ES256 / e-ES256)', medianRatio('d-ES256', 'e-ES256'), 0.3),
-      target('module size', moduleBytes / 1000, 600, 'KB', true),
-      target('a worker\'s VM from creation (configure) to its first 200, keys fetched from Keycloak', startup ? startup.fetched.vmToFirst200 : NaN, 50, 'ms', true),
+      targetsTable('target', [
+        target('session cookie vs. no filter (b / a)', medianRatio('b', 'a'), 0.92),
+        target('public path vs. no filter (g / a)', medianRatio('g', 'a'), 0.97),
+        target('repeated bearer vs. native `jwt_authn` with cache (c / e-same-cache)', medianRatio('c', 'e-same-cache'), 1.0),
+        target('distinct RS256 vs. native `jwt_authn` without cache (d-RS256 / e-RS256)', medianRatio('d-RS256', 'e-RS256'), 0.5),
+        target('distinct ES256 vs. native `jwt_authn` without cache (d-ES256 / e-ES256)', medianRatio('d-ES256', 'e-ES256'), 0.3),
+        target('module size', moduleBytes / 1000, 600, 'KB', true),
+        target('a worker\'s VM from creation (configure) to its first 200, keys fetched from Keycloak', startup ? startup.fetched.vmToFirst200 : NaN, 50, 'ms', true),
+      ]),
       '',
       `For reference, the floor any Proxy-Wasm filter pays here (h, an empty Rust SDK filter): ${f2(medianRatio('h', 'a'))} of no filter. `
         + `Against that floor: session cookie ${f2(medianRatio('b', 'h'))}, public path ${f2(medianRatio('g', 'h'))}, repeated bearer ${f2(medianRatio('c', 'h'))}. `
@@ -624,9 +624,7 @@ async function main() {
       '| gateway | down | a signed-in user\'s request | |', '|---|---|---|---|',
       ...down.map(([stack, what, status, note]) => `| ${stack} | ${what} | ${status} | ${note} |`),
     ].join('\n');
-    const seedTargets = [
-      '| target (issue 15) | goal | measured | |',
-      '|---|---|---|---|',
+    const seedTargets = targetsTable('target (issue 15)', [
       target('gatehouse session vs. oauth2-proxy with cookie sessions (b / o-cookie)', medianRatio('b', 'o-cookie'), 4.5),
       target('gatehouse session vs. oauth2-proxy with Redis sessions (b / o-redis)', medianRatio('b', 'o-redis'), 5),
       target('their p99 ÷ gatehouse\'s, cookie sessions', p99Ratio('o-cookie', 'b'), 8),
@@ -635,7 +633,7 @@ async function main() {
       target('the gateway\'s part of a login: oauth2-proxy (cookie) ÷ gatehouse', loginOf('oauth2-proxy, cookie sessions') && loginOf('gatehouse') ? loginOf('oauth2-proxy, cookie sessions').gateway / loginOf('gatehouse').gateway : NaN, 1),
       target('memory: gatehouse\'s gateway ÷ Envoy + oauth2-proxy', stackMem.gatehouse / stackMem.cookie, 1, '×', true),
       target('memory: gatehouse\'s gateway ÷ Envoy + oauth2-proxy + Redis', stackMem.gatehouse / stackMem.redis, 1, '×', true),
-    ].join('\n');
+    ]);
     const chartRows = (ids, base, kinds) => ids.filter(has).map((id) => ({ label: row(id).c.name, kind: kinds(id), ...rangeOf(id, base) }));
     const kindOf = (id) => (/^o-/.test(id) ? 'seeds' : /^(e-|f)/.test(id) ? 'native' : id === 'h' ? 'floor' : 'gatehouse');
     const svg = ratioChart([

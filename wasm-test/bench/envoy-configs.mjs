@@ -3,8 +3,8 @@
 /** Route everything to a direct 200 and drop the access log (identical for every variant). */
 export function directResponse(extraFilters = []) {
   return (b) => {
+    withoutAccessLog(b);
     const hcm = b.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
-    delete hcm.access_log;
     hcm.route_config.virtual_hosts[0].routes = [{
       match: { prefix: '/' },
       direct_response: { status: 200, body: { inline_string: 'ok\n' } },

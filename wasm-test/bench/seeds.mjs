@@ -3,18 +3,11 @@
 // (lib/oauth2proxy.mjs), with cookie sessions and with Redis sessions, each with one Envoy worker
 // as gatehouse's Envoy has, answering 200 itself (`direct_response`) or routing to the echo service.
 
-import { readFileSync } from 'node:fs';
-
 import { browse, CookieJar, http, stopProcess } from '../lib/harness.mjs';
+import { rssKiB } from '../lib/processes.mjs';
 import { faults } from '../lib/faultproxy.mjs';
 import { startExtAuthzEnvoy, startOauth2ProxyStack, startRedis } from '../lib/oauth2proxy.mjs';
 import { directResponse, withoutAccessLog } from './envoy-configs.mjs';
-
-/** Resident memory of a process, in KiB (Linux /proc). */
-export function rssKiB(pid) {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
 
 /** alice's sign-in through a gateway: the Cookie header her browser then sends. */
 async function signIn(url) {

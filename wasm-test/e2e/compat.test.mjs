@@ -17,7 +17,7 @@ import {
   startEcho, startEnvoy, stopAll, http, browse, CookieJar, passwordToken, waitForSignIn, onStopAll,
 } from '../lib/harness.mjs';
 import {
-  adminApi, createRealmCopy, deleteRealm, realmFile, startKeycloak,
+  createRealmCopy, deleteRealm, realmClient, setClientAttributes, startKeycloak,
 } from '../lib/keycloak.mjs';
 import { faults, startFaultProxy } from '../lib/faultproxy.mjs';
 import { startOauth2ProxyStack, startRedis } from '../lib/oauth2proxy.mjs';
@@ -36,7 +36,7 @@ let proxy; // between every gateway and Keycloak: can make Keycloak unreachable 
 const stacks = [];
 
 function gatehouseConfig(issuer) {
-  const gateway = realmFile('demo').clients.find((c) => c.clientId === 'gateway');
+  const gateway = realmClient('gateway');
   return {
     provider: {
       issuer, cluster: 'idp', clientId: gateway.clientId, clientSecret: gateway.secret, audiences: ['gateway', 'api'],
@@ -54,8 +54,7 @@ before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm');
   kc = await startKeycloak();
   realm = await createRealmCopy(kc, REALM);
-  const [api] = await adminApi(kc, 'GET', '/clients?clientId=api', undefined, REALM);
-  await adminApi(kc, 'PUT', `/clients/${api.id}`, { ...api, attributes: { ...api.attributes, 'access.token.lifespan': String(API_TOKEN_SECONDS) } }, REALM);
+  await setClientAttributes(kc, 'api', { 'access.token.lifespan': String(API_TOKEN_SECONDS) }, REALM);
   proxy = await startFaultProxy({ targetPort: kc.port });
   onStopAll(() => proxy.close());
   const echo = await startEcho();

@@ -19,7 +19,7 @@ import {
 } from '../lib/harness.mjs';
 import { signJwt, publicJwks, generateKeys } from '../lib/keys.mjs';
 import { faults } from '../lib/faultproxy.mjs';
-import { adminApi, signalKeycloak, startKeycloak } from '../lib/keycloak.mjs';
+import { setClientAttributes, signalKeycloak, startKeycloak } from '../lib/keycloak.mjs';
 import { keysProxy } from '../lib/tokens.mjs';
 
 const WASM = process.env.WASM;
@@ -143,8 +143,7 @@ before(async () => {
   issuer = kc.issuer;
   // Short access tokens for the browser client only (Keycloak's per-client lifespan), so sessions
   // come due for refresh within a test; the API client's tokens keep the realm's 5 minutes.
-  const [gw] = await adminApi(kc, 'GET', '/clients?clientId=gateway');
-  await adminApi(kc, 'PUT', `/clients/${gw.id}`, { ...gw, attributes: { ...gw.attributes, 'access.token.lifespan': String(SESSION_TTL) } });
+  await setClientAttributes(kc, 'gateway', { 'access.token.lifespan': String(SESSION_TTL) });
   echoPort = (await startEcho()).port;
   proxyPort = await freePort(); // nothing listens there yet: the provider is down at start
   await startGateway();

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 
 import { stopAll, http } from '../lib/harness.mjs';
 import {
-  startKeycloak, startGatewayFor, realmFile, createRealmCopy, deleteRealm, adminApi,
+  startKeycloak, startGatewayFor, realmClient, createRealmCopy, deleteRealm, adminApi,
 } from '../lib/keycloak.mjs';
 
 const WASM = process.env.WASM;
@@ -21,7 +21,7 @@ const KEY_PROVIDER = 'org.keycloak.keys.KeyProvider';
 let kc;
 let realm;
 let gateway;
-const api = realmFile('demo').clients.find((c) => c.clientId === 'api');
+const api = realmClient('api');
 
 const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 const kidOf = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[0], 'base64url').toString()).kid;

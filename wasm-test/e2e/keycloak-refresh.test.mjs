@@ -12,7 +12,7 @@ import {
   stopAll, http, browse, envoyStats,
 } from '../lib/harness.mjs';
 import {
-  startKeycloak, startGatewayFor, realmFile, createRealmCopy, deleteRealm,
+  startKeycloak, startGatewayFor, realmClient, createRealmCopy, deleteRealm,
 } from '../lib/keycloak.mjs';
 
 const WASM = process.env.WASM;
@@ -27,7 +27,6 @@ const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 before(async () => {
   assert.ok(WASM, 'WASM must point at the built gatehouse.wasm');
   kc = await startKeycloak();
-  const demo = realmFile('demo');
   const realm = await createRealmCopy(kc, REALM, { revokeRefreshToken: true, refreshTokenMaxReuse: 0, accessTokenLifespan: LIFESPAN });
   envoy = await startGatewayFor(kc, {
     wasmPath: WASM,
@@ -36,7 +35,7 @@ before(async () => {
         issuer: realm.issuer,
         cluster: 'idp',
         clientId: 'gateway',
-        clientSecret: demo.clients.find((c) => c.clientId === 'gateway').secret,
+        clientSecret: realmClient('gateway').secret,
         audiences: ['gateway', 'api'],
       },
       // Refresh once the access token has less than 25 s left: 5 s after sign-in.
@@ -89,13 +88,12 @@ test('a burst on two workers with a session due for refresh: one refresh, every 
 async function gatewayOnRealmCopy(t, name, overrides, refreshBeforeSeconds) {
   const realm = await createRealmCopy(kc, name, overrides);
   t.after(() => deleteRealm(kc, name));
-  const demo = realmFile('demo');
   const gw = await startGatewayFor(kc, {
     wasmPath: WASM,
     filterConfig: {
       provider: {
         issuer: realm.issuer, cluster: 'idp', clientId: 'gateway',
-        clientSecret: demo.clients.find((c) => c.clientId === 'gateway').secret, audiences: ['gateway', 'api'],
+        clientSecret: realmClient('gateway').secret, audiences: ['gateway', 'api'],
       },
       session: {
         keys: [`e2e-${name}-cookie-key-0123456789abcdef`], secure: false, refresh: true, refreshBeforeSeconds,

@@ -164,6 +164,23 @@ export async function adminApi(kc, method, path, body, realm = 'demo') {
   return r.json;
 }
 
+/** A client of a realm file (its `clientId`, `secret`, ...), as users import it. */
+export function realmClient(clientId, realm = 'demo') {
+  const client = realmFile(realm).clients.find((c) => c.clientId === clientId);
+  if (!client) throw new Error(`no client ${clientId} in realm file ${realm}`);
+  return client;
+}
+
+/**
+ * Sets attributes of a client through the admin API, e.g. `{'access.token.lifespan': '6'}` for
+ * that client's own access-token lifetime (in a Keycloak or realm copy of a test's own).
+ */
+export async function setClientAttributes(kc, clientId, attributes, realm = 'demo') {
+  const [client] = await adminApi(kc, 'GET', `/clients?clientId=${encodeURIComponent(clientId)}`, undefined, realm);
+  if (!client) throw new Error(`Keycloak: no client ${clientId} in realm ${realm}`);
+  await adminApi(kc, 'PUT', `/clients/${client.id}`, { ...client, attributes: { ...client.attributes, ...attributes } }, realm);
+}
+
 /** The realm files' contents, for what tests expect (users, clients, secrets). */
 export function realmFile(name = 'demo') {
   const file = REALM_FILES.find((f) => JSON.parse(readFileSync(f, 'utf8')).realm === name);

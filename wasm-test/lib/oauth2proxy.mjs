@@ -17,7 +17,7 @@ import { REPO_ROOT, runDirectory, startProcess } from './processes.mjs';
 import { assertPortFree, freePort } from './ports.mjs';
 import { waitHttp } from './http.mjs';
 import { noteSecret } from './credential-scan.mjs';
-import { realmFile } from './keycloak.mjs';
+import { realmClient } from './keycloak.mjs';
 import { staticCluster, startEnvoy } from './envoy.mjs';
 
 export const OAUTH2_PROXY_VERSION = 'v7.15.6';
@@ -91,7 +91,7 @@ export async function startOauth2Proxy({
   assertStackInstalled();
   const p = port ?? await freePort();
   await assertPortFree(p, 'oauth2-proxy port');
-  const gateway = realmFile('demo').clients.find((c) => c.clientId === 'gateway');
+  const gateway = realmClient('gateway');
   const cookieSecret = randomBytes(32).toString('base64url');
   noteSecret(cookieSecret, 'oauth2-proxy cookie secret');
   noteSecret(gateway.secret, 'gateway client secret');

@@ -169,6 +169,12 @@ export async function startProcess({
   }
 }
 
+/** Resident memory of a process, in KiB (Linux /proc). */
+export function rssKiB(pid) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
 /** Stop one started process by PID: SIGTERM, then SIGKILL after a bounded wait. */
 export async function stopProcess(pid, { timeoutMs } = {}) {
   const entry = processes.get(pid);

@@ -18,7 +18,6 @@
 
 import { parseArgs } from 'node:util';
 import { readFile, writeFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
@@ -26,6 +25,7 @@ import { execFileSync } from 'node:child_process';
 import {
   startEcho, startEnvoy, stopAll, http, CookieJar, browse, passwordToken, envoyStats,
 } from '../lib/harness.mjs';
+import { rssKiB } from '../lib/processes.mjs';
 import { generateKeys, publicJwks, signJwt } from '../lib/keys.mjs';
 import { KEYCLOAK_VERSION, createRealmCopy, startKeycloak } from '../lib/keycloak.mjs';
 import { keysProxy } from '../lib/tokens.mjs';
@@ -245,11 +245,6 @@ async function user(until) {
 }
 
 // --- sampling -------------------------------------------------------------------------------------
-
-function rssKiB(pid) {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
 
 const samples = [];
 async function sample(t0) {
