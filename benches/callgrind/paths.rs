@@ -12,7 +12,9 @@
 //! after each call. Inputs are those of `gatehouse::testutil::fixtures`, deterministic, so the
 //! counts are the same on every run.
 //!
-//! `paths --list` prints the path names, `paths --inputs` the sizes of the inputs.
+//! `paths --list` prints the path names, `paths --inputs` the sizes of the inputs, and
+//! `paths --vm-inputs` the same inputs as JSON for the built module (`wasm-test/bench/vm.mjs`:
+//! the plugin configuration, the discovery document, "now", and each path's request headers).
 
 // Set-up code: an input that cannot be built should stop the run loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -166,6 +168,25 @@ fn main() {
         for (name, what) in PATHS {
             println!("{name}\t{what}");
         }
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--vm-inputs") {
+        let signers = Signers::new();
+        let cookie = session_cookie(&signers);
+        let token = signers.token(Alg::RS256, &fx::access_claims());
+        let requests = serde_json::json!({
+            "public": fx::request(fx::PUBLIC, Credential::None),
+            "session-cached": fx::request(fx::ALLOWED, Credential::Cookie(&cookie)),
+            "bearer-cached": fx::request(fx::ALLOWED, Credential::Bearer(&token)),
+            "bearer-cached-403": fx::request(fx::DENIED, Credential::Bearer(&token)),
+        });
+        let out = serde_json::json!({
+            "config": fx::config_doc(&signers, 1024),
+            "discovery": fx::discovery(),
+            "now": fx::NOW,
+            "requests": requests,
+        });
+        println!("{out}");
         return;
     }
     if args.first().map(String::as_str) == Some("--inputs") {

@@ -118,7 +118,13 @@ pub fn id_claims(nonce: &str) -> Value {
 /// paths, methods, groups, roles and claims, default deny. `cache_tokens` is `cache.tokens`
 /// (0 disables the token and session cache).
 pub fn config(signers: &Signers, cache_tokens: usize) -> Rc<Config> {
-    let doc = json!({
+    let doc = config_doc(signers, cache_tokens);
+    Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).expect("the benchmark configuration is valid"))
+}
+
+/// [`config`] as the JSON a plugin is configured with.
+pub fn config_doc(signers: &Signers, cache_tokens: usize) -> Value {
+    json!({
         "provider": {
             "issuer": ISS, "cluster": "outbound|8080||keycloak.keycloak.svc.cluster.local",
             "authority": "keycloak.keycloak.svc.cluster.local:8080",
@@ -143,8 +149,7 @@ pub fn config(signers: &Signers, cache_tokens: usize) -> Rc<Config> {
             {"name": "app", "match": {"hosts": ["app.example.com", "*.app.example.com"]}, "require": {"roles": ["app-user"]}}
         ],
         "defaultAction": "deny"
-    });
-    Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).expect("the benchmark configuration is valid"))
+    })
 }
 
 /// The token expectations of a configuration, as the flow builds them.
@@ -160,15 +165,19 @@ pub fn expectations(cfg: &Config) -> Expectations<'_> {
 /// An engine with its discovery document loaded (the keys are inline).
 pub fn engine(config: Rc<Config>) -> Engine {
     let mut engine = super::vm(config);
-    let discovery = json!({
+    let made = super::load(&mut engine, NOW, &discovery().to_string(), "");
+    assert_eq!(made.len(), 1, "discovery only: the keys are inline");
+    engine
+}
+
+/// The provider's discovery document.
+pub fn discovery() -> Value {
+    json!({
         "issuer": ISS, "jwks_uri": format!("{ISS}/protocol/openid-connect/certs"),
         "authorization_endpoint": format!("{ISS}/protocol/openid-connect/auth"),
         "token_endpoint": "http://keycloak.keycloak.svc.cluster.local:8080/realms/acme/protocol/openid-connect/token",
         "end_session_endpoint": format!("{ISS}/protocol/openid-connect/logout")
-    });
-    let made = super::load(&mut engine, NOW, &discovery.to_string(), "");
-    assert_eq!(made.len(), 1, "discovery only: the keys are inline");
-    engine
+    })
 }
 
 /// Deterministic "randomness": a counter.
