@@ -14,7 +14,8 @@
 //!
 //! `paths --list` prints the path names, `paths --inputs` the sizes of the inputs, and
 //! `paths --vm-inputs` the same inputs as JSON for the built module (`wasm-test/bench/vm.mjs`:
-//! the plugin configuration, the discovery document, "now", and each path's request headers).
+//! the plugin configuration, the discovery document, "now", and each path's request headers,
+//! and the same with `cache.tokens = 0` for the uncached paths).
 
 // Set-up code: an input that cannot be built should stop the run loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -180,11 +181,19 @@ fn main() {
             "bearer-cached": fx::request(fx::ALLOWED, Credential::Bearer(&token)),
             "bearer-cached-403": fx::request(fx::DENIED, Credential::Bearer(&token)),
         });
+        let token_of = |alg: Alg| signers.token(alg, &fx::access_claims());
+        let uncached = serde_json::json!({
+            "bearer-RS256-uncached": fx::request(fx::ALLOWED, Credential::Bearer(&token_of(Alg::RS256))),
+            "bearer-ES256-uncached": fx::request(fx::ALLOWED, Credential::Bearer(&token_of(Alg::ES256))),
+            "bearer-EdDSA-uncached": fx::request(fx::ALLOWED, Credential::Bearer(&token_of(Alg::EdDSA))),
+            "session-miss": fx::request(fx::ALLOWED, Credential::Cookie(&cookie)),
+        });
         let out = serde_json::json!({
             "config": fx::config_doc(&signers, 1024),
             "discovery": fx::discovery(),
             "now": fx::NOW,
             "requests": requests,
+            "uncached": {"config": fx::config_doc(&signers, 0), "requests": uncached},
         });
         println!("{out}");
         return;

@@ -63,6 +63,7 @@ const RESERVED_PARAMS: &[&str] = &[
 ];
 
 /// The `session` and `login` sections, with the `provider`'s client they require.
+#[inline(never)] // see `build` in config/mod.rs
 pub(super) fn read(
     s: RawSession,
     l: RawLogin,

@@ -41,6 +41,7 @@ pub(super) struct Identity {
 
 /// The `identity` and `claimHeaders` sections. `client_id` names the client roles read by
 /// default; `payload_header` (from `tokens`) is managed with the claim headers.
+#[inline(never)] // see `build` in config/mod.rs
 pub(super) fn read(
     id: RawIdentity,
     headers: Option<Vec<RawClaimHeader>>,

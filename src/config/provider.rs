@@ -56,6 +56,7 @@ pub(super) struct Client {
 }
 
 /// The `provider` section.
+#[inline(never)] // see `build` in config/mod.rs
 pub(super) fn read(p: RawProvider, env: &Env<'_>, errors: &mut Errors) -> (Provider, Client) {
     let issuer_url = validate::http_url(&p.issuer, Without::QueryOrFragment, "provider.issuer", errors);
     let (authority_default, discovery_path) = match &issuer_url {
@@ -171,6 +172,7 @@ fn keys(uri: Option<String>, inline: Option<serde_json::Value>, errors: &mut Err
 }
 
 /// `timeouts.calloutMs` (milliseconds) and the `keys` schedule.
+#[inline(never)] // see `build` in config/mod.rs
 pub(super) fn timing(t: RawTimeouts, k: RawKeys, errors: &mut Errors) -> (u64, KeyTiming) {
     let callout_ms = validate::in_range(t.callout_ms.unwrap_or(5000), 100..=60_000, "timeouts.calloutMs", errors);
     let key_timing = KeyTiming {

@@ -18,6 +18,7 @@ pub(super) struct Paths {
 }
 
 /// The `pathNormalization` section.
+#[inline(never)] // see `build` in config/mod.rs
 pub(super) fn path_normalization(pn: RawPathNormalization, errors: &mut Errors) -> Paths {
     let default = PathSettings::default();
     let normalization = match pn.normalization.as_deref() {
@@ -51,6 +52,7 @@ pub(super) fn path_normalization(pn: RawPathNormalization, errors: &mut Errors) 
 }
 
 /// The `publicPaths` section.
+#[inline(never)] // see `build` in config/mod.rs
 pub(super) fn public_paths(list: &[RawPublicPath], case_sensitive: bool, errors: &mut Errors) -> Vec<PublicPath> {
     list.iter()
         .enumerate()
@@ -80,6 +82,7 @@ fn path_match(m: &RawPathMatch, field: &str, case_sensitive: bool, errors: &mut 
 }
 
 /// The `rules` section: each named once (`rule-<index>` by default).
+#[inline(never)] // see `build` in config/mod.rs
 pub(super) fn rules(list: &[RawRule], case_sensitive: bool, errors: &mut Errors) -> Vec<Rule> {
     let mut rules: Vec<Rule> = Vec::new();
     for (i, r) in list.iter().enumerate() {

@@ -535,3 +535,63 @@ fn host_prefix_whenever_it_is_valid() {
         vec!["session.cookieName"]
     );
 }
+
+#[test]
+fn structural_errors_name_the_field_and_say_what_was_found() {
+    let message = |doc: &Value, field: &str| -> String {
+        let err = parse(doc).unwrap_err();
+        err.0
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.clone())
+            .unwrap_or_else(|| panic!("no error on {field}: {err}"))
+    };
+    assert_eq!(
+        message(&with("/tokens/leewaySeconds", json!("x")), "tokens.leewaySeconds"),
+        "expected a whole number, 0 or more, found a string"
+    );
+    assert_eq!(
+        message(&with("/tokens/leewaySeconds", json!(-1)), "tokens.leewaySeconds"),
+        "expected a whole number, 0 or more, found an integer"
+    );
+    assert_eq!(
+        message(&with("/tokens/leewaySeconds", json!(1.5)), "tokens.leewaySeconds"),
+        "expected a whole number, 0 or more, found a number with a fraction"
+    );
+    assert_eq!(
+        message(&with("/tokens/forwardAuthorization", json!("yes")), "tokens.forwardAuthorization"),
+        "expected true or false, found a string"
+    );
+    assert_eq!(
+        message(&with("/provider/audiences", json!(["a", 5])), "provider.audiences[1]"),
+        "expected a string, found an integer"
+    );
+    assert_eq!(
+        message(&with("/provider/audiences", json!("a")), "provider.audiences"),
+        "expected a list of strings, found a string"
+    );
+    assert_eq!(
+        message(
+            &with("/rules", json!([{"match": {"paths": [{"prefix": "/a", "regex": "x"}]}}])),
+            "rules[0].match.paths[0].regex"
+        ),
+        "unknown field; expected one of exact, prefix, caseSensitive"
+    );
+    assert_eq!(message(&with("/rules", json!({"name": "a"})), "rules"), "expected a list, found an object");
+    assert_eq!(message(&with("/tokens", json!([1])), "tokens"), "expected a JSON object, found a list");
+    assert_eq!(
+        message(&with("/login", json!({"extraParams": {"prompt": 1}})), "login.extraParams.prompt"),
+        "expected a string, found an integer"
+    );
+    let mut no_issuer = base();
+    no_issuer["provider"].as_object_mut().unwrap().remove("issuer");
+    assert_eq!(message(&no_issuer, "provider.issuer"), "required");
+    assert_eq!(message(&json!([1]), "(root)"), "expected a JSON object, found a list");
+    // Several structural errors in one section are all reported.
+    let err = parse(&with("/tokens", json!({"leewaySeconds": "x", "realm": 1, "foo": true}))).unwrap_err();
+    let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["tokens.leewaySeconds", "tokens.realm", "tokens.foo"]);
+    // JSON null is the same as leaving a field out.
+    assert!(parse(&with("/tokens", json!({"leewaySeconds": null}))).is_ok());
+    assert!(parse(&with("/session", Value::Null)).is_ok());
+}

@@ -18,6 +18,7 @@ pub struct Tokens {
 }
 
 /// The `tokens` section.
+#[inline(never)] // see `build` in config/mod.rs
 pub(super) fn read(t: RawTokens, errors: &mut Errors) -> Tokens {
     let algorithms = match t.allowed_algorithms {
         None => Alg::ALL.to_vec(),
@@ -60,6 +61,7 @@ fn algorithms(names: &[String], errors: &mut Errors) -> Vec<Alg> {
 }
 
 /// `cache.tokens`: how many verified tokens are kept (0: none).
+#[inline(never)] // see `build` in config/mod.rs
 pub(super) fn cache_size(c: RawCache, errors: &mut Errors) -> usize {
     validate::in_range(c.tokens.unwrap_or(1024), 0..=100_000, "cache.tokens", errors)
 }

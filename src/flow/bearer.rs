@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 impl Engine {
     /// Verifies a bearer token (or finds it in the cache).
+    #[inline(never)] // a function of its own: see `Engine::decide`
     pub(super) fn bearer_identity(
         &mut self,
         token: &str,

@@ -39,6 +39,7 @@ pub(super) fn state_attrs(b: &Browser) -> cookie::Attributes {
 
 impl Engine {
     /// No valid credentials: a login redirect for a browser navigation, else 401.
+    #[inline(never)] // a function of its own: see `Engine::decide`
     pub(super) fn unauthenticated(
         &mut self,
         req: &Request<'_>,
@@ -156,6 +157,7 @@ impl Engine {
     }
 
     /// The provider sent the browser back: check the state, then redeem the code.
+    #[inline(never)] // a function of its own: see `Engine::decide`
     pub(super) fn callback(&mut self, req: &Request<'_>, now: u64) -> Decision {
         let d = self.check_callback(req, now);
         if let Decision::Respond(_) = d {

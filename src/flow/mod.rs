@@ -156,6 +156,10 @@ impl Engine {
     /// 5. A bearer token: verify it, then the rules ([`Engine::with_bearer`]).
     /// 6. A session cookie: check it (refreshing it when due), then the rules; without one, a
     ///    login redirect for a page navigation or 401 ([`Engine::with_session`]).
+    ///
+    /// Each case is a function of its own (`#[inline(never)]`): inlined, they made this one 25 KB
+    /// function, which V8 compiles with several megabytes of working memory at every start, and
+    /// the allocator keeps what it took.
     pub fn decide(
         &mut self,
         req: &Request<'_>,
@@ -190,6 +194,7 @@ impl Engine {
     }
 
     /// Case 1: a target no server reads one way.
+    #[inline(never)] // a function of its own: see `Engine::decide`
     fn refuse(&mut self, refusal: Refusal) -> Decision {
         log::warn!("refusing request: {}", refusal.code());
         self.stats.count(Counter::Denied(DenyReason::BadRequest));
@@ -197,6 +202,7 @@ impl Engine {
     }
 
     /// Case 4: public paths skip authentication, but never let identity headers through.
+    #[inline(never)] // a function of its own: see `Engine::decide`
     fn forward_public(&mut self, req: &Request<'_>, view: &View) -> Decision {
         self.stats.count(Counter::Public);
         let remove = managed_headers_present(&self.config, req);
@@ -205,6 +211,7 @@ impl Engine {
     }
 
     /// Case 5: a bearer token, verified (or found in the cache), then the rules.
+    #[inline(never)] // a function of its own: see `Engine::decide`
     fn with_bearer(
         &mut self,
         req: &Request<'_>,
@@ -227,6 +234,7 @@ impl Engine {
     }
 
     /// Case 6: the session cookie, refreshed when due, then the rules; or none.
+    #[inline(never)] // a function of its own: see `Engine::decide`
     fn with_session(
         &mut self,
         req: &Request<'_>,

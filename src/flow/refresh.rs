@@ -101,6 +101,7 @@ impl Engine {
 impl Engine {
     /// A refresh call for this session if it is due and none is running — or, if another
     /// worker refreshed it a moment ago, the request with that worker's session.
+    #[inline(never)] // a function of its own: see `Engine::decide`
     pub(super) fn refresh_due(
         &mut self,
         identity: &Rc<Identity>,

@@ -82,6 +82,7 @@ pub(super) fn request_cookies<'a>(req: &Request<'a>) -> Vec<(&'a str, &'a str)> 
 
 impl Engine {
     /// The identity of the request's session cookie, if valid.
+    #[inline(never)] // a function of its own: see `Engine::decide`
     pub fn session_identity(&mut self, req: &Request<'_>, now: u64) -> SessionOutcome {
         let cfg = Rc::clone(&self.config);
         let Some(b) = &cfg.browser else {
@@ -127,6 +128,7 @@ impl Engine {
     /// reading a large `Cookie` header again); `false` if not known.
     /// `view`: the request as [`View::read`] saw it, or `None` to read it again (a request
     /// held for a callout).
+    #[inline(never)] // a function of its own: see `Engine::decide`
     pub(super) fn forward_session(
         &mut self,
         req: &Request<'_>,

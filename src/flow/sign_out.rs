@@ -16,6 +16,7 @@ use std::rc::Rc;
 impl Engine {
     /// Signs out: clears gatehouse's cookies and sends the browser to the provider's logout.
     /// Cross-site requests only get a confirmation form (logout CSRF).
+    #[inline(never)] // a function of its own: see `Engine::decide`
     pub(super) fn sign_out(&mut self, req: &Request<'_>) -> Decision {
         let cfg = Rc::clone(&self.config);
         let Some(b) = &cfg.browser else {

@@ -23,7 +23,17 @@
 //! allocation beyond the path itself.
 
 use std::borrow::Cow;
-use unicode_normalization::UnicodeNormalization;
+
+// FOLD_INDEX and FOLD_TEXT: the compatibility decompositions that matter to rules (build.rs).
+include!(concat!(env!("OUT_DIR"), "/compat_fold.rs"));
+
+/// A character's compatibility decomposition (NFKD), if it is one that can change what a rule
+/// matches (see build.rs); `None` for every other character, which stays as it is.
+pub(crate) fn compat_fold(c: char) -> Option<&'static str> {
+    let i = FOLD_INDEX.binary_search_by_key(&(c as u32), |&(cp, _, _)| cp).ok()?;
+    let &(_, start, len) = FOLD_INDEX.get(i)?;
+    FOLD_TEXT.get(usize::from(start)..usize::from(start) + usize::from(len))
+}
 
 /// How the path is normalized before matching and forwarding (Istio's
 /// `meshConfig.pathNormalization.normalization`, same names and the same steps).
@@ -450,7 +460,9 @@ type Transform = fn(&str) -> Result<Option<String>, PathError>;
 /// - `compatibility`: Unicode compatibility decomposition (`／` is `/`, `．` is `.`, `ａ` is
 ///   `a`, `ﬁ` is `fi`). NFKD rather than the NFKC servers apply: it keeps every ASCII character
 ///   NFKC would give, and more (`é` as `e` and a combining mark), so it can only add readings;
-///   invisible characters (zero-width space, soft hyphen, BOM) dropped.
+///   invisible characters (zero-width space, soft hyphen, BOM) dropped. Only the characters
+///   whose decomposition can change what an ASCII rule matches are decomposed (build.rs);
+///   the others stay as they are, which no rule can tell apart from their decomposition.
 pub const TRANSFORMS: [(&str, Transform); 9] = [
     ("decode", decode_once),
     ("backslash", backslash),
@@ -521,7 +533,14 @@ fn compatibility(s: &str) -> Result<Option<String>, PathError> {
     // Characters that render as nothing (zero-width spaces and joiners, the soft hyphen, the
     // BOM): some servers drop them.
     let invisible = |c: &char| matches!(c, '\u{AD}' | '\u{34F}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}');
-    let folded: String = s.nfkd().filter(|c| !invisible(c)).collect();
+    let mut folded = String::with_capacity(s.len());
+    for c in s.chars() {
+        match compat_fold(c) {
+            Some(d) => folded.extend(d.chars().filter(|c| !invisible(c))),
+            None if !invisible(&c) => folded.push(c),
+            None => {}
+        }
+    }
     if folded.chars().any(char::is_control) {
         return Err(PathError::EncodedControl);
     }

@@ -322,3 +322,52 @@ fn the_fast_path_agrees_with_the_full_work() {
     }
     assert!(plain > 10_000, "{plain}");
 }
+
+/// What an ASCII rule can tell of a reading once `lower` has run too: its ASCII characters,
+/// controls (refused), and each run of other characters as one mark (a rule's byte can never
+/// match there, whichever characters they are).
+fn as_rules_see_it(s: &str) -> String {
+    let lowered = lower(s).ok().flatten().unwrap_or_else(|| s.to_string());
+    let mut out = String::new();
+    for c in lowered.chars() {
+        if c.is_ascii() || c.is_control() {
+            out.push(c);
+        } else if !out.ends_with('\u{FFFD}') {
+            out.push('\u{FFFD}');
+        }
+    }
+    out
+}
+
+#[test]
+fn the_compatibility_table_decomposes_every_character_a_rule_could_tell_apart() {
+    use unicode_normalization::UnicodeNormalization;
+    let invisible = |c: &char| compatibility(&format!("a{c}")).ok().flatten().as_deref() == Some("a");
+    let mut decomposed = 0;
+    for c in (0x80u32..=0x10FFFF).filter_map(char::from_u32) {
+        let full: String = std::iter::once(c).nfkd().filter(|d| !invisible(d)).collect();
+        if let Some(d) = compat_fold(c) {
+            assert_eq!(
+                d,
+                std::iter::once(c).nfkd().collect::<String>(),
+                "U+{:04X}: the table holds its NFKD",
+                c as u32
+            );
+            decomposed += 1;
+        }
+        let ours = compatibility(&c.to_string()).ok().flatten().unwrap_or_else(|| c.to_string());
+        assert_eq!(as_rules_see_it(&ours), as_rules_see_it(&full), "U+{:04X} reads as NFKD reads it", c as u32);
+    }
+    assert!(decomposed > 2000, "{decomposed} characters in the table");
+    // The cases the table is for, by name.
+    for (input, want) in [("／ａｄｍｉｎ", "/admin"), ("．．", ".."), ("ﬁle", "file"), ("𝚤", "ı"), ("é", "e\u{301}")]
+    {
+        assert_eq!(compatibility(input).unwrap().as_deref(), Some(want), "{input}");
+    }
+    assert_eq!(compatibility("/ad\u{200B}min").unwrap().as_deref(), Some("/admin"), "invisible characters go");
+    assert_eq!(
+        compatibility("/\u{FF76}").unwrap(),
+        None,
+        "halfwidth ｶ stays: no rule can tell it from its decomposition カ"
+    );
+}

@@ -123,7 +123,7 @@ const serialized = new WeakMap();
 const NAMES = Boolean(process.env.VM_NAMES);
 const LOG = Boolean(process.env.VM_LOG);
 const nowNs = BigInt(inputs.now) * 1000000000n;
-const pluginConfig = enc.encode(JSON.stringify(inputs.config));
+let pluginConfig; // the configuration of the VM being set up
 
 function count(name) {
   state.counts.set(name, (state.counts.get(name) ?? 0) + 1);
@@ -215,29 +215,40 @@ const imports = {};
 for (const imp of WebAssembly.Module.imports(module)) {
   imports[imp.module] ??= imp.module === 'env' ? stub('env', env) : stub(imp.module, wasi);
 }
-const instance = await WebAssembly.instantiate(module, {
-  env: Object.fromEntries(WebAssembly.Module.imports(module).filter((i) => i.module === 'env').map((i) => [i.name, imports.env[i.name]])),
-  wasi_snapshot_preview1: Object.fromEntries(WebAssembly.Module.imports(module).filter((i) => i.module === 'wasi_snapshot_preview1').map((i) => [i.name, imports.wasi_snapshot_preview1[i.name]])),
-});
-exports = instance.exports;
-memory = exports.memory;
-(exports._initialize ?? exports._start)?.();
+const importsOf = (name) => Object.fromEntries(WebAssembly.Module.imports(module).filter((i) => i.module === name).map((i) => [i.name, imports[name][i.name]]));
 
-// The root context: start, configure, answer its discovery fetch.
+// A VM (an instance of the module) configured with `config`, its discovery fetch answered;
+// requests go to the VM last made or chosen with use().
 const ROOT = 1;
-exports.proxy_on_context_create(ROOT, 0);
-exports.proxy_on_vm_start(ROOT, 0);
-if (!exports.proxy_on_configure(ROOT, pluginConfig.length)) throw new Error('the module refused the configuration');
-for (let round = 0; round < 5 && state.calls.length + 1; round++) {
-  exports.proxy_on_tick(ROOT);
-  for (const call of state.calls.splice(0)) {
-    const path = call.headers.find(([k]) => k === ':path')?.[1] ?? '';
-    const body = path.includes('openid-configuration') ? JSON.stringify(inputs.discovery) : '{"keys":[]}';
-    state.callBody = enc.encode(body);
-    state.maps[6] = [[':status', '200']];
-    exports.proxy_on_http_call_response(ROOT, call.token, 1, state.callBody.length, 0);
+async function vmWith(config) {
+  const instance = await WebAssembly.instantiate(module, { env: importsOf('env'), wasi_snapshot_preview1: importsOf('wasi_snapshot_preview1') });
+  const vm = { exports: instance.exports, memory: instance.exports.memory };
+  use(vm);
+  (exports._initialize ?? exports._start)?.();
+  pluginConfig = enc.encode(JSON.stringify(config));
+  exports.proxy_on_context_create(ROOT, 0);
+  exports.proxy_on_vm_start(ROOT, 0);
+  if (!exports.proxy_on_configure(ROOT, pluginConfig.length)) throw new Error('the module refused the configuration');
+  for (let round = 0; round < 5; round++) {
+    exports.proxy_on_tick(ROOT);
+    for (const call of state.calls.splice(0)) {
+      const path = call.headers.find(([k]) => k === ':path')?.[1] ?? '';
+      const body = path.includes('openid-configuration') ? JSON.stringify(inputs.discovery) : '{"keys":[]}';
+      state.callBody = enc.encode(body);
+      state.maps[6] = [[':status', '200']];
+      exports.proxy_on_http_call_response(ROOT, call.token, 1, state.callBody.length, 0);
+    }
   }
+  return vm;
 }
+function use(vm) {
+  exports = vm.exports;
+  memory = vm.memory;
+}
+const cachedVm = await vmWith(inputs.config);
+const uncachedVm = inputs.uncached ? await vmWith(inputs.uncached.config) : null;
+const requests = { ...inputs.requests, ...(inputs.uncached?.requests ?? {}) };
+const vmOf = (name) => (inputs.uncached?.requests?.[name] ? uncachedVm : cachedVm);
 
 const RESPONSE = [[':status', '200'], ['content-type', 'text/plain']];
 let nextContext = 2;
@@ -259,14 +270,21 @@ function request(headers) {
   return status;
 }
 
-const want = { public: 200, 'session-cached': 200, 'bearer-cached': 200, 'bearer-cached-403': 403 };
+const want = {
+  public: 200, 'session-cached': 200, 'bearer-cached': 200, 'bearer-cached-403': 403,
+  'bearer-RS256-uncached': 200, 'bearer-ES256-uncached': 200, 'bearer-EdDSA-uncached': 200, 'session-miss': 200,
+};
 const what = {
   public: 'public path, no credentials',
   'session-cached': 'session cookie seen before (cache hit), allowed',
   'bearer-cached': 'repeated RS256 bearer token (token-cache hit), allowed',
   'bearer-cached-403': 'repeated bearer token, denied by a rule (403 JSON)',
+  'bearer-RS256-uncached': 'RS256 bearer token, verified every time (cache.tokens = 0)',
+  'bearer-ES256-uncached': 'ES256 bearer token, verified every time (cache.tokens = 0)',
+  'bearer-EdDSA-uncached': 'EdDSA bearer token, verified every time (cache.tokens = 0)',
+  'session-miss': 'session cookie opened every time (cache.tokens = 0)',
 };
-const names = args.paths ? args.paths.split(',') : Object.keys(inputs.requests);
+const names = args.paths ? args.paths.split(',') : Object.keys(requests);
 const profiling = args.profile || Boolean(args.out);
 let session;
 if (profiling) {
@@ -284,7 +302,9 @@ function run(headers) {
 
 const results = [];
 for (const name of names) {
-  const headers = inputs.requests[name];
+  const headers = requests[name];
+  if (!headers) throw new Error(`no path ${name}; the paths: ${Object.keys(requests).join(', ')}`);
+  use(vmOf(name));
   for (let i = 0; i < 2000; i++) {
     const s = request(headers);
     if (i === 0 && want[name] && s !== want[name]) throw new Error(`${name}: status ${s}, expected ${want[name]}`);
