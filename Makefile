@@ -115,7 +115,7 @@ PROBE_WASM  := target/probe/wasm32-wasip1/release/hostcall_probe.wasm
 ## bench: one-worker Envoy under wrk, as ratios to no filter (writes wasm-test/bench/RESULTS.md),
 ## what each host call costs (a probe module, HOSTCALLS.md), then instructions per request path of
 ## the pure core under callgrind (INSTRUCTIONS.md), and the module's own time and host calls per request
-## path inside V8 (VM.md).
+## path inside V8 (VM.md), and the module's size by crate (SIZES.md).
 bench: deps build
 	cargo build --quiet --release --target wasm32-wasip1 --manifest-path wasm-test/bench/noop/Cargo.toml --target-dir target/noop
 	cargo build --quiet --release --target wasm32-wasip1 --manifest-path wasm-test/bench/probe/Cargo.toml --target-dir target/probe
@@ -124,6 +124,7 @@ bench: deps build
 	node wasm-test/bench/instructions.mjs
 	cargo build --quiet --profile profiling --target wasm32-wasip1
 	node --no-liftoff --no-wasm-lazy-compilation wasm-test/bench/vm.mjs --wasm target/wasm32-wasip1/profiling/gatehouse.wasm --out wasm-test/bench/VM.md
+	node wasm-test/bench/sizes.mjs --wasm target/wasm32-wasip1/profiling/gatehouse.wasm --release $(WASM) --out wasm-test/bench/SIZES.md
 
 FUZZ_SECONDS ?= 90
 FUZZ_TARGETS := request jwt documents cookie redirect config paths
