@@ -364,6 +364,9 @@ async function main() {
     const allCases = [
       { id: 'a', name: 'no filter', url: `${none.url}/x` },
       { id: 'h', name: 'empty Proxy-Wasm filter (floor for any Wasm filter)', url: `${noop.url}/x` },
+      // The same floor for the same request as b: Envoy receiving and parsing the session cookie
+      // costs no filter something too, and that is not gatehouse's cost.
+      { id: 'h-cookie', name: 'empty Proxy-Wasm filter, with gatehouse\'s session cookie sent', url: `${noop.url}/x`, headers: { cookie } },
       { id: 'b', name: 'gatehouse, session cookie', url: `${gh.url}/x`, headers: { cookie } },
       { id: 'c', name: 'gatehouse, same RS256 bearer (token cache)', url: `${gh.url}/x`, headers: bearer, envoy: gh },
       ...ALGS.map((alg) => ({
@@ -546,6 +549,19 @@ async function main() {
         + `Against that floor: session cookie ${f2(medianRatio('b', 'h'))}, public path ${f2(medianRatio('g', 'h'))}, repeated bearer ${f2(medianRatio('c', 'h'))}. `
         + 'Ratios are medians over rounds of the per-round ratios.',
     ].join('\n');
+    const startupCompile = startup ? startup.inline.compile : NaN;
+    const issue19 = targetsTable('target (issue 19), ratios to the empty filter in the same round', [
+      target('public path (g / h)', medianRatio('g', 'h'), 0.95),
+      target('session cookie (b / h-cookie: the empty filter given the same cookie)', medianRatio('b', 'h-cookie'), 0.85),
+      target('session cookie (b / h)', medianRatio('b', 'h'), 0.85),
+      target('repeated bearer (c / h)', medianRatio('c', 'h'), 0.90),
+      target('repeated bearer vs. native `jwt_authn` with cache (c / e-same-cache)', medianRatio('c', 'e-same-cache'), 1.0),
+      target('distinct RS256 vs. native `jwt_authn` without cache (d-RS256 / e-RS256)', medianRatio('d-RS256', 'e-RS256'), 0.8),
+      target('distinct ES256 vs. native `jwt_authn` without cache (d-ES256 / e-ES256)', medianRatio('d-ES256', 'e-ES256'), 0.9),
+      target('module size', moduleBytes / 1000, 500, 'KB', true),
+      target('Envoy compiling the module at start (inline JWKS)', startupCompile, 300, 'ms', true),
+      target('resident memory over no filter, after the runs', (mem.gh - mem.none) / 1024, 40, 'MiB', true),
+    ]);
     const startupText = startup
       ? [
         '| Envoy | spawn → first 200 (ms) | compiling the module (ms) | worker VM created → first 200 (ms) |', '|---|---|---|---|',
@@ -672,6 +688,12 @@ ${table}
 ## Targets (issue 5)
 
 ${targetTable}
+
+## Targets (issue 19)
+
+${issue19}
+
+Where a cached request's time goes: what each host call costs (HOSTCALLS.md), the module's own time and its host calls per path inside V8 (VM.md), instructions of the pure core (INSTRUCTIONS.md), size by crate (SIZES.md).
 
 ## Beside the stack it replaces: oauth2-proxy ${OAUTH2_PROXY_VERSION} behind Envoy's ext_authz (issue 15)
 
