@@ -40,7 +40,7 @@ help:
 	@echo "make push IMAGE=host/repo:tag [REGISTRY_CREDS=user:pass]  push it to a registry"
 	@echo "make fuzz   libFuzzer on every parser and the request path, FUZZ_SECONDS each (default 90; 7 targets)"
 	@echo "make soak   mixed load (logins, sessions, refreshes, tokens, sign-outs, bad requests) on a 2-worker Envoy for SOAK_MINUTES (default 5); writes wasm-test/soak/REPORT.md"
-	@echo "make bench  throughput of gatehouse vs. no filter, Envoy's jwt_authn/oauth2 and oauth2-proxy behind ext_authz; start-up, memory, logins, host-call costs, instruction counts (~14 min, idle machine)"
+	@echo "make bench  throughput of gatehouse vs. no filter, Envoy's jwt_authn/oauth2 and oauth2-proxy behind ext_authz; start-up, memory, logins, host-call costs, in-VM time, instruction counts, size by crate (~16 min, idle machine)"
 
 ## deps: the Wasm target, clang for ring's Wasm build, Envoy in a project virtualenv, npm packages,
 ## Keycloak, oauth2-proxy and Redis.
