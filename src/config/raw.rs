@@ -243,6 +243,7 @@ impl RawConfig {
     }
 }
 
+#[inline(never)] // one function per section: see `build` in config/mod.rs
 fn provider(o: &mut Obj<'_, '_>) -> RawProvider {
     RawProvider {
         issuer: o.required_string("issuer"),
@@ -258,6 +259,7 @@ fn provider(o: &mut Obj<'_, '_>) -> RawProvider {
     }
 }
 
+#[inline(never)] // one function per section: see `build` in config/mod.rs
 fn tokens(o: &mut Obj<'_, '_>) -> RawTokens {
     RawTokens {
         allowed_algorithms: o.strings("allowedAlgorithms"),
@@ -268,10 +270,12 @@ fn tokens(o: &mut Obj<'_, '_>) -> RawTokens {
     }
 }
 
+#[inline(never)] // one function per section: see `build` in config/mod.rs
 fn path_match(o: &mut Obj<'_, '_>) -> RawPathMatch {
     RawPathMatch { exact: o.string("exact"), prefix: o.string("prefix"), case_sensitive: o.bool("caseSensitive") }
 }
 
+#[inline(never)] // one function per section: see `build` in config/mod.rs
 fn public_path(o: &mut Obj<'_, '_>) -> RawPublicPath {
     RawPublicPath {
         exact: o.string("exact"),
@@ -281,6 +285,7 @@ fn public_path(o: &mut Obj<'_, '_>) -> RawPublicPath {
     }
 }
 
+#[inline(never)] // one function per section: see `build` in config/mod.rs
 fn path_normalization(o: &mut Obj<'_, '_>) -> RawPathNormalization {
     RawPathNormalization {
         normalization: o.string("normalization"),
@@ -290,6 +295,7 @@ fn path_normalization(o: &mut Obj<'_, '_>) -> RawPathNormalization {
     }
 }
 
+#[inline(never)] // one function per section: see `build` in config/mod.rs
 fn claim_header(o: &mut Obj<'_, '_>) -> RawClaimHeader {
     let header = o.required_string("header");
     let claim = match o.field("claim") {
@@ -311,10 +317,12 @@ fn claim_header(o: &mut Obj<'_, '_>) -> RawClaimHeader {
     RawClaimHeader { header, claim }
 }
 
+#[inline(never)] // one function per section: see `build` in config/mod.rs
 fn identity(o: &mut Obj<'_, '_>) -> RawIdentity {
     RawIdentity { groups_claim: o.string("groupsClaim"), roles_claims: o.strings("rolesClaims") }
 }
 
+#[inline(never)] // one function per section: see `build` in config/mod.rs
 fn rule(o: &mut Obj<'_, '_>) -> RawRule {
     RawRule {
         name: o.string("name"),
@@ -343,6 +351,7 @@ fn rule(o: &mut Obj<'_, '_>) -> RawRule {
     }
 }
 
+#[inline(never)] // one function per section: see `build` in config/mod.rs
 fn session(o: &mut Obj<'_, '_>) -> RawSession {
     RawSession {
         cookie_name: o.string("cookieName"),
@@ -360,6 +369,7 @@ fn session(o: &mut Obj<'_, '_>) -> RawSession {
     }
 }
 
+#[inline(never)] // one function per section: see `build` in config/mod.rs
 fn login(o: &mut Obj<'_, '_>) -> RawLogin {
     RawLogin {
         callback_path: o.string("callbackPath"),
