@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import { relative, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { legacySegments } from './rust-names.mjs';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const { values: args } = parseArgs({ options: { wasm: { type: 'string' }, release: { type: 'string' }, out: { type: 'string' } } });
@@ -100,20 +101,9 @@ function crateOf(raw) {
   if (/^(ring_core_|fiat_|GFp|ecp_|p256_|p384_|nistz|x25519|ge_|fe_|sc_|aes_|gcm_|bn_|LIMBS|limbs_|elem_|add_precomputed|ChaCha|CRYPTO_|OPENSSL)/.test(raw)) return 'ring (C)';
   if (/^(dlmalloc|dlfree|dlrealloc|malloc|free|realloc|calloc|dispose_chunk|prepend_alloc|internal_memalign|posix_memalign|sbrk|abort|memcpy|memmove|memset|memcmp|strlen|strncmp|getenv|writev|__[a-z])/.test(raw)) return 'libc (wasi)';
   if (raw.startsWith('proxy_on_') || raw.startsWith('proxy_abi')) return 'proxy_wasm';
-  const legacy = /^_ZN(.*)E$/.exec(raw);
-  if (legacy) {
-    const segs = [];
-    let rest = legacy[1];
-    while (rest.length) {
-      const m = /^(\d+)/.exec(rest);
-      if (!m) break;
-      const n = Number(m[1]);
-      segs.push(rest.slice(m[1].length, m[1].length + n));
-      rest = rest.slice(m[1].length + n);
-    }
-    const first = (segs[0] ?? '').replace(/\$LT\$/g, '<').replace(/\$GT\$/g, '>').replace(/\$u20\$/g, ' ')
-      .replace(/\$RF\$/g, '&').replace(/\$BP\$/g, '*').replace(/\$C\$/g, ',').replace(/\$u5b\$/g, '[').replace(/\$u5d\$/g, ']')
-      .replace(/\.\./g, '::');
+  const segs = legacySegments(raw);
+  if (segs) {
+    const first = segs[0] ?? '';
     // `<Type as Trait>`: the type's crate, or the trait's when the type is generic or a primitive.
     const impl = /^_?<(?:&(?:mut )?)?\[?([A-Za-z_][A-Za-z0-9_]*)[^ ]*(?: as (?:&(?:mut )?)?([A-Za-z_][A-Za-z0-9_]*))?/.exec(first);
     if (impl) {

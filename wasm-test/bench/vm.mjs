@@ -25,6 +25,7 @@ import { execFileSync } from 'node:child_process';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { demangle } from './rust-names.mjs';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const started = Date.now();
@@ -339,23 +340,6 @@ function selfTimes(profile) {
     self.set(key, (self.get(key) ?? 0) + 1);
   }
   return [...self].sort((a, b) => b[1] - a[1]).slice(0, 12).map(([fn, c]) => [fn, c / total]);
-}
-
-// Rust's legacy mangling, enough to read a profile: `_ZN4core3str...17h<hash>E` → `core::str::...`.
-function demangle(name) {
-  const m = /^_ZN(.*)17h[0-9a-f]{16}E$/.exec(name);
-  if (!m) return name;
-  const parts = [];
-  let rest = m[1];
-  while (rest.length) {
-    const len = /^(\d+)/.exec(rest);
-    if (!len) break;
-    const n = Number(len[1]);
-    parts.push(rest.slice(len[1].length, len[1].length + n));
-    rest = rest.slice(len[1].length + n);
-  }
-  return parts.join('::').replace(/\$LT\$/g, '<').replace(/\$GT\$/g, '>').replace(/\$u20\$/g, ' ')
-    .replace(/\$RF\$/g, '&').replace(/\$C\$/g, ',').replace(/\.\./g, '::');
 }
 
 if (args.out) {
