@@ -24,7 +24,7 @@ use std::rc::Rc;
 
 /// One request through the engine, as the glue makes it (it drains the counters after each).
 fn decide(engine: &mut Engine, headers: &[(String, String)], random: &mut dyn FnMut(&mut [u8])) -> Decision {
-    let d = engine.on_request(&Request { headers }, fx::NOW, random);
+    let d = engine.on_request(&Request { headers }, &mut || fx::NOW, random);
     black_box(engine.take_counts());
     d
 }

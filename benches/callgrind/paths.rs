@@ -52,7 +52,7 @@ const PATHS: &[(&str, &str)] = &[
 ];
 
 fn decide(engine: &mut Engine, headers: &[(String, String)], random: &mut dyn FnMut(&mut [u8])) -> Decision {
-    let d = engine.on_request(&Request { headers }, fx::NOW, random);
+    let d = engine.on_request(&Request { headers }, &mut || fx::NOW, random);
     black_box(engine.take_counts());
     d
 }

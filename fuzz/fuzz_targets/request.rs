@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     ENGINE.with(|e| {
         let mut engine = e.borrow_mut();
         let mut random = fixtures::counter_random();
-        let _ = engine.on_request(&Request { headers: &headers }, fixtures::NOW + 60, &mut random);
+        let _ = engine.on_request(&Request { headers: &headers }, &mut || fixtures::NOW + 60, &mut random);
         let _ = engine.take_counts();
     });
 });

@@ -48,10 +48,13 @@ impl Http {
             host.send_response(&not_configured());
             return Next::Pause;
         };
-        let now = host.now_ms() / 1000;
+        // The engine asks for the time only when it needs it (not for a public path): one host
+        // call fewer there.
+        let mut read = None;
+        let mut clock = || *read.get_or_insert_with(|| host.now_ms() / 1000);
         let decision =
-            shared.borrow_mut().on_request(&Request { headers: &self.headers }, now, &mut |b| host.random(b));
-        self.apply(host, &shared, decision, now)
+            shared.borrow_mut().on_request(&Request { headers: &self.headers }, &mut clock, &mut |b| host.random(b));
+        self.apply(host, &shared, decision, read)
     }
 
     pub fn on_response_headers(&mut self, host: &dyn Host) {
@@ -75,7 +78,7 @@ impl Http {
         let next = match self.wait.take() {
             Some(Wait::Idp { pending, .. }) => {
                 let decision = self.idp_answer(host, &shared, HeldAnswer::new(pending, answer), now, true);
-                self.apply(host, &shared, decision, now)
+                self.apply(host, &shared, decision, Some(now))
             }
             Some(Wait::Keys { fetch, held, .. }) => {
                 let next = shared.borrow_mut().on_key_answer(&fetch, &answer, now, Fetcher::Request);
@@ -89,8 +92,10 @@ impl Http {
         }
     }
 
-    /// Applies a decision.
-    fn apply(&mut self, host: &dyn Host, shared: &Shared, decision: Decision, now: u64) -> Next {
+    /// Applies a decision. `now`: the time the decision was made at, if it was read; a decision
+    /// that waits for a callout reads it if not.
+    fn apply(&mut self, host: &dyn Host, shared: &Shared, decision: Decision, now: Option<u64>) -> Next {
+        let now = || now.unwrap_or_else(|| host.now_ms() / 1000);
         match decision {
             Decision::Forward { remove, set, set_cookies } => {
                 for name in &remove {
@@ -106,8 +111,8 @@ impl Http {
                 host.send_response(&r);
                 Next::Pause
             }
-            Decision::FetchKeys(fetch) => self.wait_for_keys(host, shared, fetch, None, now),
-            Decision::FetchKeysForAnswer(fetch, held) => self.wait_for_keys(host, shared, fetch, Some(held), now),
+            Decision::FetchKeys(fetch) => self.wait_for_keys(host, shared, fetch, None, now()),
+            Decision::FetchKeysForAnswer(fetch, held) => self.wait_for_keys(host, shared, fetch, Some(held), now()),
             Decision::CallIdp(call) => match host.dispatch(&call.callout) {
                 Ok(token) => {
                     self.wait = Some(Wait::Idp { token, pending: call.pending, started_ms: host.now_ms() });
@@ -115,9 +120,10 @@ impl Http {
                 }
                 Err(e) => {
                     log::error!("{e}");
+                    let now = now();
                     let decision =
                         self.idp_answer(host, shared, HeldAnswer::new(call.pending, Answer::none()), now, true);
-                    self.apply(host, shared, decision, now)
+                    self.apply(host, shared, decision, Some(now))
                 }
             },
         }
@@ -158,7 +164,7 @@ impl Http {
                 shared.borrow_mut().decide(&Request { headers: &self.headers }, now, false, &mut |b| host.random(b))
             }
         };
-        self.apply(host, shared, decision, now)
+        self.apply(host, shared, decision, Some(now))
     }
 
     fn idp_answer(&self, host: &dyn Host, shared: &Shared, answer: HeldAnswer, now: u64, refetch: bool) -> Decision {

@@ -17,6 +17,8 @@ use std::time::Duration;
 #[derive(Default)]
 struct Fake {
     now_ms: Cell<u64>,
+    /// How often the clock was read.
+    clock_reads: Cell<u32>,
     config: RefCell<Vec<u8>>,
     store: Rc<MemoryStore>,
     /// Callouts started, with their tokens.
@@ -68,6 +70,7 @@ impl Fake {
 
 impl Host for Fake {
     fn now_ms(&self) -> u64 {
+        self.clock_reads.set(self.clock_reads.get() + 1);
         self.now_ms.get()
     }
     fn random(&self, buf: &mut [u8]) {
@@ -260,6 +263,34 @@ fn fetch_failures_back_off_and_are_told_apart_in_metrics() {
     assert_eq!(host.metric("gatehouse.provider_errors.configuration"), 2, "another issuer; no such cluster");
     assert_eq!(host.metric("gatehouse.provider_errors.passing"), 1, "no answer");
     assert_eq!(host.ticks.borrow().last(), Some(&Duration::from_millis(200)), "no keys: fast ticks");
+}
+
+#[test]
+fn the_clock_is_read_only_by_requests_that_need_it() {
+    let signers = Signers::new();
+    let host = Fake::with_config(&json!({
+        "provider": {"issuer": ISS, "cluster": "keycloak", "audiences": ["gateway"], "jwks": signers.jwks()},
+        "publicPaths": [{"prefix": "/static/"}]
+    }));
+    let root = loaded(&host, "");
+    let token = signers.token(Alg::RS256, &access_claims());
+    for (target, credential, reads, what) in [
+        (("GET", "/static/app.js"), Credential::None, 0, "a public path"),
+        (("GET", "/a/%zz"), Credential::None, 0, "a refused target"),
+        (("GET", "/api"), Credential::Bearer(&token), 1, "a bearer token: its expiry"),
+        (("GET", "/api"), Credential::None, 1, "no credential"),
+    ] {
+        host.request.replace(request(target, credential));
+        host.clock_reads.set(0);
+        root.http().on_request_headers(&host);
+        assert_eq!(host.clock_reads.get(), reads, "{what}");
+    }
+    assert_eq!(host.request_header("x-auth-request-user"), None, "the last request had no credential");
+    assert_eq!(
+        host.sent.borrow().iter().map(|r| r.status).collect::<Vec<_>>(),
+        [400, 401],
+        "the refused target and the request without a credential"
+    );
 }
 
 #[test]

@@ -129,11 +129,20 @@ impl Engine {
 
     /// A request's headers have arrived: [`Engine::decide`], after adopting the keys another VM
     /// published if this one has none yet (a VM that just started serves at once).
-    pub fn on_request(&mut self, req: &Request<'_>, now: u64, random: &mut dyn FnMut(&mut [u8])) -> Decision {
+    ///
+    /// `clock` gives the time (Unix seconds); it is asked only when the decision depends on it,
+    /// at most once: a refused target, a public path and the sign-out path never read it, which
+    /// in Envoy saves a host call.
+    pub fn on_request(
+        &mut self,
+        req: &Request<'_>,
+        clock: &mut dyn FnMut() -> u64,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Decision {
         if self.keys.keys().is_none() {
             self.adopt_published();
         }
-        self.decide(req, now, true, random)
+        self.decide_with(req, clock, true, random)
     }
 
     /// The one early key-set fetch when a token (`what`: a bearer token, an ID token) names a
@@ -167,6 +176,17 @@ impl Engine {
         refetch_allowed: bool,
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
+        self.decide_with(req, &mut || now, refetch_allowed, random)
+    }
+
+    /// [`Engine::decide`] with the time read from `clock` only on the paths that need it.
+    fn decide_with(
+        &mut self,
+        req: &Request<'_>,
+        clock: &mut dyn FnMut() -> u64,
+        refetch_allowed: bool,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Decision {
         let cfg = Rc::clone(&self.config);
         let view = match View::read(&cfg, req) {
             Ok(v) => v,
@@ -174,7 +194,7 @@ impl Engine {
         };
         if let Some(b) = &cfg.browser {
             if view.path.path == b.callback_path {
-                return self.callback(req, now);
+                return self.callback(req, clock());
             }
             if view.path.path == b.sign_out_path {
                 return self.sign_out(req);
@@ -188,8 +208,8 @@ impl Engine {
                 self.stats.count(Counter::Denied(DenyReason::BadRequest));
                 Decision::Respond(bad_request(&cfg, reason))
             }
-            Ok(Some(token)) => self.with_bearer(req, &view, token, now, refetch_allowed),
-            Ok(None) => self.with_session(req, &view, now, random),
+            Ok(Some(token)) => self.with_bearer(req, &view, token, clock(), refetch_allowed),
+            Ok(None) => self.with_session(req, &view, clock(), random),
         }
     }
 
