@@ -170,22 +170,6 @@ pub struct RawConfig {
     pub login: RawLogin,
 }
 
-const SECTIONS: &[&str] = &[
-    "provider",
-    "tokens",
-    "publicPaths",
-    "pathNormalization",
-    "claimHeaders",
-    "identity",
-    "rules",
-    "defaultAction",
-    "timeouts",
-    "keys",
-    "cache",
-    "session",
-    "login",
-];
-
 impl RawConfig {
     /// Reads every section, recording each structural error with its path; `None` if there was
     /// any (the semantic checks then do not run).
@@ -221,7 +205,7 @@ impl RawConfig {
         });
         let session = root.field("session").and_then(|v| Obj::read(root.path("session"), v, root.errors, session));
         let login = root.section("login", login);
-        root.finish(SECTIONS);
+        root.finish();
         if errors.0.len() > before {
             return None;
         }
@@ -453,8 +437,7 @@ impl<'a, 'e> Obj<'a, 'e> {
     fn read<T>(at: String, v: &Value, errors: &mut Errors, read: impl FnOnce(&mut Obj<'_, '_>) -> T) -> Option<T> {
         let mut o = Obj::new(at, v, errors)?;
         let out = read(&mut o);
-        let asked = std::mem::take(&mut o.asked);
-        o.finish(&asked);
+        o.finish();
         Some(out)
     }
 
@@ -493,10 +476,15 @@ impl<'a, 'e> Obj<'a, 'e> {
     }
 
     fn required_string(&mut self, name: &'static str) -> String {
-        if self.field(name).is_none() {
-            self.missing(name);
+        match self.string(name) {
+            Some(s) => s,
+            None => {
+                if self.map.get(name).is_none_or(Value::is_null) {
+                    self.missing(name);
+                }
+                String::new()
+            }
         }
-        self.string(name).unwrap_or_default()
     }
 
     fn bool(&mut self, name: &'static str) -> Option<bool> {
@@ -574,12 +562,13 @@ impl<'a, 'e> Obj<'a, 'e> {
         }
     }
 
-    /// Records every field that was not asked for.
-    fn finish(self, known: &[&str]) {
+    /// Records every field that was not asked for (the fields asked for, in the order they were,
+    /// are the object's known fields).
+    fn finish(self) {
         for key in self.map.keys() {
-            if !known.contains(&key.as_str()) {
+            if !self.asked.contains(&key.as_str()) {
                 let path = self.path(key);
-                self.errors.add(path, format!("unknown field; expected one of {}", known.join(", ")));
+                self.errors.add(path, format!("unknown field; expected one of {}", self.asked.join(", ")));
             }
         }
     }

@@ -117,7 +117,6 @@ const state = {
   shared: new Map(),
   metrics: [],
   sent: null,
-  continued: false,
   counts: new Map(),
 };
 const serialized = new WeakMap();
@@ -191,7 +190,7 @@ const env = {
     state.sent = status;
     return OK;
   },
-  proxy_continue_stream() { state.continued = true; return OK; },
+  proxy_continue_stream() { return OK; },
   proxy_set_effective_context() { return OK; },
   proxy_done() { return OK; },
   proxy_call_foreign_function() { return NOT_FOUND; },
