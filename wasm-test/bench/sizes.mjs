@@ -6,17 +6,19 @@
 //
 //   node wasm-test/bench/sizes.mjs --wasm target/wasm32-wasip1/profiling/gatehouse.wasm \
 //        --release target/wasm32-wasip1/release/gatehouse.wasm [--out wasm-test/bench/SIZES.md]
+//
+// `--top N` prints the N largest functions instead, for finding what to cut.
 
 import fs from 'node:fs';
 import { relative, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { legacySegments } from './rust-names.mjs';
+import { demangle, legacySegments } from './rust-names.mjs';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const { values: args } = parseArgs({ options: { wasm: { type: 'string' }, release: { type: 'string' }, out: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { wasm: { type: 'string' }, release: { type: 'string' }, out: { type: 'string' }, top: { type: 'string' } } });
 if (!args.wasm) {
-  console.error('usage: sizes.mjs --wasm <module with names> [--release <stripped module>] [--out SIZES.md]');
+  console.error('usage: sizes.mjs --wasm <module with names> [--release <stripped module>] [--out SIZES.md] [--top N]');
   process.exit(2);
 }
 const bytes = fs.readFileSync(args.wasm);
@@ -118,6 +120,13 @@ function crateOf(raw) {
     if (v0) return v0[2].slice(0, Number(v0[1]));
   }
   return raw.split(/[:<]/)[0] || 'other';
+}
+
+if (args.top) {
+  const all = bodies.map((size, i) => [size, names.get(i + imported) ?? `#${i + imported}`]);
+  all.sort((a, b) => b[0] - a[0]);
+  for (const [size, name] of all.slice(0, Number(args.top))) console.log(`${String(size).padStart(7)}  ${crateOf(name).padEnd(12)} ${demangle(name)}`);
+  process.exit(0);
 }
 
 const byCrate = new Map();
