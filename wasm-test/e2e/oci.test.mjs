@@ -5,9 +5,9 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import {
-  mkdtempSync, openSync, closeSync, readFileSync, writeFileSync, readdirSync, rmSync, existsSync,
+  mkdtempSync, readFileSync, readdirSync, rmSync, existsSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -17,6 +17,7 @@ import {
   freePort, startEcho, startEnvoy, stopAll, http, passwordToken, waitFor, REPO_ROOT,
 } from '../lib/harness.mjs';
 import { startKeycloak } from '../lib/keycloak.mjs';
+import { which, bcryptHtpasswd, startRegistry } from '../lib/registry.mjs';
 import {
   MT, VARIANT_ANNOTATION, sha256, buildImage, writeLayout, readLayout, untar, pushSkopeo, pushNode, pull,
 } from '../oci.mjs';
@@ -28,69 +29,10 @@ const PASS = 's3cret-push';
 
 let dir;
 let wasm;
-let registry; // anonymous registry {host, pid, log}
+let registry; // anonymous registry {host, pid, log, stop}
 let authRegistry; // htpasswd registry
-const children = [];
+const children = []; // registries to stop
 const pulled = {}; // variant -> pulled module path
-
-function which(cmd) {
-  return spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).status === 0;
-}
-
-function bcryptHtpasswd(user, pass) {
-  if (which('htpasswd')) {
-    const r = spawnSync('htpasswd', ['-Bbn', user, pass], { encoding: 'utf8', timeout: 10_000 });
-    if (r.status === 0) return r.stdout;
-  }
-  // python3's crypt (libcrypt) also makes bcrypt hashes, which is all distribution accepts.
-  const r = spawnSync('python3', ['-W', 'ignore', '-c',
-    'import crypt,sys;print(sys.argv[1]+":"+crypt.crypt(sys.argv[2],crypt.mksalt(crypt.METHOD_BLOWFISH)))', user, pass],
-  { encoding: 'utf8', timeout: 10_000 });
-  if (r.status !== 0) throw new Error(`cannot make a bcrypt htpasswd (apt-get install apache2-utils): ${r.stderr}`);
-  return r.stdout;
-}
-
-/** docker-registry serve on 127.0.0.1:<free port>, own storage; ready when /v2/ answers. */
-async function startRegistry(name, { htpasswd } = {}) {
-  const port = await freePort();
-  const rdir = join(dir, name);
-  const cfg = [
-    'version: 0.1',
-    'log: {level: info, accesslog: {disabled: false}}',
-    `storage: {filesystem: {rootdirectory: ${JSON.stringify(join(rdir, 'storage'))}}, delete: {enabled: true}}`,
-    `http: {addr: "127.0.0.1:${port}", secret: "gatehouse-test-${name}"}`,
-  ];
-  if (htpasswd) {
-    writeFileSync(join(dir, `${name}.htpasswd`), htpasswd);
-    cfg.push(`auth: {htpasswd: {realm: gatehouse-test, path: ${JSON.stringify(join(dir, `${name}.htpasswd`))}}}`);
-  }
-  const cfgPath = join(dir, `${name}.yml`);
-  writeFileSync(cfgPath, `${cfg.join('\n')}\n`);
-  const log = join(dir, `${name}.log`);
-  const fd = openSync(log, 'a');
-  const child = spawn('docker-registry', ['serve', cfgPath], { stdio: ['ignore', fd, fd], detached: true });
-  closeSync(fd);
-  child.unref();
-  const exited = new Promise((r) => { child.once('exit', (code) => r(code)); child.once('error', (e) => r(e)); });
-  children.push({ child, exited });
-  const host = `127.0.0.1:${port}`;
-  try {
-    await waitFor(async () => {
-      const r = await http(`http://${host}/v2/`, { timeoutMs: 1_000 });
-      return r.status === (htpasswd ? 401 : 200);
-    }, { timeoutMs: 15_000, what: `registry ${name} on ${host}` });
-  } catch (e) {
-    throw new Error(`${e.message}\n${readFileSync(log, 'utf8').slice(-2000)}`);
-  }
-  return { host, pid: child.pid, log };
-}
-
-async function stopChild({ child, exited }) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  try { process.kill(child.pid, 'SIGTERM'); } catch { return; }
-  const done = await Promise.race([exited.then(() => true), new Promise((r) => { setTimeout(() => r(false), 5_000); })]);
-  if (!done) { try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ } }
-}
 
 /** Raw GET of a manifest with an Accept header, as go-containerregistry's remote.Get sends it. */
 async function getManifest(host, repo, ref, headers = {}) {
@@ -120,13 +62,15 @@ before(async () => {
   }
   wasm = readFileSync(WASM);
   dir = mkdtempSync(join(tmpdir(), 'gatehouse-oci-'));
-  registry = await startRegistry('registry');
-  authRegistry = await startRegistry('auth-registry', { htpasswd: bcryptHtpasswd(USER, PASS) });
+  registry = await startRegistry(dir, 'registry');
+  children.push(registry);
+  authRegistry = await startRegistry(dir, 'auth-registry', { htpasswd: bcryptHtpasswd(USER, PASS) });
+  children.push(authRegistry);
 });
 
 after(async () => {
   await stopAll();
-  for (const c of children) await stopChild(c); // eslint-disable-line no-await-in-loop
+  for (const c of children) await c.stop(); // eslint-disable-line no-await-in-loop
   if (dir && process.env.GATEHOUSE_KEEP_LOGS !== '1') rmSync(dir, { recursive: true, force: true });
   else if (dir) process.stderr.write(`oci.test: files kept in ${dir}\n`);
 });
