@@ -23,9 +23,9 @@ import { parseAllDocuments, stringify } from 'yaml';
 
 import {
   stopAll, http, browse, CookieJar, passwordToken, startEcho, startEnvoy, envoyBootstrap, writeBootstrap,
-  envoyValidate, waitForSignIn, freePort, REPO_ROOT,
+  envoyValidate, waitForSignIn, waitFor, freePort, REPO_ROOT,
 } from '../lib/harness.mjs';
-import { startKeycloak, realmFile } from '../lib/keycloak.mjs';
+import { startKeycloak, startGatewayFor, realmFile } from '../lib/keycloak.mjs';
 import { startRegistry } from '../lib/registry.mjs';
 import {
   MT, buildImage, pushNode, sha256, tarOneFile, writeLayout,
@@ -291,4 +291,51 @@ test('gatehouse accepts the pluginConfig of istio/ exactly as istiod renders it 
   }));
   const { ok, output } = await envoyValidate(file);
   assert.ok(ok, output.split('\n').filter((l) => /invalid|error/i.test(l)).slice(0, 5).join('\n'));
+});
+
+test('Keycloak with a public hostname and callouts in-mesh (the install steps\' hostname settings): the public issuer everywhere, callouts on the in-mesh host', async () => {
+  const pub = 'https://sso.example.com';
+  const issuer = `${pub}/realms/demo`;
+  const own = await startKeycloak({ shared: false, hostname: pub });
+  // Discovery fetched in-mesh names the public issuer and login page, and back-channel endpoints
+  // on the host it was called by.
+  const d = (await http(own.urls.discovery)).json;
+  assert.equal(d.issuer, issuer);
+  assert.ok(d.authorization_endpoint.startsWith(`${issuer}/`), d.authorization_endpoint);
+  for (const k of ['token_endpoint', 'jwks_uri']) assert.ok(d[k].startsWith(`http://127.0.0.1:${own.port}/`), `${k}: ${d[k]}`);
+
+  const envoy = await startGatewayFor(own, {
+    wasmPath: WASM,
+    filterConfig: {
+      provider: {
+        issuer, cluster: 'idp', authority: `127.0.0.1:${own.port}`, clientId: 'gateway', clientSecret: secretOf('gateway'), audiences: ['api', 'gateway'],
+      },
+      session: { keys: [GATEWAY_ENV.GATEHOUSE_COOKIE_KEYS], secure: false },
+    },
+  });
+  const { access_token: token } = await passwordToken({ tokenUrl: own.urls.token, username: 'alice', password: 'alice' });
+  assert.equal(JSON.parse(Buffer.from(token.split('.')[1], 'base64url')).iss, issuer, 'a token got in-mesh carries the public issuer');
+  const bearer = await http(`${envoy.url}/echo`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(bearer.status, 200, bearer.body);
+  const nav = await http(`${envoy.url}/echo`, { headers: HTML });
+  assert.equal(nav.status, 302);
+  assert.ok(nav.headers.location.startsWith(`${issuer}/protocol/openid-connect/auth?`), 'browsers go to the public login page');
+
+  // Without the hostname setting, Keycloak names the issuer after the scheme and host it is called
+  // by, and gatehouse refuses that discovery document: protected requests get 503.
+  const echoPort = await freePort();
+  await startEcho({ port: echoPort });
+  const plain = await startEnvoy({
+    idpPort: kc.port,
+    echoPort,
+    wasmPath: WASM,
+    filterConfig: { provider: { issuer, cluster: 'idp', clientId: 'gateway', clientSecret: secretOf('gateway') } },
+    extraArgs: ['--file-flush-interval-msec', '200'],
+  });
+  // (The callouts carry the issuer's host; Keycloak answers with the scheme and host it was
+  // called by: "http://sso.example.com/realms/demo".)
+  const refusal = /discovery document names issuer \\?"http:\/\/[^"\\]+\/realms\/demo\\?", expected \\?"https:\/\/sso\.example\.com\/realms\/demo/;
+  await waitFor(() => refusal.test(plain.log()), { timeoutMs: 20_000, what: 'the discovery refusal in the log' })
+    .catch((e) => { throw new Error(`${e.message}\n${plain.log().split('\n').filter((l) => /gatehouse|wasm/.test(l)).slice(-15).join('\n')}`); });
+  assert.equal((await http(`${plain.url}/echo`, { headers: { authorization: `Bearer ${token}` } })).status, 503);
 });

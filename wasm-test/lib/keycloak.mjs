@@ -87,13 +87,16 @@ export function assertKeycloakInstalled() {
  * @param {string[]} [options.extraArgs] more `kc.sh start` options (`--import-realm` to prepare a database)
  * @param {number} [options.timeoutMs] readiness timeout
  * @param {boolean} [options.shared] hand out the run's shared Keycloak if there is one (default true)
+ * @param {string} [options.hostname] a public URL (`--hostname`, with back-channel URLs on the
+ *   host it is called by: `--hostname-backchannel-dynamic=true`), as the Istio install steps
+ *   set it; `issuer` is then on that URL and `urls` stay the local ones
  * @returns {Promise<{pid, port, db, url, issuer, urls, logFiles, exit, stop, log, shared}>}
  */
 export async function startKeycloak({
-  port, db, extraArgs = [], timeoutMs = 120_000, shared = true,
+  port, db, extraArgs = [], timeoutMs = 120_000, shared = true, hostname,
 } = {}) {
   const sharedUrl = process.env.GATEHOUSE_KEYCLOAK_URL;
-  if (shared && sharedUrl && port === undefined && db === undefined) {
+  if (shared && sharedUrl && port === undefined && db === undefined && hostname === undefined) {
     const urls = keycloakUrls(sharedUrl);
     return {
       shared: true, port: Number(new URL(sharedUrl).port), url: sharedUrl, issuer: urls.issuer, urls,
@@ -111,10 +114,12 @@ export async function startKeycloak({
     cpSync(KEYCLOAK_DB, dbDir, { recursive: true });
   }
   const urls = keycloakUrls(`http://127.0.0.1:${p}`);
+  const issuer = hostname ? keycloakUrls(hostname).issuer : urls.issuer;
+  const hostnameArgs = hostname ? [`--hostname=${hostname}`, '--hostname-backchannel-dynamic=true'] : [];
   const handle = await startProcess({
     name: `keycloak:${p}`,
     command: join(KEYCLOAK_HOME, 'bin', 'kc.sh'),
-    args: [...startOptions({ port: p, managementPort, db: dbDir }), ...extraArgs],
+    args: [...startOptions({ port: p, managementPort, db: dbDir }), ...hostnameArgs, ...extraArgs],
     env: {
       KC_BOOTSTRAP_ADMIN_USERNAME: KEYCLOAK_ADMIN.username,
       KC_BOOTSTRAP_ADMIN_PASSWORD: KEYCLOAK_ADMIN.password,
@@ -123,10 +128,10 @@ export async function startKeycloak({
     timeoutMs,
     stopTimeoutMs: 20_000,
     killGroup: true,
-    ready: () => waitHttp(urls.discovery, (r) => r.status === 200 && r.json?.issuer === urls.issuer, 2_000),
+    ready: () => waitHttp(urls.discovery, (r) => r.status === 200 && r.json?.issuer === issuer, 2_000),
   });
   return {
-    ...handle, shared: false, port: p, db: dbDir, url: urls.origin, issuer: urls.issuer, urls,
+    ...handle, shared: false, port: p, db: dbDir, url: urls.origin, issuer, urls,
   };
 }
 
