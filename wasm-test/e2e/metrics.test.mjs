@@ -2,9 +2,11 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 import {
-  stopAll, http, browse, CookieJar, envoyStats, passwordToken,
+  stopAll, http, browse, CookieJar, envoyStats, passwordToken, REPO_ROOT,
 } from '../lib/harness.mjs';
 import { startKeycloak, startGatewayFor } from '../lib/keycloak.mjs';
 
@@ -96,4 +98,43 @@ test('counters show exactly what the flows did', async () => {
   assert.match(prom.body, /^# TYPE gatehouse_requests_denied counter$/m);
   assert.match(prom.body, /^gatehouse_requests_denied\{reason="group_required"\} 1$/m);
   assert.match(prom.body, /^gatehouse_requests_denied\{reason="invalid_token"\} 1$/m);
+});
+
+// The Grafana dashboard (istio/grafana/gatehouse.json; its schema is checked by make istio-go)
+// names only series Envoy exports, with labels they carry or Prometheus' Kubernetes scrape adds.
+test('the Grafana dashboard names only metrics and labels that exist', async () => {
+  const prom = (await http(`${envoy.adminUrl}/stats/prometheus`)).body;
+  const labelsOf = new Map(); // series name -> label names
+  for (const line of prom.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? /.exec(line);
+    if (!m) continue;
+    const labels = labelsOf.get(m[1]) ?? new Set();
+    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="/g)) labels.add(l[1]);
+    labelsOf.set(m[1], labels);
+  }
+  const SCRAPE_LABELS = new Set(['namespace', 'pod']); // added by the Kubernetes scrape, not by Envoy
+  const dashboard = JSON.parse(readFileSync(join(REPO_ROOT, 'istio/grafana/gatehouse.json'), 'utf8'));
+  const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => ({ panel: p.title, expr: t.expr })));
+  assert.ok(exprs.length >= 10, `${exprs.length} queries`);
+  const seen = new Set();
+  for (const { panel, expr } of exprs) {
+    const names = [...expr.matchAll(/\b(gatehouse_[a-z_]+)\b/g)].map((m) => m[1]);
+    assert.ok(names.length > 0, `${panel}: ${expr} names no gatehouse metric`);
+    const labels = new Set([...expr.matchAll(/\bby \(([^)]*)\)/g)].flatMap((m) => m[1].split(',').map((l) => l.trim())));
+    for (const m of expr.matchAll(/\{([^}]*)\}/g)) for (const l of m[1].matchAll(/([a-zA-Z_]+)\s*=~?/g)) labels.add(l[1]);
+    for (const name of names) {
+      seen.add(name);
+      assert.ok(labelsOf.has(name), `${panel}: ${name} is not in Envoy's /stats/prometheus`);
+      for (const l of labels) {
+        assert.ok(SCRAPE_LABELS.has(l) || labelsOf.get(name).has(l), `${panel}: ${name} has no label ${l}`);
+      }
+    }
+  }
+  // Every metric of the README's table has a panel.
+  for (const m of ['requests_allowed', 'requests_public', 'requests_denied', 'logins_started', 'logins_completed', 'logins_failed',
+    'sessions_refreshed', 'sessions_refresh_failed', 'logouts', 'token_cache_hits', 'token_cache_misses', 'discovery_fetches',
+    'discovery_fetch_failures', 'jwks_fetches', 'jwks_fetch_failures', 'provider_errors_passing', 'provider_errors_configuration',
+    'callout_ms_bucket', 'vm_memory_bytes']) {
+    assert.ok(seen.has(`gatehouse_${m}`), `no panel shows gatehouse_${m}`);
+  }
 });
