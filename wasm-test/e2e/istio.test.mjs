@@ -84,14 +84,21 @@ function renderIstio() {
   return parseAllDocuments(out).map((d) => d.toJS()).filter(Boolean);
 }
 
-/** istio/'s WasmPlugin, pointed at this bed: the image in `url`, Keycloak as the provider. */
-function bedManifests(url, { sha256: sum, failStrategy } = {}) {
+/**
+ * istio/'s WasmPlugin, pointed at this bed: the image in `url`, Keycloak as the provider. With
+ * `inlineCookieKey`, the cookie keys come from a vmConfig.env INLINE entry instead of the host.
+ */
+function bedManifests(url, { sha256: sum, failStrategy, inlineCookieKey } = {}) {
   const docs = renderIstio();
   const wp = docs.find((d) => d.kind === 'WasmPlugin');
   wp.spec.url = url;
   if (sum) wp.spec.sha256 = sum;
   if (failStrategy) wp.spec.failStrategy = failStrategy;
   const cfg = wp.spec.pluginConfig;
+  if (inlineCookieKey) {
+    wp.spec.vmConfig.env.push({ name: 'GATEHOUSE_TEST_COOKIE_KEYS', valueFrom: 'INLINE', value: inlineCookieKey });
+    cfg.session.keysEnv = 'GATEHOUSE_TEST_COOKIE_KEYS';
+  }
   cfg.provider.issuer = kc.issuer;
   cfg.provider.cluster = 'idp';
   cfg.provider.authority = new URL(kc.issuer).host;
@@ -124,14 +131,14 @@ function agentConvert(ecds) {
  * istiod names it, its config discovered from `ecdsFile` (Envoy's filesystem config source, in
  * place of the agent's ADS stream), the secrets in Envoy's own environment (vmConfig.env HOST).
  */
-async function envoyWithEcds(ecdsFile) {
+async function envoyWithEcds(ecdsFile, env = GATEWAY_ENV) {
   const echoPort = await freePort();
   await startEcho({ port: echoPort });
   return startEnvoy({
     idpPort: kc.port,
     echoPort,
     concurrency: 2,
-    env: GATEWAY_ENV,
+    env,
     customize: (b) => {
       const hcm = b.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
       hcm.http_filters.unshift({
@@ -213,7 +220,9 @@ test('the agent refuses a wrong digest, a missing image and images without a Was
 });
 
 test('istiod translates the WasmPlugin, the agent rewrites it, Envoy serves a bearer request and a browser login through it', async () => {
-  const tr = translate(bedManifests(`oci://${registry.host}/gatehouse/compat:v1`, { sha256: digests.compat.slice(7) }));
+  // The client secret from the host environment (HOST), the cookie keys from the config (INLINE).
+  const inlineKey = 'istio-e2e-inline-cookie-key-0123456789abcdef';
+  const tr = translate(bedManifests(`oci://${registry.host}/gatehouse/compat:v1`, { sha256: digests.compat.slice(7), inlineCookieKey: inlineKey }));
   const listeners = Object.entries(tr.httpFilters).filter(([, fs]) => fs.includes(FILTER)).map(([l]) => l).sort();
   assert.deepEqual(listeners, ['0.0.0.0_80', '0.0.0.0_443'].sort(), JSON.stringify(tr.httpFilters));
   const sent = tr.ecds.resources;
@@ -230,10 +239,10 @@ test('istiod translates the WasmPlugin, the agent rewrites it, Envoy serves a be
   assert.ok(file, `the agent left no local file: ${JSON.stringify(vm.code)}`);
   assert.ok(readFileSync(file).equals(wasm), 'the file the agent wrote is the build, byte for byte');
   assert.deepEqual(vm.environmentVariables.hostEnvKeys, ['GATEHOUSE_CLIENT_SECRET', 'GATEHOUSE_COOKIE_KEYS']);
-  assert.ok(!Object.keys(vm.environmentVariables.keyValues ?? {}).some((k) => k.startsWith('ISTIO_META_')),
-    'the agent strips its own ISTIO_META_ entries before Envoy sees them');
+  assert.deepEqual(vm.environmentVariables.keyValues, { GATEHOUSE_TEST_COOKIE_KEYS: inlineKey },
+    'INLINE entries stay; the agent strips its own ISTIO_META_ entries before Envoy sees them');
 
-  const envoy = await envoyWithEcds(local.file);
+  const envoy = await envoyWithEcds(local.file, { GATEHOUSE_CLIENT_SECRET: GATEWAY_ENV.GATEHOUSE_CLIENT_SECRET });
   await waitForSignIn(envoy.url);
 
   const { access_token: token } = await passwordToken({ tokenUrl: kc.urls.token, username: 'alice', password: 'alice' });
