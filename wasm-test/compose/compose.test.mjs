@@ -143,6 +143,21 @@ test('signing out ends the Keycloak session: the next page asks for the password
   assert.match(next.response.body, /id="kc-form-login"/, 'Keycloak asks for the password');
 });
 
+test('identity brokering: carol signs in through the corp realm\'s button and comes back as a demo user with corp-user', async () => {
+  const jar = new CookieJar();
+  const page = await browse(`${GATEWAY}/echo`, { jar, username: undefined });
+  assert.match(page.response.body, /id="kc-form-login"/, 'demo\'s login page');
+  const link = /href="([^"]*\/broker\/corp\/login[^"]*)"/.exec(page.response.body);
+  assert.ok(link, 'demo\'s login page has the corp button');
+  const href = new URL(link[1].replaceAll('&amp;', '&'), page.url).href;
+  const r = await browse(href, { jar, username: 'carol', password: 'carol' });
+  assert.ok(r.history.some((h) => h.url.startsWith(`${KEYCLOAK}/realms/corp/`)), 'the password went to corp');
+  assert.equal(r.response.status, 200, JSON.stringify(r.history.map((h) => `${h.status} ${h.url}`)));
+  const h = r.response.json.headers;
+  assert.equal(h['x-auth-request-email'], 'carol@corp.example');
+  assert.ok(h['x-auth-request-roles'].split(',').includes('corp-user'), h['x-auth-request-roles']);
+});
+
 test('the override swaps only the images, for builds of the versions the file pins', () => {
   const file = parse(readFileSync(join(REPO_ROOT, 'examples', 'docker-compose.yaml'), 'utf8'));
   const override = parse(readFileSync(join(REPO_ROOT, 'wasm-test', 'compose', 'images.yaml'), 'utf8'));
