@@ -46,6 +46,8 @@ pub enum DenyReason {
     RoleRequired,
     ClaimMismatch,
     NoRuleMatched,
+    EmailDomain,
+    EmailUnverified,
     /// Keys or discovery not loaded (503).
     Unavailable,
 }
@@ -60,6 +62,8 @@ impl DenyReason {
             DenyReason::RoleRequired => "role_required",
             DenyReason::ClaimMismatch => "claim_mismatch",
             DenyReason::NoRuleMatched => "no_rule_matched",
+            DenyReason::EmailDomain => "email_domain",
+            DenyReason::EmailUnverified => "email_unverified",
             DenyReason::Unavailable => "unavailable",
         }
     }
@@ -71,10 +75,12 @@ impl DenyReason {
             Denial::RoleRequired => DenyReason::RoleRequired,
             Denial::ClaimMismatch => DenyReason::ClaimMismatch,
             Denial::NoRuleMatched => DenyReason::NoRuleMatched,
+            Denial::EmailDomain => DenyReason::EmailDomain,
+            Denial::EmailUnverified => DenyReason::EmailUnverified,
         }
     }
 
-    pub const ALL: [DenyReason; 8] = [
+    pub const ALL: [DenyReason; 10] = [
         DenyReason::Unauthenticated,
         DenyReason::InvalidToken,
         DenyReason::BadRequest,
@@ -82,6 +88,8 @@ impl DenyReason {
         DenyReason::RoleRequired,
         DenyReason::ClaimMismatch,
         DenyReason::NoRuleMatched,
+        DenyReason::EmailDomain,
+        DenyReason::EmailUnverified,
         DenyReason::Unavailable,
     ];
 }

@@ -267,11 +267,10 @@ pub(super) fn kept_claims(claim_headers: &[ClaimHeader], policy: &Policy) -> Vec
         .chain(std::iter::once(&policy.groups_claim))
         .chain(policy.roles_claims.iter())
         .chain(policy.rules.iter().flat_map(|r| r.claims.iter().map(|c| &c.claim)));
-    for p in paths {
-        if let Some(root) = p.root() {
-            if !kept.iter().any(|k| k == root) {
-                kept.push(root.to_string());
-            }
+    let email = policy.email.as_ref().map(|_| ["email", "email_verified"]).into_iter().flatten();
+    for root in paths.filter_map(|p| p.root()).chain(email) {
+        if !kept.iter().any(|k| k == root) {
+            kept.push(root.to_string());
         }
     }
     kept

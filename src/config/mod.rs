@@ -12,7 +12,7 @@
 //! | `provider`, `timeouts`, `keys`         | `provider.rs` |
 //! | `tokens`, `cache`                      | `tokens.rs`   |
 //! | `identity`, `claimHeaders`             | `identity.rs` |
-//! | `pathNormalization`, `publicPaths`, `rules`, `defaultAction` | `rules.rs` |
+//! | `pathNormalization`, `publicPaths`, `preflightPaths`, `email`, `rules`, `defaultAction` | `rules.rs` |
 //! | `session`, `login`                     | `browser.rs`  |
 
 mod browser;
@@ -149,11 +149,14 @@ fn build(raw: RawConfig, env: &Env<'_>, errors: &mut Errors) -> Option<Config> {
     let (provider, client) = provider::read(raw.provider, env, errors);
     let tokens = tokens::read(raw.tokens, errors);
     let paths = rules::path_normalization(raw.path_normalization, errors);
-    let public_paths = rules::public_paths(&raw.public_paths, paths.case_sensitive, errors);
+    let public_paths = rules::public_paths("publicPaths", &raw.public_paths, paths.case_sensitive, errors);
+    let preflight_paths = rules::public_paths("preflightPaths", &raw.preflight_paths, paths.case_sensitive, errors);
     let identity =
         identity::read(raw.identity, raw.claim_headers, client.id.as_deref(), tokens.payload_header.as_deref(), errors);
     let policy = Policy {
         public_paths,
+        preflight_paths,
+        email: rules::email(raw.email, errors),
         rules: rules::rules(&raw.rules, paths.case_sensitive, errors),
         default_allow: rules::default_allow(raw.default_action.as_deref(), errors),
         groups_claim: identity.groups_claim,

@@ -26,6 +26,13 @@ pub struct RawProvider {
     pub jwks: Option<Value>,
 }
 
+/// The `email` section (absent: no email rule).
+#[derive(Debug)]
+pub struct RawEmail {
+    pub domains: Option<Vec<String>>,
+    pub require_verified: Option<bool>,
+}
+
 #[derive(Debug, Default)]
 pub struct RawTokens {
     pub allowed_algorithms: Option<Vec<String>>,
@@ -158,6 +165,8 @@ pub struct RawConfig {
     pub provider: RawProvider,
     pub tokens: RawTokens,
     pub public_paths: Vec<RawPublicPath>,
+    pub preflight_paths: Vec<RawPublicPath>,
+    pub email: Option<RawEmail>,
     pub path_normalization: RawPathNormalization,
     pub claim_headers: Option<Vec<RawClaimHeader>>,
     pub identity: RawIdentity,
@@ -186,6 +195,13 @@ impl RawConfig {
         };
         let tokens = root.section("tokens", tokens);
         let public_paths = root.list("publicPaths", public_path);
+        let preflight_paths = root.list("preflightPaths", public_path);
+        let email = root.field("email").and_then(|v| {
+            Obj::read(root.path("email"), v, root.errors, |o| RawEmail {
+                domains: o.strings("domains"),
+                require_verified: o.bool("requireVerified"),
+            })
+        });
         let path_normalization = root.section("pathNormalization", path_normalization);
         let claim_headers = root.field("claimHeaders").map(|v| {
             let path = root.path("claimHeaders");
@@ -213,6 +229,8 @@ impl RawConfig {
             provider: provider?,
             tokens,
             public_paths,
+            preflight_paths,
+            email,
             path_normalization,
             claim_headers: claim_headers.flatten(),
             identity,

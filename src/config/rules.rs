@@ -1,11 +1,12 @@
 //! `pathNormalization`: how request paths are read; `publicPaths`: what passes without a token;
 //! `rules` and `defaultAction`: who may reach what.
 
-use super::raw::{RawClaimCondition, RawPathMatch, RawPathNormalization, RawPublicPath, RawRule};
+use super::raw::{RawClaimCondition, RawEmail, RawPathMatch, RawPathNormalization, RawPublicPath, RawRule};
 use super::validate;
 use super::Errors;
 use crate::policy::{
-    ClaimCondition, ClaimOp, EscapedSlashes, Normalization, PathMatch, PathSettings, PublicPath, Rule,
+    ClaimCondition, ClaimOp, EmailDomain, EmailRule, EscapedSlashes, Normalization, PathMatch, PathSettings,
+    PublicPath, Rule,
 };
 use serde_json::Value;
 
@@ -51,13 +52,56 @@ pub(super) fn path_normalization(pn: RawPathNormalization, errors: &mut Errors) 
     }
 }
 
-/// The `publicPaths` section.
+/// The `email` section: `domains` (required, each `example.com` or `*.example.com`) and
+/// `requireVerified` (default true).
 #[inline(never)] // see `build` in config/mod.rs
-pub(super) fn public_paths(list: &[RawPublicPath], case_sensitive: bool, errors: &mut Errors) -> Vec<PublicPath> {
+pub(super) fn email(raw: Option<RawEmail>, errors: &mut Errors) -> Option<EmailRule> {
+    let raw = raw?;
+    let Some(list) = raw.domains else {
+        errors.add("email.domains", "required: the email domains allowed, e.g. [\"example.com\"]");
+        return None;
+    };
+    if list.is_empty() {
+        errors.add("email.domains", "expected at least one domain (leave out `email` to allow any)");
+    }
+    let domains = list
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let (domain, subdomains) = match d.strip_prefix("*.") {
+                Some(rest) => (rest, true),
+                None => (d.as_str(), false),
+            };
+            let ok = !domain.is_empty()
+                && domain.len() <= 253
+                && domain
+                    .split('.')
+                    .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            if !ok {
+                errors.add(
+                    format!("email.domains[{i}]"),
+                    format!("expected a domain (example.com) or its subdomains (*.example.com), found {d:?}"),
+                );
+                return None;
+            }
+            Some(EmailDomain { domain: domain.to_ascii_lowercase(), subdomains })
+        })
+        .collect();
+    Some(EmailRule { domains, require_verified: raw.require_verified.unwrap_or(true) })
+}
+
+/// The `publicPaths` section, or `preflightPaths` (the same shape), named by `section`.
+#[inline(never)] // see `build` in config/mod.rs
+pub(super) fn public_paths(
+    section: &str,
+    list: &[RawPublicPath],
+    case_sensitive: bool,
+    errors: &mut Errors,
+) -> Vec<PublicPath> {
     list.iter()
         .enumerate()
         .filter_map(|(i, m)| {
-            let field = format!("publicPaths[{i}]");
+            let field = format!("{section}[{i}]");
             let raw_match =
                 RawPathMatch { exact: m.exact.clone(), prefix: m.prefix.clone(), case_sensitive: m.case_sensitive };
             let path = path_match(&raw_match, &field, case_sensitive, errors)?;

@@ -231,6 +231,115 @@ fn public_paths_skip_authentication() {
 }
 
 #[test]
+fn cors_preflights_pass_only_where_configured_and_only_as_preflights() {
+    let mut b =
+        bed(json!({"preflightPaths": [{"prefix": "/api/"}, {"prefix": "/status/", "hosts": ["status.example"]}]}));
+    let ask = |b: &mut Bed, method: &str, path: &str, host: &str, extra: &[(&str, &str)]| {
+        let mut h: Vec<(String, String)> =
+            vec![(":method".into(), method.into()), (":path".into(), path.into()), (":authority".into(), host.into())];
+        h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        b.engine.decide(&Request { headers: &h }, NOW, true, &mut rng())
+    };
+    let preflight = [("origin", "https://app.example"), ("access-control-request-method", "POST")];
+    let h = "127.0.0.1:8080";
+    let passed = ask(&mut b, "OPTIONS", "/api/orders", h, &preflight);
+    assert_eq!(status(&passed), 200);
+    // Nothing is added; client-sent identity headers are still removed.
+    let spoofed =
+        ask(&mut b, "OPTIONS", "/api/orders", h, &[preflight[0], preflight[1], ("x-auth-request-user", "admin")]);
+    assert_eq!(removed(&spoofed), vec!["x-auth-request-user".to_string()]);
+    assert!(matches!(&spoofed, Decision::Forward { set, set_cookies, .. } if set.is_empty() && set_cookies.is_empty()));
+    // Not a preflight: no Origin, no Access-Control-Request-Method, another method.
+    assert_eq!(status(&ask(&mut b, "OPTIONS", "/api/orders", h, &preflight[..1])), 401);
+    assert_eq!(status(&ask(&mut b, "OPTIONS", "/api/orders", h, &preflight[1..])), 401);
+    assert_eq!(status(&ask(&mut b, "OPTIONS", "/api/orders", h, &[("origin", ""), preflight[1]])), 401);
+    assert_eq!(status(&ask(&mut b, "POST", "/api/orders", h, &preflight)), 401);
+    assert_eq!(status(&ask(&mut b, "options", "/api/orders", h, &preflight)), 401, "a method read two ways");
+    // An OPTIONS that some upstream reads as another method is not a preflight.
+    assert_eq!(
+        status(&ask(
+            &mut b,
+            "OPTIONS",
+            "/api/orders",
+            h,
+            &[preflight[0], preflight[1], ("x-http-method-override", "DELETE")]
+        )),
+        401
+    );
+    assert_eq!(status(&ask(&mut b, "OPTIONS", "/api/orders?_method=DELETE", h, &preflight)), 401);
+    // Not under preflightPaths, by path, by host, or by any reading of the path.
+    assert_eq!(status(&ask(&mut b, "OPTIONS", "/admin/", h, &preflight)), 401);
+    assert_eq!(status(&ask(&mut b, "OPTIONS", "/api/../admin/", h, &preflight)), 401);
+    assert_eq!(status(&ask(&mut b, "OPTIONS", "/API/orders", h, &preflight)), 401);
+    assert_eq!(status(&ask(&mut b, "OPTIONS", "/status/x", h, &preflight)), 401);
+    assert_eq!(status(&ask(&mut b, "OPTIONS", "/status/x", "status.example", &preflight)), 200);
+    assert_eq!(
+        status(&ask(
+            &mut b,
+            "OPTIONS",
+            "/status/x",
+            "status.example",
+            &[preflight[0], preflight[1], ("x-forwarded-host", "other.example")]
+        )),
+        401,
+        "a host reading outside"
+    );
+    // Without preflightPaths, a preflight is authenticated like anything else.
+    let mut none = bed(json!({}));
+    assert_eq!(status(&ask(&mut none, "OPTIONS", "/api/orders", h, &preflight)), 401);
+}
+
+#[test]
+fn email_domains_allow_only_verified_emails_in_them() {
+    let reason = |d: &Decision| match d {
+        Decision::Respond(r) => {
+            serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["reason"].as_str().map(String::from))
+        }
+        _ => None,
+    };
+    let with = |email: Value, verified: Value| {
+        let mut c = alice_claims();
+        c["email"] = email;
+        c["email_verified"] = verified;
+        c
+    };
+    let mut b = bed(json!({"email": {"domains": ["example.com", "*.corp.example"]}}));
+    let ask = |b: &mut Bed, claims: Value| {
+        let t = b.token(&claims);
+        b.bearer("/x", &t)
+    };
+    assert_eq!(status(&ask(&mut b, with(json!("alice@example.com"), json!(true)))), 200);
+    assert_eq!(status(&ask(&mut b, with(json!("Alice@EXAMPLE.com"), json!(true)))), 200, "domains ignore case");
+    assert_eq!(status(&ask(&mut b, with(json!("carol@eu.corp.example"), json!(true)))), 200, "a subdomain, asked for");
+    for (email, why) in [
+        (json!("alice@sub.example.com"), "a subdomain, not asked for"),
+        (json!("carol@corp.example"), "*.corp.example is the subdomains only"),
+        (json!("mallory@example.com.evil"), "a suffix is no domain"),
+        (json!("mallory@evilexample.com"), "nor is a longer name"),
+        (json!("mallory@xcorp.example"), "nor for subdomains"),
+        (json!("\"a@example.com\"@evil.example"), "the domain follows the last @"),
+        (json!("example.com"), "no @"),
+        (json!("@example.com"), "no local part"),
+        (json!(["alice@example.com"]), "not a string"),
+        (Value::Null, "absent"),
+    ] {
+        let d = ask(&mut b, with(email, json!(true)));
+        assert_eq!((status(&d), reason(&d).as_deref()), (403, Some("email_domain")), "{why}");
+    }
+    for verified in [json!(false), json!("true"), Value::Null] {
+        let d = ask(&mut b, with(json!("alice@example.com"), verified.clone()));
+        assert_eq!((status(&d), reason(&d).as_deref()), (403, Some("email_unverified")), "email_verified {verified}");
+    }
+    // Switched off, an unverified email in the domain passes; one outside still does not.
+    let mut off = bed(json!({"email": {"domains": ["example.com"], "requireVerified": false}}));
+    assert_eq!(status(&ask(&mut off, with(json!("alice@example.com"), json!(false)))), 200);
+    assert_eq!(status(&ask(&mut off, with(json!("alice@other.example"), json!(false)))), 403);
+    // Without the section, email is not looked at.
+    let mut none = bed(json!({}));
+    assert_eq!(status(&ask(&mut none, with(json!("x@anything.example"), json!(false)))), 200);
+}
+
+#[test]
 fn forward_authorization_and_payload_header_options() {
     let mut b = bed(json!({"tokens": {"forwardAuthorization": true, "payloadHeader": "x-jwt-payload"}}));
     let t = b.token(&alice_claims());

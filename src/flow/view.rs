@@ -12,7 +12,7 @@
 
 use super::{Request, Response};
 use crate::config::Config;
-use crate::policy::{canonical_host, path, PathError, RequestPath, Routes};
+use crate::policy::{canonical_host, path, PathError, RequestPath, Route, Routes};
 
 /// Headers from which some upstreams take the request's host.
 pub const HOST_HEADERS: &[&str] = &["x-forwarded-host", "x-host", "x-original-host"];
@@ -87,11 +87,23 @@ impl View {
             methods.extend(more_methods.iter().map(String::as_str));
         }
         let one_host = host.as_str();
-        let routes = cfg.policy.route(
-            if hosts.is_empty() { std::slice::from_ref(&one_host) } else { &hosts },
-            path.readings(),
-            if methods.is_empty() { std::slice::from_ref(&method) } else { &methods },
-        );
+        let hosts = if hosts.is_empty() { std::slice::from_ref(&one_host) } else { &hosts[..] };
+        // A CORS preflight under `preflightPaths` passes unauthenticated: OPTIONS read one way
+        // only (no method override gives it another method), with `Origin` and
+        // `Access-Control-Request-Method`, every reading of its target under those paths.
+        let preflight = method == "OPTIONS"
+            && methods.is_empty()
+            && req.header("origin").is_some_and(|v| !v.is_empty())
+            && req.header("access-control-request-method").is_some_and(|v| !v.is_empty());
+        let routes = if preflight && cfg.policy.preflight_passes(hosts, path.readings()) {
+            Routes::one(Route::Public)
+        } else {
+            cfg.policy.route(
+                hosts,
+                path.readings(),
+                if methods.is_empty() { std::slice::from_ref(&method) } else { &methods },
+            )
+        };
         if routes.is_ambiguous() {
             log::info!("the request reads several ways; the rules of every reading apply");
         }

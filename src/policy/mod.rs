@@ -66,6 +66,51 @@ pub struct PublicPath {
     pub hosts: Vec<HostPattern>,
 }
 
+/// The `email` section: only identities whose email is in one of `domains` pass (as
+/// oauth2-proxy's `--email-domain`), and only with `email_verified: true` if `require_verified`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailRule {
+    pub domains: Vec<EmailDomain>,
+    pub require_verified: bool,
+}
+
+/// An email domain: exactly this one (`example.com`), or only its subdomains (`*.example.com`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailDomain {
+    /// Lower case, without the `*.`.
+    pub domain: String,
+    pub subdomains: bool,
+}
+
+impl EmailRule {
+    /// The refusal for these claims, if any.
+    pub fn refusal(&self, claims: &Value) -> Option<Denial> {
+        if self.require_verified && claims.get("email_verified") != Some(&Value::Bool(true)) {
+            return Some(Denial::EmailUnverified);
+        }
+        let Some(email) = claims.get("email").and_then(Value::as_str) else {
+            return Some(Denial::EmailDomain);
+        };
+        // The domain is what follows the last `@` (a quoted local part may hold `@`).
+        let domain = match email.rsplit_once('@') {
+            Some((local, domain)) if !local.is_empty() && !domain.is_empty() => domain.to_ascii_lowercase(),
+            _ => return Some(Denial::EmailDomain),
+        };
+        let allowed = self.domains.iter().any(|d| {
+            if d.subdomains {
+                // `x.example.com` for `*.example.com`: a non-empty label, a dot, the domain.
+                domain
+                    .strip_suffix(d.domain.as_str())
+                    .and_then(|head| head.strip_suffix('.'))
+                    .is_some_and(|label| !label.is_empty())
+            } else {
+                domain == d.domain
+            }
+        });
+        (!allowed).then_some(Denial::EmailDomain)
+    }
+}
+
 /// A condition on one claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOp {
@@ -197,6 +242,10 @@ pub enum Denial {
     ClaimMismatch,
     /// No rule matches and `defaultAction` is `deny`.
     NoRuleMatched,
+    /// `email.domains` is set and the identity's email is not in one of them (or absent).
+    EmailDomain,
+    /// `email.requireVerified` and the identity's `email_verified` is not `true`.
+    EmailUnverified,
 }
 
 impl Denial {
@@ -207,6 +256,8 @@ impl Denial {
             Denial::RoleRequired => "role_required",
             Denial::ClaimMismatch => "claim_mismatch",
             Denial::NoRuleMatched => "no_rule_matched",
+            Denial::EmailDomain => "email_domain",
+            Denial::EmailUnverified => "email_unverified",
         }
     }
 }
@@ -215,6 +266,10 @@ impl Denial {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub public_paths: Vec<PublicPath>,
+    /// Where CORS preflights pass without authentication (see [`Policy::preflight_passes`]).
+    pub preflight_paths: Vec<PublicPath>,
+    /// Who may pass at all, by email domain (`email`), before any rule.
+    pub email: Option<EmailRule>,
     pub rules: Vec<Rule>,
     pub default_allow: bool,
     pub groups_claim: ClaimPath,
@@ -236,6 +291,19 @@ impl Policy {
         }
     }
 
+    /// Whether a CORS preflight (the caller has checked it is one) passes without
+    /// authentication: every reading of it, each host and each path, is under `preflightPaths`.
+    pub fn preflight_passes<'a>(&self, hosts: &[&str], mut paths: impl Iterator<Item = &'a str> + Clone) -> bool {
+        let under = |host: &str, path: &str| {
+            self.preflight_paths
+                .iter()
+                .any(|p| p.path.matches(path) && (p.hosts.is_empty() || p.hosts.iter().any(|h| h.matches(host))))
+        };
+        !self.preflight_paths.is_empty()
+            && hosts.iter().all(|h| paths.clone().all(|p| under(h, p)))
+            && paths.next().is_some()
+    }
+
     /// What applies to a request, given every reading of it an upstream could make: each
     /// distinct public path or rule they fall under. The request is then treated as all of them
     /// at once ([`Policy::verdict_all`]) — the stricter outcome — so that a request some server
@@ -255,6 +323,9 @@ impl Policy {
     /// The outcome for an identity of a request under all of its routes: allowed only if every
     /// route allows it; the first refusal otherwise.
     pub fn verdict_all(&self, routes: &Routes, claims: &Value) -> Verdict {
+        if let Some(reason) = self.email.as_ref().and_then(|e| e.refusal(claims)) {
+            return Verdict::Deny { rule: None, reason };
+        }
         for &route in routes.iter() {
             let v = self.verdict(route, claims);
             if v != Verdict::Allow {

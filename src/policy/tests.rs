@@ -15,6 +15,8 @@ fn bob() -> Value {
 fn policy(rules: Vec<Rule>, default_allow: bool) -> Policy {
     Policy {
         public_paths: vec![],
+        preflight_paths: vec![],
+        email: None,
         rules,
         default_allow,
         groups_claim: ClaimPath::parse("groups").unwrap(),

@@ -256,6 +256,8 @@ pub fn policies(public: &str, protected: &str) -> Vec<(&'static str, Policy)> {
     };
     let policy = |public: Vec<PathMatch>, rules: Vec<Rule>, default_allow: bool| Policy {
         public_paths: public.into_iter().map(|path| PublicPath { path, hosts: vec![] }).collect(),
+        preflight_paths: vec![],
+        email: None,
         rules,
         default_allow,
         groups_claim: ClaimPath::parse("groups").unwrap(),
