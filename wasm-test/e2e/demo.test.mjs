@@ -61,6 +61,16 @@ test('make demo: Keycloak on 8180 with the demo realm, sign-in through the gatew
   const alice = await browse('http://127.0.0.1:8080/echo', { username: 'alice', password: 'alice' });
   assert.equal(alice.response.status, 200);
   assert.ok(alice.history.some((h) => h.url.startsWith('http://127.0.0.1:8180/realms/demo/login-actions/')), 'Keycloak\'s own form');
+  // Signing out ends Keycloak's session and comes back to the app (login.postLogoutRedirectUri).
+  const signOut = alice.jar.header('http://127.0.0.1:8080/oauth2/sign_out');
+  const form = await http('http://127.0.0.1:8080/oauth2/sign_out', { headers: { accept: 'text/html', cookie: signOut } });
+  const action = form.body.match(/action="([^"]+)"/)[1].replaceAll('&amp;', '&');
+  const out302 = await http(`http://127.0.0.1:8080${action}`, { method: 'POST', headers: { cookie: signOut } });
+  assert.equal(out302.status, 302);
+  alice.jar.store('http://127.0.0.1:8080/oauth2/sign_out', out302.headers['set-cookie']);
+  const back = await browse(out302.headers.location, { jar: alice.jar });
+  assert.ok(back.history.some((h) => h.url === 'http://127.0.0.1:8080/'), `sign-out returns to the app: ${back.history.map((h) => h.url).join(' ')}`);
+  assert.match(back.response.body, /id="kc-form-login"/, 'and Keycloak asks for the password again');
   const bob = await browse('http://127.0.0.1:8080/admin/', { username: 'bob', password: 'bob' });
   assert.equal(bob.response.status, 403);
   // Brokering: the corp button on demo's login page, carol's password on corp's, no other form.
