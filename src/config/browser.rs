@@ -34,6 +34,8 @@ pub struct Browser {
     pub refresh_before_secs: u64,
     pub callback_path: String,
     pub sign_out_path: String,
+    /// `login.userinfoPath`: the session's identity as JSON here (`None`: switched off).
+    pub userinfo_path: Option<String>,
     /// A fixed redirect URI; when `None` it is derived from the request's scheme and host.
     pub redirect_uri: Option<String>,
     pub scope: String,
@@ -88,7 +90,7 @@ pub(super) fn read(
     );
     let refresh_before_secs =
         validate::in_range(s.refresh_before_seconds.unwrap_or(30), 0..=3600, "session.refreshBeforeSeconds", errors);
-    let (callback_path, sign_out_path) = login_endpoints(&l, errors);
+    let (callback_path, sign_out_path, userinfo_path) = login_endpoints(&l, errors);
     let scope = scope(l.scopes, errors);
     let extra_params = extra_params(l.extra_params, errors);
     let client_secret_post = client_secret_post(l.token_endpoint_auth.as_deref(), errors);
@@ -116,6 +118,7 @@ pub(super) fn read(
         refresh_before_secs,
         callback_path,
         sign_out_path,
+        userinfo_path,
         redirect_uri: l.redirect_uri,
         scope,
         extra_params,
@@ -191,9 +194,10 @@ fn session_keys(inline: Option<Vec<String>>, var: Option<String>, env: &Env<'_>,
     keys
 }
 
-/// `callbackPath` and `signOutPath` (two different paths), and the URIs the provider sends the
-/// browser back to: `redirectUri` (on the callback path) and `postLogoutRedirectUri`.
-fn login_endpoints(l: &RawLogin, errors: &mut Errors) -> (String, String) {
+/// `callbackPath`, `signOutPath` and `userinfoPath` (different paths; an empty `userinfoPath`
+/// switches it off), and the URIs the provider sends the browser back to: `redirectUri` (on the
+/// callback path) and `postLogoutRedirectUri`.
+fn login_endpoints(l: &RawLogin, errors: &mut Errors) -> (String, String, Option<String>) {
     let path = |v: &Option<String>, default: &str, field: &str, errors: &mut Errors| {
         let v = v.clone().unwrap_or_else(|| default.into());
         validate::request_path(&v, field, errors);
@@ -203,6 +207,13 @@ fn login_endpoints(l: &RawLogin, errors: &mut Errors) -> (String, String) {
     let sign_out_path = path(&l.sign_out_path, "/oauth2/sign_out", "login.signOutPath", errors);
     if callback_path == sign_out_path {
         errors.add("login.signOutPath", "must differ from login.callbackPath");
+    }
+    let userinfo_path = match l.userinfo_path.as_deref() {
+        Some("") => None,
+        _ => Some(path(&l.userinfo_path, "/oauth2/userinfo", "login.userinfoPath", errors)),
+    };
+    if userinfo_path.as_ref().is_some_and(|u| *u == callback_path || *u == sign_out_path) {
+        errors.add("login.userinfoPath", "must differ from login.callbackPath and login.signOutPath");
     }
     if let Some(uri) = &l.redirect_uri {
         let url = validate::http_url(uri, Without::Fragment, "login.redirectUri", errors);
@@ -216,7 +227,7 @@ fn login_endpoints(l: &RawLogin, errors: &mut Errors) -> (String, String) {
     if let Some(uri) = &l.post_logout_redirect_uri {
         validate::http_url(uri, Without::Fragment, "login.postLogoutRedirectUri", errors);
     }
-    (callback_path, sign_out_path)
+    (callback_path, sign_out_path, userinfo_path)
 }
 
 /// `scopes`, space-separated: `openid` among them.

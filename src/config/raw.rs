@@ -149,6 +149,7 @@ pub struct RawSession {
 pub struct RawLogin {
     pub callback_path: Option<String>,
     pub sign_out_path: Option<String>,
+    pub userinfo_path: Option<String>,
     pub redirect_uri: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub extra_params: std::collections::BTreeMap<String, String>,
@@ -376,6 +377,7 @@ fn login(o: &mut Obj<'_, '_>) -> RawLogin {
     RawLogin {
         callback_path: o.string("callbackPath"),
         sign_out_path: o.string("signOutPath"),
+        userinfo_path: o.string("userinfoPath"),
         redirect_uri: o.string("redirectUri"),
         scopes: o.strings("scopes"),
         extra_params: o.string_map("extraParams"),

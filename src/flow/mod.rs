@@ -199,6 +199,9 @@ impl Engine {
             if view.path.path == b.sign_out_path {
                 return self.sign_out(req);
             }
+            if b.userinfo_path.as_deref() == Some(view.path.path.as_str()) {
+                return self.userinfo(req, clock());
+            }
         }
         if view.routes.is_public() {
             return self.forward_public(req, &view);
@@ -228,6 +231,45 @@ impl Engine {
         let remove = managed_headers_present(&self.config, req);
         let set = view.path_header().into_iter().collect();
         Decision::Forward { remove, set, set_cookies: Vec::new() }
+    }
+
+    /// The userinfo path: the session's identity as JSON, for single-page apps; 401 without a
+    /// valid session (never a login redirect, never the upstream), 403 where `email` refuses it.
+    #[inline(never)] // a function of its own: see `Engine::decide`
+    fn userinfo(&mut self, req: &Request<'_>, now: u64) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        let (identity, set_cookies) = match self.session_identity(req, now) {
+            SessionOutcome::Valid { identity, .. } => (identity, Vec::new()),
+            SessionOutcome::Refreshed { identity, set_cookies } => (identity, set_cookies),
+            SessionOutcome::None { .. } => {
+                self.stats.count(Counter::Denied(DenyReason::Unauthenticated));
+                return Decision::Respond(json_response(
+                    401,
+                    Vec::new(),
+                    serde_json::json!({"error": "unauthenticated", "error_description": "no valid session"}),
+                ));
+            }
+        };
+        if let Some(reason) = cfg.policy.email.as_ref().and_then(|e| e.refusal(&identity.claims)) {
+            self.stats.count(Counter::Denied(DenyReason::of_policy(reason)));
+            return Decision::Respond(forbidden(req, None, reason.code()).with_cookies(set_cookies));
+        }
+        self.stats.count(Counter::Allowed);
+        let c = &identity.claims;
+        let text = |name: &str| c.get(name).and_then(serde_json::Value::as_str);
+        let groups = cfg.policy.groups_claim.lookup(c).map(values_of).unwrap_or_default();
+        let roles: Vec<String> =
+            cfg.policy.roles_claims.iter().filter_map(|p| p.lookup(c)).flat_map(values_of).collect();
+        let body = serde_json::json!({
+            "user": text("sub"),
+            "email": text("email"),
+            "preferredUsername": text("preferred_username"),
+            "groups": groups,
+            "roles": roles,
+        });
+        let mut r = json_response(200, Vec::new(), body); // no-store, as every JSON answer
+        r.headers.extend(set_cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));
+        Decision::Respond(r)
     }
 
     /// Case 5: a bearer token, verified (or found in the cache), then the rules.

@@ -1189,6 +1189,42 @@ mod browser_flow {
     }
 
     #[test]
+    fn userinfo_answers_the_session_identity_and_nothing_without_one() {
+        let (mut engine, key) = engine();
+        let (r, _) = login(
+            &mut engine,
+            &key,
+            json!({"email": "alice@example.com", "preferred_username": "alice", "groups": ["/admins"]}),
+        );
+        let session = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+        let ask = |engine: &mut Engine, extra: &[(&str, &str)]| {
+            let headers = req("/oauth2/userinfo", extra);
+            engine.decide(&Request { headers: &headers }, NOW + 7, true, &mut rng())
+        };
+        let d = ask(&mut engine, &[("cookie", &session)]);
+        let r = respond(d);
+        assert_eq!(r.status, 200);
+        assert_eq!(all(&r, "cache-control"), vec!["no-store"]);
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["email"], "alice@example.com");
+        assert_eq!(v["preferredUsername"], "alice");
+        assert_eq!(v["groups"], json!(["/admins"]));
+        assert!(v["user"].is_string());
+        // Without a session, with a broken one, or with a navigation: 401 JSON, never a login or
+        // the upstream.
+        for extra in [vec![], vec![("cookie", "_gatehouse=garbage")], vec![("accept", "text/html")]] {
+            let r = respond(ask(&mut engine, &extra));
+            assert_eq!(r.status, 401, "{extra:?}");
+            assert!(r.body.contains("unauthenticated"));
+        }
+        // An empty userinfoPath switches it off.
+        let mut doc = config_doc(json!({"keys": ["0123456789abcdef0123456789abcdef"]}));
+        doc["login"] = json!({"userinfoPath": ""});
+        let cfg = Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap();
+        assert!(cfg.browser.as_ref().unwrap().userinfo_path.is_none());
+    }
+
+    #[test]
     fn bob_session_is_forbidden_on_admin() {
         let (mut engine, key) = engine();
         let (r, _) = login(&mut engine, &key, json!({"email": "bob@example.com", "groups": []}));
