@@ -267,9 +267,8 @@ impl Engine {
             "groups": groups,
             "roles": roles,
         });
-        let mut r = json_response(200, Vec::new(), body); // no-store, as every JSON answer
-        r.headers.extend(set_cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));
-        Decision::Respond(r)
+        // `Cache-Control: no-store`, as every JSON answer.
+        Decision::Respond(json_response(200, Vec::new(), body).with_cookies(set_cookies))
     }
 
     /// Case 5: a bearer token, verified (or found in the cache), then the rules.

@@ -93,18 +93,26 @@ impl EmailRule {
         };
         // The domain is what follows the last `@` (a quoted local part may hold `@`).
         let domain = match email.rsplit_once('@') {
-            Some((local, domain)) if !local.is_empty() && !domain.is_empty() => domain.to_ascii_lowercase(),
+            Some((local, domain)) if !local.is_empty() && !domain.is_empty() => domain,
             _ => return Some(Denial::EmailDomain),
         };
+        // Compared ignoring ASCII case, without a lower-cased copy per request.
         let allowed = self.domains.iter().any(|d| {
+            let Some(split) = domain.len().checked_sub(d.domain.len()) else {
+                return false;
+            };
+            let (head, tail) = (domain.get(..split), domain.get(split..));
+            let (Some(head), Some(tail)) = (head, tail) else {
+                return false;
+            };
+            if !tail.eq_ignore_ascii_case(&d.domain) {
+                return false;
+            }
             if d.subdomains {
                 // `x.example.com` for `*.example.com`: a non-empty label, a dot, the domain.
-                domain
-                    .strip_suffix(d.domain.as_str())
-                    .and_then(|head| head.strip_suffix('.'))
-                    .is_some_and(|label| !label.is_empty())
+                head.strip_suffix('.').is_some_and(|label| !label.is_empty())
             } else {
-                domain == d.domain
+                head.is_empty()
             }
         });
         (!allowed).then_some(Denial::EmailDomain)
