@@ -32,10 +32,18 @@ pub struct Browser {
     /// Keep the refresh token (encrypted) and refresh the session before the access token expires.
     pub refresh: bool,
     pub refresh_before_secs: u64,
+    /// `relayAccessToken`: the session's access token goes upstream as `Authorization: Bearer`.
+    pub relay_authorization: bool,
+    /// `relayAccessToken`: the session's access token goes upstream in these headers too.
+    pub relay_headers: Vec<String>,
     pub callback_path: String,
     pub sign_out_path: String,
     /// `login.userinfoPath`: the session's identity as JSON here (`None`: switched off).
     pub userinfo_path: Option<String>,
+    /// `login.startPath`: a login towards `?rd=` starts here (`None`: switched off).
+    pub start_path: Option<String>,
+    /// `login.authPath`: 200 or 401/403 for a subrequest, with the identity headers on 200.
+    pub auth_path: Option<String>,
     /// A fixed redirect URI; when `None` it is derived from the request's scheme and host.
     pub redirect_uri: Option<String>,
     pub scope: String,
@@ -81,6 +89,7 @@ pub(super) fn read(
         errors.add("provider.clientSecret", "required for browser sign-in (set clientSecret or clientSecretEnv)");
     }
     let (cookie_name, host_prefix, cookie) = session_cookie(&s, errors);
+    let (relay_authorization, relay_headers) = relay(&s, errors);
     let keys = session_keys(s.keys, s.keys_env, env, errors);
     let lifetime_secs = validate::in_range(
         s.lifetime_seconds.unwrap_or(12 * 3600),
@@ -90,7 +99,7 @@ pub(super) fn read(
     );
     let refresh_before_secs =
         validate::in_range(s.refresh_before_seconds.unwrap_or(30), 0..=3600, "session.refreshBeforeSeconds", errors);
-    let (callback_path, sign_out_path, userinfo_path) = login_endpoints(&l, errors);
+    let Endpoints { callback_path, sign_out_path, userinfo_path, start_path, auth_path } = login_endpoints(&l, errors);
     let scope = scope(l.scopes, errors);
     let extra_params = extra_params(l.extra_params, errors);
     let client_secret_post = client_secret_post(l.token_endpoint_auth.as_deref(), errors);
@@ -116,9 +125,13 @@ pub(super) fn read(
         keep_id_token: s.keep_id_token.unwrap_or(true),
         refresh: s.refresh.unwrap_or(false),
         refresh_before_secs,
+        relay_authorization,
+        relay_headers,
         callback_path,
         sign_out_path,
         userinfo_path,
+        start_path,
+        auth_path,
         redirect_uri: l.redirect_uri,
         scope,
         extra_params,
@@ -129,6 +142,37 @@ pub(super) fn read(
         allowed_redirect_domains,
         kept_claims,
     })
+}
+
+/// `relayAccessToken`: `authorization` (as `Bearer`) and other headers, each once; it needs
+/// `refresh`, which keeps the relayed token fresh.
+fn relay(s: &RawSession, errors: &mut Errors) -> (bool, Vec<String>) {
+    let mut authorization = false;
+    let mut headers: Vec<String> = Vec::new();
+    for (i, name) in s.relay_access_token.iter().enumerate() {
+        let field = format!("session.relayAccessToken[{i}]");
+        let lower = name.to_ascii_lowercase();
+        let seen = if lower == "authorization" {
+            std::mem::replace(&mut authorization, true)
+        } else {
+            let h = validate::header_name(name, &field, errors);
+            let seen = headers.contains(&h);
+            if !seen {
+                headers.push(h);
+            }
+            seen
+        };
+        if seen {
+            errors.add(field, format!("{lower} is listed twice"));
+        }
+    }
+    if (authorization || !headers.is_empty()) && s.refresh != Some(true) {
+        errors.add(
+            "session.relayAccessToken",
+            "needs session.refresh: true (refreshing the session keeps the relayed access token fresh)",
+        );
+    }
+    (authorization, headers)
 }
 
 /// The session cookie: its name as sent, whether it has the `__Host-` prefix, its attributes.
@@ -194,26 +238,44 @@ fn session_keys(inline: Option<Vec<String>>, var: Option<String>, env: &Env<'_>,
     keys
 }
 
-/// `callbackPath`, `signOutPath` and `userinfoPath` (different paths; an empty `userinfoPath`
-/// switches it off), and the URIs the provider sends the browser back to: `redirectUri` (on the
-/// callback path) and `postLogoutRedirectUri`.
-fn login_endpoints(l: &RawLogin, errors: &mut Errors) -> (String, String, Option<String>) {
+/// The paths gatehouse answers itself.
+struct Endpoints {
+    callback_path: String,
+    sign_out_path: String,
+    userinfo_path: Option<String>,
+    start_path: Option<String>,
+    auth_path: Option<String>,
+}
+
+/// The endpoint paths — `callbackPath`, `signOutPath`, and `userinfoPath`, `startPath` and
+/// `authPath`, which an empty string switches off — all different; and the URIs the provider
+/// sends the browser back to: `redirectUri` (on the callback path) and `postLogoutRedirectUri`.
+fn login_endpoints(l: &RawLogin, errors: &mut Errors) -> Endpoints {
     let path = |v: &Option<String>, default: &str, field: &str, errors: &mut Errors| {
         let v = v.clone().unwrap_or_else(|| default.into());
         validate::request_path(&v, field, errors);
         v
     };
+    let optional = |v: &Option<String>, default: &str, field: &str, errors: &mut Errors| match v.as_deref() {
+        Some("") => None,
+        _ => Some(path(v, default, field, errors)),
+    };
     let callback_path = path(&l.callback_path, "/oauth2/callback", "login.callbackPath", errors);
     let sign_out_path = path(&l.sign_out_path, "/oauth2/sign_out", "login.signOutPath", errors);
-    if callback_path == sign_out_path {
-        errors.add("login.signOutPath", "must differ from login.callbackPath");
-    }
-    let userinfo_path = match l.userinfo_path.as_deref() {
-        Some("") => None,
-        _ => Some(path(&l.userinfo_path, "/oauth2/userinfo", "login.userinfoPath", errors)),
-    };
-    if userinfo_path.as_ref().is_some_and(|u| *u == callback_path || *u == sign_out_path) {
-        errors.add("login.userinfoPath", "must differ from login.callbackPath and login.signOutPath");
+    let userinfo_path = optional(&l.userinfo_path, "/oauth2/userinfo", "login.userinfoPath", errors);
+    let start_path = optional(&l.start_path, "/oauth2/start", "login.startPath", errors);
+    let auth_path = optional(&l.auth_path, "/oauth2/auth", "login.authPath", errors);
+    let all = [
+        ("login.callbackPath", Some(&callback_path)),
+        ("login.signOutPath", Some(&sign_out_path)),
+        ("login.userinfoPath", userinfo_path.as_ref()),
+        ("login.startPath", start_path.as_ref()),
+        ("login.authPath", auth_path.as_ref()),
+    ];
+    for (i, (field, p)) in all.iter().enumerate() {
+        if let Some((other, _)) = all.iter().take(i).find(|(_, q)| p.is_some() && q == p) {
+            errors.add(*field, format!("must differ from {other}"));
+        }
     }
     if let Some(uri) = &l.redirect_uri {
         let url = validate::http_url(uri, Without::Fragment, "login.redirectUri", errors);
@@ -227,7 +289,7 @@ fn login_endpoints(l: &RawLogin, errors: &mut Errors) -> (String, String, Option
     if let Some(uri) = &l.post_logout_redirect_uri {
         validate::http_url(uri, Without::Fragment, "login.postLogoutRedirectUri", errors);
     }
-    (callback_path, sign_out_path, userinfo_path)
+    Endpoints { callback_path, sign_out_path, userinfo_path, start_path, auth_path }
 }
 
 /// `scopes`, space-separated: `openid` among them.

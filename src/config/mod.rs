@@ -171,6 +171,15 @@ fn build(raw: RawConfig, env: &Env<'_>, errors: &mut Errors) -> Option<Config> {
         }
         None => None,
     };
+    let mut managed_headers = identity.managed_headers;
+    // The relayed access token's own headers: a client's copies are removed from every request.
+    for h in browser.iter().flat_map(|b| b.relay_headers.iter()) {
+        if managed_headers.contains(h) {
+            errors.add("session.relayAccessToken", format!("{h} is also set from claims"));
+        } else {
+            managed_headers.push(h.clone());
+        }
+    }
     Some(Config {
         provider,
         tokens,
@@ -178,8 +187,8 @@ fn build(raw: RawConfig, env: &Env<'_>, errors: &mut Errors) -> Option<Config> {
         method_overrides: paths.method_overrides,
         claim_headers: identity.claim_headers,
         policy,
-        managed_first_bytes: identity::first_bytes(&identity.managed_headers),
-        managed_headers: identity.managed_headers,
+        managed_first_bytes: identity::first_bytes(&managed_headers),
+        managed_headers,
         callout_timeout_ms,
         key_timing,
         token_cache_size,

@@ -143,6 +143,7 @@ pub struct RawSession {
     pub keep_id_token: Option<bool>,
     pub refresh: Option<bool>,
     pub refresh_before_seconds: Option<u64>,
+    pub relay_access_token: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -150,6 +151,8 @@ pub struct RawLogin {
     pub callback_path: Option<String>,
     pub sign_out_path: Option<String>,
     pub userinfo_path: Option<String>,
+    pub start_path: Option<String>,
+    pub auth_path: Option<String>,
     pub redirect_uri: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub extra_params: std::collections::BTreeMap<String, String>,
@@ -369,6 +372,7 @@ fn session(o: &mut Obj<'_, '_>) -> RawSession {
         keep_id_token: o.bool("keepIdToken"),
         refresh: o.bool("refresh"),
         refresh_before_seconds: o.u64("refreshBeforeSeconds"),
+        relay_access_token: o.strings("relayAccessToken").unwrap_or_default(),
     }
 }
 
@@ -378,6 +382,8 @@ fn login(o: &mut Obj<'_, '_>) -> RawLogin {
         callback_path: o.string("callbackPath"),
         sign_out_path: o.string("signOutPath"),
         userinfo_path: o.string("userinfoPath"),
+        start_path: o.string("startPath"),
+        auth_path: o.string("authPath"),
         redirect_uri: o.string("redirectUri"),
         scopes: o.strings("scopes"),
         extra_params: o.string_map("extraParams"),

@@ -4,7 +4,7 @@
 use super::idp::{HeldAnswer, Pending};
 use super::pages::{error_page, redirect};
 use super::request::{is_navigation, origin, query_params};
-use super::session::{request_cookies, session_scope, SessionData};
+use super::session::{relays, request_cookies, session_scope, SessionData};
 use super::{unauthorized, unavailable, Decision, Engine, Request, Response};
 use crate::config::Browser;
 use crate::cookie;
@@ -37,6 +37,22 @@ pub(super) fn state_attrs(b: &Browser) -> cookie::Attributes {
     }
 }
 
+/// Where a login started towards `target` may return: see [`Engine::start_login`]. An absolute
+/// URL on the request's own origin becomes its path.
+fn return_target(b: &Browser, req: &Request<'_>, target: &str) -> String {
+    if target.starts_with('/') {
+        return login::safe_return_path(target);
+    }
+    let own = req.header(":authority").map(crate::policy::host_of).unwrap_or_default();
+    let Some(abs) = login::allowed_return_url(target, &own, &b.allowed_redirect_domains) else {
+        return "/".into();
+    };
+    match origin(req).and_then(|here| abs.strip_prefix(here.as_str()).map(str::to_owned)) {
+        Some(path) if path.starts_with('/') => path,
+        _ => abs,
+    }
+}
+
 impl Engine {
     /// No valid credentials: a login redirect for a browser navigation, else 401.
     #[inline(never)] // a function of its own: see `Engine::decide`
@@ -50,7 +66,7 @@ impl Engine {
         let cfg = Rc::clone(&self.config);
         match &cfg.browser {
             Some(b) if b.redirect_browsers && is_navigation(req) => {
-                let r = self.start_login(b, req, now, had_cookie, random);
+                let r = self.start_login(b, req, req.header(":path").unwrap_or("/"), now, had_cookie, random);
                 self.stats.count(if r.status == 302 {
                     Counter::LoginStarted
                 } else {
@@ -65,15 +81,19 @@ impl Engine {
         }
     }
 
+    /// The login redirect, to come back to `target`: a path on this host (anything else becomes
+    /// `/`), or an absolute URL on this host or an allowed domain (`login.allowedRedirectDomains`;
+    /// anything else becomes `/`).
     pub(super) fn start_login(
         &self,
         b: &Browser,
         req: &Request<'_>,
+        target: &str,
         now: u64,
         had_cookie: bool,
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Response {
-        let mut return_to = login::safe_return_path(req.header(":path").unwrap_or("/"));
+        let mut return_to = return_target(b, req, target);
         let Some(endpoint) = self.keys.discovery().and_then(|d| d.authorization_endpoint.clone()) else {
             log::warn!("cannot start a login: the provider's discovery document is not loaded");
             return error_page(
@@ -93,7 +113,7 @@ impl Engine {
         };
         // A fixed redirect URI on another host: come back to this host with an absolute URL, if
         // it is allowed (checked again at the callback).
-        if let (Some(fixed), Some(here)) = (&b.redirect_uri, origin(req)) {
+        if let (Some(fixed), Some(here), true) = (&b.redirect_uri, origin(req), return_to.starts_with('/')) {
             let callback_origin = url::Url::parse(fixed).ok().map(|u| u.origin().ascii_serialization());
             if callback_origin.as_deref() != Some(here.as_str()) {
                 let callback_host =
@@ -306,7 +326,13 @@ impl Engine {
         } else {
             None
         };
-        SessionData { exp, claims, idt, rt, rexp, scope }
+        // Relayed upstream: encrypted, as the refresh token (a copied cookie shows no token).
+        let at = relays(b).then(|| {
+            let mut nonce = [0u8; 12];
+            random(&mut nonce);
+            b.sealer.encrypt(tokens.access_token.as_bytes(), nonce)
+        });
+        SessionData { exp, claims, idt, rt, rexp, scope, at: at.flatten() }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -80,6 +80,8 @@ pub struct Identity {
     pub claims: serde_json::Value,
     /// The claim headers for the upstream.
     pub headers: Vec<Header>,
+    /// For a session under `relayAccessToken`: the headers that carry its access token upstream.
+    pub relay: Vec<Header>,
     /// For a session: what refreshing it needs.
     pub session: Option<session::SessionData>,
 }
@@ -160,7 +162,8 @@ impl Engine {
     /// The cases, in the order they are tried:
     /// 1. The target is malformed (path, host, method): 400 ([`View::read`]).
     /// 2. The login callback path: finish the login ([`Engine::callback`]).
-    /// 3. The sign-out path: sign out, or ask first ([`Engine::sign_out`]).
+    /// 3. The sign-out path: sign out, or ask first ([`Engine::sign_out`]); the userinfo, start and
+    ///    auth paths (see `endpoints`).
     /// 4. Every reading of the request is public: forward it without identity.
     /// 5. A bearer token: verify it, then the rules ([`Engine::with_bearer`]).
     /// 6. A session cookie: check it (refreshing it when due), then the rules; without one, a
@@ -199,8 +202,15 @@ impl Engine {
             if view.path.path == b.sign_out_path {
                 return self.sign_out(req);
             }
-            if b.userinfo_path.as_deref() == Some(view.path.path.as_str()) {
+            let here = Some(view.path.path.as_str());
+            if b.userinfo_path.as_deref() == here {
                 return self.userinfo(req, clock());
+            }
+            if b.start_path.as_deref() == here {
+                return self.start(req, clock(), random);
+            }
+            if b.auth_path.as_deref() == here {
+                return self.auth(req, &view, clock(), refetch_allowed);
             }
         }
         if view.routes.is_public() {
@@ -233,44 +243,6 @@ impl Engine {
         Decision::Forward { remove, set, set_cookies: Vec::new() }
     }
 
-    /// The userinfo path: the session's identity as JSON, for single-page apps; 401 without a
-    /// valid session (never a login redirect, never the upstream), 403 where `email` refuses it.
-    #[inline(never)] // a function of its own: see `Engine::decide`
-    fn userinfo(&mut self, req: &Request<'_>, now: u64) -> Decision {
-        let cfg = Rc::clone(&self.config);
-        let (identity, set_cookies) = match self.session_identity(req, now) {
-            SessionOutcome::Valid { identity, .. } => (identity, Vec::new()),
-            SessionOutcome::Refreshed { identity, set_cookies } => (identity, set_cookies),
-            SessionOutcome::None { .. } => {
-                self.stats.count(Counter::Denied(DenyReason::Unauthenticated));
-                return Decision::Respond(json_response(
-                    401,
-                    Vec::new(),
-                    serde_json::json!({"error": "unauthenticated", "error_description": "no valid session"}),
-                ));
-            }
-        };
-        if let Some(reason) = cfg.policy.email.as_ref().and_then(|e| e.refusal(&identity.claims)) {
-            self.stats.count(Counter::Denied(DenyReason::of_policy(reason)));
-            return Decision::Respond(forbidden(req, None, reason.code()).with_cookies(set_cookies));
-        }
-        self.stats.count(Counter::Allowed);
-        let c = &identity.claims;
-        let text = |name: &str| c.get(name).and_then(serde_json::Value::as_str);
-        let groups = cfg.policy.groups_claim.lookup(c).map(values_of).unwrap_or_default();
-        let roles: Vec<String> =
-            cfg.policy.roles_claims.iter().filter_map(|p| p.lookup(c)).flat_map(values_of).collect();
-        let body = serde_json::json!({
-            "user": text("sub"),
-            "email": text("email"),
-            "preferredUsername": text("preferred_username"),
-            "groups": groups,
-            "roles": roles,
-        });
-        // `Cache-Control: no-store`, as every JSON answer.
-        Decision::Respond(json_response(200, Vec::new(), body).with_cookies(set_cookies))
-    }
-
     /// Case 5: a bearer token, verified (or found in the cache), then the rules.
     #[inline(never)] // a function of its own: see `Engine::decide`
     fn with_bearer(
@@ -285,10 +257,15 @@ impl Engine {
         match self.bearer_identity(token, now, refetch_allowed) {
             Ok(identity) => {
                 let mut remove = managed_headers_present(&cfg, req);
-                if !cfg.tokens.forward_authorization {
+                // Under `relayAccessToken` the upstream gets the verified token as it gets a
+                // session's: in `Authorization` and the configured headers.
+                let relay = cfg.browser.as_ref().filter(|b| session::relays(b));
+                if !cfg.tokens.forward_authorization && !relay.is_some_and(|b| b.relay_authorization) {
                     remove.push("authorization".into());
                 }
-                authorize(&cfg, &mut self.stats, req, view, &identity, remove, Vec::new(), Vec::new())
+                let extra = relay.map(|b| session::relay_headers(b, token)).unwrap_or_default();
+                let extra = extra.into_iter().filter(|(n, _)| &**n != "authorization").collect();
+                authorize(&cfg, &mut self.stats, req, view, &identity, remove, extra, Vec::new())
             }
             Err(decision) => decision,
         }
@@ -307,11 +284,11 @@ impl Engine {
             SessionOutcome::Valid { identity, cookie, only_ours } => {
                 match self.refresh_due(&identity, cookie, req, now) {
                     Some(call) => call,
-                    None => self.forward_session(req, Some(view), &identity, Vec::new(), only_ours),
+                    None => self.forward_session(req, Some(view), &identity, Vec::new(), only_ours, now),
                 }
             }
             SessionOutcome::Refreshed { identity, set_cookies } => {
-                self.forward_session(req, Some(view), &identity, set_cookies, false)
+                self.forward_session(req, Some(view), &identity, set_cookies, false, now)
             }
             SessionOutcome::None { had_cookie } => self.unauthenticated(req, now, had_cookie, random),
         }
@@ -383,10 +360,11 @@ pub fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option<&str>)
             headers.push((Rc::from(name.as_str()), Rc::from(payload)));
         }
     }
-    Identity { claims, headers, session: None }
+    Identity { claims, headers, relay: Vec::new(), session: None }
 }
 
 mod bearer;
+mod endpoints;
 mod fetch;
 mod idp;
 mod login;

@@ -77,10 +77,10 @@ impl Engine {
             data.exp.saturating_sub(now),
             &request_cookies(req),
         )?;
-        let identity = Rc::new(session_identity_of(&cfg, data));
+        let identity = Rc::new(session_identity_of(&cfg, data)?);
         self.refreshed.insert(old_cookie, note.until, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed by another worker");
-        Some(self.forward_session(req, None, &identity, set_cookies, false))
+        Some(self.forward_session(req, None, &identity, set_cookies, false, now))
     }
 
     /// A refresh is over, whatever its outcome: the next worker that sees the session may refresh
@@ -171,7 +171,7 @@ impl Engine {
             log::warn!("session refresh failed ({why}); keeping the session, retrying in 30s");
             engine.stats.count(Counter::RefreshFailed);
             engine.refreshing.insert(hash, now + 30);
-            engine.forward_session(req, None, old, Vec::new(), false)
+            engine.forward_session(req, None, old, Vec::new(), false, now)
         };
         let answer = TokenAnswer::classify(status, body);
         self.count_problem(&answer);
@@ -225,7 +225,10 @@ impl Engine {
         let Some((sealed, set_cookies)) = self.session_cookies(b, &mut data, &cookies, now) else {
             return transient(self, "session too large");
         };
-        let identity = Rc::new(session_identity_of(&cfg, data));
+        let Some(identity) = session_identity_of(&cfg, data) else {
+            return transient(self, "the refreshed session has no access token to relay");
+        };
+        let identity = Rc::new(identity);
         self.refreshing.remove(&hash);
         // Other workers' VMs may see the old cookie too: publish the outcome for them.
         self.share_refresh(&RefreshNote { old: hash, until: now + 60, cookie: sealed });
@@ -234,7 +237,7 @@ impl Engine {
         // session for a minute instead of refreshing again with a rotated-out token.
         self.refreshed.insert(old_cookie, now + 60, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed");
-        self.forward_session(req, None, &identity, set_cookies, false)
+        self.forward_session(req, None, &identity, set_cookies, false, now)
     }
 }
 

@@ -1,7 +1,10 @@
 //! gatehouse's session: what its cookie holds, reading it on a request (with the cache and the
 //! site it was made for), writing it, and forwarding a request it authenticates.
 
-use super::{authorize, identity_of, managed_headers_present, unauthorized, Decision, Engine, Identity, Request, View};
+use super::{
+    authorize, identity_of, managed_headers_present, unauthorized, unavailable, Decision, Engine, Identity, Request,
+    View,
+};
 use crate::config::{Browser, Config};
 use crate::cookie;
 use crate::policy::host_of;
@@ -37,6 +40,9 @@ pub struct SessionData {
     /// When to refresh: the access token's expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rexp: Option<u64>,
+    /// The access token, encrypted, when `relayAccessToken` sends it upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
     /// Where the session is valid (see [`session_scope`]); a session without one is refused.
     #[serde(default)]
     pub scope: String,
@@ -48,11 +54,33 @@ pub(super) fn open_session(b: &Browser, sealed: &str) -> Option<SessionData> {
     serde_json::from_slice(&b.sealer.open(Purpose::Session, sealed)?).ok()
 }
 
-/// The identity of a session's data.
-pub(super) fn session_identity_of(cfg: &Config, data: SessionData) -> Identity {
+/// The identity of a session's data, with the headers of its relayed access token; `None` if
+/// `relayAccessToken` is set and the session has no access token it can decrypt (one made before
+/// relaying was switched on, or under a retired key): such a session cannot serve.
+pub(super) fn session_identity_of(cfg: &Config, data: SessionData) -> Option<Identity> {
     let mut identity = identity_of(cfg, Value::Object(data.claims.clone()), None);
+    if let Some(b) = cfg.browser.as_ref().filter(|b| relays(b)) {
+        let token = data.at.as_deref().and_then(|at| b.sealer.decrypt(at)).and_then(|t| String::from_utf8(t).ok())?;
+        identity.relay = relay_headers(b, &token);
+    }
     identity.session = Some(data);
-    identity
+    Some(identity)
+}
+
+/// Whether the session's access token goes upstream (`relayAccessToken`).
+pub(super) fn relays(b: &Browser) -> bool {
+    b.relay_authorization || !b.relay_headers.is_empty()
+}
+
+/// The headers that carry an access token upstream under `relayAccessToken`.
+pub(super) fn relay_headers(b: &Browser, token: &str) -> Vec<super::Header> {
+    let mut set = Vec::new();
+    if b.relay_authorization {
+        set.push((Rc::from("authorization"), Rc::from(format!("Bearer {token}"))));
+    }
+    let token: Rc<str> = Rc::from(token);
+    set.extend(b.relay_headers.iter().map(|h| (Rc::from(h.as_str()), Rc::clone(&token))));
+    set
 }
 
 /// What a session is valid for: the cookie's `domain` when one is set (its subdomains share the
@@ -106,7 +134,11 @@ impl Engine {
                     log::info!("session cookie rejected (invalid, expired or signed with a retired key)");
                     return SessionOutcome::None { had_cookie: true };
                 };
-                let identity = Rc::new(session_identity_of(&cfg, data));
+                let Some(identity) = session_identity_of(&cfg, data) else {
+                    log::info!("session cookie rejected (no access token to relay)");
+                    return SessionOutcome::None { had_cookie: true };
+                };
+                let identity = Rc::new(identity);
                 let until = identity.session.as_ref().map_or(now, |d| d.exp);
                 self.cache.insert(&value, until, Rc::clone(&identity), now);
                 identity
@@ -127,7 +159,7 @@ impl Engine {
     /// `only_ours`: the caller saw that every cookie of the request is gatehouse's (saves
     /// reading a large `Cookie` header again); `false` if not known.
     /// `view`: the request as [`View::read`] saw it, or `None` to read it again (a request
-    /// held for a callout).
+    /// held for a callout). `now`: a relayed access token must not have expired.
     #[inline(never)] // a function of its own: see `Engine::decide`
     pub(super) fn forward_session(
         &mut self,
@@ -136,12 +168,20 @@ impl Engine {
         identity: &Identity,
         set_cookies: Vec<String>,
         only_ours: bool,
+        now: u64,
     ) -> Decision {
         let cfg = Rc::clone(&self.config);
         let cfg = &cfg;
         let Some(b) = &cfg.browser else {
             return Decision::Respond(unauthorized(cfg, None));
         };
+        // An access token that expired (its refresh failed, the provider being unreachable) is
+        // never relayed: the upstream would refuse it anyway.
+        if relays(b) && identity.session.as_ref().and_then(|d| d.rexp).is_some_and(|exp| now >= exp) {
+            log::warn!("not relaying an expired access token (the session could not be refreshed)");
+            self.stats.count(crate::stats::Counter::Denied(crate::stats::DenyReason::Unavailable));
+            return Decision::Respond(unavailable("the session's access token expired and could not be refreshed"));
+        }
         let read;
         let view = match view {
             Some(v) => v,
@@ -162,7 +202,7 @@ impl Engine {
                 |name| is_ours(b, name),
             )
         };
-        let mut set = Vec::new();
+        let mut set = identity.relay.clone();
         if rest.is_empty() {
             remove.push("cookie".into());
         } else {

@@ -912,8 +912,18 @@ mod browser_flow {
         kid: &str,
         claims_extra: Value,
     ) -> (Decision, String, Vec<(String, String)>) {
-        let headers = req("/admin/x", &[("accept", "text/html")]);
-        let r = respond(engine.decide(&Request { headers: &headers }, NOW, true, &mut rng()));
+        login_from(engine, key, kid, claims_extra, &req("/admin/x", &[("accept", "text/html")]))
+    }
+
+    /// [`login_signed_by`], started by this request (`first`), which must answer a login redirect.
+    fn login_from(
+        engine: &mut Engine,
+        key: &TestKey,
+        kid: &str,
+        claims_extra: Value,
+        headers: &[(String, String)],
+    ) -> (Decision, String, Vec<(String, String)>) {
+        let r = respond(engine.decide(&Request { headers }, NOW, true, &mut rng()));
         let state_cookie = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
         let url = url::Url::parse(all(&r, "location")[0]).unwrap();
         let q = |k: &str| url.query_pairs().find(|(n, _)| n == k).unwrap().1.into_owned();
@@ -1224,6 +1234,124 @@ mod browser_flow {
         assert!(cfg.browser.as_ref().unwrap().userinfo_path.is_none());
     }
 
+    /// Where the login started by `/oauth2/start` with these request headers returns to.
+    fn start_returns_to(engine: &mut Engine, headers: &[(String, String)]) -> String {
+        let r = respond(engine.decide(&Request { headers }, NOW, true, &mut rng()));
+        assert_eq!(r.status, 302, "{r:?}");
+        assert!(all(&r, "location")[0].starts_with("https://sso.example/realms/demo/protocol/openid-connect/auth?"));
+        let cookies = all(&r, "set-cookie");
+        assert_eq!(cookies.len(), 1, "a state cookie only: an existing session is left alone");
+        let value = cookies[0].split_once(';').unwrap().0.split_once('=').unwrap().1;
+        let b = engine.config().browser.as_ref().unwrap();
+        let attempt: LoginState = serde_json::from_slice(&b.sealer.open(Purpose::LoginState, value).unwrap()).unwrap();
+        attempt.return_to
+    }
+
+    #[test]
+    fn start_begins_a_login_towards_rd_under_the_open_redirect_rules() {
+        let mut doc = config_doc(json!({"keys": [KEY]}));
+        doc["login"]["allowedRedirectDomains"] = json!([".corp.example"]);
+        let cfg = Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap());
+        let mut engine = Engine::new(cfg, Box::new(MemoryStore::default()));
+        let disc = json!({"issuer": ISS, "jwks_uri": format!("{ISS}/protocol/openid-connect/certs"),
+            "authorization_endpoint": "https://sso.example/realms/demo/protocol/openid-connect/auth",
+            "token_endpoint": "http://keycloak:8080/realms/demo/protocol/openid-connect/token"});
+        load(&mut engine, NOW, &disc.to_string(), "");
+        let start = |rd: &str| req(&format!("/oauth2/start?rd={rd}"), &[]);
+        for (rd, want) in [
+            ("%2Fadmin%2Fx%3Fa%3D1", "/admin/x?a=1"),
+            ("https%3A%2F%2Fapp.example%2Fdocs", "/docs"),
+            ("https%3A%2F%2Fwiki.corp.example%2Fpage", "https://wiki.corp.example/page"),
+            // Everything else comes back to `/`.
+            ("https%3A%2F%2Fevil.example%2F", "/"),
+            ("https%3A%2F%2Fcorp.example.evil%2F", "/"),
+            ("%2F%2Fevil.example%2F", "/"),
+            ("%2F%5Cevil.example", "/"),
+            ("javascript%3Aalert(1)", "/"),
+            ("https%3A%2F%2Fuser%40app.example%2F", "/"),
+            ("", "/"),
+        ] {
+            assert_eq!(start_returns_to(&mut engine, &start(rd)), want, "rd={rd}");
+        }
+        assert_eq!(start_returns_to(&mut engine, &req("/oauth2/start", &[])), "/", "no rd");
+        // A script's request and a session do not change it: the start path always starts a login.
+        let xhr =
+            req("/oauth2/start?rd=%2Fa", &[("x-requested-with", "XMLHttpRequest"), ("cookie", "__Host-_gatehouse=x")]);
+        assert_eq!(start_returns_to(&mut engine, &xhr), "/a");
+        // GET and HEAD only.
+        let mut post = start("%2Fa");
+        post.retain(|(n, _)| n != ":method");
+        post.push((":method".into(), "POST".into()));
+        let r = respond(engine.decide(&Request { headers: &post }, NOW, true, &mut rng()));
+        assert_eq!((r.status, all(&r, "allow")), (405, vec!["GET, HEAD"]));
+        // The whole login, started here, comes back to rd.
+        let (mut engine, key) = super::browser_flow::engine();
+        let (d, _, _) = login_from(&mut engine, &key, "k1", json!({}), &req("/oauth2/start?rd=%2Fadmin%2Fy", &[]));
+        let r = respond(d);
+        assert_eq!((r.status, all(&r, "location")), (302, vec!["/admin/y"]));
+        // An empty startPath switches it off: the path is then an ordinary one.
+        let mut doc = config_doc(json!({"keys": [KEY]}));
+        doc["login"] = json!({"startPath": ""});
+        let cfg = Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap();
+        assert!(cfg.browser.as_ref().unwrap().start_path.is_none());
+    }
+
+    #[test]
+    fn auth_answers_200_with_the_identity_headers_401_without_credentials_403_by_the_rules() {
+        let (mut engine, key) = engine();
+        let (r, _) = login(&mut engine, &key, json!({"groups": ["/admins"]}));
+        let alice = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+        let ask = |engine: &mut Engine, extra: &[(&str, &str)]| {
+            let headers = req("/oauth2/auth", extra);
+            respond(engine.decide(&Request { headers: &headers }, NOW + 7, true, &mut rng()))
+        };
+        let r = ask(&mut engine, &[("cookie", &alice)]);
+        assert_eq!(r.status, 200);
+        assert_eq!(all(&r, "x-auth-request-email"), vec!["alice@example.com"]);
+        assert_eq!(all(&r, "x-auth-request-groups"), vec!["/admins"]);
+        assert_eq!(all(&r, "cache-control"), vec!["no-store"]);
+        assert!(r.body.is_empty());
+        // A bearer token is as good as a session here.
+        let token = key.mint(
+            Alg::RS256,
+            &json!({"alg": "RS256", "kid": "k1"}),
+            &json!({"iss": ISS, "sub": "b-1", "aud": "api", "exp": NOW + 300, "iat": NOW, "email": "bob@example.com"}),
+        );
+        let r = ask(&mut engine, &[("authorization", &format!("Bearer {token}"))]);
+        assert_eq!((r.status, all(&r, "x-auth-request-email")), (200, vec!["bob@example.com"]));
+        // No credentials, a broken cookie, a navigation, a forged token: 401, never a login.
+        let forged = format!("Bearer {}x", &token[..token.len() - 1]);
+        for extra in [
+            vec![],
+            vec![("cookie", "__Host-_gatehouse=garbage")],
+            vec![("accept", "text/html"), ("sec-fetch-mode", "navigate")],
+            vec![("authorization", forged.as_str())],
+        ] {
+            let r = ask(&mut engine, &extra);
+            assert_eq!(r.status, 401, "{extra:?}");
+            assert!(all(&r, "location").is_empty());
+            assert!(all(&r, "x-auth-request-email").is_empty());
+        }
+        // Two Authorization headers: 400.
+        let two = ask(&mut engine, &[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+        assert_eq!(two.status, 400);
+        // The rules for the auth path apply: a rule on it refuses bob, not alice.
+        let mut doc = config_doc(json!({"keys": [KEY]}));
+        doc["rules"] = json!([{"match": {"paths": [{"exact": "/oauth2/auth"}]}, "require": {"groups": ["admins"]}}]);
+        let cfg = Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap());
+        let mut engine = Engine::new(cfg, Box::new(MemoryStore::default()));
+        load(&mut engine, NOW, &json!({"issuer": ISS, "jwks_uri": format!("{ISS}/x")}).to_string(), "");
+        let r = ask(&mut engine, &[("authorization", &format!("Bearer {token}"))]);
+        assert_eq!(r.status, 403);
+        assert!(all(&r, "x-auth-request-email").is_empty());
+        let alice_token = key.mint(
+            Alg::RS256,
+            &json!({"alg": "RS256", "kid": "k1"}),
+            &json!({"iss": ISS, "sub": "a-1", "aud": "api", "exp": NOW + 300, "iat": NOW, "groups": ["/admins"]}),
+        );
+        assert_eq!(ask(&mut engine, &[("authorization", &format!("Bearer {alice_token}"))]).status, 200);
+    }
+
     #[test]
     fn bob_session_is_forbidden_on_admin() {
         let (mut engine, key) = engine();
@@ -1434,5 +1562,110 @@ mod browser_flow {
             let d = c.decide(&Request { headers: &h }, NOW + 291, true, &mut rng());
             assert!(matches!(d, Decision::CallIdp(_)), "{what} note was taken");
         }
+    }
+
+    #[test]
+    fn relay_sends_the_session_access_token_upstream_encrypted_in_the_cookie_and_fresh() {
+        let session =
+            json!({"keys": [KEY], "refresh": true, "relayAccessToken": ["Authorization", "X-Forwarded-Access-Token"]});
+        let (mut engine, key) = engine_with(session.clone());
+        let (r, _) = login(&mut engine, &key, json!({"groups": ["/admins"]}));
+        let cookie = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+        let payload: Value = serde_json::from_slice(
+            &base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                cookie.split('.').nth(2).unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let at = payload["at"].as_str().unwrap();
+        assert!(!at.contains("eyJ"), "the access token is encrypted in the cookie");
+        // Forwarded with the token, in both headers; a client's copy and a Basic credential are replaced.
+        let h = req(
+            "/echo",
+            &[("cookie", &cookie), ("x-forwarded-access-token", "forged"), ("authorization", "Basic YTpi")],
+        );
+        let Decision::Forward { set, remove, .. } = engine.decide(&Request { headers: &h }, NOW + 10, true, &mut rng())
+        else {
+            panic!()
+        };
+        let get = |n: &str| set.iter().find(|(k, _)| &**k == n).map(|(_, v)| v.to_string());
+        let token = get("x-forwarded-access-token").unwrap();
+        assert_eq!(token.split('.').count(), 3, "the access token, a JWT");
+        assert_ne!(token, "forged");
+        assert_eq!(get("authorization"), Some(format!("Bearer {token}")));
+        assert!(!remove.contains(&"authorization".to_string()), "set, not removed: {remove:?}");
+        // A public path never carries a client's copy upstream.
+        let mut doc = config_doc(session.clone());
+        doc["publicPaths"] = json!([{"prefix": "/public/"}]);
+        let mut public = vm(Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap()));
+        let h = req("/public/x", &[("x-forwarded-access-token", "forged"), ("x_forwarded_access_token", "forged")]);
+        assert_eq!(
+            removed(&public.decide(&Request { headers: &h }, NOW + 10, true, &mut rng())),
+            vec!["x-forwarded-access-token", "x_forwarded_access_token"]
+        );
+        // /oauth2/auth answers the claim headers, never the token.
+        let h = req("/oauth2/auth", &[("cookie", &cookie)]);
+        let r = respond(engine.decide(&Request { headers: &h }, NOW + 10, true, &mut rng()));
+        assert_eq!(r.status, 200);
+        assert!(r
+            .headers
+            .iter()
+            .all(|(n, v)| n != "authorization" && n != "x-forwarded-access-token" && !v.contains(&token)));
+        // Due for refresh: the refreshed session relays the new token.
+        let h = req("/echo", &[("cookie", &cookie)]);
+        let Decision::CallIdp(call) = engine.decide(&Request { headers: &h }, NOW + 290, true, &mut rng()) else {
+            panic!("no refresh")
+        };
+        let fresh = key.mint(
+            Alg::RS256,
+            &json!({"alg": "RS256", "kid": "k1"}),
+            &json!({"iss": ISS, "sub": "a-1", "aud": "account", "azp": "gateway", "exp": NOW + 600, "iat": NOW + 290}),
+        );
+        let body = json!({"access_token": fresh, "token_type": "Bearer", "expires_in": 300, "refresh_token": "rt-2"});
+        let Decision::Forward { set, set_cookies, .. } = engine.on_idp_answer(
+            HeldAnswer { pending: call.pending, status: Some(200), body: body.to_string().into_bytes() },
+            &Request { headers: &h },
+            NOW + 290,
+            true,
+            &mut rng(),
+        ) else {
+            panic!()
+        };
+        assert!(set.contains(&("x-forwarded-access-token".into(), fresh.as_str().into())));
+        assert!(set.contains(&("authorization".into(), format!("Bearer {fresh}").as_str().into())));
+        let new_cookie = set_cookies[0].split_once(';').unwrap().0.to_string();
+        // Past the access token's expiry with the refresh failing (provider unreachable): 503,
+        // never an expired token upstream.
+        let h = req("/echo", &[("cookie", &new_cookie)]);
+        let Decision::CallIdp(call) = engine.decide(&Request { headers: &h }, NOW + 291 + 300, true, &mut rng()) else {
+            panic!("no refresh")
+        };
+        let d = engine.on_idp_answer(
+            HeldAnswer { pending: call.pending, status: Some(503), body: Vec::new() },
+            &Request { headers: &h },
+            NOW + 291 + 300,
+            true,
+            &mut rng(),
+        );
+        assert_eq!(status(&d), 503);
+        // A bearer token: kept in Authorization, and copied to the relay header.
+        let t = key.mint(
+            Alg::RS256,
+            &json!({"alg": "RS256", "kid": "k1"}),
+            &json!({"iss": ISS, "sub": "b-1", "aud": "api", "exp": NOW + 300, "iat": NOW}),
+        );
+        let h = req("/echo", &[("authorization", &format!("Bearer {t}")), ("x-forwarded-access-token", "forged")]);
+        let d = engine.decide(&Request { headers: &h }, NOW + 10, true, &mut rng());
+        let Decision::Forward { set, remove, .. } = &d else { panic!("{d:?}") };
+        assert!(!remove.contains(&"authorization".to_string()));
+        assert!(set.contains(&("x-forwarded-access-token".into(), t.as_str().into())));
+        // A session made before relaying was switched on has no token: it is no session.
+        let (mut plain, key) = engine_with(json!({"keys": [KEY], "refresh": true}));
+        let (r, _) = login(&mut plain, &key, json!({}));
+        let old = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+        let h = req("/echo", &[("cookie", &old), ("accept", "application/json")]);
+        assert_eq!(status(&engine.decide(&Request { headers: &h }, NOW + 10, true, &mut rng())), 401);
     }
 }
