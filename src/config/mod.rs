@@ -17,6 +17,7 @@
 
 mod browser;
 mod identity;
+mod pages;
 mod provider;
 mod raw;
 mod rules;
@@ -25,6 +26,7 @@ mod validate;
 
 pub use browser::Browser;
 pub use identity::{ClaimHeader, ROUTING_HEADERS};
+pub use pages::{Pages, DEFAULT_CSP};
 pub use provider::{KeySource, KeyTiming, Provider};
 pub use tokens::Tokens;
 
@@ -83,6 +85,8 @@ pub struct Config {
     pub token_cache_size: usize,
     /// Browser sign-in, when a `session` section is configured.
     pub browser: Option<Browser>,
+    /// How gatehouse's own pages look.
+    pub pages: Pages,
 }
 
 impl Config {
@@ -171,6 +175,7 @@ fn build(raw: RawConfig, env: &Env<'_>, errors: &mut Errors) -> Option<Config> {
         }
         None => None,
     };
+    let pages = pages::read(raw.pages, errors);
     let mut managed_headers = identity.managed_headers;
     // The relayed access token's own headers: a client's copies are removed from every request.
     for h in browser.iter().flat_map(|b| b.relay_headers.iter()) {
@@ -193,6 +198,7 @@ fn build(raw: RawConfig, env: &Env<'_>, errors: &mut Errors) -> Option<Config> {
         key_timing,
         token_cache_size,
         browser,
+        pages,
     })
 }
 

@@ -181,6 +181,13 @@ pub struct RawConfig {
     pub cache: RawCache,
     pub session: Option<RawSession>,
     pub login: RawLogin,
+    pub pages: RawPages,
+}
+
+#[derive(Debug, Default)]
+pub struct RawPages {
+    pub template: Option<String>,
+    pub content_security_policy: Option<String>,
 }
 
 impl RawConfig {
@@ -225,6 +232,10 @@ impl RawConfig {
         });
         let session = root.field("session").and_then(|v| Obj::read(root.path("session"), v, root.errors, session));
         let login = root.section("login", login);
+        let pages = root.section("pages", |o| RawPages {
+            template: o.string("template"),
+            content_security_policy: o.string("contentSecurityPolicy"),
+        });
         root.finish();
         if errors.0.len() > before {
             return None;
@@ -245,6 +256,7 @@ impl RawConfig {
             cache,
             session,
             login,
+            pages,
         })
     }
 }

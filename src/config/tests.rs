@@ -444,6 +444,18 @@ fn every_bad_field_is_named() {
             with_session(json!({"keys": [KEY], "refresh": true, "relayAccessToken": "authorization"})),
             "session.relayAccessToken",
         ),
+        (
+            "template with an unknown placeholder",
+            with("/pages", json!({"template": "{{action}}{{user}}"})),
+            "pages.template",
+        ),
+        ("template without action", with("/pages", json!({"template": "<p>{{title}}</p>"})), "pages.template"),
+        ("template unclosed", with("/pages", json!({"template": "{{action}} {{title"})), "pages.template"),
+        (
+            "csp with a newline",
+            with("/pages", json!({"contentSecurityPolicy": "default-src 'none'\nx: y"})),
+            "pages.contentSecurityPolicy",
+        ),
         ("start same as userinfo", with_login(json!({"startPath": "/oauth2/userinfo"})), "login.startPath"),
         ("start relative", with_login(json!({"startPath": "start"})), "login.startPath"),
         ("auth same as callback", with_login(json!({"authPath": "/oauth2/callback"})), "login.authPath"),

@@ -45,7 +45,7 @@ impl Http {
     pub fn on_request_headers(&mut self, host: &dyn Host) -> Next {
         self.headers = host.request_headers();
         let Some(shared) = self.engine.clone() else {
-            host.send_response(&not_configured());
+            host.send_response(&not_configured(&Request { headers: &self.headers }));
             return Next::Pause;
         };
         // The engine asks for the time only when it needs it (not for a public path): one host
@@ -55,6 +55,18 @@ impl Http {
         let decision =
             shared.borrow_mut().on_request(&Request { headers: &self.headers }, &mut clock, &mut |b| host.random(b));
         self.apply(host, &shared, decision, read)
+    }
+
+    /// Request body data: held while the request waits for a callout, so that it cannot carry
+    /// the request on before the decision. (Envoy's default never delivers body data to a filter
+    /// that paused the headers; with the Wasm filter's `allow_on_headers_stop_iteration` it
+    /// does, and a `Continue` here would resume the request undecided.)
+    pub fn on_request_body(&self) -> Next {
+        if self.wait.is_some() {
+            Next::Pause
+        } else {
+            Next::Continue
+        }
     }
 
     pub fn on_response_headers(&mut self, host: &dyn Host) {

@@ -306,6 +306,9 @@ fn an_unknown_kid_holds_the_request_for_one_key_fetch_then_resumes_it() {
     host.request.replace(request(("GET", "/api"), Credential::Bearer(&token)));
     let mut http = root.http();
     assert_eq!(http.on_request_headers(&host), super::http::Next::Pause, "held");
+    // Body data arriving while the request is held stays held (a host that delivers it — Envoy
+    // with `allow_on_headers_stop_iteration` — must not resume the request with it).
+    assert_eq!(http.on_request_body(), super::http::Next::Pause, "the body waits with the request");
     assert_eq!(host.calls.borrow().len(), fetches + 1);
     let (call, key_call) = host.last_call();
     assert_eq!(key_call.header(":path"), Some(CERTS));
@@ -316,6 +319,7 @@ fn an_unknown_kid_holds_the_request_for_one_key_fetch_then_resumes_it() {
     assert_eq!(host.resumed.get(), 0, "an answer to another call is not this one's");
     http.on_http_call_response(&host, call, size);
     assert_eq!(host.resumed.get(), 1, "resumed once");
+    assert_eq!(http.on_request_body(), super::http::Next::Continue, "decided: the body goes on");
     assert_eq!(host.request_header("x-auth-request-user").as_deref(), Some("5f2b8c1e-3d4a-4e6f-9a7b-1c2d3e4f5a6b"));
     assert!(host.request_header("authorization").is_none(), "not forwarded by default");
     assert!(host.sent.borrow().is_empty());

@@ -31,7 +31,7 @@ impl Engine {
         };
         if let Some(reason) = cfg.policy.email.as_ref().and_then(|e| e.refusal(&identity.claims)) {
             self.stats.count(Counter::Denied(DenyReason::of_policy(reason)));
-            return Decision::Respond(forbidden(req, None, reason.code()).with_cookies(set_cookies));
+            return Decision::Respond(forbidden(&cfg, req, None, reason.code()).with_cookies(set_cookies));
         }
         self.stats.count(Counter::Allowed);
         let c = &identity.claims;
@@ -112,7 +112,7 @@ impl Engine {
             }
             Verdict::Deny { rule, reason } => {
                 self.stats.count(Counter::Denied(DenyReason::of_policy(reason)));
-                Decision::Respond(forbidden(req, rule.as_deref(), reason.code()).with_cookies(set_cookies))
+                Decision::Respond(forbidden(&cfg, req, rule.as_deref(), reason.code()).with_cookies(set_cookies))
             }
         }
     }

@@ -93,10 +93,13 @@ impl Engine {
         had_cookie: bool,
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Response {
+        let cfg = Rc::clone(&self.config);
         let mut return_to = return_target(b, req, target);
         let Some(endpoint) = self.keys.discovery().and_then(|d| d.authorization_endpoint.clone()) else {
             log::warn!("cannot start a login: the provider's discovery document is not loaded");
             return error_page(
+                &cfg,
+                req,
                 503,
                 "Sign-in unavailable",
                 "The identity provider cannot be reached right now. Please try again in a moment.",
@@ -108,7 +111,17 @@ impl Engine {
             Some(u) => u.clone(),
             None => match origin(req) {
                 Some(o) => format!("{o}{}", b.callback_path),
-                None => return error_page(400, "Bad request", "The request has no usable host.", "/", Vec::new()),
+                None => {
+                    return error_page(
+                        &cfg,
+                        req,
+                        400,
+                        "Bad request",
+                        "The request has no usable host.",
+                        "/",
+                        Vec::new(),
+                    )
+                }
             },
         };
         // A fixed redirect URI on another host: come back to this host with an absolute URL, if
@@ -136,7 +149,15 @@ impl Engine {
         let nonce = fresh();
         let verifier = fresh();
         let Some(cookie_name) = state_cookie_name(b, &state) else {
-            return error_page(500, "Sign-in failed", "Could not start the sign-in.", &return_to, Vec::new());
+            return error_page(
+                &cfg,
+                req,
+                500,
+                "Sign-in failed",
+                "Could not start the sign-in.",
+                &return_to,
+                Vec::new(),
+            );
         };
         let challenge = login::pkce_challenge(&verifier);
         let url = login::authorize_url(&AuthorizeRequest {
@@ -161,6 +182,8 @@ impl Engine {
         let (Some(url), Some(sealed)) = (url, sealed) else {
             log::error!("cannot build the authorization request (authorization_endpoint {endpoint:.100})");
             return error_page(
+                &cfg,
+                req,
                 502,
                 "Sign-in unavailable",
                 "The identity provider's configuration is not usable.",
@@ -217,11 +240,11 @@ impl Engine {
             } else {
                 (400, format!("The identity provider reported an error ({code})."))
             };
-            return Decision::Respond(error_page(status, "Sign-in failed", &message, &retry, clear_state()));
+            return Decision::Respond(error_page(&cfg, req, status, "Sign-in failed", &message, &retry, clear_state()));
         }
         let Some(attempt) = attempt else {
             log::warn!("callback rejected: state missing, unknown, expired or not matching its cookie");
-            return Decision::Respond(error_page(
+            return Decision::Respond(error_page(&cfg, req,
                 400,
                 "Sign-in expired",
                 "This sign-in could not be matched to your browser: it expired, was already used, or cookies are blocked.",
@@ -234,6 +257,8 @@ impl Engine {
             if iss != cfg.provider.issuer {
                 log::warn!("callback rejected: iss parameter names another issuer");
                 return Decision::Respond(error_page(
+                    &cfg,
+                    req,
                     400,
                     "Sign-in failed",
                     "The response came from an unexpected identity provider.",
@@ -244,6 +269,8 @@ impl Engine {
         }
         let Some(code) = param("code").filter(|c| !c.is_empty() && c.len() <= 4096) else {
             return Decision::Respond(error_page(
+                &cfg,
+                req,
                 400,
                 "Sign-in failed",
                 "The identity provider's response has no authorization code.",
@@ -263,6 +290,8 @@ impl Engine {
         let pending = Pending::Code { login: attempt, state_cookie: state_cookie.unwrap_or_default() };
         self.token_call(form, pending).unwrap_or_else(|| {
             Decision::Respond(error_page(
+                &cfg,
+                req,
                 503,
                 "Sign-in unavailable",
                 "The identity provider cannot be reached right now.",
@@ -355,7 +384,7 @@ impl Engine {
         let mut set_cookies = vec![cookie::set_cookie(&state_cookie, "", &state_attrs(b), Some(0))];
         let retry = attempt.return_to.clone();
         let fail = |status: u32, message: &str, set_cookies: Vec<String>| {
-            Decision::Respond(error_page(status, "Sign-in failed", message, &retry, set_cookies))
+            Decision::Respond(error_page(&cfg, req, status, "Sign-in failed", message, &retry, set_cookies))
         };
         let answer = TokenAnswer::classify(status, body);
         self.count_problem(&answer);
@@ -364,6 +393,8 @@ impl Engine {
             TokenAnswer::Unavailable(_) => {
                 log::error!("token endpoint unavailable: {answer}");
                 return Decision::Respond(error_page(
+                    &cfg,
+                    req,
                     503,
                     "Sign-in unavailable",
                     "The identity provider cannot be reached right now. Please try again in a moment.",

@@ -320,7 +320,7 @@ pub(crate) fn authorize(
         Verdict::Deny { rule, reason } => {
             stats.count(Counter::Denied(DenyReason::of_policy(reason)));
             log::warn!("access denied: {} (rule {})", reason.code(), rule.as_deref().unwrap_or("-"));
-            Decision::Respond(forbidden(req, rule.as_deref(), reason.code()).with_cookies(set_cookies))
+            Decision::Respond(forbidden(cfg, req, rule.as_deref(), reason.code()).with_cookies(set_cookies))
         }
     }
 }

@@ -2,7 +2,7 @@
 //! then every gatehouse cookie is cleared and the provider's session ended (RP-initiated logout).
 
 use super::login::state_attrs;
-use super::pages::{html_escape, html_page, redirect};
+use super::pages::{page, redirect, Offer, Page};
 use super::request::{origin, query_params};
 use super::session::{open_session, request_cookies};
 use super::{unauthorized, Decision, Engine, Request, Response};
@@ -36,11 +36,14 @@ impl Engine {
             // A form the user submits themselves, carrying a token a cross-site page cannot
             // know: neither a cross-site request nor one from a browser that sends no
             // `Sec-Fetch-Site` (older ones) signs anybody out unasked.
-            let form = format!(
-                "<form method=\"post\" action=\"{}?csrf={token}\"><button type=\"submit\">Sign out</button></form>",
-                html_escape(&b.sign_out_path)
-            );
-            return Decision::Respond(html_page(200, "Sign out?", &form));
+            let p = Page {
+                status: 200,
+                title: "Sign out?",
+                message: "Do you want to sign out of this site?",
+                detail: None,
+                offer: Offer::Form { action: format!("{}?csrf={token}", b.sign_out_path), button: "Sign out" },
+            };
+            return Decision::Respond(page(Some(&cfg), req, p));
         }
         let id_token =
             cookie::get_chunked(&cookies, &b.cookie_name).and_then(|v| open_session(b, &v)).and_then(|d| d.idt);

@@ -1128,7 +1128,8 @@ mod browser_flow {
         let form = ask("GET", "/oauth2/sign_out", &[]);
         assert_eq!(form.status, 200);
         assert!(all(&form, "set-cookie").is_empty());
-        assert_eq!(all(&form, "content-security-policy"), vec!["frame-ancestors 'none'"]);
+        assert_eq!(all(&form, "content-security-policy"), vec![crate::config::DEFAULT_CSP]);
+        assert!(crate::config::DEFAULT_CSP.contains("frame-ancestors 'none'"));
         let token = form.body.split("csrf=").nth(1).unwrap().split('"').next().unwrap().to_string();
         assert_eq!(token.len(), 43, "{token}");
         for (method, extra) in [
@@ -1350,6 +1351,75 @@ mod browser_flow {
             &json!({"iss": ISS, "sub": "a-1", "aud": "api", "exp": NOW + 300, "iat": NOW, "groups": ["/admins"]}),
         );
         assert_eq!(ask(&mut engine, &[("authorization", &format!("Bearer {alice_token}"))]).status, 200);
+    }
+
+    #[test]
+    fn the_403_page_says_why_offers_another_account_and_carries_the_request_id() {
+        let (mut engine, key) = engine();
+        let (r, _) = login(&mut engine, &key, json!({"email": "bob@example.com", "groups": []}));
+        let session = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+        let ask = |engine: &mut Engine, extra: &[(&str, &str)]| {
+            let headers = req("/admin/x", &[&[("cookie", session.as_str()), ("accept", "text/html")], extra].concat());
+            respond(engine.decide(&Request { headers: &headers }, NOW + 7, true, &mut rng()))
+        };
+        let r = ask(&mut engine, &[("x-request-id", "5d1c9e2a-77f0-4c41-9a39-0c1f3e8a6b21")]);
+        assert_eq!(r.status, 403);
+        assert!(r.body.contains("<h1>Access denied</h1>"));
+        assert!(r.body.contains("this page is for members of a group your account is not in"), "{}", r.body);
+        assert!(r.body.contains("Reason: <code>group_required</code>"));
+        assert!(r.body.contains("Request ID <code>5d1c9e2a-77f0-4c41-9a39-0c1f3e8a6b21</code>"));
+        // "Sign in as someone else": the sign-out form, with the token bound to this session.
+        let b = engine.config().browser.as_ref().unwrap();
+        let token = crate::flow::sign_out::sign_out_token(b, Some(session.split_once('=').unwrap().1));
+        assert!(r.body.contains(&format!(
+            "<form method=\"post\" action=\"/oauth2/sign_out?csrf={token}\"><button type=\"submit\">Sign in as someone else</button></form>"
+        )));
+        assert_eq!(all(&r, "content-security-policy"), vec![crate::config::DEFAULT_CSP]);
+        // A request id that is not one is left out; nothing of it reaches the page.
+        let r = ask(&mut engine, &[("x-request-id", "<script>alert(1)</script>")]);
+        assert!(!r.body.contains("script") && !r.body.contains("Request ID"));
+        // No session (a bearer token's 403): no sign-out form.
+        let t = key.mint(
+            Alg::RS256,
+            &json!({"alg": "RS256", "kid": "k1"}),
+            &json!({"iss": ISS, "sub": "b-1", "aud": "api", "exp": NOW + 300, "iat": NOW, "groups": []}),
+        );
+        let h = req("/admin/x", &[("authorization", &format!("Bearer {t}")), ("accept", "text/html")]);
+        let r = respond(engine.decide(&Request { headers: &h }, NOW + 7, true, &mut rng()));
+        assert_eq!(r.status, 403);
+        assert!(!r.body.contains("<form"));
+    }
+
+    #[test]
+    fn an_operator_template_replaces_every_page() {
+        let mut doc = config_doc(json!({"keys": [KEY]}));
+        doc["pages"] = json!({
+            "template": "<main data-status=\"{{status}}\"><h1>{{title}}</h1><p>{{message}}</p>{{detail}}{{action}}<small>{{requestId}}</small>{{reference}}</main>",
+            "contentSecurityPolicy": "default-src 'none'; img-src https://cdn.example; frame-ancestors 'none'"
+        });
+        let cfg = Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap());
+        let mut engine = Engine::new(cfg, Box::new(MemoryStore::default()));
+        let h = req("/oauth2/sign_out", &[("x-request-id", "r-1")]);
+        let r = respond(engine.decide(&Request { headers: &h }, NOW, true, &mut rng()));
+        assert_eq!(r.status, 200);
+        let token = r.body.split("csrf=").nth(1).unwrap().split('"').next().unwrap().to_string();
+        assert_eq!(
+            r.body,
+            format!(
+                "<main data-status=\"200\"><h1>Sign out?</h1><p>Do you want to sign out of this site?</p><form method=\"post\" \
+                 action=\"/oauth2/sign_out?csrf={token}\"><button type=\"submit\">Sign out</button></form><small>r-1</small>\
+                 <p class=\"ref\">Request ID <code>r-1</code></p></main>"
+            )
+        );
+        assert_eq!(
+            all(&r, "content-security-policy"),
+            vec!["default-src 'none'; img-src https://cdn.example; frame-ancestors 'none'"]
+        );
+        // An error page: the message escaped, the retry link.
+        let h = req("/oauth2/callback?state=nope&code=x", &[]);
+        let r = respond(engine.decide(&Request { headers: &h }, NOW, true, &mut rng()));
+        assert!(r.body.starts_with("<main data-status=\"400\"><h1>"), "{}", r.body);
+        assert!(r.body.contains("<a class=\"button\" href=\"/\">Try again</a>"));
     }
 
     #[test]

@@ -248,7 +248,9 @@ export async function startGatewayFor(kc, {
   if (filterConfig.session) {
     await waitForSignIn(envoy.url);
   } else {
-    await waitOnAllWorkers(`${envoy.url}/echo`, {}, 401, 30_000, 'holding the keys');
+    // A request without a token gets 401 before the keys arrive; a malformed token gets 503
+    // until they have (gatehouse cannot tell yet) and 401 after.
+    await waitOnAllWorkers(`${envoy.url}/echo`, { authorization: 'Bearer a.b.c' }, 401, 30_000, 'holding the keys');
   }
   return envoy;
 }
