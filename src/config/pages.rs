@@ -17,9 +17,10 @@ pub struct Pages {
 /// `reference` are fragments gatehouse builds (possibly empty).
 pub const PLACEHOLDERS: &[&str] = &["status", "title", "message", "detail", "action", "requestId", "reference"];
 
-/// The built-in pages' policy: nothing loads, styles are inline, forms post to this site only.
-pub const DEFAULT_CSP: &str =
-    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+/// The built-in pages' policy: nothing loads, styles are inline, nothing frames them. (No
+/// `form-action 'self'`: browsers apply it to the redirects after a form's POST too, and the
+/// sign-out form's answer redirects to the provider's logout.)
+pub const DEFAULT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'";
 
 const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 

@@ -255,6 +255,30 @@ test('bob is signed in but gets the 403 "Access denied" page on /admin/', { time
   assert.equal(json.headers['x-auth-request-groups'], undefined);
 }));
 
+test('on the 403 page bob signs in as someone else: sign-out, Keycloak\'s login, and alice gets the page', { timeout: TEST_TIMEOUT_MS }, () => inBrowser(async ({ context, page }) => {
+  await page.goto(`${gateway}/admin/reports`);
+  await expectLoginPage(page);
+  await signIn(page, 'bob', 'bob');
+  await expectGatewayPage(page, '/admin/reports');
+  assert.equal(await page.textContent('.status'), '403');
+  assert.match(await page.textContent('main'), /this page is for members of a group your account is not in/);
+  assert.match(await page.textContent('.ref'), /^Request ID [0-9a-f-]{36}$/, 'Envoy\'s request id, for support');
+  // The page is styled (its inline style applies under its own Content-Security-Policy).
+  const radius = await page.evaluate(() => getComputedStyle(document.querySelector('main')).borderRadius);
+  assert.equal(radius, '14px');
+  // The button signs out of gatehouse and of Keycloak (this gateway sets no postLogoutRedirectUri,
+  // so Keycloak shows its own page; the demo's goes back to the app, which asks for a login).
+  await page.click('text=Sign in as someone else');
+  await page.locator('#kc-page-title').filter({ hasText: /You are logged out/ }).waitFor();
+  assert.ok(!(await cookieNames(context)).some(isSessionCookie), 'bob\'s session cookie is gone');
+  await page.goto(`${gateway}/admin/reports`);
+  await expectLoginPage(page); // Keycloak's session is over too: the password is asked for
+  await signIn(page, 'alice', 'alice');
+  await expectGatewayPage(page, '/admin/reports');
+  const { json } = await echoJson(page);
+  assert.equal(json.headers['x-auth-request-preferred-username'], 'alice');
+}));
+
 // carol (added to this file's realm copy) is in 300 groups: her tokens are about 17 KB each, so her session
 // only fits in a browser as several cookies of at most 4 KB (chunks).
 const CAROL_TODO = undefined;
