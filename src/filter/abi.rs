@@ -187,6 +187,13 @@ impl HttpContext for AbiHttp {
         }
     }
 
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        match self.0.on_request_body() {
+            Next::Continue => Action::Continue,
+            Next::Pause => Action::Pause,
+        }
+    }
+
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         self.0.on_response_headers(&Abi);
         Action::Continue

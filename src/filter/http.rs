@@ -57,10 +57,11 @@ impl Http {
         self.apply(host, &shared, decision, read)
     }
 
-    /// Request body data: held while the request waits for a callout, so that it cannot carry
-    /// the request on before the decision. (Envoy's default never delivers body data to a filter
-    /// that paused the headers; with the Wasm filter's `allow_on_headers_stop_iteration` it
-    /// does, and a `Continue` here would resume the request undecided.)
+    /// Request body data, and request trailers: held while the request waits for a callout, so
+    /// that they cannot carry the request on before the decision. (Envoy's default never
+    /// delivers them to a filter that paused the headers; with the Wasm filter's
+    /// `allow_on_headers_stop_iteration` it does, and a `Continue` would resume the request
+    /// undecided.)
     pub fn on_request_body(&self) -> Next {
         if self.wait.is_some() {
             Next::Pause

@@ -5,7 +5,7 @@
 use super::bearer::bearer_token;
 use super::pages::{bad_request, forbidden};
 use super::request::query_params;
-use super::{json_response, unauthorized, Decision, Engine, Request, Response, SessionOutcome, View};
+use super::{json_response, unauthorized, Decision, Engine, Identity, Request, Response, SessionOutcome, View};
 use crate::claims::values_of;
 use crate::policy::Verdict;
 use crate::stats::{Counter, DenyReason};
@@ -16,19 +16,32 @@ impl Engine {
     /// valid session (never a login redirect, never the upstream), 403 where `email` refuses it.
     #[inline(never)] // a function of its own: see `Engine::decide`
     pub(super) fn userinfo(&mut self, req: &Request<'_>, now: u64) -> Decision {
-        let cfg = Rc::clone(&self.config);
-        let (identity, set_cookies) = match self.session_identity(req, now) {
-            SessionOutcome::Valid { identity, .. } => (identity, Vec::new()),
-            SessionOutcome::Refreshed { identity, set_cookies } => (identity, set_cookies),
+        match self.session_identity(req, now) {
+            // Refreshed when due, as for any request: a session Keycloak ended ends here too.
+            SessionOutcome::Valid { identity, cookie, .. } => match self.refresh_due(&identity, cookie, req, now) {
+                Some(call) => call,
+                None => self.userinfo_answer(req, &identity, Vec::new()),
+            },
+            SessionOutcome::Refreshed { identity, set_cookies } => self.userinfo_answer(req, &identity, set_cookies),
             SessionOutcome::None { .. } => {
                 self.stats.count(Counter::Denied(DenyReason::Unauthenticated));
-                return Decision::Respond(json_response(
+                Decision::Respond(json_response(
                     401,
                     Vec::new(),
                     serde_json::json!({"error": "unauthenticated", "error_description": "no valid session"}),
-                ));
+                ))
             }
-        };
+        }
+    }
+
+    /// The userinfo answer for a session's identity.
+    pub(super) fn userinfo_answer(
+        &mut self,
+        req: &Request<'_>,
+        identity: &Identity,
+        set_cookies: Vec<String>,
+    ) -> Decision {
+        let cfg = Rc::clone(&self.config);
         if let Some(reason) = cfg.policy.email.as_ref().and_then(|e| e.refusal(&identity.claims)) {
             self.stats.count(Counter::Denied(DenyReason::of_policy(reason)));
             return Decision::Respond(forbidden(&cfg, req, None, reason.code()).with_cookies(set_cookies));
@@ -94,7 +107,10 @@ impl Engine {
                 Err(decision) => return decision,
             },
             Ok(None) => match self.session_identity(req, now) {
-                SessionOutcome::Valid { identity, .. } => (identity, Vec::new()),
+                SessionOutcome::Valid { identity, cookie, .. } => match self.refresh_due(&identity, cookie, req, now) {
+                    Some(call) => return call,
+                    None => (identity, Vec::new()),
+                },
                 SessionOutcome::Refreshed { identity, set_cookies } => (identity, set_cookies),
                 SessionOutcome::None { .. } => {
                     self.stats.count(Counter::Denied(DenyReason::Unauthenticated));
@@ -102,6 +118,18 @@ impl Engine {
                 }
             },
         };
+        self.auth_answer(req, view, &identity, set_cookies)
+    }
+
+    /// The auth answer for an identity: the rules for the auth path.
+    pub(super) fn auth_answer(
+        &mut self,
+        req: &Request<'_>,
+        view: &View,
+        identity: &Identity,
+        set_cookies: Vec<String>,
+    ) -> Decision {
+        let cfg = Rc::clone(&self.config);
         match cfg.policy.verdict_all(&view.routes, &identity.claims) {
             Verdict::Allow => {
                 self.stats.count(Counter::Allowed);
@@ -114,6 +142,30 @@ impl Engine {
                 self.stats.count(Counter::Denied(DenyReason::of_policy(reason)));
                 Decision::Respond(forbidden(&cfg, req, rule.as_deref(), reason.code()).with_cookies(set_cookies))
             }
+        }
+    }
+}
+
+impl Engine {
+    /// A session's request after a refresh (made here, by another worker, or failed for now):
+    /// the userinfo or auth answer when that is what it asked for, else the request forwarded.
+    pub(super) fn session_answer(
+        &mut self,
+        req: &Request<'_>,
+        identity: &Identity,
+        set_cookies: Vec<String>,
+        now: u64,
+    ) -> Decision {
+        let cfg = Rc::clone(&self.config);
+        let view = match View::read(&cfg, req) {
+            Ok(v) => v,
+            Err(refusal) => return Decision::Respond(refusal.response()),
+        };
+        let here = Some(view.path.path.as_str());
+        match &cfg.browser {
+            Some(b) if b.userinfo_path.as_deref() == here => self.userinfo_answer(req, identity, set_cookies),
+            Some(b) if b.auth_path.as_deref() == here => self.auth_answer(req, &view, identity, set_cookies),
+            _ => self.forward_session(req, Some(&view), identity, set_cookies, false, now),
         }
     }
 }

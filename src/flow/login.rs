@@ -4,7 +4,7 @@
 use super::idp::{HeldAnswer, Pending};
 use super::pages::{error_page, redirect};
 use super::request::{is_navigation, origin, query_params};
-use super::session::{relays, request_cookies, session_scope, SessionData};
+use super::session::{relayable, relays, request_cookies, session_scope, SessionData};
 use super::{unauthorized, unavailable, Decision, Engine, Request, Response};
 use crate::config::Browser;
 use crate::cookie;
@@ -38,19 +38,29 @@ pub(super) fn state_attrs(b: &Browser) -> cookie::Attributes {
 }
 
 /// Where a login started towards `target` may return: see [`Engine::start_login`]. An absolute
-/// URL on the request's own origin becomes its path.
+/// URL on this host must be on the request's own origin (no downgrade to `http`, no other port
+/// on the same host), and becomes its path; one on an allowed domain must keep the request's
+/// scheme.
 fn return_target(b: &Browser, req: &Request<'_>, target: &str) -> String {
     if target.starts_with('/') {
         return login::safe_return_path(target);
     }
     let own = req.header(":authority").map(crate::policy::host_of).unwrap_or_default();
-    let Some(abs) = login::allowed_return_url(target, &own, &b.allowed_redirect_domains) else {
+    let (Some(abs), Some(here)) = (login::allowed_return_url(target, &own, &b.allowed_redirect_domains), origin(req))
+    else {
         return "/".into();
     };
-    match origin(req).and_then(|here| abs.strip_prefix(here.as_str()).map(str::to_owned)) {
-        Some(path) if path.starts_with('/') => path,
-        _ => abs,
+    let Ok(url) = url::Url::parse(&abs) else { return "/".into() };
+    if url.host_str().is_some_and(|h| h.eq_ignore_ascii_case(&own)) {
+        return match abs.strip_prefix(here.as_str()) {
+            Some(path) if path.starts_with('/') => path.to_string(),
+            _ => "/".into(),
+        };
     }
+    if !here.starts_with(&format!("{}://", url.scheme())) {
+        return "/".into();
+    }
+    abs
 }
 
 impl Engine {
@@ -356,7 +366,7 @@ impl Engine {
             None
         };
         // Relayed upstream: encrypted, as the refresh token (a copied cookie shows no token).
-        let at = relays(b).then(|| {
+        let at = (relays(b) && relayable(&tokens.access_token)).then(|| {
             let mut nonce = [0u8; 12];
             random(&mut nonce);
             b.sealer.encrypt(tokens.access_token.as_bytes(), nonce)
@@ -461,6 +471,12 @@ impl Engine {
             now,
             random,
         );
+        if relays(b) && (data.at.is_none() || data.rexp.is_none()) {
+            log::error!(
+                "cannot relay the access token: the token endpoint gave none fit for a header, or no lifetime for it"
+            );
+            return fail(502, "The identity provider's answer cannot be used for this site.", set_cookies);
+        }
         let Some((_, session_cookies)) = self.session_cookies(b, &mut data, &cookies, now) else {
             return fail(500, "The session is too large to be stored.", set_cookies);
         };

@@ -80,7 +80,7 @@ impl Engine {
         let identity = Rc::new(session_identity_of(&cfg, data)?);
         self.refreshed.insert(old_cookie, note.until, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed by another worker");
-        Some(self.forward_session(req, None, &identity, set_cookies, false, now))
+        Some(self.session_answer(req, &identity, set_cookies, now))
     }
 
     /// A refresh is over, whatever its outcome: the next worker that sees the session may refresh
@@ -171,7 +171,7 @@ impl Engine {
             log::warn!("session refresh failed ({why}); keeping the session, retrying in 30s");
             engine.stats.count(Counter::RefreshFailed);
             engine.refreshing.insert(hash, now + 30);
-            engine.forward_session(req, None, old, Vec::new(), false, now)
+            engine.session_answer(req, old, Vec::new(), now)
         };
         let answer = TokenAnswer::classify(status, body);
         self.count_problem(&answer);
@@ -237,7 +237,7 @@ impl Engine {
         // session for a minute instead of refreshing again with a rotated-out token.
         self.refreshed.insert(old_cookie, now + 60, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed");
-        self.forward_session(req, None, &identity, set_cookies, false, now)
+        self.session_answer(req, &identity, set_cookies, now)
     }
 }
 

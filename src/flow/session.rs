@@ -60,11 +60,22 @@ pub(super) fn open_session(b: &Browser, sealed: &str) -> Option<SessionData> {
 pub(super) fn session_identity_of(cfg: &Config, data: SessionData) -> Option<Identity> {
     let mut identity = identity_of(cfg, Value::Object(data.claims.clone()), None);
     if let Some(b) = cfg.browser.as_ref().filter(|b| relays(b)) {
+        // Without the token's expiry it could be relayed dead, never refreshed.
+        data.rexp?;
         let token = data.at.as_deref().and_then(|at| b.sealer.decrypt(at)).and_then(|t| String::from_utf8(t).ok())?;
         identity.relay = relay_headers(b, &token);
     }
     identity.session = Some(data);
     Some(identity)
+}
+
+/// An access token fit to go into a header: RFC 6750's `b64token` (what a JWT is), not empty
+/// and of bounded size — a provider's answer is not trusted to be one.
+pub(super) fn relayable(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && token.len() <= 16 * 1024
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 /// Whether the session's access token goes upstream (`relayAccessToken`).
@@ -124,6 +135,12 @@ impl Engine {
         if !self.refreshed.is_empty() {
             if let Some(done) = self.refreshed.get(&value, now) {
                 let (identity, set_cookies) = (*done).clone();
+                // The old cookie was checked for this site when it was refreshed; a request on
+                // another site sharing the key must not get the new session either.
+                if identity.session.as_ref().is_none_or(|d| d.scope != session_scope(b, req)) {
+                    log::info!("session cookie rejected (made for another site)");
+                    return SessionOutcome::None { had_cookie: true };
+                }
                 return SessionOutcome::Refreshed { identity, set_cookies };
             }
         }

@@ -1269,6 +1269,13 @@ mod browser_flow {
             ("%2F%2Fevil.example%2F", "/"),
             ("%2F%5Cevil.example", "/"),
             ("javascript%3Aalert(1)", "/"),
+            // No downgrade, no other port on this host, no other scheme elsewhere.
+            ("http%3A%2F%2Fapp.example%2Fdocs", "/"),
+            ("https%3A%2F%2Fapp.example%3A8081%2Fdocs", "/"),
+            ("http%3A%2F%2Fwiki.corp.example%2Fpage", "/"),
+            ("https%3A%2F%2Fapp.example%2F%5Cevil.example", "/"),
+            ("%09https%3A%2F%2Fevil.example", "/"),
+            ("https%3A%2F%2Fapp.example%40evil.example%2F", "/"),
             ("https%3A%2F%2Fuser%40app.example%2F", "/"),
             ("", "/"),
         ] {
@@ -1737,5 +1744,102 @@ mod browser_flow {
         let old = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
         let h = req("/echo", &[("cookie", &old), ("accept", "application/json")]);
         assert_eq!(status(&engine.decide(&Request { headers: &h }, NOW + 10, true, &mut rng())), 401);
+    }
+
+    #[test]
+    fn auth_and_userinfo_refresh_a_due_session_and_end_one_keycloak_ended() {
+        for path in ["/oauth2/auth", "/oauth2/userinfo"] {
+            let (mut engine, key) = engine_with(json!({"keys": [KEY], "refresh": true}));
+            let (r, _) = login(&mut engine, &key, json!({"groups": ["/admins"]}));
+            let cookie = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+            let h = req(path, &[("cookie", &cookie)]);
+            // Due: held for the refresh, never answered from the stale session.
+            let Decision::CallIdp(call) = engine.decide(&Request { headers: &h }, NOW + 290, true, &mut rng()) else {
+                panic!("{path}: no refresh")
+            };
+            let refused = br#"{"error": "invalid_grant", "error_description": "Session not active"}"#;
+            let d = idp_answer(&mut engine, call.pending, 400, refused.to_vec(), &h, NOW + 290);
+            let r = respond(d);
+            assert_eq!(r.status, 401, "{path}: Keycloak ended the session");
+            assert!(all(&r, "set-cookie").iter().any(|c| c.starts_with("__Host-_gatehouse=;")), "{path}");
+            // Refreshed: the endpoint's own answer with the new cookie, not a forward.
+            let (mut engine, key) = engine_with(json!({"keys": [KEY], "refresh": true}));
+            let (r, _) = login(&mut engine, &key, json!({"groups": ["/admins"]}));
+            let cookie = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+            let h = req(path, &[("cookie", &cookie)]);
+            let Decision::CallIdp(call) = engine.decide(&Request { headers: &h }, NOW + 290, true, &mut rng()) else {
+                panic!("{path}: no refresh")
+            };
+            let access = key.mint(
+                Alg::RS256,
+                &json!({"alg": "RS256", "kid": "k1"}),
+                &json!({"iss": ISS, "sub": "a-1", "aud": "account", "azp": "gateway", "exp": NOW + 600, "iat": NOW + 290}),
+            );
+            let body =
+                json!({"access_token": access, "token_type": "Bearer", "expires_in": 300, "refresh_token": "rt-2"});
+            let d = idp_answer(&mut engine, call.pending, 200, body.to_string().into_bytes(), &h, NOW + 290);
+            let r = respond(d);
+            assert_eq!(r.status, 200, "{path}");
+            assert!(all(&r, "set-cookie").iter().any(|c| c.starts_with("__Host-_gatehouse=v1.")), "{path}");
+            // And the old cookie, on another site sharing the key, is not the new session.
+            let mut other = req(path, &[("cookie", &cookie)]);
+            other.retain(|(n, _)| n != ":authority");
+            other.push((":authority".into(), "other.example".into()));
+            assert_eq!(
+                status(&engine.decide(&Request { headers: &other }, NOW + 291, true, &mut rng())),
+                401,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn relay_refuses_a_token_unfit_for_a_header_or_without_a_lifetime() {
+        let session = json!({"keys": [KEY], "refresh": true, "relayAccessToken": ["authorization"]});
+        for (what, body) in [
+            ("a header break", json!({"access_token": "abc\r\nx-evil: 1", "token_type": "Bearer", "expires_in": 300})),
+            ("empty", json!({"access_token": "", "token_type": "Bearer", "expires_in": 300})),
+            ("no lifetime", json!({"access_token": "opaque-token", "token_type": "Bearer"})),
+        ] {
+            let (mut engine, key) = engine_with(session.clone());
+            let headers = req("/admin/x", &[("accept", "text/html")]);
+            let r = respond(engine.decide(&Request { headers: &headers }, NOW, true, &mut rng()));
+            let state_cookie = all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string();
+            let url = url::Url::parse(all(&r, "location")[0]).unwrap();
+            let q = |k: &str| url.query_pairs().find(|(n, _)| n == k).unwrap().1.into_owned();
+            let cb = req(&format!("/oauth2/callback?code=c&state={}", q("state")), &[("cookie", &state_cookie)]);
+            let Decision::CallIdp(call) = engine.decide(&Request { headers: &cb }, NOW + 1, true, &mut rng()) else {
+                panic!()
+            };
+            let id =
+                json!({"iss": ISS, "sub": "a-1", "aud": "gateway", "exp": NOW + 300, "iat": NOW, "nonce": q("nonce")});
+            let mut body = body.clone();
+            body["id_token"] = json!(key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &id));
+            let d = idp_answer(&mut engine, call.pending, 200, body.to_string().into_bytes(), &cb, NOW + 2);
+            let r = respond(d);
+            assert_eq!(r.status, 502, "{what}");
+            assert!(
+                !all(&r, "set-cookie").iter().any(|c| c.starts_with("__Host-_gatehouse=v1.")),
+                "{what}: no session"
+            );
+        }
+    }
+
+    /// The provider's answer to a held call, given to the engine.
+    fn idp_answer(
+        engine: &mut Engine,
+        pending: crate::flow::Pending,
+        status: u32,
+        body: Vec<u8>,
+        headers: &[(String, String)],
+        now: u64,
+    ) -> Decision {
+        engine.on_idp_answer(
+            HeldAnswer { pending, status: Some(status), body },
+            &Request { headers },
+            now,
+            true,
+            &mut rng(),
+        )
     }
 }

@@ -5,10 +5,11 @@
 // client forged. Here: a POST with a body and a bearer token whose `kid` the key set does not hold
 // yet, so gatehouse holds it for a key-set fetch the fault proxy makes slow. On an Envoy with the
 // knob and on one without, the service sees the request only after the decision: with the
-// verified identity, or not at all.
+// verified identity, or not at all. Trailers (HTTP/2) are held as the body is.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:http2';
 
 import {
   startEcho, startEnvoy, stopAll, http, waitFor, envoyStats,
@@ -109,3 +110,49 @@ for (const knob of ['default', 'knob']) {
     }
   });
 }
+
+/** An HTTP/2 (h2c) POST with a body and trailers; the answer's status and JSON. */
+function h2Post(url, path, headers, body, trailers) {
+  return new Promise((resolve, reject) => {
+    const session = connect(url);
+    session.on('error', reject);
+    const stream = session.request({ ':method': 'POST', ':path': path, ...headers }, { waitForTrailers: true });
+    stream.on('wantTrailers', () => stream.sendTrailers(trailers));
+    let status;
+    let data = '';
+    stream.on('response', (h) => { status = h[':status']; });
+    stream.setEncoding('utf8');
+    stream.on('data', (c) => { data += c; });
+    stream.on('end', () => {
+      session.close();
+      let json;
+      try { json = JSON.parse(data); } catch { /* not JSON */ }
+      resolve({ status, json, body: data });
+    });
+    stream.on('error', reject);
+    stream.setTimeout(10_000, () => { stream.close(); reject(new Error('h2 request timed out')); });
+    stream.end(body);
+  });
+}
+
+test('knob: an HTTP/2 POST whose trailers arrive while it is held waits for the decision too', async () => {
+  const envoy = gateways.knob;
+  const kid = 'late-trailers';
+  served = [{ ...publicJwks(signing).keys[0], kid }];
+  const withOurs = faults.rewriteJson((set) => ({ keys: [...set.keys, ...served] }));
+  proxy.set('slow keys', /\/protocol\/openid-connect\/certs$/, async (ctx) => {
+    await ctx.sleep(SLOW_KEYS_MS);
+    return withOurs(ctx);
+  });
+  try {
+    await new Promise((res) => { setTimeout(res, 1100); }); // past unknownKidMinIntervalSeconds
+    const token = await signJwt(signing, claims(), { header: { kid } });
+    const t0 = Date.now();
+    const r = await h2Post(envoy.url, '/echo', { authorization: `Bearer ${token}`, 'x-auth-request-email': 'forged@evil.example' }, 'payload', { 'x-trailer': 'end' });
+    assert.equal(r.status, 200, r.body);
+    assert.ok(Date.now() - t0 >= SLOW_KEYS_MS - 100, `it waited for the key set (${Date.now() - t0} ms)`);
+    assert.equal(r.json.headers['x-auth-request-email'], 'held@example.com');
+  } finally {
+    proxy.clear('slow keys');
+  }
+});
