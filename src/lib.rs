@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod keys;
 pub mod oidc;
 pub mod policy;
+pub mod revoked;
 pub mod secret;
 pub mod session;
 pub mod shared;

@@ -9,7 +9,9 @@
 //!   ([`crate::flow::RefreshNote`]), so that the others do not refresh it again;
 //! - `gatehouse|<issuer>|refreshing|<slot>`: until when one VM is refreshing a session, so that two
 //!   workers never redeem the same refresh token (a provider that rotates refresh tokens refuses the
-//!   second use, which would sign the user out).
+//!   second use, which would sign the user out);
+//! - `gatehouse|<issuer>|revocations` and `…|revoked|<slot>`: the sessions back-channel logouts
+//!   ended ([`crate::revoked`]), and `…|logout-jti|<slot>` the logout tokens already used.
 //!
 //! The store is a trait so that the core is host-tested: the glue lends Envoy's, tests use
 //! [`MemoryStore`].
@@ -50,6 +52,21 @@ impl Names {
     /// fixed ring and a newer note overwrites an older one.
     pub fn refreshed(&self, slot: u8) -> String {
         format!("{}refreshed|{slot}", self.prefix)
+    }
+
+    /// The number of the last back-channel logout (see [`crate::revoked`]).
+    pub fn revocations(&self) -> String {
+        format!("{}revocations", self.prefix)
+    }
+
+    /// One slot of the ring of back-channel logouts.
+    pub fn revoked(&self, slot: u64) -> String {
+        format!("{}revoked|{slot}", self.prefix)
+    }
+
+    /// A slot of the logout tokens' `jti`s seen (a ring by hash).
+    pub fn logout_jti(&self, slot: u16) -> String {
+        format!("{}logout-jti|{slot}", self.prefix)
     }
 
     /// The lease of one of 256 slots for refreshes in flight (a ring, as [`Names::refreshed`]).

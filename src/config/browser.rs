@@ -44,6 +44,8 @@ pub struct Browser {
     pub start_path: Option<String>,
     /// `login.authPath`: 200 or 401/403 for a subrequest, with the identity headers on 200.
     pub auth_path: Option<String>,
+    /// `login.backchannelLogoutPath`: the provider POSTs logout tokens here (`None`: off).
+    pub backchannel_logout_path: Option<String>,
     /// A fixed redirect URI; when `None` it is derived from the request's scheme and host.
     pub redirect_uri: Option<String>,
     pub scope: String,
@@ -99,7 +101,13 @@ pub(super) fn read(
     );
     let refresh_before_secs =
         validate::in_range(s.refresh_before_seconds.unwrap_or(30), 0..=3600, "session.refreshBeforeSeconds", errors);
-    let Endpoints { callback_path, sign_out_path, userinfo_path, start_path, auth_path } = login_endpoints(&l, errors);
+    let Endpoints { callback_path, sign_out_path, userinfo_path, start_path, auth_path, backchannel_logout_path } =
+        login_endpoints(&l, errors);
+    let mut kept_claims = kept_claims;
+    if backchannel_logout_path.is_some() && !kept_claims.iter().any(|c| c == "sid") {
+        // A logout token names the provider session it ends: sessions keep theirs.
+        kept_claims.push("sid".into());
+    }
     let scope = scope(l.scopes, errors);
     let extra_params = extra_params(l.extra_params, errors);
     let client_secret_post = client_secret_post(l.token_endpoint_auth.as_deref(), errors);
@@ -132,6 +140,7 @@ pub(super) fn read(
         userinfo_path,
         start_path,
         auth_path,
+        backchannel_logout_path,
         redirect_uri: l.redirect_uri,
         scope,
         extra_params,
@@ -245,6 +254,7 @@ struct Endpoints {
     userinfo_path: Option<String>,
     start_path: Option<String>,
     auth_path: Option<String>,
+    backchannel_logout_path: Option<String>,
 }
 
 /// The endpoint paths — `callbackPath`, `signOutPath`, and `userinfoPath`, `startPath` and
@@ -265,12 +275,18 @@ fn login_endpoints(l: &RawLogin, errors: &mut Errors) -> Endpoints {
     let userinfo_path = optional(&l.userinfo_path, "/oauth2/userinfo", "login.userinfoPath", errors);
     let start_path = optional(&l.start_path, "/oauth2/start", "login.startPath", errors);
     let auth_path = optional(&l.auth_path, "/oauth2/auth", "login.authPath", errors);
+    // Off unless set: the provider must be told the URL, and it needs Envoy to hand over the body.
+    let backchannel_logout_path = match l.backchannel_logout_path.as_deref() {
+        None | Some("") => None,
+        Some(_) => Some(path(&l.backchannel_logout_path, "", "login.backchannelLogoutPath", errors)),
+    };
     let all = [
         ("login.callbackPath", Some(&callback_path)),
         ("login.signOutPath", Some(&sign_out_path)),
         ("login.userinfoPath", userinfo_path.as_ref()),
         ("login.startPath", start_path.as_ref()),
         ("login.authPath", auth_path.as_ref()),
+        ("login.backchannelLogoutPath", backchannel_logout_path.as_ref()),
     ];
     for (i, (field, p)) in all.iter().enumerate() {
         if let Some((other, _)) = all.iter().take(i).find(|(_, q)| p.is_some() && q == p) {
@@ -289,7 +305,7 @@ fn login_endpoints(l: &RawLogin, errors: &mut Errors) -> Endpoints {
     if let Some(uri) = &l.post_logout_redirect_uri {
         validate::http_url(uri, Without::Fragment, "login.postLogoutRedirectUri", errors);
     }
-    Endpoints { callback_path, sign_out_path, userinfo_path, start_path, auth_path }
+    Endpoints { callback_path, sign_out_path, userinfo_path, start_path, auth_path, backchannel_logout_path }
 }
 
 /// `scopes`, space-separated: `openid` among them.

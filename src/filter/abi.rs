@@ -120,6 +120,10 @@ impl Host for Abi {
         hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
     }
 
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
+    }
+
     fn set_request_header(&self, name: &str, value: Option<&str>) {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
     }
@@ -173,22 +177,22 @@ impl Context for AbiHttp {
 }
 
 impl HttpContext for AbiHttp {
-    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        match self.0.on_request_headers(&Abi) {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        match self.0.on_request_headers(&Abi, end_of_stream) {
             Next::Continue => Action::Continue,
             Next::Pause => Action::Pause,
         }
     }
 
-    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
-        match self.0.on_request_body() {
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match self.0.on_request_body(&Abi, body_size, end_of_stream) {
             Next::Continue => Action::Continue,
             Next::Pause => Action::Pause,
         }
     }
 
     fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
-        match self.0.on_request_body() {
+        match self.0.on_request_trailers(&Abi) {
             Next::Continue => Action::Continue,
             Next::Pause => Action::Pause,
         }

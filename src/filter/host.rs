@@ -42,6 +42,8 @@ pub trait Host {
     fn call_body(&self, size: usize) -> Option<Vec<u8>>;
 
     fn request_headers(&self) -> Vec<(String, String)>;
+    /// The first `size` bytes of the request body buffered so far.
+    fn request_body(&self, size: usize) -> Option<Vec<u8>>;
     /// Sets (or with `None` removes) a request header.
     fn set_request_header(&self, name: &str, value: Option<&str>);
     fn add_response_header(&self, name: &str, value: &str);

@@ -35,14 +35,27 @@ pub struct Http {
     wait: Option<Wait>,
     /// `Set-Cookie` values for the upstream's response (a refreshed session).
     response_cookies: Vec<String>,
+    /// The request's body is being read for the engine ([`Decision::ReadBody`]).
+    reading_body: bool,
+    /// The body the engine read, kept for a decision made again after a key fetch.
+    body: Option<Vec<u8>>,
 }
 
 impl Http {
     pub fn new(engine: Option<Shared>, metrics: Rc<Metrics>) -> Http {
-        Http { engine, metrics, headers: Vec::new(), wait: None, response_cookies: Vec::new() }
+        Http {
+            engine,
+            metrics,
+            headers: Vec::new(),
+            wait: None,
+            response_cookies: Vec::new(),
+            reading_body: false,
+            body: None,
+        }
     }
 
-    pub fn on_request_headers(&mut self, host: &dyn Host) -> Next {
+    /// `end_of_stream`: the request has no body.
+    pub fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Next {
         self.headers = host.request_headers();
         let Some(shared) = self.engine.clone() else {
             host.send_response(&not_configured(&Request { headers: &self.headers }));
@@ -54,20 +67,63 @@ impl Http {
         let mut clock = || *read.get_or_insert_with(|| host.now_ms() / 1000);
         let decision =
             shared.borrow_mut().on_request(&Request { headers: &self.headers }, &mut clock, &mut |b| host.random(b));
+        if matches!(decision, Decision::ReadBody) {
+            if end_of_stream {
+                return self.body_read(host, &shared, Vec::new());
+            }
+            self.reading_body = true;
+            return Next::Pause;
+        }
         self.apply(host, &shared, decision, read)
     }
 
-    /// Request body data, and request trailers: held while the request waits for a callout, so
-    /// that they cannot carry the request on before the decision. (Envoy's default never
-    /// delivers them to a filter that paused the headers; with the Wasm filter's
+    /// Request body data (`size` bytes buffered so far): read for the engine when it asked
+    /// ([`Decision::ReadBody`]); else held while the request waits for a callout, so that it
+    /// cannot carry the request on before the decision. (Envoy's default never delivers body
+    /// data to a filter that paused the headers; with the Wasm filter's
     /// `allow_on_headers_stop_iteration` it does, and a `Continue` would resume the request
     /// undecided.)
-    pub fn on_request_body(&self) -> Next {
+    pub fn on_request_body(&mut self, host: &dyn Host, size: usize, end_of_stream: bool) -> Next {
+        if self.reading_body {
+            let Some(shared) = self.engine.clone() else { return Next::Pause };
+            if size > crate::flow::MAX_BODY_BYTES {
+                self.reading_body = false;
+                host.send_response(&crate::flow::Response {
+                    status: 413,
+                    headers: vec![("content-type".into(), "text/plain".into())],
+                    body: "request body too large".into(),
+                });
+                return Next::Pause;
+            }
+            if !end_of_stream {
+                return Next::Pause;
+            }
+            let body = host.request_body(size).unwrap_or_default();
+            return self.body_read(host, &shared, body);
+        }
         if self.wait.is_some() {
             Next::Pause
         } else {
             Next::Continue
         }
+    }
+
+    /// Request trailers: the end of the body (see [`Http::on_request_body`]).
+    pub fn on_request_trailers(&mut self, host: &dyn Host) -> Next {
+        if self.reading_body {
+            let size = host.request_body(usize::MAX).map_or(0, |b| b.len());
+            return self.on_request_body(host, size, true);
+        }
+        self.on_request_body(host, 0, false)
+    }
+
+    /// The body the engine asked for has arrived: its decision.
+    fn body_read(&mut self, host: &dyn Host, shared: &Shared, body: Vec<u8>) -> Next {
+        self.reading_body = false;
+        let now = host.now_ms() / 1000;
+        let decision = shared.borrow_mut().on_request_body(&Request { headers: &self.headers }, &body, now, true);
+        self.body = Some(body);
+        self.apply(host, shared, decision, Some(now))
     }
 
     pub fn on_response_headers(&mut self, host: &dyn Host) {
@@ -124,6 +180,11 @@ impl Http {
                 host.send_response(&r);
                 Next::Pause
             }
+            Decision::ReadBody => {
+                // Only a request's first decision asks for its body.
+                host.send_response(&crate::flow::unavailable("unexpected state"));
+                Next::Pause
+            }
             Decision::FetchKeys(fetch) => self.wait_for_keys(host, shared, fetch, None, now()),
             Decision::FetchKeysForAnswer(fetch, held) => self.wait_for_keys(host, shared, fetch, Some(held), now()),
             Decision::CallIdp(call) => match host.dispatch(&call.callout) {
@@ -171,11 +232,11 @@ impl Http {
     /// After a key-set fetch (or instead of one): the request again, or the provider answer that
     /// waited for the keys, without another fetch.
     fn decide_again(&mut self, host: &dyn Host, shared: &Shared, held: Option<Box<HeldAnswer>>, now: u64) -> Next {
-        let decision = match held {
-            Some(held) => self.idp_answer(host, shared, *held, now, false),
-            None => {
-                shared.borrow_mut().decide(&Request { headers: &self.headers }, now, false, &mut |b| host.random(b))
-            }
+        let req = Request { headers: &self.headers };
+        let decision = match (held, &self.body) {
+            (Some(held), _) => self.idp_answer(host, shared, *held, now, false),
+            (None, Some(body)) => shared.borrow_mut().on_request_body(&req, body, now, false),
+            (None, None) => shared.borrow_mut().decide(&req, now, false, &mut |b| host.random(b)),
         };
         self.apply(host, shared, decision, Some(now))
     }

@@ -27,6 +27,7 @@ struct Fake {
     /// The callout answer being delivered: `:status` and body.
     answer: RefCell<(Option<String>, Vec<u8>)>,
     request: RefCell<Vec<(String, String)>>,
+    request_body: RefCell<Vec<u8>>,
     response_headers: RefCell<Vec<(String, String)>>,
     sent: RefCell<Vec<Response>>,
     resumed: Cell<u32>,
@@ -121,6 +122,9 @@ impl Host for Fake {
     fn request_headers(&self) -> Vec<(String, String)> {
         self.request.borrow().clone()
     }
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        Some(self.request_body.borrow().iter().take(size).copied().collect())
+    }
     fn set_request_header(&self, name: &str, value: Option<&str>) {
         let mut h = self.request.borrow_mut();
         h.retain(|(n, _)| n != name);
@@ -192,7 +196,7 @@ fn a_refused_configuration_fails_configure_and_requests_get_503() {
     assert!(!root.on_configure(&host), "Envoy must refuse the plugin");
     host.request.replace(request(("GET", "/"), Credential::None));
     let mut http = root.http();
-    assert_eq!(http.on_request_headers(&host), super::http::Next::Pause);
+    assert_eq!(http.on_request_headers(&host, true), super::http::Next::Pause);
     let sent = host.sent.borrow();
     assert_eq!((sent[0].status, sent[0].body.as_str()), (503, "gatehouse is not configured"));
     assert!(host.calls.borrow().is_empty() && host.ticks.borrow().is_empty());
@@ -233,7 +237,7 @@ fn one_vm_fetches_under_the_lease_and_the_others_adopt() {
     assert!(b.calls.borrow().is_empty());
     assert_eq!(b.ticks.borrow().last(), Some(&Duration::from_secs(1)));
     b.request.replace(request(("GET", "/"), Credential::Bearer(&signers.token(Alg::ES256, &access_claims()))));
-    assert_eq!(rb.http().on_request_headers(&b), super::http::Next::Continue);
+    assert_eq!(rb.http().on_request_headers(&b, true), super::http::Next::Continue);
     assert_eq!(b.request_header("x-auth-request-email").as_deref(), Some("alice@example.com"));
 }
 
@@ -282,7 +286,7 @@ fn the_clock_is_read_only_by_requests_that_need_it() {
     ] {
         host.request.replace(request(target, credential));
         host.clock_reads.set(0);
-        root.http().on_request_headers(&host);
+        root.http().on_request_headers(&host, true);
         assert_eq!(host.clock_reads.get(), reads, "{what}");
     }
     assert_eq!(host.request_header("x-auth-request-user"), None, "the last request had no credential");
@@ -305,10 +309,10 @@ fn an_unknown_kid_holds_the_request_for_one_key_fetch_then_resumes_it() {
     let token = signers.token(Alg::RS256, &access_claims()); // signed with the key left out
     host.request.replace(request(("GET", "/api"), Credential::Bearer(&token)));
     let mut http = root.http();
-    assert_eq!(http.on_request_headers(&host), super::http::Next::Pause, "held");
+    assert_eq!(http.on_request_headers(&host, true), super::http::Next::Pause, "held");
     // Body data arriving while the request is held stays held (a host that delivers it — Envoy
     // with `allow_on_headers_stop_iteration` — must not resume the request with it).
-    assert_eq!(http.on_request_body(), super::http::Next::Pause, "the body waits with the request");
+    assert_eq!(http.on_request_body(&host, 10, false), super::http::Next::Pause, "the body waits with the request");
     assert_eq!(host.calls.borrow().len(), fetches + 1);
     let (call, key_call) = host.last_call();
     assert_eq!(key_call.header(":path"), Some(CERTS));
@@ -319,7 +323,7 @@ fn an_unknown_kid_holds_the_request_for_one_key_fetch_then_resumes_it() {
     assert_eq!(host.resumed.get(), 0, "an answer to another call is not this one's");
     http.on_http_call_response(&host, call, size);
     assert_eq!(host.resumed.get(), 1, "resumed once");
-    assert_eq!(http.on_request_body(), super::http::Next::Continue, "decided: the body goes on");
+    assert_eq!(http.on_request_body(&host, 10, false), super::http::Next::Continue, "decided: the body goes on");
     assert_eq!(host.request_header("x-auth-request-user").as_deref(), Some("5f2b8c1e-3d4a-4e6f-9a7b-1c2d3e4f5a6b"));
     assert!(host.request_header("authorization").is_none(), "not forwarded by default");
     assert!(host.sent.borrow().is_empty());
@@ -337,7 +341,7 @@ fn sign_in_and_refresh_through_the_glue_set_cookies_on_the_right_response() {
     let mut page = request(("GET", "/orders"), Credential::None);
     page.push(("sec-fetch-mode".into(), "navigate".into()));
     host.request.replace(page);
-    assert_eq!(root.http().on_request_headers(&host), super::http::Next::Pause);
+    assert_eq!(root.http().on_request_headers(&host, true), super::http::Next::Pause);
     let redirect = host.sent.borrow_mut().remove(0);
     assert_eq!(redirect.status, 302);
     let header = |r: &Response, name: &str| -> Vec<String> {
@@ -351,7 +355,7 @@ fn sign_in_and_refresh_through_the_glue_set_cookies_on_the_right_response() {
         Credential::Cookie(&state_cookie),
     ));
     let mut callback = root.http();
-    assert_eq!(callback.on_request_headers(&host), super::http::Next::Pause);
+    assert_eq!(callback.on_request_headers(&host, true), super::http::Next::Pause);
     let (token, call) = host.last_call();
     assert_eq!(call.header(":path"), Some("/realms/acme/protocol/openid-connect/token"));
     let answer = |rt: &str, at: u64| {
@@ -376,7 +380,7 @@ fn sign_in_and_refresh_through_the_glue_set_cookies_on_the_right_response() {
     host.now_ms.set((NOW + 290) * 1000);
     host.request.replace(request(("GET", "/orders"), Credential::Cookie(&session)));
     let mut refresh = root.http();
-    assert_eq!(refresh.on_request_headers(&host), super::http::Next::Pause);
+    assert_eq!(refresh.on_request_headers(&host, true), super::http::Next::Pause);
     let (token, call) = host.last_call();
     assert!(call.body.as_deref().unwrap().starts_with("grant_type=refresh_token&refresh_token=rt-1"));
     let size = host.answering("200", &answer("rt-2", NOW + 290));
@@ -404,9 +408,43 @@ fn a_key_fetch_that_cannot_start_is_answered_not_left_hanging() {
     host.refuse_calls.set(true);
     host.request.replace(request(("GET", "/api"), Credential::Bearer(&signers.token(Alg::RS256, &access_claims()))));
     let mut http = root.http();
-    assert_eq!(http.on_request_headers(&host), super::http::Next::Pause);
+    assert_eq!(http.on_request_headers(&host, true), super::http::Next::Pause);
     let sent = host.sent.borrow();
     assert_eq!(sent.len(), 1, "an answer, not a request held for ever");
     assert_eq!(sent[0].status, 401);
     assert_eq!(host.resumed.get(), 0);
+}
+
+#[test]
+fn a_logout_post_is_held_until_its_body_has_arrived_then_answered() {
+    let signers = Signers::new();
+    let mut config = browser_config(&signers);
+    config["login"] = json!({"backchannelLogoutPath": "/bcl"});
+    let host = Fake::with_config(&config);
+    let root = loaded(&host, "");
+    let token = signers.token(
+        Alg::RS256,
+        &json!({"iss": ISS, "aud": "gateway", "sid": "s-1", "iat": NOW, "exp": NOW + 120, "jti": "j",
+                "events": {crate::oidc::logout::BACKCHANNEL_LOGOUT_EVENT: {}}}),
+    );
+    let mut headers = request(("POST", "/bcl"), Credential::None);
+    headers.push(("content-type".into(), "application/x-www-form-urlencoded".into()));
+    host.request.replace(headers.clone());
+    let mut http = root.http();
+    assert_eq!(http.on_request_headers(&host, false), super::http::Next::Pause, "held for the body");
+    host.request_body.replace(format!("logout_token={token}").into_bytes());
+    assert_eq!(http.on_request_body(&host, 10, false), super::http::Next::Pause, "not all of it yet");
+    assert!(host.sent.borrow().is_empty());
+    let size = host.request_body.borrow().len();
+    assert_eq!(http.on_request_body(&host, size, true), super::http::Next::Pause, "answered");
+    assert_eq!(host.sent.borrow().last().map(|r| r.status), Some(200));
+    assert_eq!(host.resumed.get(), 0, "never forwarded");
+    // No body at all, or one too large: refused, never forwarded.
+    let mut http = root.http();
+    assert_eq!(http.on_request_headers(&host, true), super::http::Next::Pause);
+    assert_eq!(host.sent.borrow().last().map(|r| r.status), Some(400));
+    let mut http = root.http();
+    assert_eq!(http.on_request_headers(&host, false), super::http::Next::Pause);
+    assert_eq!(http.on_request_body(&host, 1 << 20, false), super::http::Next::Pause);
+    assert_eq!(host.sent.borrow().last().map(|r| r.status), Some(413));
 }

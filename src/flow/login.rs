@@ -371,7 +371,8 @@ impl Engine {
             random(&mut nonce);
             b.sealer.encrypt(tokens.access_token.as_bytes(), nonce)
         });
-        SessionData { exp, claims, idt, rt, rexp, scope, at: at.flatten() }
+        let iat = previous.map_or(now, |p| p.iat);
+        SessionData { exp, claims, idt, rt, rexp, scope, iat, at: at.flatten() }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -67,6 +67,9 @@ pub enum Decision {
     FetchKeys(Fetch),
     /// Hold it, make this call to the provider, and give the answer to [`Engine::on_idp_answer`].
     CallIdp(Box<idp::IdpCall>),
+    /// Hold it until its body has arrived, then give the body to [`Engine::on_request_body`]
+    /// (the back-channel logout's POST).
+    ReadBody,
     /// Keep this provider answer, fetch the key set (its ID token named an unknown `kid`: the
     /// provider rotated its keys), then give the answer to [`Engine::on_idp_answer`] again with
     /// `refetch_allowed = false`. The authorization code is spent: the answer is kept, never
@@ -100,6 +103,8 @@ pub struct Engine {
     refreshing: std::collections::HashMap<crate::cache::TokenHash, u64>,
     /// Sessions just refreshed: requests still carrying the old cookie get the new session.
     refreshed: TokenCache<(Rc<Identity>, Vec<String>)>,
+    /// Sessions the provider ended (back-channel logout), as this VM knows them.
+    revocations: crate::revoked::Revocations,
     /// Counts for the glue to turn into Envoy metrics.
     stats: Stats,
 }
@@ -115,6 +120,7 @@ impl Engine {
             cache: TokenCache::new(config.token_cache_size),
             refreshing: std::collections::HashMap::new(),
             refreshed: TokenCache::new(256),
+            revocations: crate::revoked::Revocations::default(),
             stats: Stats::default(),
             config,
         }
@@ -203,6 +209,9 @@ impl Engine {
                 return self.sign_out(req);
             }
             let here = Some(view.path.path.as_str());
+            if b.backchannel_logout_path.as_deref() == here {
+                return self.backchannel_logout(req);
+            }
             if b.userinfo_path.as_deref() == here {
                 return self.userinfo(req, clock());
             }
@@ -363,6 +372,7 @@ pub fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option<&str>)
     Identity { claims, headers, relay: Vec::new(), session: None }
 }
 
+mod backchannel;
 mod bearer;
 mod endpoints;
 mod fetch;
@@ -374,6 +384,7 @@ mod request;
 mod session;
 mod sign_out;
 mod view;
+pub use backchannel::MAX_BODY_BYTES;
 use bearer::bearer_token;
 pub use fetch::{Fetcher, KeyCall, Tick, FIRST_TICK};
 pub use idp::{HeldAnswer, IdpCall, Pending};

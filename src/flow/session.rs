@@ -40,6 +40,10 @@ pub struct SessionData {
     /// When to refresh: the access token's expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rexp: Option<u64>,
+    /// When the user signed in (Unix seconds; kept across refreshes): a back-channel logout of
+    /// the user ends the sessions made until then. 0 in sessions made before it was recorded.
+    #[serde(default)]
+    pub iat: u64,
     /// The access token, encrypted, when `relayAccessToken` sends it upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
@@ -141,6 +145,9 @@ impl Engine {
                     log::info!("session cookie rejected (made for another site)");
                     return SessionOutcome::None { had_cookie: true };
                 }
+                if self.ended_by_provider(b, &identity, now) {
+                    return SessionOutcome::None { had_cookie: true };
+                }
                 return SessionOutcome::Refreshed { identity, set_cookies };
             }
         }
@@ -167,8 +174,27 @@ impl Engine {
             log::info!("session cookie rejected (made for another site)");
             return SessionOutcome::None { had_cookie: true };
         }
+        if self.ended_by_provider(b, &identity, now) {
+            return SessionOutcome::None { had_cookie: true };
+        }
         let only_ours = cookies.iter().all(|(name, _)| is_ours(b, name));
         SessionOutcome::Valid { identity, cookie: value, only_ours }
+    }
+
+    /// Whether a back-channel logout ended this session (on any worker of this Envoy): with
+    /// `login.backchannelLogoutPath`, one shared-data read per session request.
+    fn ended_by_provider(&mut self, b: &Browser, identity: &Identity, now: u64) -> bool {
+        if b.backchannel_logout_path.is_none() {
+            return false;
+        }
+        self.revocations.sync(self.store.as_ref(), &self.names, now);
+        let Some(data) = identity.session.as_ref() else { return false };
+        let claim = |name: &str| data.claims.get(name).and_then(Value::as_str);
+        let ended = self.revocations.ended(claim("sid"), claim("sub"), data.iat, now);
+        if ended {
+            log::info!("session cookie rejected (the provider ended the session: back-channel logout)");
+        }
+        ended
     }
 
     /// Forwards a request authenticated by a session: gatehouse's cookies are taken out of the

@@ -83,7 +83,7 @@ fn status(d: &Decision) -> u32 {
     match d {
         Decision::Respond(r) => r.status,
         Decision::Forward { .. } => 200,
-        Decision::FetchKeys(_) | Decision::FetchKeysForAnswer(..) | Decision::CallIdp(_) => 0,
+        Decision::FetchKeys(_) | Decision::FetchKeysForAnswer(..) | Decision::CallIdp(_) | Decision::ReadBody => 0,
     }
 }
 
@@ -91,7 +91,7 @@ fn header<'a>(d: &'a Decision, name: &str) -> Option<&'a str> {
     match d {
         Decision::Respond(r) => r.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()),
         Decision::Forward { set, .. } => set.iter().find(|(n, _)| &**n == name).map(|(_, v)| &**v),
-        Decision::FetchKeys(_) | Decision::FetchKeysForAnswer(..) | Decision::CallIdp(_) => None,
+        Decision::FetchKeys(_) | Decision::FetchKeysForAnswer(..) | Decision::CallIdp(_) | Decision::ReadBody => None,
     }
 }
 
@@ -1841,5 +1841,88 @@ mod browser_flow {
             true,
             &mut rng(),
         )
+    }
+
+    /// A VM of an Envoy (sharing `store`) whose gatehouse takes back-channel logouts.
+    fn engine_taking_logouts(store: &Rc<MemoryStore>) -> (Engine, TestKey) {
+        let mut doc = config_doc(json!({"keys": [KEY]}));
+        doc["login"]["backchannelLogoutPath"] = json!("/oauth2/backchannel_logout");
+        let cfg = Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap());
+        let mut engine = Engine::new(cfg, Box::new(Rc::clone(store)));
+        let disc = json!({"issuer": ISS, "jwks_uri": format!("{ISS}/protocol/openid-connect/certs"),
+            "authorization_endpoint": "https://sso.example/realms/demo/protocol/openid-connect/auth",
+            "token_endpoint": "http://keycloak:8080/realms/demo/protocol/openid-connect/token"});
+        load(&mut engine, NOW, &disc.to_string(), "");
+        (engine, TestKey::rsa(RSA_A))
+    }
+
+    #[test]
+    fn a_backchannel_logout_ends_the_session_it_names_on_every_worker_once() {
+        let store = Rc::new(MemoryStore::default());
+        let (mut a, key) = engine_taking_logouts(&store);
+        let (mut b, _) = engine_taking_logouts(&store);
+        let session_of = |e: &mut Engine, claims: Value| {
+            let (r, _) = login(e, &key, claims);
+            all(&r, "set-cookie")[0].split_once(';').unwrap().0.to_string()
+        };
+        let alice = session_of(&mut a, json!({"sid": "s-1"}));
+        let alice2 = session_of(&mut a, json!({"sid": "s-9"})); // her session in another browser
+        let bob = session_of(&mut a, json!({"sub": "b-1", "sid": "s-2"}));
+        let get = |e: &mut Engine, cookie: &str, at: u64| {
+            let h = req("/echo", &[("cookie", cookie), ("accept", "application/json")]);
+            status(&e.decide(&Request { headers: &h }, at, true, &mut rng()))
+        };
+        for e in [&mut a, &mut b] {
+            assert_eq!((get(e, &alice, NOW + 7), get(e, &bob, NOW + 7)), (200, 200));
+        }
+        let post = |content_type: &str| {
+            let mut h = req("/oauth2/backchannel_logout", &[("content-type", content_type)]);
+            h.retain(|(n, _)| n != ":method");
+            h.push((":method".into(), "POST".into()));
+            h
+        };
+        let form = post("application/x-www-form-urlencoded");
+        // Only a form POST is read.
+        let get_it = req("/oauth2/backchannel_logout", &[]);
+        assert_eq!(status(&a.decide(&Request { headers: &get_it }, NOW + 8, true, &mut rng())), 405);
+        assert_eq!(status(&a.decide(&Request { headers: &post("application/json") }, NOW + 8, true, &mut rng())), 400);
+        assert_eq!(a.decide(&Request { headers: &form }, NOW + 8, true, &mut rng()), Decision::ReadBody);
+        let logout_token = |claims: Value| {
+            let mut c = json!({"iss": ISS, "aud": "gateway", "sub": "a-1", "iat": NOW + 8, "exp": NOW + 128,
+                               "jti": "j-1", "events": {crate::oidc::logout::BACKCHANNEL_LOGOUT_EVENT: {}}});
+            for (k, v) in claims.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            let t = key.mint(Alg::RS256, &json!({"alg": "RS256", "kid": "k1"}), &c);
+            format!("logout_token={t}").into_bytes()
+        };
+        let answer =
+            |e: &mut Engine, body: &[u8]| status(&e.on_request_body(&Request { headers: &form }, body, NOW + 8, true));
+        // Refused, and nothing ends: no token, two, an access token, an ID token, another audience.
+        for (what, body) in [
+            ("empty", b"".to_vec()),
+            ("two", [logout_token(json!({"sid": "s-1"})), b"&".to_vec(), logout_token(json!({"sid": "s-1"}))].concat()),
+            ("no events", logout_token(json!({"sid": "s-1", "events": null}))),
+            ("nonce", logout_token(json!({"sid": "s-1", "nonce": "n"}))),
+            ("audience", logout_token(json!({"sid": "s-1", "aud": "other-client", "jti": "j-x"}))),
+            ("garbage", b"logout_token=not.a.jwt".to_vec()),
+        ] {
+            assert_eq!(answer(&mut a, &body), 400, "{what}");
+        }
+        assert_eq!(get(&mut b, &alice, NOW + 8), 200, "still signed in");
+        // Alice's Keycloak session s-1 ended: refused on both workers at once, her other session
+        // and bob's not.
+        assert_eq!(answer(&mut a, &logout_token(json!({"sid": "s-1"}))), 200);
+        for e in [&mut a, &mut b] {
+            assert_eq!(get(e, &alice, NOW + 9), 401);
+            assert_eq!(get(e, &alice2, NOW + 9), 200);
+            assert_eq!(get(e, &bob, NOW + 9), 200);
+        }
+        // The same token again (on another worker): refused.
+        assert_eq!(answer(&mut b, &logout_token(json!({"sid": "s-1"}))), 400);
+        // All of bob's sessions (sub only): those made until the logout end.
+        assert_eq!(answer(&mut b, &logout_token(json!({"sub": "b-1", "jti": "j-2"}))), 200);
+        assert_eq!(get(&mut a, &bob, NOW + 10), 401);
+        assert_eq!(get(&mut a, &alice2, NOW + 10), 200);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod discovery;
 pub mod login;
+pub mod logout;
 
 /// The path and query of a URL, which is what a callout sends: callouts go to the provider's
 /// cluster, not to the URL's host.

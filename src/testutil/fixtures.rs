@@ -308,7 +308,7 @@ mod tests {
         match d {
             Decision::Respond(r) => r.status,
             Decision::Forward { .. } => 200,
-            Decision::FetchKeys(_) | Decision::FetchKeysForAnswer(..) | Decision::CallIdp(_) => 0,
+            Decision::FetchKeys(_) | Decision::FetchKeysForAnswer(..) | Decision::CallIdp(_) | Decision::ReadBody => 0,
         }
     }
 
