@@ -126,12 +126,12 @@ fn managed_headers(claim_headers: &[ClaimHeader], payload_header: Option<&str>, 
     managed
 }
 
-/// The first bytes of the managed headers, sorted, with `_` if one starts with `-` (which may
-/// come as `_`).
+/// The first bytes of the managed headers, sorted, with both `-` and `_` if one starts with
+/// either (a client may send one for the other).
 pub(super) fn first_bytes(managed: &[String]) -> Vec<u8> {
     let mut firsts: Vec<u8> = managed.iter().filter_map(|h| h.as_bytes().first().copied()).collect();
-    if firsts.contains(&b'-') {
-        firsts.push(b'_');
+    if firsts.contains(&b'-') || firsts.contains(&b'_') {
+        firsts.extend([b'-', b'_']);
     }
     firsts.sort_unstable();
     firsts.dedup();

@@ -78,6 +78,9 @@ pub struct Config {
     /// Every header gatehouse may set, and those that tell some upstreams to read another path
     /// ([`ROUTING_HEADERS`]): removed from each incoming request.
     pub managed_headers: Vec<String>,
+    /// `managed_headers` with every `_` as `-`: a header a client sends matches one if it is
+    /// the same with `_` read as `-` (upstreams that map headers to variables read both alike).
+    pub managed_dashed: Vec<String>,
     /// The first bytes of `managed_headers` (with `_` if one starts with `-`, which may come as `_`).
     pub managed_first_bytes: Vec<u8>,
     pub callout_timeout_ms: u64,
@@ -193,6 +196,7 @@ fn build(raw: RawConfig, env: &Env<'_>, errors: &mut Errors) -> Option<Config> {
         claim_headers: identity.claim_headers,
         policy,
         managed_first_bytes: identity::first_bytes(&managed_headers),
+        managed_dashed: managed_headers.iter().map(|h| h.replace('_', "-")).collect(),
         managed_headers,
         callout_timeout_ms,
         key_timing,

@@ -345,13 +345,18 @@ pub(crate) fn managed_headers_present(cfg: &Config, req: &Request<'_>) -> Vec<St
         if !cfg.managed_first_bytes.contains(&first) || remove.contains(name) {
             continue;
         }
-        let managed = cfg.managed_headers.contains(name)
-            || (name.contains('_') && cfg.managed_headers.contains(&name.replace('_', "-")));
+        let managed = cfg.managed_headers.contains(name) || cfg.managed_dashed.iter().any(|m| same_dashed(name, m));
         if managed {
             remove.push(name.clone());
         }
     }
     remove
+}
+
+/// Whether a header name is `dashed` (a managed header with `_` as `-`) when its `_` are read as
+/// `-`.
+fn same_dashed(name: &str, dashed: &str) -> bool {
+    name.len() == dashed.len() && name.bytes().zip(dashed.bytes()).all(|(a, b)| a == b || (a == b'_' && b == b'-'))
 }
 
 /// Builds the identity (claim headers) of verified claims.

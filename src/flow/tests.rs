@@ -219,6 +219,27 @@ fn spoofed_identity_headers_are_removed_everywhere() {
 }
 
 #[test]
+fn a_header_configured_with_underscores_is_removed_in_either_spelling() {
+    let mut b = bed(
+        json!({"claimHeaders": [{"header": "X_Legacy_User", "claim": "sub"}, {"header": "_lead", "claim": "email"}]}),
+    );
+    let d = b.run(
+        "/public/x",
+        &[
+            ("x-legacy-user", "ceo"),
+            ("x_legacy_user", "ceo"),
+            ("x-legacy_user", "ceo"),
+            ("-lead", "x"),
+            ("_lead", "x"),
+            ("x-legacy-users", "kept"),
+        ],
+    );
+    let mut r = removed(&d);
+    r.sort();
+    assert_eq!(r, vec!["-lead", "_lead", "x-legacy-user", "x-legacy_user", "x_legacy_user"]);
+}
+
+#[test]
 fn public_paths_skip_authentication() {
     let mut b = bed(json!({}));
     assert_eq!(status(&b.run("/public/", &[])), 200);
