@@ -240,6 +240,20 @@ fn a_header_configured_with_underscores_is_removed_in_either_spelling() {
 }
 
 #[test]
+fn a_refused_configuration_answers_browsers_with_a_page_and_the_rest_with_text() {
+    let page = |accept: &str| {
+        let h: Vec<(String, String)> = vec![("accept".into(), accept.into()), ("x-request-id".into(), "rid-7".into())];
+        crate::flow::not_configured(&Request { headers: &h })
+    };
+    let html = page("text/html,application/xhtml+xml");
+    assert_eq!(html.status, 503);
+    assert!(html.body.contains("<h1>Sign-in unavailable</h1>") && html.body.contains("Request ID <code>rid-7</code>"));
+    assert!(html.headers.contains(&("content-security-policy".into(), crate::config::DEFAULT_CSP.into())));
+    let api = page("application/json");
+    assert_eq!((api.status, api.body.as_str()), (503, "gatehouse is not configured"));
+}
+
+#[test]
 fn public_paths_skip_authentication() {
     let mut b = bed(json!({}));
     assert_eq!(status(&b.run("/public/", &[])), 200);
