@@ -54,8 +54,8 @@ impl Engine {
 
     /// A request's body has arrived (see [`Decision::ReadBody`]): the back-channel logout.
     /// `refetch_allowed`: as for [`Engine::decide`] (a logout token may name a new key).
-    pub fn on_request_body(&mut self, req: &Request<'_>, body: &[u8], now: u64, refetch_allowed: bool) -> Decision {
-        let d = self.logout_with(req, body, now, refetch_allowed);
+    pub fn on_request_body(&mut self, _req: &Request<'_>, body: &[u8], now: u64, refetch_allowed: bool) -> Decision {
+        let d = self.logout_with(body, now, refetch_allowed);
         if let Decision::Respond(r) = &d {
             if r.status != 200 {
                 self.stats.count(Counter::Denied(DenyReason::BadRequest));
@@ -64,7 +64,7 @@ impl Engine {
         d
     }
 
-    fn logout_with(&mut self, _req: &Request<'_>, body: &[u8], now: u64, refetch_allowed: bool) -> Decision {
+    fn logout_with(&mut self, body: &[u8], now: u64, refetch_allowed: bool) -> Decision {
         let cfg = Rc::clone(&self.config);
         let Some(b) = &cfg.browser else { return refused("not configured") };
         if body.len() > MAX_BODY_BYTES {

@@ -14,6 +14,16 @@ pub fn path_and_query(u: &url::Url) -> String {
     }
 }
 
+/// Whether a token's `aud` itself (a string or a list) names `client_id` — stricter than
+/// [`crate::jwt::verify`], which also takes `azp`: ID and logout tokens must name the client.
+pub(crate) fn aud_names(claims: &serde_json::Value, client_id: &str) -> bool {
+    match claims.get("aud") {
+        Some(serde_json::Value::String(a)) => a == client_id,
+        Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(client_id)),
+        _ => false,
+    }
+}
+
 /// Whether a problem goes away by itself or needs someone to change a configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Class {

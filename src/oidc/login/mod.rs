@@ -262,12 +262,7 @@ pub fn validate_id_token(
     let claims = verified.claims;
     // jwt::verify also accepts `azp` as the audience (right for access tokens); an ID token's
     // `aud` itself must name this client (§3.1.3.7 item 3).
-    let aud_has_client = match claims.get("aud") {
-        Some(Value::String(a)) => a == client_id,
-        Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(client_id)),
-        _ => false,
-    };
-    if !aud_has_client {
+    if !super::aud_names(&claims, client_id) {
         return Err(IdTokenError::AudienceMissingClient);
     }
     if let Some(azp) = claims.get("azp") {

@@ -67,12 +67,7 @@ pub fn validate(
 ) -> Result<Logout, LogoutError> {
     let verified = jwt::verify(token, keys, expect, now).map_err(LogoutError::Jwt)?;
     let c = &verified.claims;
-    let aud_ok = match c.get("aud") {
-        Some(Value::String(a)) => a == client_id,
-        Some(Value::Array(items)) => items.iter().any(|a| a.as_str() == Some(client_id)),
-        _ => false,
-    };
-    if !aud_ok {
+    if !super::aud_names(c, client_id) {
         return Err(LogoutError::Audience);
     }
     let iat = c.get("iat").and_then(Value::as_u64).ok_or(LogoutError::NoIssuedAt)?;
