@@ -22,27 +22,29 @@ pub struct Callout {
 }
 
 impl Callout {
-    /// A GET of `path` on the provider cluster, for a JSON document.
-    pub fn get(cfg: &Config, path: &str) -> Callout {
-        Callout::new(cfg, "GET", path, vec![("accept".into(), "application/json".into())], None)
+    /// A GET of `path` on provider `p`'s cluster, for a JSON document.
+    pub fn get(cfg: &Config, p: usize, path: &str) -> Callout {
+        Callout::new(cfg, p, "GET", path, vec![("accept".into(), "application/json".into())], None)
     }
 
-    /// A request to the provider cluster with these headers besides the pseudo-headers.
+    /// A request to provider `p`'s cluster with these headers besides the pseudo-headers.
     pub fn new(
         cfg: &Config,
+        p: usize,
         method: &str,
         path: &str,
         headers: Vec<(String, String)>,
         body: Option<String>,
     ) -> Callout {
+        let provider = cfg.providers.at(p);
         let mut all = vec![
             (":method".to_string(), method.to_string()),
             (":path".to_string(), path.to_string()),
-            (":authority".to_string(), cfg.provider.authority.clone()),
+            (":authority".to_string(), provider.authority.clone()),
             ("user-agent".to_string(), "gatehouse".to_string()),
         ];
         all.extend(headers);
-        Callout { cluster: cfg.provider.cluster.clone(), headers: all, body, timeout_ms: cfg.callout_timeout_ms }
+        Callout { cluster: provider.cluster.clone(), headers: all, body, timeout_ms: cfg.callout_timeout_ms }
     }
 
     /// The first value of a header (`:path`, `authorization` …).

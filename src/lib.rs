@@ -12,6 +12,7 @@ pub mod filter;
 pub mod flow;
 pub mod jwt;
 pub mod keys;
+pub mod nonempty;
 pub mod oidc;
 pub mod policy;
 pub mod revoked;

@@ -149,19 +149,39 @@ pub fn ok(body: &str) -> crate::callout::Answer {
     crate::callout::Answer { status: Some(200), body: body.as_bytes().to_vec(), body_size: body.len() }
 }
 
+use crate::keys::Doc;
+
 /// Loads the engine's discovery document and key set as the glue would: its tick at `now` asks
 /// for them, the provider answers `discovery` and `jwks`. Returns the fetches made.
 pub fn load(engine: &mut crate::flow::Engine, now: u64, discovery: &str, jwks: &str) -> Vec<crate::keys::Fetch> {
-    use crate::keys::Fetch;
+    load_with(engine, now, &|fetch| match fetch.doc {
+        Doc::Discovery(_) => discovery.to_string(),
+        Doc::Jwks(_) => jwks.to_string(),
+    })
+}
+
+/// [`load`] for several providers: `answer` gives the body for each fetch.
+pub fn load_with(
+    engine: &mut crate::flow::Engine,
+    now: u64,
+    answer: &dyn Fn(&crate::keys::Fetch) -> String,
+) -> Vec<crate::keys::Fetch> {
     let mut made = Vec::new();
-    let mut call = engine.tick(now, false).call;
-    while let Some(c) = call {
-        let body = match c.fetch {
-            Fetch::Discovery(_) => discovery,
-            Fetch::Jwks(_) => jwks,
-        };
-        call = engine.on_key_answer(&c.fetch, &ok(body), now, crate::flow::Fetcher::Root);
+    let mut calls = engine.tick(now, &[]).calls;
+    while let Some(c) = calls.pop() {
+        let body = answer(&c.fetch);
+        calls.extend(engine.on_key_answer(&c.fetch, &ok(&body), now, crate::flow::Fetcher::Root));
         made.push(c.fetch);
     }
     made
+}
+
+/// The first provider's fetch of a key set at `path`.
+pub fn jwks_fetch(path: &str) -> crate::keys::Fetch {
+    crate::keys::Fetch { provider: 0, doc: Doc::Jwks(path.into()) }
+}
+
+/// The first provider's fetch of a discovery document at `path`.
+pub fn discovery_fetch(path: &str) -> crate::keys::Fetch {
+    crate::keys::Fetch { provider: 0, doc: Doc::Discovery(path.into()) }
 }

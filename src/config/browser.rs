@@ -7,6 +7,7 @@ use super::raw::{RawLogin, RawSession};
 use super::validate::{self, Given, Without};
 use super::{Env, Errors};
 use crate::cookie::Attributes;
+use crate::nonempty::NonEmpty;
 use crate::policy::Policy;
 use crate::secret::Secret;
 use crate::session::Sealer;
@@ -15,10 +16,9 @@ use std::collections::BTreeMap;
 /// The browser sign-in: the OIDC authorization-code flow and gatehouse's session cookie.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Browser {
-    /// `provider.clientId`: who gatehouse is at the provider's authorization and token endpoints.
-    pub client_id: String,
-    /// `provider.clientSecret` (or `clientSecretEnv`).
-    pub client_secret: Secret,
+    /// Who gatehouse is at each provider's authorization and token endpoints, in the order of
+    /// [`super::Config::providers`].
+    pub clients: NonEmpty<ClientCredentials>,
     /// The session cookie's name as sent: `cookieName`, with `__Host-` before it when
     /// `host_prefix`.
     pub cookie_name: String,
@@ -61,6 +61,13 @@ pub struct Browser {
     pub kept_claims: Vec<String>,
 }
 
+/// A provider's `clientId` and `clientSecret` (or `clientSecretEnv`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClientCredentials {
+    pub id: String,
+    pub secret: Secret,
+}
+
 /// Login parameters gatehouse sets itself.
 const RESERVED_PARAMS: &[&str] = &[
     "response_type",
@@ -79,16 +86,29 @@ const RESERVED_PARAMS: &[&str] = &[
 pub(super) fn read(
     s: RawSession,
     l: RawLogin,
-    client: Client,
+    clients: Vec<Client>,
     kept_claims: Vec<String>,
     env: &Env<'_>,
     errors: &mut Errors,
 ) -> Option<Browser> {
-    if client.id.is_none() {
-        errors.add("provider.clientId", "required for browser sign-in (a `session` section is configured)");
-    }
-    if client.secret.is_none() {
-        errors.add("provider.clientSecret", "required for browser sign-in (set clientSecret or clientSecretEnv)");
+    let providers = clients.len();
+    let mut credentials = Vec::new();
+    for client in clients {
+        if client.id.is_none() {
+            errors.add(
+                format!("{}.clientId", client.at),
+                "required for browser sign-in (a `session` section is configured)",
+            );
+        }
+        if client.secret.is_none() {
+            errors.add(
+                format!("{}.clientSecret", client.at),
+                "required for browser sign-in (set clientSecret or clientSecretEnv)",
+            );
+        }
+        if let (Some(id), Some(secret)) = (client.id, client.secret) {
+            credentials.push(ClientCredentials { id, secret });
+        }
     }
     let (cookie_name, host_prefix, cookie) = session_cookie(&s, errors);
     let (relay_authorization, relay_headers) = relay(&s, errors);
@@ -119,12 +139,9 @@ pub(super) fn read(
         .collect();
     let login_timeout_secs =
         validate::in_range(l.timeout_seconds.unwrap_or(600), 30..=3600, "login.timeoutSeconds", errors);
-    let (Some(client_id), Some(client_secret)) = (client.id, client.secret) else {
-        return None;
-    };
+    let clients = NonEmpty::new(credentials).filter(|c| c.len() == providers)?; // recorded above
     Some(Browser {
-        client_id,
-        client_secret,
+        clients,
         cookie_name,
         host_prefix,
         sealer: Sealer::new(&keys),

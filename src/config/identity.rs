@@ -39,13 +39,13 @@ pub(super) struct Identity {
     pub managed_headers: Vec<String>,
 }
 
-/// The `identity` and `claimHeaders` sections. `client_id` names the client roles read by
-/// default; `payload_header` (from `tokens`) is managed with the claim headers.
+/// The `identity` and `claimHeaders` sections. `client_ids` (each provider's) name the client
+/// roles read by default; `payload_header` (from `tokens`) is managed with the claim headers.
 #[inline(never)] // see `build` in config/mod.rs
 pub(super) fn read(
     id: RawIdentity,
     headers: Option<Vec<RawClaimHeader>>,
-    client_id: Option<&str>,
+    client_ids: &[&str],
     payload_header: Option<&str>,
     errors: &mut Errors,
 ) -> Identity {
@@ -59,8 +59,11 @@ pub(super) fn read(
             .collect(),
         None => {
             let mut v = vec![ClaimPath::from_segments(["realm_access", "roles"])];
-            if let Some(client) = client_id {
-                v.push(ClaimPath::from_segments(["resource_access", client, "roles"]));
+            for client in client_ids {
+                let path = ClaimPath::from_segments(["resource_access", client, "roles"]);
+                if !v.contains(&path) {
+                    v.push(path);
+                }
             }
             v
         }

@@ -24,12 +24,13 @@ mod rules;
 mod tokens;
 mod validate;
 
-pub use browser::Browser;
+pub use browser::{Browser, ClientCredentials};
 pub use identity::{ClaimHeader, ROUTING_HEADERS};
 pub use pages::{Pages, DEFAULT_CSP};
 pub use provider::{KeySource, KeyTiming, Provider};
 pub use tokens::Tokens;
 
+use crate::nonempty::NonEmpty;
 use crate::policy::{PathSettings, Policy};
 use raw::RawConfig;
 use serde_json::Value;
@@ -67,7 +68,9 @@ impl fmt::Display for ConfigError {
 /// The validated configuration.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Config {
-    pub provider: Provider,
+    /// The providers, in configured order (`provider` is a list of one): a provider is named by
+    /// its index here.
+    pub providers: NonEmpty<Provider>,
     pub tokens: Tokens,
     /// How request paths are normalized and checked.
     pub paths: PathSettings,
@@ -93,25 +96,56 @@ pub struct Config {
 }
 
 impl Config {
-    /// How bearer tokens are checked: this provider's issuers, the configured audiences, the
-    /// allowed algorithms and the leeway.
-    pub fn token_expectations(&self) -> crate::jwt::Expectations<'_> {
-        self.expectations(&self.provider.audiences)
+    /// How provider `p`'s bearer tokens are checked: its issuers, its audiences, the allowed
+    /// algorithms and the leeway.
+    pub fn token_expectations(&self, p: usize) -> crate::jwt::Expectations<'_> {
+        let provider = self.providers.at(p);
+        self.expectations(provider, &provider.audiences)
     }
 
-    /// How this client's own tokens are checked (the ID token, the access token of a login):
-    /// the same, with the client id as the one audience.
-    pub fn client_expectations(&self) -> crate::jwt::Expectations<'_> {
-        self.expectations(&self.provider.client_audience)
+    /// How this client's own tokens from provider `p` are checked (the ID token, the access
+    /// token of a login, a logout token): the same, with the client id as the one audience.
+    pub fn client_expectations(&self, p: usize) -> crate::jwt::Expectations<'_> {
+        let provider = self.providers.at(p);
+        self.expectations(provider, &provider.client_audience)
     }
 
-    fn expectations<'a>(&'a self, audiences: &'a [String]) -> crate::jwt::Expectations<'a> {
+    fn expectations<'a>(&'a self, provider: &'a Provider, audiences: &'a [String]) -> crate::jwt::Expectations<'a> {
         crate::jwt::Expectations {
-            issuers: &self.provider.issuers,
+            issuers: &provider.issuers,
             audiences,
             algorithms: &self.tokens.algorithms,
             leeway_secs: self.tokens.leeway_secs,
         }
+    }
+
+    /// The provider whose tokens name this issuer (its `issuer` or one of its `extraIssuers`).
+    pub fn provider_of_issuer(&self, iss: &str) -> Option<usize> {
+        self.providers.iter().position(|p| p.issuers.iter().any(|i| i == iss))
+    }
+
+    /// The provider that signs browsers in on this (canonical) host: the one listing it by
+    /// name, else the one whose `*.` pattern is the longest that matches, else the one that
+    /// lists no hosts; `None` if there is none.
+    pub fn provider_for_host(&self, host: &str) -> Option<usize> {
+        if self.providers.len() == 1 {
+            // The common case, without a search.
+            let only = self.providers.first();
+            return (only.hosts.is_empty() || only.hosts.iter().any(|h| h.matches(host))).then_some(0);
+        }
+        let exact = self.providers.iter().position(|p| p.hosts.iter().any(|h| h.as_str() == host));
+        let wildcard = || {
+            let mut best: Option<(usize, usize)> = None; // (pattern length, provider)
+            for (i, p) in self.providers.iter().enumerate() {
+                for h in p.hosts.iter().filter(|h| h.as_str().starts_with('*') && h.matches(host)) {
+                    if best.is_none_or(|(len, _)| h.as_str().len() > len) {
+                        best = Some((h.as_str().len(), i));
+                    }
+                }
+            }
+            best.map(|(_, i)| i)
+        };
+        exact.or_else(wildcard).or_else(|| self.providers.iter().position(|p| p.hosts.is_empty()))
     }
 
     /// Parses and validates a configuration. `env` reads the VM's environment (for secrets).
@@ -153,13 +187,16 @@ impl Errors {
 // working memory to compile at every Envoy start, memory the allocator then keeps.
 #[inline(never)]
 fn build(raw: RawConfig, env: &Env<'_>, errors: &mut Errors) -> Option<Config> {
-    let (provider, client) = provider::read(raw.provider, env, errors);
+    let (providers, clients): (Vec<Provider>, Vec<_>) =
+        provider::read_all(raw.providers, env, errors).into_iter().unzip();
+    let providers = NonEmpty::new(providers)?; // recorded: at least one is required
     let tokens = tokens::read(raw.tokens, errors);
     let paths = rules::path_normalization(raw.path_normalization, errors);
     let public_paths = rules::public_paths("publicPaths", &raw.public_paths, paths.case_sensitive, errors);
     let preflight_paths = rules::public_paths("preflightPaths", &raw.preflight_paths, paths.case_sensitive, errors);
+    let client_ids: Vec<&str> = clients.iter().filter_map(|c| c.id.as_deref()).collect();
     let identity =
-        identity::read(raw.identity, raw.claim_headers, client.id.as_deref(), tokens.payload_header.as_deref(), errors);
+        identity::read(raw.identity, raw.claim_headers, &client_ids, tokens.payload_header.as_deref(), errors);
     let policy = Policy {
         public_paths,
         preflight_paths,
@@ -174,7 +211,7 @@ fn build(raw: RawConfig, env: &Env<'_>, errors: &mut Errors) -> Option<Config> {
     let browser = match raw.session {
         Some(session) => {
             let kept_claims = browser::kept_claims(&identity.claim_headers, &policy);
-            Some(browser::read(session, raw.login, client, kept_claims, env, errors)?)
+            Some(browser::read(session, raw.login, clients, kept_claims, env, errors)?)
         }
         None => None,
     };
@@ -189,7 +226,7 @@ fn build(raw: RawConfig, env: &Env<'_>, errors: &mut Errors) -> Option<Config> {
         }
     }
     Some(Config {
-        provider,
+        providers,
         tokens,
         paths: paths.settings,
         method_overrides: paths.method_overrides,

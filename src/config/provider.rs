@@ -1,11 +1,12 @@
-//! `provider`: the OpenID Provider, how to reach it, which issuers and audiences its tokens name
-//! and where its keys come from; `timeouts` and `keys`: how long a callout to it may take and
-//! when its keys are fetched.
+//! `provider` (or each of `providers`): the OpenID Provider, how to reach it, which issuers and
+//! audiences its tokens name, where its keys come from and which browser hosts it signs in;
+//! `timeouts` and `keys`: how long a callout to it may take and when its keys are fetched.
 
 use super::raw::{RawKeys, RawProvider, RawTimeouts};
 use super::validate::{self, Given, Without};
 use super::{Env, Errors};
 use crate::jwt::jwks::KeySet;
+use crate::policy::HostPattern;
 use crate::secret::Secret;
 
 /// Where the verification keys come from.
@@ -37,6 +38,9 @@ pub struct Provider {
     /// `[clientId]` (empty without one): the audience of this client's own tokens.
     pub client_audience: Vec<String>,
     pub keys: KeySource,
+    /// `hosts`: the browser hosts this provider signs in; empty: every host no other provider
+    /// lists (at most one provider has none).
+    pub hosts: Vec<HostPattern>,
 }
 
 /// Key fetching schedule, in seconds.
@@ -53,12 +57,58 @@ pub struct KeyTiming {
 pub(super) struct Client {
     pub id: Option<String>,
     pub secret: Option<Secret>,
+    /// Where the provider was configured (`provider`, `providers.at(i)`), for error messages.
+    pub at: String,
 }
 
-/// The `provider` section.
+/// The `provider` section, or the `providers` list: each provider and its client, in order.
+/// Issuers are each one provider's; a browser host belongs to one provider (an exact name
+/// before a `*.` pattern), and at most one provider lists no hosts (it takes the others).
 #[inline(never)] // see `build` in config/mod.rs
-pub(super) fn read(p: RawProvider, env: &Env<'_>, errors: &mut Errors) -> (Provider, Client) {
-    let issuer_url = validate::http_url(&p.issuer, Without::QueryOrFragment, "provider.issuer", errors);
+pub(super) fn read_all(
+    list: Vec<(String, RawProvider)>,
+    env: &Env<'_>,
+    errors: &mut Errors,
+) -> Vec<(Provider, Client)> {
+    if list.is_empty() {
+        errors.add("providers", "at least one provider is required");
+    }
+    let all: Vec<(Provider, Client)> = list.into_iter().map(|(at, p)| read(p, &at, env, errors)).collect();
+    let several = all.len() > 1;
+    let mut issuers: Vec<&str> = Vec::new();
+    let mut hosts: Vec<&str> = Vec::new();
+    let mut default = None;
+    for (i, (p, _)) in all.iter().enumerate() {
+        for iss in &p.issuers {
+            if issuers.contains(&iss.as_str()) {
+                errors.add(format!("providers[{i}].issuer"), format!("{iss:?} is another provider's issuer too"));
+            }
+            issuers.push(iss);
+        }
+        for h in &p.hosts {
+            if hosts.contains(&h.as_str()) {
+                errors.add(format!("providers[{i}].hosts"), format!("{} is another provider's host too", h.as_str()));
+            }
+            hosts.push(h.as_str());
+        }
+        if several && p.hosts.is_empty() {
+            if let Some(first) = default.replace(i) {
+                errors.add(
+                    format!("providers[{i}].hosts"),
+                    format!(
+                        "providers[{first}] already takes every host no provider lists; list the hosts of one of them"
+                    ),
+                );
+            }
+        }
+    }
+    all
+}
+
+/// One provider, its fields under `at` (`provider` or `providers.at(i)`).
+fn read(p: RawProvider, at: &str, env: &Env<'_>, errors: &mut Errors) -> (Provider, Client) {
+    let field = |name: &str| format!("{at}.{name}");
+    let issuer_url = validate::http_url(&p.issuer, Without::QueryOrFragment, &field("issuer"), errors);
     let (authority_default, discovery_path) = match &issuer_url {
         Some(u) => {
             let host = u.host_str().unwrap_or_default();
@@ -72,34 +122,36 @@ pub(super) fn read(p: RawProvider, env: &Env<'_>, errors: &mut Errors) -> (Provi
     };
     if p.cluster.trim().is_empty() {
         errors.add(
-            "provider.cluster",
+            field("cluster"),
             "expected the name of the Envoy cluster that reaches the provider, found an empty string",
         );
     }
     let authority = match p.authority {
-        Some(a) if validate::authority(&a, "provider.authority", errors) => a,
+        Some(a) if validate::authority(&a, &field("authority"), errors) => a,
         Some(_) => String::new(),
         None => authority_default,
     };
     if p.client_id.as_deref() == Some("") {
-        errors.add("provider.clientId", "must not be empty");
+        errors.add(field("clientId"), "must not be empty");
     }
-    let client = Client { secret: client_secret(p.client_secret, p.client_secret_env, env, errors), id: p.client_id };
-    let issuers = issuers(&p.issuer, &p.extra_issuers, errors);
+    let secret = client_secret(p.client_secret, p.client_secret_env, &field("clientSecret"), env, errors);
+    let client = Client { secret, id: p.client_id, at: at.to_string() };
+    let issuers = issuers(&p.issuer, &p.extra_issuers, &field("extraIssuers"), errors);
     let audiences = match p.audiences {
         Some(list) => {
-            validate::non_empty_items(&list, "provider.audiences", errors);
+            validate::non_empty_items(&list, &field("audiences"), errors);
             list
         }
         None => client.id.iter().cloned().collect(),
     };
     if audiences.is_empty() {
         errors.add(
-            "provider.audiences",
-            "at least one audience is required (or set provider.clientId, the default audience)",
+            field("audiences"),
+            format!("at least one audience is required (or set {at}.clientId, the default audience)"),
         );
     }
-    let keys = keys(p.jwks_uri, p.jwks, errors);
+    let keys = keys(p.jwks_uri, p.jwks, at, errors);
+    let hosts = validate::host_patterns(&p.hosts, &field("hosts"), errors);
     let provider = Provider {
         issuer: p.issuer,
         issuers,
@@ -109,15 +161,22 @@ pub(super) fn read(p: RawProvider, env: &Env<'_>, errors: &mut Errors) -> (Provi
         discovery_path,
         client_audience: client.id.iter().cloned().collect(),
         keys,
+        hosts,
     };
     (provider, client)
 }
 
 /// `clientSecret` or `clientSecretEnv`, when set.
-fn client_secret(inline: Option<String>, var: Option<String>, env: &Env<'_>, errors: &mut Errors) -> Option<Secret> {
-    match validate::inline_or_env(inline, var, "provider.clientSecret", env, errors)? {
+fn client_secret(
+    inline: Option<String>,
+    var: Option<String>,
+    field: &str,
+    env: &Env<'_>,
+    errors: &mut Errors,
+) -> Option<Secret> {
+    match validate::inline_or_env(inline, var, field, env, errors)? {
         Given::Inline(s) if s.is_empty() => {
-            errors.add("provider.clientSecret", "must not be empty");
+            errors.add(field, "must not be empty");
             None
         }
         Given::Inline(s) | Given::Env(s) => Some(Secret::new(s)),
@@ -126,13 +185,13 @@ fn client_secret(inline: Option<String>, var: Option<String>, env: &Env<'_>, err
 }
 
 /// The issuer, then each extra one (each once).
-fn issuers(issuer: &str, extra: &[String], errors: &mut Errors) -> Vec<String> {
+fn issuers(issuer: &str, extra: &[String], field: &str, errors: &mut Errors) -> Vec<String> {
     let mut issuers = vec![issuer.to_string()];
     for (i, extra) in extra.iter().enumerate() {
         if extra.is_empty() {
-            errors.add(format!("provider.extraIssuers[{i}]"), "must not be empty");
+            errors.add(format!("{field}[{i}]"), "must not be empty");
         } else if issuers.contains(extra) {
-            errors.add(format!("provider.extraIssuers[{i}]"), format!("{extra:?} is listed twice"));
+            errors.add(format!("{field}[{i}]"), format!("{extra:?} is listed twice"));
         } else {
             issuers.push(extra.clone());
         }
@@ -141,20 +200,20 @@ fn issuers(issuer: &str, extra: &[String], errors: &mut Errors) -> Vec<String> {
 }
 
 /// `jwksUri` (a URL or a path on the cluster) or inline `jwks`; by default the discovery's.
-fn keys(uri: Option<String>, inline: Option<serde_json::Value>, errors: &mut Errors) -> KeySource {
+fn keys(uri: Option<String>, inline: Option<serde_json::Value>, at: &str, errors: &mut Errors) -> KeySource {
     match (uri, inline) {
         (Some(_), Some(_)) => {
-            errors.add("provider.jwks", "set either jwks (inline keys) or jwksUri, not both");
+            errors.add(format!("{at}.jwks"), "set either jwks (inline keys) or jwksUri, not both");
             KeySource::Discovery
         }
         (Some(uri), None) if uri.starts_with('/') => KeySource::Path(uri),
-        (Some(uri), None) => validate::http_url(&uri, Without::Nothing, "provider.jwksUri", errors)
+        (Some(uri), None) => validate::http_url(&uri, Without::Nothing, &format!("{at}.jwksUri"), errors)
             .map_or(KeySource::Discovery, |u| KeySource::Path(crate::oidc::path_and_query(&u))),
         (None, Some(doc)) => match KeySet::from_value(&doc) {
             Ok(set) if !set.keys.is_empty() => KeySource::Inline(set),
             Ok(set) => {
                 errors.add(
-                    "provider.jwks",
+                    format!("{at}.jwks"),
                     format!(
                         "no usable key in the inline key set ({})",
                         set.skipped.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
@@ -163,7 +222,7 @@ fn keys(uri: Option<String>, inline: Option<serde_json::Value>, errors: &mut Err
                 KeySource::Discovery
             }
             Err(e) => {
-                errors.add("provider.jwks", e.to_string());
+                errors.add(format!("{at}.jwks"), e.to_string());
                 KeySource::Discovery
             }
         },

@@ -24,6 +24,8 @@ pub struct RawProvider {
     pub extra_issuers: Vec<String>,
     pub jwks_uri: Option<String>,
     pub jwks: Option<Value>,
+    /// The browser hosts this provider signs in (`*.example.com` for subdomains).
+    pub hosts: Vec<String>,
 }
 
 /// The `email` section (absent: no email rule).
@@ -167,7 +169,8 @@ pub struct RawLogin {
 /// The whole configuration.
 #[derive(Debug)]
 pub struct RawConfig {
-    pub provider: RawProvider,
+    /// `provider`, or each of `providers`: the field path it was read at, and the section.
+    pub providers: Vec<(String, RawProvider)>,
     pub tokens: RawTokens,
     pub public_paths: Vec<RawPublicPath>,
     pub preflight_paths: Vec<RawPublicPath>,
@@ -198,12 +201,24 @@ impl RawConfig {
     pub fn read(doc: &Value, errors: &mut Errors) -> Option<RawConfig> {
         let before = errors.0.len();
         let mut root = Obj::new(String::new(), doc, errors)?;
-        let provider = match root.field("provider") {
-            None => {
-                root.errors.add("provider", "required (issuer and cluster at least)");
+        let providers = match (root.field("provider"), root.field("providers")) {
+            (Some(_), Some(_)) => {
+                root.errors.add("providers", "set either provider (one) or providers (several), not both");
                 None
             }
-            Some(v) => Obj::read(root.path("provider"), v, root.errors, provider),
+            (None, None) => {
+                root.errors.add("provider", "required (issuer and cluster at least; or a list under providers)");
+                None
+            }
+            (Some(v), None) => {
+                Obj::read(root.path("provider"), v, root.errors, provider).map(|p| vec![("provider".into(), p)])
+            }
+            (None, Some(v)) => {
+                let path = root.path("providers");
+                list_of(path.clone(), v, root.errors, provider).map(|list| {
+                    list.into_iter().enumerate().map(|(i, p)| (format!("{path}[{i}]"), p)).collect::<Vec<_>>()
+                })
+            }
         };
         let tokens = root.section("tokens", tokens);
         let public_paths = root.list("publicPaths", public_path);
@@ -242,7 +257,7 @@ impl RawConfig {
             return None;
         }
         Some(RawConfig {
-            provider: provider?,
+            providers: providers?,
             tokens,
             public_paths,
             preflight_paths,
@@ -275,6 +290,7 @@ fn provider(o: &mut Obj<'_, '_>) -> RawProvider {
         extra_issuers: o.strings("extraIssuers").unwrap_or_default(),
         jwks_uri: o.string("jwksUri"),
         jwks: o.value("jwks"),
+        hosts: o.strings("hosts").unwrap_or_default(),
     }
 }
 

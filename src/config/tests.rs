@@ -84,11 +84,11 @@ fn browser_defaults_and_full_settings() {
 #[test]
 fn minimal_config_gets_the_documented_defaults() {
     let c = parse(&base()).unwrap();
-    assert_eq!(c.provider.issuers, vec!["http://127.0.0.1:8180/realms/demo"]);
-    assert_eq!(c.provider.audiences, vec!["gateway"]);
-    assert_eq!(c.provider.authority, "127.0.0.1:8180");
-    assert_eq!(c.provider.discovery_path, "/realms/demo/.well-known/openid-configuration");
-    assert_eq!(c.provider.keys, KeySource::Discovery);
+    assert_eq!(c.providers.at(0).issuers, vec!["http://127.0.0.1:8180/realms/demo"]);
+    assert_eq!(c.providers.at(0).audiences, vec!["gateway"]);
+    assert_eq!(c.providers.at(0).authority, "127.0.0.1:8180");
+    assert_eq!(c.providers.at(0).discovery_path, "/realms/demo/.well-known/openid-configuration");
+    assert_eq!(c.providers.at(0).keys, KeySource::Discovery);
     assert_eq!(c.tokens.algorithms, Alg::ALL.to_vec());
     assert_eq!(c.tokens.leeway_secs, 30);
     assert!(!c.tokens.forward_authorization);
@@ -164,9 +164,9 @@ fn full_config_with_every_field() {
     });
     let env = |name: &str| (name == "GW_SECRET").then(|| "from-env".to_string());
     let c = Config::parse(doc.to_string().as_bytes(), &env).unwrap();
-    assert_eq!(c.browser.as_ref().unwrap().client_secret.expose(), "from-env");
-    assert_eq!(c.provider.keys, KeySource::Path("/realms/prod/protocol/openid-connect/certs?x=1".into()));
-    assert_eq!(c.provider.issuers.len(), 2);
+    assert_eq!(c.browser.as_ref().unwrap().clients.at(0).secret.expose(), "from-env");
+    assert_eq!(c.providers.at(0).keys, KeySource::Path("/realms/prod/protocol/openid-connect/certs?x=1".into()));
+    assert_eq!(c.providers.at(0).issuers.len(), 2);
     assert_eq!(c.tokens.algorithms, vec![Alg::RS256, Alg::ES256]);
     let mut managed = vec!["x-user", "x-roles", "x-jwt-payload"];
     managed.extend(crate::config::ROUTING_HEADERS);
@@ -182,7 +182,7 @@ fn full_config_with_every_field() {
 fn inline_keys() {
     let key = crate::testutil::TestKey::ec(Alg::ES256).jwk("k1", Alg::ES256);
     let c = parse(&with("/provider/jwks", json!({"keys": [key]}))).unwrap();
-    assert!(matches!(c.provider.keys, KeySource::Inline(ref set) if set.keys.len() == 1));
+    assert!(matches!(c.providers.at(0).keys, KeySource::Inline(ref set) if set.keys.len() == 1));
 }
 
 #[test]

@@ -16,8 +16,9 @@ use std::time::Duration;
 pub struct Root {
     engine: Option<Shared>,
     metrics: Rc<Metrics>,
-    /// The fetch in flight, if any: its token, what it fetches, when it started (ms).
-    call: Option<(u32, Fetch, u64)>,
+    /// The fetches in flight (one per provider at most): token, what it fetches, when it
+    /// started (ms).
+    calls: Vec<(u32, Fetch, u64)>,
     /// The tick period set last.
     tick: Duration,
     /// Whether this VM has served requests (the main thread's VM never does).
@@ -31,7 +32,7 @@ impl Root {
             Ok(config) => {
                 self.engine = Some(Rc::new(RefCell::new(Engine::new(Rc::new(config), host.store()))));
                 self.metrics = Rc::new(Metrics::define(host));
-                self.call = None;
+                self.calls.clear();
                 // No fetch from here: Envoy also configures a throw-away VM that is destroyed at
                 // once, and its callout would hold the fetch lease. The first tick starts it.
                 self.set_tick(host, FIRST_TICK);
@@ -54,8 +55,9 @@ impl Root {
         if self.served.get() {
             self.metrics.memory(host);
         }
-        let tick = shared.borrow_mut().tick(now_ms / 1000, self.call.is_some());
-        if let Some(call) = tick.call {
+        let in_flight: Vec<usize> = self.calls.iter().map(|(_, f, _)| f.provider).collect();
+        let tick = shared.borrow_mut().tick(now_ms / 1000, &in_flight);
+        for call in tick.calls {
             self.start(host, &shared, call);
         }
         self.set_tick(host, tick.period);
@@ -63,11 +65,8 @@ impl Root {
 
     pub fn on_http_call_response(&mut self, host: &dyn Host, token: u32, body_size: usize) {
         let Some(shared) = self.engine.clone() else { return };
-        let Some((expected, fetch, started_ms)) = self.call.take() else { return };
-        if expected != token {
-            self.call = Some((expected, fetch, started_ms));
-            return;
-        }
+        let Some(i) = self.calls.iter().position(|(t, _, _)| *t == token) else { return };
+        let (_, fetch, started_ms) = self.calls.swap_remove(i);
         let now_ms = host.now_ms();
         self.metrics.callout(host, now_ms.saturating_sub(started_ms));
         let answer = Answer::read(host.call_status().as_deref(), body_size, |n| host.call_body(n));
@@ -85,7 +84,7 @@ impl Root {
 
     fn start(&mut self, host: &dyn Host, shared: &Shared, KeyCall { fetch, callout }: KeyCall) {
         match host.dispatch(&callout) {
-            Ok(token) => self.call = Some((token, fetch, host.now_ms())),
+            Ok(token) => self.calls.push((token, fetch, host.now_ms())),
             Err(e) => {
                 log::error!("{e}");
                 shared.borrow_mut().on_key_call_failed(&fetch, host.now_ms() / 1000, Fetcher::Root);

@@ -77,14 +77,18 @@ impl Engine {
         let [token] = tokens.as_slice() else {
             return refused("expected one logout_token");
         };
-        let Some(keys) = self.keys.keys().cloned() else {
+        let Some(p) = self.token_provider(token) else {
+            log::warn!("back-channel logout refused: the token's issuer is no configured provider's");
+            return refused("issuer not accepted");
+        };
+        let Some(keys) = self.providers.at(p).keys.keys().cloned() else {
             log::warn!("back-channel logout refused: signing keys not loaded yet");
             return Decision::Respond(super::unavailable("signing keys are not loaded yet"));
         };
-        let l = match logout::validate(token, &keys, &cfg.client_expectations(), &b.client_id, now) {
+        let l = match logout::validate(token, &keys, &cfg.client_expectations(p), &b.clients.at(p).id, now) {
             Ok(l) => l,
             Err(logout::LogoutError::Jwt(crate::jwt::JwtError::UnknownKeyId)) if refetch_allowed => {
-                match self.key_fetch_for_unknown_kid("a logout token", now) {
+                match self.key_fetch_for_unknown_kid(p, "a logout token", now) {
                     Some(fetch) => return Decision::FetchKeys(fetch),
                     None => return refused("unknown key id"),
                 }
@@ -97,7 +101,7 @@ impl Engine {
         // Each logout token once (§2.6 step 10), across this Envoy's workers.
         let hash = token_hash(&l.jti);
         let hex: String = hash.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        let slot = self.names.logout_jti(u16::from_be_bytes([hash[0], hash[1]]) % JTI_SLOTS);
+        let slot = self.providers.at(p).names.logout_jti(u16::from_be_bytes([hash[0], hash[1]]) % JTI_SLOTS);
         let (seen, _) = self.store.get(&slot);
         let replay = seen
             .and_then(|v| String::from_utf8(v).ok())
@@ -114,7 +118,8 @@ impl Engine {
             (None, Some(sub)) => Revocation::User { sub, at: l.iat.max(now) },
             (None, None) => return refused("neither sid nor sub"),
         };
-        if !self.revocations.revoke(self.store.as_ref(), &self.names, r, now.saturating_add(b.lifetime_secs)) {
+        let provider = self.providers.at_mut(p);
+        if !provider.revocations.revoke(self.store.as_ref(), &provider.names, r, now.saturating_add(b.lifetime_secs)) {
             log::error!("back-channel logout: could not share the logout with the other workers");
         }
         self.stats.count(Counter::Logout);

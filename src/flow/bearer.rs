@@ -19,16 +19,22 @@ impl Engine {
         refetch_allowed: bool,
     ) -> Result<Rc<Identity>, Decision> {
         let cfg = Rc::clone(&self.config);
-        let Some(keys) = self.keys.keys().cloned() else {
-            log::warn!("rejecting request: signing keys not loaded yet");
-            self.stats.count(Counter::Denied(DenyReason::Unavailable));
-            return Err(Decision::Respond(unavailable("signing keys are not loaded yet")));
-        };
         if let Some(identity) = self.cache.get(token, now) {
             self.stats.count(Counter::TokenCacheHit);
             return Ok(identity);
         }
-        match jwt::verify(token, &keys, &cfg.token_expectations(), now) {
+        let Some(p) = self.token_provider(token) else {
+            log::warn!("rejecting token: its issuer is no configured provider's");
+            self.stats.count(Counter::TokenCacheMiss);
+            self.stats.count(Counter::Denied(DenyReason::InvalidToken));
+            return Err(Decision::Respond(unauthorized(&cfg, Some(JwtError::IssuerNotAccepted))));
+        };
+        let Some(keys) = self.providers.at(p).keys.keys().cloned() else {
+            log::warn!("rejecting request: signing keys not loaded yet");
+            self.stats.count(Counter::Denied(DenyReason::Unavailable));
+            return Err(Decision::Respond(unavailable("signing keys are not loaded yet")));
+        };
+        match jwt::verify(token, &keys, &cfg.token_expectations(p), now) {
             Ok(verified) => {
                 self.stats.count(Counter::TokenCacheMiss);
                 let identity = Rc::new(identity_of(&cfg, verified.claims, Some(token)));
@@ -38,7 +44,7 @@ impl Engine {
             }
             Err(e) => {
                 if e == JwtError::UnknownKeyId && refetch_allowed {
-                    if let Some(fetch) = self.key_fetch_for_unknown_kid("a bearer token", now) {
+                    if let Some(fetch) = self.key_fetch_for_unknown_kid(p, "a bearer token", now) {
                         return Err(Decision::FetchKeys(fetch));
                     }
                 }
@@ -48,6 +54,18 @@ impl Engine {
                 Err(Decision::Respond(unauthorized(&cfg, Some(e))))
             }
         }
+    }
+}
+
+impl Engine {
+    /// The provider whose keys check a token: the only one, or the one of the issuer the token
+    /// names (unverified: only that provider's keys, issuers and audiences then check it, so
+    /// one provider's keys never verify another's tokens). `None`: no provider's issuer.
+    pub(super) fn token_provider(&self, token: &str) -> Option<usize> {
+        if self.config.providers.len() == 1 {
+            return Some(0);
+        }
+        jwt::unverified_issuer(token).and_then(|iss| self.config.provider_of_issuer(&iss))
     }
 }
 

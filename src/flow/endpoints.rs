@@ -15,13 +15,15 @@ impl Engine {
     /// The userinfo path: the session's identity as JSON, for single-page apps; 401 without a
     /// valid session (never a login redirect, never the upstream), 403 where `email` refuses it.
     #[inline(never)] // a function of its own: see `Engine::decide`
-    pub(super) fn userinfo(&mut self, req: &Request<'_>, now: u64) -> Decision {
-        match self.session_identity(req, now) {
+    pub(super) fn userinfo(&mut self, req: &Request<'_>, p: Option<usize>, now: u64) -> Decision {
+        match self.session_identity(req, p, now) {
             // Refreshed when due, as for any request: a session Keycloak ended ends here too.
-            SessionOutcome::Valid { identity, cookie, .. } => match self.refresh_due(&identity, cookie, req, now) {
-                Some(call) => call,
-                None => self.userinfo_answer(req, &identity, Vec::new()),
-            },
+            SessionOutcome::Valid { provider, identity, cookie, .. } => {
+                match self.refresh_due(provider, &identity, cookie, req, now) {
+                    Some(call) => call,
+                    None => self.userinfo_answer(req, &identity, Vec::new()),
+                }
+            }
             SessionOutcome::Refreshed { identity, set_cookies } => self.userinfo_answer(req, &identity, set_cookies),
             SessionOutcome::None { .. } => {
                 self.stats.count(Counter::Denied(DenyReason::Unauthenticated));
@@ -65,11 +67,17 @@ impl Engine {
 
     /// The start path: a login towards `?rd=` (a path here, or a URL on this host or an allowed
     /// domain; anything else comes back to `/`), whether or not a session exists — the way to
-    /// a sign-in button. GET and HEAD only.
+    /// a sign-in button. GET and HEAD only. `p`: the host's provider (none: 401).
     #[inline(never)] // a function of its own: see `Engine::decide`
-    pub(super) fn start(&mut self, req: &Request<'_>, now: u64, random: &mut dyn FnMut(&mut [u8])) -> Decision {
+    pub(super) fn start(
+        &mut self,
+        req: &Request<'_>,
+        p: Option<usize>,
+        now: u64,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Decision {
         let cfg = Rc::clone(&self.config);
-        let Some(b) = &cfg.browser else {
+        let (Some(b), Some(p)) = (&cfg.browser, p) else {
             return Decision::Respond(unauthorized(&cfg, None));
         };
         if !matches!(req.header(":method"), Some("GET" | "HEAD")) {
@@ -81,7 +89,7 @@ impl Engine {
         }
         let params = query_params(req.header(":path").unwrap_or("/"));
         let rd = params.iter().find(|(k, _)| k == "rd").map_or("/", |(_, v)| v.as_str());
-        let r = self.start_login(b, req, rd, now, false, random);
+        let r = self.start_login(b, p, req, rd, now, false, random);
         self.stats.count(if r.status == 302 {
             Counter::LoginStarted
         } else {
@@ -106,11 +114,13 @@ impl Engine {
                 Ok(identity) => (identity, Vec::new()),
                 Err(decision) => return decision,
             },
-            Ok(None) => match self.session_identity(req, now) {
-                SessionOutcome::Valid { identity, cookie, .. } => match self.refresh_due(&identity, cookie, req, now) {
-                    Some(call) => return call,
-                    None => (identity, Vec::new()),
-                },
+            Ok(None) => match self.session_identity(req, view.provider, now) {
+                SessionOutcome::Valid { provider, identity, cookie, .. } => {
+                    match self.refresh_due(provider, &identity, cookie, req, now) {
+                        Some(call) => return call,
+                        None => (identity, Vec::new()),
+                    }
+                }
                 SessionOutcome::Refreshed { identity, set_cookies } => (identity, set_cookies),
                 SessionOutcome::None { .. } => {
                     self.stats.count(Counter::Denied(DenyReason::Unauthenticated));

@@ -6,7 +6,7 @@
 
 use super::Engine;
 use crate::callout::{Answer, Callout, Class, FetchError};
-use crate::keys::{Adopted, Fetch, Installed, Snapshot};
+use crate::keys::{Adopted, Doc, Fetch, Installed, Snapshot};
 use crate::shared::{release_lease, take_lease};
 use crate::stats::Counter;
 use std::time::Duration;
@@ -29,8 +29,8 @@ pub enum Fetcher {
 /// What the root context does on a tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tick {
-    /// A fetch to start now.
-    pub call: Option<KeyCall>,
+    /// The fetches to start now.
+    pub calls: Vec<KeyCall>,
     /// When to tick next.
     pub period: Duration,
 }
@@ -43,29 +43,33 @@ const FAST_TICK: Duration = Duration::from_millis(200);
 const SLOW_TICK: Duration = Duration::from_secs(1);
 
 impl Engine {
-    /// On a tick of the root context at `now`, with a fetch of its own in flight or not.
-    pub fn tick(&mut self, now: u64, call_in_flight: bool) -> Tick {
+    /// On a tick of the root context at `now`; `in_flight`: the providers whose fetch it made
+    /// is still running. The fetches to start, one per provider at most.
+    pub fn tick(&mut self, now: u64, in_flight: &[usize]) -> Tick {
         self.adopt_published();
-        let call = if call_in_flight { None } else { self.keys.due(now) };
-        let call = call.and_then(|fetch| {
+        let mut calls = Vec::new();
+        for p in 0..self.providers.len() {
+            if in_flight.contains(&p) {
+                continue;
+            }
+            let Some(fetch) = self.providers.at_mut(p).keys.due(now) else { continue };
             // Long enough for discovery and key set, each with its timeout.
             let until = now + 2 * self.config.callout_timeout_ms.div_ceil(1000) + 2;
-            if take_lease(self.store.as_ref(), &self.names.lease(), "", now, until) {
-                Some(self.key_call(fetch))
+            if take_lease(self.store.as_ref(), &self.providers.at(p).names.lease(), "", now, until) {
+                calls.push(self.key_call(fetch));
             } else {
-                self.keys.abandon(); // another VM fetches, and publishes what it gets
-                None
+                self.providers.at_mut(p).keys.abandon(); // another VM fetches, and publishes what it gets
             }
-        });
-        let period = if self.keys.keys().is_some() { SLOW_TICK } else { FAST_TICK };
-        Tick { call, period }
+        }
+        let loaded = self.providers.iter().all(|p| p.keys.keys().is_some());
+        Tick { calls, period: if loaded { SLOW_TICK } else { FAST_TICK } }
     }
 
     /// A request waits for this key-set fetch (its token named an unknown `kid`): the call to
     /// make, or `None` if another VM published new keys meanwhile (decide again at once).
     pub fn wait_for_keys(&mut self, fetch: Fetch) -> Option<KeyCall> {
-        if self.adopt_published() != Adopted::No {
-            self.keys.abandon();
+        if self.adopt_published_by(fetch.provider) != Adopted::No {
+            self.providers.at_mut(fetch.provider).keys.abandon();
             return None;
         }
         Some(self.key_call(fetch))
@@ -73,10 +77,11 @@ impl Engine {
 
     /// The answer to a [`KeyCall`]. Returns the next fetch to make (the key set, after discovery).
     pub fn on_key_answer(&mut self, fetch: &Fetch, answer: &Answer, now: u64, by: Fetcher) -> Option<KeyCall> {
-        let next = match fetch {
-            Fetch::Discovery(_) => {
+        let p = fetch.provider;
+        let next = match &fetch.doc {
+            Doc::Discovery(_) => {
                 self.stats.count(Counter::DiscoveryFetch);
-                match self.keys.on_discovery(now, answer.document()) {
+                match self.providers.at_mut(p).keys.on_discovery(now, answer.document()) {
                     Ok(next) => next,
                     Err(e) => {
                         self.fetch_failed(fetch, &e, now);
@@ -84,10 +89,10 @@ impl Engine {
                     }
                 }
             }
-            Fetch::Jwks(_) => {
+            Doc::Jwks(_) => {
                 self.stats.count(Counter::JwksFetch);
-                match self.keys.on_jwks(now, answer.document()) {
-                    Ok(installed) => self.installed(installed),
+                match self.providers.at_mut(p).keys.on_jwks(now, answer.document()) {
+                    Ok(installed) => self.installed(p, installed),
                     Err(e) => self.fetch_failed(fetch, &e, now),
                 }
                 None
@@ -97,7 +102,7 @@ impl Engine {
             Some(fetch) => Some(self.key_call(fetch)),
             None => {
                 if by == Fetcher::Root {
-                    release_lease(self.store.as_ref(), &self.names.lease());
+                    release_lease(self.store.as_ref(), &self.providers.at(p).names.lease());
                 }
                 None
             }
@@ -106,30 +111,36 @@ impl Engine {
 
     /// A [`KeyCall`] the host could not start (`provider.cluster` names no cluster).
     pub fn on_key_call_failed(&mut self, fetch: &Fetch, now: u64, by: Fetcher) {
-        self.stats.count(match fetch {
-            Fetch::Discovery(_) => Counter::DiscoveryFetch,
-            Fetch::Jwks(_) => Counter::JwksFetch,
+        self.stats.count(match fetch.doc {
+            Doc::Discovery(_) => Counter::DiscoveryFetch,
+            Doc::Jwks(_) => Counter::JwksFetch,
         });
-        self.keys.on_dispatch_failed(now);
+        let p = fetch.provider;
+        self.providers.at_mut(p).keys.on_dispatch_failed(now);
         self.fetch_failed(fetch, &FetchError::NotStarted, now);
         if by == Fetcher::Root {
-            release_lease(self.store.as_ref(), &self.names.lease());
+            release_lease(self.store.as_ref(), &self.providers.at(p).names.lease());
         }
     }
 
     fn key_call(&self, fetch: Fetch) -> KeyCall {
-        let path = match &fetch {
-            Fetch::Discovery(p) | Fetch::Jwks(p) => p,
-        };
-        KeyCall { callout: Callout::get(&self.config, path), fetch }
+        KeyCall { callout: Callout::get(&self.config, fetch.provider, fetch.path()), fetch }
     }
 
-    /// Adopts the keys another VM published, if newer than ours.
-    pub(super) fn adopt_published(&mut self) -> Adopted {
-        let (Some(bytes), _) = self.store.get(&self.names.keys()) else {
+    /// Adopts the keys other VMs published, for each provider whose are newer than ours.
+    pub(super) fn adopt_published(&mut self) {
+        for p in 0..self.providers.len() {
+            self.adopt_published_by(p);
+        }
+    }
+
+    /// Adopts the keys of provider `p` another VM published, if newer than ours.
+    fn adopt_published_by(&mut self, p: usize) -> Adopted {
+        let provider = self.providers.at_mut(p);
+        let (Some(bytes), _) = self.store.get(&provider.names.keys()) else {
             return Adopted::No;
         };
-        let adopted = Snapshot::decode(&bytes).map_or(Adopted::No, |s| self.keys.adopt(&s));
+        let adopted = Snapshot::decode(&bytes).map_or(Adopted::No, |s| provider.keys.adopt(&s));
         match adopted {
             Adopted::NewKeys => {
                 // Verified tokens and sessions were checked under the old keys.
@@ -143,14 +154,14 @@ impl Engine {
     }
 
     /// A key set fetched here: cached verdicts go if the keys changed; published for the other VMs.
-    fn installed(&mut self, Installed { snapshot, changed }: Installed) {
+    fn installed(&mut self, p: usize, Installed { snapshot, changed }: Installed) {
         if changed {
             self.cache.clear();
         }
-        if !self.store.set(&self.names.keys(), &snapshot.encode(), None) {
+        if !self.store.set(&self.providers.at(p).names.keys(), &snapshot.encode(), None) {
             log::warn!("could not share the key set with other workers");
         }
-        if let Some(keys) = self.keys.keys() {
+        if let Some(keys) = self.providers.at(p).keys.keys() {
             log::info!("key set loaded: {} usable key(s)", keys.keys.len());
             for skipped in &keys.skipped {
                 log::info!("key skipped: {skipped}");
@@ -159,20 +170,21 @@ impl Engine {
     }
 
     fn fetch_failed(&mut self, fetch: &Fetch, e: &FetchError, now: u64) {
-        let (what, path, counter) = match fetch {
-            Fetch::Discovery(p) => ("discovery", p, Counter::DiscoveryFetchFailure),
-            Fetch::Jwks(p) => ("key set fetch", p, Counter::JwksFetchFailure),
+        let (what, path, counter) = match &fetch.doc {
+            Doc::Discovery(p) => ("discovery", p, Counter::DiscoveryFetchFailure),
+            Doc::Jwks(p) => ("key set fetch", p, Counter::JwksFetchFailure),
         };
+        let issuer = &self.config.providers.at(fetch.provider).issuer;
         self.stats.count(counter);
         let class = e.class();
         self.stats.count(Counter::ProviderError(class));
-        let retry = self.keys.retry_in(now);
+        let retry = self.providers.at(fetch.provider).keys.retry_in(now);
         match class {
             Class::Configuration => log::error!(
-                "{what} at {path} failed: {e} (a configuration problem: check provider.issuer, provider.cluster and the provider's keys); keeping the previous keys, retrying in {retry}s"
+                "{what} at {path} for {issuer} failed: {e} (a configuration problem: check the provider's issuer, cluster and keys); keeping the previous keys, retrying in {retry}s"
             ),
             Class::Passing => {
-                log::warn!("{what} at {path} failed: {e}; keeping the previous keys, retrying in {retry}s")
+                log::warn!("{what} at {path} for {issuer} failed: {e}; keeping the previous keys, retrying in {retry}s")
             }
         }
     }

@@ -36,15 +36,20 @@ impl HeldAnswer {
 pub enum Pending {
     /// Redeeming an authorization code; the login attempt and its cookie's name.
     Code { login: LoginState, state_cookie: String },
-    /// Refreshing a session: its cookie, the cookie's hash (how other workers name it), and
-    /// its identity.
-    Refresh { cookie: Rc<str>, hash: TokenHash, old: Rc<Identity> },
+    /// Refreshing a session of a provider: its cookie, the cookie's hash (how other workers
+    /// name it), and its identity.
+    Refresh { provider: usize, cookie: Rc<str>, hash: TokenHash, old: Rc<Identity> },
 }
 
 impl Engine {
-    /// A POST of `form` (body, client `Authorization`) to the provider's token endpoint.
-    pub(super) fn token_call(&self, (body, auth): (String, Option<String>), pending: Pending) -> Option<Decision> {
-        let path = self.keys.discovery().and_then(|d| d.token_endpoint.as_deref()).and_then(path_of)?;
+    /// A POST of `form` (body, client `Authorization`) to provider `p`'s token endpoint.
+    pub(super) fn token_call(
+        &self,
+        p: usize,
+        (body, auth): (String, Option<String>),
+        pending: Pending,
+    ) -> Option<Decision> {
+        let path = self.providers.at(p).keys.discovery().and_then(|d| d.token_endpoint.as_deref()).and_then(path_of)?;
         let mut headers = vec![
             ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
             ("accept".to_string(), "application/json".to_string()),
@@ -52,7 +57,7 @@ impl Engine {
         if let Some(auth) = auth {
             headers.push(("authorization".to_string(), auth));
         }
-        let callout = Callout::new(&self.config, "POST", &path, headers, Some(body));
+        let callout = Callout::new(&self.config, p, "POST", &path, headers, Some(body));
         Some(Decision::CallIdp(Box::new(IdpCall { callout, pending })))
     }
 
@@ -80,9 +85,9 @@ impl Engine {
                 }
                 d
             }
-            Pending::Refresh { cookie, hash, old } => {
-                let d = self.finish_refresh(&cookie, hash, &old, req, status, body, now, random);
-                self.refresh_done(&hash);
+            Pending::Refresh { provider, cookie, hash, old } => {
+                let d = self.finish_refresh(provider, &cookie, hash, &old, req, status, body, now, random);
+                self.refresh_done(provider, &hash);
                 d
             }
         }

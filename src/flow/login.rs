@@ -66,17 +66,19 @@ fn return_target(b: &Browser, req: &Request<'_>, target: &str) -> String {
 impl Engine {
     /// No valid credentials: a login redirect for a browser navigation, else 401.
     #[inline(never)] // a function of its own: see `Engine::decide`
+    /// `p`: the provider that signs browsers in on this host (none: 401 only).
     pub(super) fn unauthenticated(
         &mut self,
         req: &Request<'_>,
+        p: Option<usize>,
         now: u64,
         had_cookie: bool,
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
         let cfg = Rc::clone(&self.config);
-        match &cfg.browser {
-            Some(b) if b.redirect_browsers && is_navigation(req) => {
-                let r = self.start_login(b, req, req.header(":path").unwrap_or("/"), now, had_cookie, random);
+        match (&cfg.browser, p) {
+            (Some(b), Some(p)) if b.redirect_browsers && is_navigation(req) => {
+                let r = self.start_login(b, p, req, req.header(":path").unwrap_or("/"), now, had_cookie, random);
                 self.stats.count(if r.status == 302 {
                     Counter::LoginStarted
                 } else {
@@ -91,12 +93,14 @@ impl Engine {
         }
     }
 
-    /// The login redirect, to come back to `target`: a path on this host (anything else becomes
-    /// `/`), or an absolute URL on this host or an allowed domain (`login.allowedRedirectDomains`;
-    /// anything else becomes `/`).
+    /// The login redirect to provider `p`, to come back to `target`: a path on this host
+    /// (anything else becomes `/`), or an absolute URL on this host or an allowed domain
+    /// (`login.allowedRedirectDomains`; anything else becomes `/`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn start_login(
         &self,
         b: &Browser,
+        p: usize,
         req: &Request<'_>,
         target: &str,
         now: u64,
@@ -105,7 +109,8 @@ impl Engine {
     ) -> Response {
         let cfg = Rc::clone(&self.config);
         let mut return_to = return_target(b, req, target);
-        let Some(endpoint) = self.keys.discovery().and_then(|d| d.authorization_endpoint.clone()) else {
+        let Some(endpoint) = self.providers.at(p).keys.discovery().and_then(|d| d.authorization_endpoint.clone())
+        else {
             log::warn!("cannot start a login: the provider's discovery document is not loaded");
             return error_page(
                 &cfg,
@@ -172,7 +177,7 @@ impl Engine {
         let challenge = login::pkce_challenge(&verifier);
         let url = login::authorize_url(&AuthorizeRequest {
             endpoint: &endpoint,
-            client_id: &b.client_id,
+            client_id: &b.clients.at(p).id,
             redirect_uri: &redirect_uri,
             scope: &b.scope,
             state: &state,
@@ -187,6 +192,7 @@ impl Engine {
             return_to: return_to.clone(),
             redirect_uri,
             exp: now + b.login_timeout_secs,
+            iss: cfg.providers.at(p).issuer.clone(),
         };
         let sealed = serde_json::to_vec(&attempt).ok().and_then(|json| b.sealer.seal(Purpose::LoginState, &json));
         let (Some(url), Some(sealed)) = (url, sealed) else {
@@ -252,7 +258,9 @@ impl Engine {
             };
             return Decision::Respond(error_page(&cfg, req, status, "Sign-in failed", &message, &retry, clear_state()));
         }
-        let Some(attempt) = attempt else {
+        // The provider the browser was sent to (one no longer configured voids the attempt).
+        let provider = attempt.as_ref().and_then(|a| cfg.providers.iter().position(|p| p.issuer == a.iss));
+        let (Some(attempt), Some(p)) = (attempt, provider) else {
             log::warn!("callback rejected: state missing, unknown, expired or not matching its cookie");
             return Decision::Respond(error_page(&cfg, req,
                 400,
@@ -264,7 +272,7 @@ impl Engine {
         };
         // RFC 9207: an `iss` in the response must be our provider's (mix-up defence).
         if let Some(iss) = param("iss") {
-            if iss != cfg.provider.issuer {
+            if iss != cfg.providers.at(p).issuer {
                 log::warn!("callback rejected: iss parameter names another issuer");
                 return Decision::Respond(error_page(
                     &cfg,
@@ -288,17 +296,18 @@ impl Engine {
                 clear_state(),
             ));
         };
+        let client = &b.clients.at(p);
         let form = login::token_request(
             code,
             &attempt.redirect_uri,
             &attempt.verifier,
-            &b.client_id,
-            b.client_secret.expose(),
+            &client.id,
+            client.secret.expose(),
             b.client_secret_post,
         );
         let cleared = clear_state();
         let pending = Pending::Code { login: attempt, state_cookie: state_cookie.unwrap_or_default() };
-        self.token_call(form, pending).unwrap_or_else(|| {
+        self.token_call(p, form, pending).unwrap_or_else(|| {
             Decision::Respond(error_page(
                 &cfg,
                 req,
@@ -311,12 +320,13 @@ impl Engine {
         })
     }
 
-    /// Builds session data from a token response. `previous` is the session being refreshed.
-    #[allow(clippy::too_many_arguments)]
+    /// Builds session data from provider `p`'s token response. `previous` is the session being
+    /// refreshed.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn session_from_tokens(
         &self,
         b: &Browser,
+        p: usize,
         scope: String,
         tokens: &TokenResponse,
         id_claims: Option<Value>,
@@ -328,8 +338,13 @@ impl Engine {
         let cfg = &self.config;
         // Keycloak puts roles in the access token, not the ID token: take them from there when
         // the access token is a JWT that verifies for this client.
-        let expect = cfg.client_expectations();
-        let access = self.keys.keys().and_then(|keys| jwt::verify(&tokens.access_token, keys, &expect, now).ok());
+        let expect = cfg.client_expectations(p);
+        let access = self
+            .providers
+            .at(p)
+            .keys
+            .keys()
+            .and_then(|keys| jwt::verify(&tokens.access_token, keys, &expect, now).ok());
         let mut merged = match id_claims {
             Some(Value::Object(m)) => m,
             _ => Map::new(),
@@ -388,7 +403,8 @@ impl Engine {
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
         let cfg = Rc::clone(&self.config);
-        let Some(b) = &cfg.browser else {
+        let provider = cfg.providers.iter().position(|p| p.issuer == attempt.iss);
+        let (Some(b), Some(p)) = (&cfg.browser, provider) else {
             return Decision::Respond(unauthorized(&cfg, None));
         };
         let cookies = request_cookies(req);
@@ -434,13 +450,13 @@ impl Engine {
                 return fail(502, "The identity provider's answer could not be read.", set_cookies);
             }
         };
-        let Some(keys) = self.keys.keys().cloned() else {
+        let Some(keys) = self.providers.at(p).keys.keys().cloned() else {
             return Decision::Respond(unavailable("signing keys are not loaded yet"));
         };
         let id_claims = match login::validate_id_token(
             tokens.id_token.as_deref(),
             &keys,
-            &cfg.client_expectations(),
+            &cfg.client_expectations(p),
             Some(&attempt.nonce),
             now,
         ) {
@@ -449,7 +465,7 @@ impl Engine {
                 // The provider signs with a key we have not seen yet (it rotated its keys):
                 // fetch the key set once, then check this same answer again.
                 if e == login::IdTokenError::Jwt(jwt::JwtError::UnknownKeyId) && refetch_allowed {
-                    if let Some(fetch) = self.key_fetch_for_unknown_kid("an ID token", now) {
+                    if let Some(fetch) = self.key_fetch_for_unknown_kid(p, "an ID token", now) {
                         let held = HeldAnswer {
                             pending: Pending::Code { login: attempt, state_cookie },
                             status,
@@ -464,7 +480,8 @@ impl Engine {
         };
         let mut data = self.session_from_tokens(
             b,
-            session_scope(b, req),
+            p,
+            session_scope(&cfg, b, req, p),
             &tokens,
             Some(id_claims),
             None,

@@ -12,6 +12,7 @@ use crate::cache::TokenCache;
 use crate::claims::{header_value, values_of};
 use crate::config::Config;
 use crate::keys::{Fetch, KeyManager};
+use crate::nonempty::NonEmpty;
 use crate::policy::Verdict;
 use crate::shared::{Names, Store};
 use crate::stats::{Counter, DenyReason, Stats};
@@ -94,33 +95,45 @@ pub struct Identity {
 /// for requests, [`Engine::tick`] and [`Engine::on_key_answer`] for the key fetches.
 pub struct Engine {
     config: Rc<Config>,
-    keys: KeyManager,
+    /// Each provider's documents and shared entries, in the order of `config.providers`.
+    providers: NonEmpty<ProviderState>,
     /// What the VMs of this Envoy share (keys, the fetch lease, refresh notes).
     store: Box<dyn Store>,
-    names: Names,
     cache: TokenCache<Identity>,
     /// Sessions being refreshed (by cookie hash), or waiting to retry, until the given time.
     refreshing: std::collections::HashMap<crate::cache::TokenHash, u64>,
     /// Sessions just refreshed: requests still carrying the old cookie get the new session.
     refreshed: TokenCache<(Rc<Identity>, Vec<String>)>,
-    /// Sessions the provider ended (back-channel logout), as this VM knows them.
-    revocations: crate::revoked::Revocations,
     /// Counts for the glue to turn into Envoy metrics.
     stats: Stats,
+}
+
+/// What a VM keeps of one provider.
+struct ProviderState {
+    keys: KeyManager,
+    /// The names of its entries in the store (keys, leases, refresh notes, logouts).
+    names: Names,
+    /// Sessions it ended (back-channel logout), as this VM knows them.
+    revocations: crate::revoked::Revocations,
 }
 
 impl Engine {
     /// The engine of one VM, sharing what VMs share through `store`.
     pub fn new(config: Rc<Config>, store: Box<dyn Store>) -> Self {
-        log::info!("configured for issuer {} via cluster {}", config.provider.issuer, config.provider.cluster);
+        let providers = config.providers.map(|i, p| {
+            log::info!("configured for issuer {} via cluster {}", p.issuer, p.cluster);
+            ProviderState {
+                keys: KeyManager::new(Rc::clone(&config), i),
+                names: Names::new(&p.issuer),
+                revocations: crate::revoked::Revocations::default(),
+            }
+        });
         Self {
-            keys: KeyManager::new(Rc::clone(&config)),
+            providers,
             store,
-            names: Names::new(&config.provider.issuer),
             cache: TokenCache::new(config.token_cache_size),
             refreshing: std::collections::HashMap::new(),
             refreshed: TokenCache::new(256),
-            revocations: crate::revoked::Revocations::default(),
             stats: Stats::default(),
             config,
         }
@@ -147,17 +160,17 @@ impl Engine {
         clock: &mut dyn FnMut() -> u64,
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
-        if self.keys.keys().is_none() {
+        if self.providers.iter().any(|p| p.keys.keys().is_none()) {
             self.adopt_published();
         }
         self.decide_with(req, clock, true, random)
     }
 
-    /// The one early key-set fetch when a token (`what`: a bearer token, an ID token) names a
-    /// `kid` the key set does not hold: `None` if one ran less than
+    /// The one early key-set fetch when a token of provider `p` (`what`: a bearer token, an ID
+    /// token) names a `kid` its key set does not hold: `None` if one ran less than
     /// `keys.unknownKidMinIntervalSeconds` ago or is in flight (the token is then refused).
-    pub(crate) fn key_fetch_for_unknown_kid(&mut self, what: &str, now: u64) -> Option<Fetch> {
-        let fetch = self.keys.unknown_kid(now)?;
+    pub(crate) fn key_fetch_for_unknown_kid(&mut self, p: usize, what: &str, now: u64) -> Option<Fetch> {
+        let fetch = self.providers.at_mut(p).keys.unknown_kid(now)?;
         log::info!("{what} names an unknown key id; fetching the key set");
         Some(fetch)
     }
@@ -206,17 +219,17 @@ impl Engine {
                 return self.callback(req, clock());
             }
             if view.path.path == b.sign_out_path {
-                return self.sign_out(req);
+                return self.sign_out(req, view.provider);
             }
             let here = Some(view.path.path.as_str());
             if b.backchannel_logout_path.as_deref() == here {
                 return self.backchannel_logout(req);
             }
             if b.userinfo_path.as_deref() == here {
-                return self.userinfo(req, clock());
+                return self.userinfo(req, view.provider, clock());
             }
             if b.start_path.as_deref() == here {
-                return self.start(req, clock(), random);
+                return self.start(req, view.provider, clock(), random);
             }
             if b.auth_path.as_deref() == here {
                 return self.auth(req, &view, clock(), refetch_allowed);
@@ -289,9 +302,9 @@ impl Engine {
         now: u64,
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Decision {
-        match self.session_identity(req, now) {
-            SessionOutcome::Valid { identity, cookie, only_ours } => {
-                match self.refresh_due(&identity, cookie, req, now) {
+        match self.session_identity(req, view.provider, now) {
+            SessionOutcome::Valid { provider, identity, cookie, only_ours } => {
+                match self.refresh_due(provider, &identity, cookie, req, now) {
                     Some(call) => call,
                     None => self.forward_session(req, Some(view), &identity, Vec::new(), only_ours, now),
                 }
@@ -299,7 +312,7 @@ impl Engine {
             SessionOutcome::Refreshed { identity, set_cookies } => {
                 self.forward_session(req, Some(view), &identity, set_cookies, false, now)
             }
-            SessionOutcome::None { had_cookie } => self.unauthenticated(req, now, had_cookie, random),
+            SessionOutcome::None { had_cookie } => self.unauthenticated(req, view.provider, now, had_cookie, random),
         }
     }
 }

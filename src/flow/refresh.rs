@@ -54,12 +54,13 @@ impl Engine {
     /// about this cookie and still fresh): the held request goes on with that worker's session.
     fn refreshed_by_peer(
         &mut self,
+        p: usize,
         hash: &TokenHash,
         old_cookie: &str,
         req: &Request<'_>,
         now: u64,
     ) -> Option<Decision> {
-        let (bytes, _) = self.store.get(&self.names.refreshed(RefreshNote::slot(hash)));
+        let (bytes, _) = self.store.get(&self.providers.at(p).names.refreshed(RefreshNote::slot(hash)));
         let note = RefreshNote::decode(std::str::from_utf8(&bytes?).ok()?)?;
         if note.old != *hash || now >= note.until {
             return None;
@@ -85,13 +86,14 @@ impl Engine {
 
     /// A refresh is over, whatever its outcome: the next worker that sees the session may refresh
     /// it (and learns that the provider ended it, or takes the note of its new session).
-    pub(super) fn refresh_done(&self, hash: &TokenHash) {
-        release_lease_of(self.store.as_ref(), &self.names.refreshing(RefreshNote::slot(hash)), &lease_holder(hash));
+    pub(super) fn refresh_done(&self, p: usize, hash: &TokenHash) {
+        let lease = self.providers.at(p).names.refreshing(RefreshNote::slot(hash));
+        release_lease_of(self.store.as_ref(), &lease, &lease_holder(hash));
     }
 
     /// Tells the other workers' VMs about a refresh made here.
-    fn share_refresh(&self, note: &RefreshNote) {
-        let key = self.names.refreshed(RefreshNote::slot(&note.old));
+    fn share_refresh(&self, p: usize, note: &RefreshNote) {
+        let key = self.providers.at(p).names.refreshed(RefreshNote::slot(&note.old));
         if !self.store.set(&key, note.encode().as_bytes(), None) {
             log::warn!("could not share a session refresh with other workers");
         }
@@ -104,6 +106,7 @@ impl Engine {
     #[inline(never)] // a function of its own: see `Engine::decide`
     pub(super) fn refresh_due(
         &mut self,
+        p: usize,
         identity: &Rc<Identity>,
         cookie: String,
         req: &Request<'_>,
@@ -120,20 +123,21 @@ impl Engine {
         if self.refreshing.get(&hash).is_some_and(|until| now < *until) {
             return None; // one refresh per session at a time; others go on with the session
         }
-        if let Some(adopted) = self.refreshed_by_peer(&hash, &cookie, req, now) {
+        if let Some(adopted) = self.refreshed_by_peer(p, &hash, &cookie, req, now) {
             return Some(adopted);
         }
-        let refresh_token = b.sealer.decrypt(rt).and_then(|p| String::from_utf8(p).ok())?;
-        let form = login::refresh_request(&refresh_token, &b.client_id, b.client_secret.expose(), b.client_secret_post);
-        let call =
-            self.token_call(form, Pending::Refresh { cookie: Rc::from(cookie), hash, old: Rc::clone(identity) })?;
+        let refresh_token = b.sealer.decrypt(rt).and_then(|t| String::from_utf8(t).ok())?;
+        let client = &b.clients.at(p);
+        let form = login::refresh_request(&refresh_token, &client.id, client.secret.expose(), b.client_secret_post);
+        let pending = Pending::Refresh { provider: p, cookie: Rc::from(cookie), hash, old: Rc::clone(identity) };
+        let call = self.token_call(p, form, pending)?;
         let until = now + 2 * cfg.callout_timeout_ms.div_ceil(1000) + 1;
         // One refresh per session across the workers too: a provider that rotates refresh tokens
         // refuses a second use, which would end the session. The worker that holds the lease
         // refreshes and leaves a note; the others go on with the session, then take the note.
         if !take_lease(
             self.store.as_ref(),
-            &self.names.refreshing(RefreshNote::slot(&hash)),
+            &self.providers.at(p).names.refreshing(RefreshNote::slot(&hash)),
             &lease_holder(&hash),
             now,
             until,
@@ -152,6 +156,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn finish_refresh(
         &mut self,
+        p: usize,
         old_cookie: &str,
         hash: TokenHash,
         old: &Rc<Identity>,
@@ -181,7 +186,7 @@ impl Engine {
             TokenAnswer::Refused { status: code, error } => {
                 // A worker that refreshed this session meanwhile used up the refresh token (a
                 // provider that rotates them refuses a second use): its session is the one to take.
-                if let Some(adopted) = self.refreshed_by_peer(&hash, old_cookie, req, now) {
+                if let Some(adopted) = self.refreshed_by_peer(p, &hash, old_cookie, req, now) {
                     return adopted;
                 }
                 // invalid_grant and friends: the refresh token was revoked or expired. The
@@ -201,9 +206,9 @@ impl Engine {
                 };
             }
         };
-        let id_claims = match (&tokens.id_token, self.keys.keys()) {
+        let id_claims = match (&tokens.id_token, self.providers.at(p).keys.keys()) {
             (Some(idt), Some(keys)) => {
-                match login::validate_id_token(Some(idt), keys, &cfg.client_expectations(), None, now) {
+                match login::validate_id_token(Some(idt), keys, &cfg.client_expectations(p), None, now) {
                     // OIDC Core §12.2: the refreshed ID token is about the same user.
                     Ok(c) if c.get("sub") == previous.claims.get("sub") => Some(c),
                     Ok(_) => return transient(self, "refreshed ID token names another subject"),
@@ -214,7 +219,8 @@ impl Engine {
         };
         let mut data = self.session_from_tokens(
             b,
-            session_scope(b, req),
+            p,
+            session_scope(&cfg, b, req, p),
             &tokens,
             id_claims,
             Some(previous),
@@ -231,7 +237,7 @@ impl Engine {
         let identity = Rc::new(identity);
         self.refreshing.remove(&hash);
         // Other workers' VMs may see the old cookie too: publish the outcome for them.
-        self.share_refresh(&RefreshNote { old: hash, until: now + 60, cookie: sealed });
+        self.share_refresh(p, &RefreshNote { old: hash, until: now + 60, cookie: sealed });
         self.stats.count(Counter::Refreshed);
         // Requests still carrying the old cookie (other tabs, requests in flight) get the new
         // session for a minute instead of refreshing again with a rotated-out token.

@@ -15,9 +15,9 @@ use std::rc::Rc;
 
 /// The result of looking at a request's session cookie.
 pub enum SessionOutcome {
-    /// A valid session, its cookie (chunks joined), and whether the request carries only
-    /// gatehouse's cookies (then the upstream gets no `Cookie` header at all).
-    Valid { identity: Rc<Identity>, cookie: String, only_ours: bool },
+    /// A valid session of this provider, its cookie (chunks joined), and whether the request
+    /// carries only gatehouse's cookies (then the upstream gets no `Cookie` header at all).
+    Valid { provider: usize, identity: Rc<Identity>, cookie: String, only_ours: bool },
     /// An old cookie of a session refreshed moments ago: the new session, and its cookies.
     Refreshed { identity: Rc<Identity>, set_cookies: Vec<String> },
     /// No valid session; `had_cookie` if an invalid or expired one was sent.
@@ -99,15 +99,16 @@ pub(super) fn relay_headers(b: &Browser, token: &str) -> Vec<super::Header> {
 }
 
 /// What a session is valid for: the cookie's `domain` when one is set (its subdomains share the
-/// session), else the exact host; and the cookie's path. Sealed into the session and checked on
-/// every request, so that a session made for one site is refused on another that shares the
-/// cookie key (one gateway serving several hosts, or a key reused across gateways).
-pub(super) fn session_scope(b: &Browser, req: &Request<'_>) -> String {
+/// session), else the exact host; the cookie's path; and the issuer of the provider that signed
+/// the user in. Sealed into the session and checked on every request, so that a session made
+/// for one site is refused on another that shares the cookie key (one gateway serving several
+/// hosts, or a key reused across gateways), and one provider's session on another's hosts.
+pub(super) fn session_scope(cfg: &Config, b: &Browser, req: &Request<'_>, p: usize) -> String {
     let site = match &b.cookie.domain {
         Some(domain) => domain.trim_start_matches('.').to_ascii_lowercase(),
         None => host_of(req.header(":authority").unwrap_or("")),
     };
-    format!("{site}|{}", b.cookie.path)
+    format!("{site}|{}|{}", b.cookie.path, cfg.providers.at(p).issuer)
 }
 
 /// Whether a cookie is one of gatehouse's: the session (or one of its chunks) or a login's state.
@@ -124,11 +125,12 @@ pub(super) fn request_cookies<'a>(req: &Request<'a>) -> Vec<(&'a str, &'a str)> 
 }
 
 impl Engine {
-    /// The identity of the request's session cookie, if valid.
+    /// The identity of the request's session cookie, if valid for provider `p` (the host's:
+    /// none, no session).
     #[inline(never)] // a function of its own: see `Engine::decide`
-    pub fn session_identity(&mut self, req: &Request<'_>, now: u64) -> SessionOutcome {
+    pub fn session_identity(&mut self, req: &Request<'_>, p: Option<usize>, now: u64) -> SessionOutcome {
         let cfg = Rc::clone(&self.config);
-        let Some(b) = &cfg.browser else {
+        let (Some(b), Some(p)) = (&cfg.browser, p) else {
             return SessionOutcome::None { had_cookie: false };
         };
         let cookies = request_cookies(req);
@@ -141,11 +143,11 @@ impl Engine {
                 let (identity, set_cookies) = (*done).clone();
                 // The old cookie was checked for this site when it was refreshed; a request on
                 // another site sharing the key must not get the new session either.
-                if identity.session.as_ref().is_none_or(|d| d.scope != session_scope(b, req)) {
+                if identity.session.as_ref().is_none_or(|d| d.scope != session_scope(&cfg, b, req, p)) {
                     log::info!("session cookie rejected (made for another site)");
                     return SessionOutcome::None { had_cookie: true };
                 }
-                if self.ended_by_provider(b, &identity, now) {
+                if self.ended_by_provider(b, p, &identity, now) {
                     return SessionOutcome::None { had_cookie: true };
                 }
                 return SessionOutcome::Refreshed { identity, set_cookies };
@@ -169,28 +171,29 @@ impl Engine {
             }
         };
         // Checked on cache hits too: the cache is keyed by the cookie alone.
-        let scope = session_scope(b, req);
+        let scope = session_scope(&cfg, b, req, p);
         if identity.session.as_ref().is_none_or(|d| d.scope != scope) {
-            log::info!("session cookie rejected (made for another site)");
+            log::info!("session cookie rejected (made for another site, or by another provider)");
             return SessionOutcome::None { had_cookie: true };
         }
-        if self.ended_by_provider(b, &identity, now) {
+        if self.ended_by_provider(b, p, &identity, now) {
             return SessionOutcome::None { had_cookie: true };
         }
         let only_ours = cookies.iter().all(|(name, _)| is_ours(b, name));
-        SessionOutcome::Valid { identity, cookie: value, only_ours }
+        SessionOutcome::Valid { provider: p, identity, cookie: value, only_ours }
     }
 
     /// Whether a back-channel logout ended this session (on any worker of this Envoy): with
     /// `login.backchannelLogoutPath`, one shared-data read per session request.
-    fn ended_by_provider(&mut self, b: &Browser, identity: &Identity, now: u64) -> bool {
+    fn ended_by_provider(&mut self, b: &Browser, p: usize, identity: &Identity, now: u64) -> bool {
         if b.backchannel_logout_path.is_none() {
             return false;
         }
-        self.revocations.sync(self.store.as_ref(), &self.names, now);
+        let provider = self.providers.at_mut(p);
+        provider.revocations.sync(self.store.as_ref(), &provider.names, now);
         let Some(data) = identity.session.as_ref() else { return false };
         let claim = |name: &str| data.claims.get(name).and_then(Value::as_str);
-        let ended = self.revocations.ended(claim("sid"), claim("sub"), data.iat, now);
+        let ended = provider.revocations.ended(claim("sid"), claim("sub"), data.iat, now);
         if ended {
             log::info!("session cookie rejected (the provider ended the session: back-channel logout)");
         }

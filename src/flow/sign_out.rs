@@ -4,7 +4,7 @@
 use super::login::state_attrs;
 use super::pages::{page, redirect, Offer, Page};
 use super::request::{origin, query_params};
-use super::session::{open_session, request_cookies};
+use super::session::{open_session, request_cookies, session_scope};
 use super::{unauthorized, Decision, Engine, Request, Response};
 use crate::config::Browser;
 use crate::cookie;
@@ -14,10 +14,10 @@ use sha2::{Digest, Sha256};
 use std::rc::Rc;
 
 impl Engine {
-    /// Signs out: clears gatehouse's cookies and sends the browser to the provider's logout.
-    /// Cross-site requests only get a confirmation form (logout CSRF).
+    /// Signs out: clears gatehouse's cookies and sends the browser to the logout of `p`, the
+    /// host's provider. Cross-site requests only get a confirmation form (logout CSRF).
     #[inline(never)] // a function of its own: see `Engine::decide`
-    pub(super) fn sign_out(&mut self, req: &Request<'_>) -> Decision {
+    pub(super) fn sign_out(&mut self, req: &Request<'_>, p: Option<usize>) -> Decision {
         let cfg = Rc::clone(&self.config);
         let Some(b) = &cfg.browser else {
             return Decision::Respond(unauthorized(&cfg, None));
@@ -45,8 +45,10 @@ impl Engine {
             };
             return Decision::Respond(page(Some(&cfg), req, p));
         }
-        let id_token =
-            cookie::get_chunked(&cookies, &b.cookie_name).and_then(|v| open_session(b, &v)).and_then(|d| d.idt);
+        // The ID token goes to the provider as a hint only if that provider issued it.
+        let id_token = (cookie::get_chunked(&cookies, &b.cookie_name).and_then(|v| open_session(b, &v)))
+            .filter(|d| p.is_some_and(|p| d.scope == session_scope(&cfg, b, req, p)))
+            .and_then(|d| d.idt);
         let mut set_cookies = cookie::delete_chunked(&b.cookie_name, &b.cookie, &cookies);
         let state_prefix = format!("{}_st_", b.cookie_name);
         for (name, _) in &cookies {
@@ -54,7 +56,9 @@ impl Engine {
                 set_cookies.push(cookie::set_cookie(name, "", &state_attrs(b), Some(0)));
             }
         }
-        let end_session = self.keys.discovery().and_then(|d| d.end_session_endpoint.clone());
+        let end_session =
+            p.and_then(|p| self.providers.at(p).keys.discovery()).and_then(|d| d.end_session_endpoint.clone());
+        let client_id = p.map(|p| b.clients.at(p).id.as_str()).unwrap_or_default();
         let location = match end_session.and_then(|e| url::Url::parse(&e).ok()) {
             Some(mut url) => {
                 {
@@ -62,7 +66,7 @@ impl Engine {
                     if let Some(hint) = &id_token {
                         q.append_pair("id_token_hint", hint);
                     }
-                    q.append_pair("client_id", &b.client_id);
+                    q.append_pair("client_id", client_id);
                     if let Some(after) = &b.post_logout_redirect_uri {
                         q.append_pair("post_logout_redirect_uri", after);
                     }

@@ -1,8 +1,7 @@
 use super::*;
 use crate::jwt::alg::Alg;
-use crate::keys::Fetch;
 use crate::shared::MemoryStore;
-use crate::testutil::{load, ok, vm, TestKey, RSA_A, RSA_B};
+use crate::testutil::{discovery_fetch, jwks_fetch, load, ok, vm, TestKey, RSA_A, RSA_B};
 use serde_json::{json, Value};
 
 const ISS: &str = "http://127.0.0.1:8180/realms/demo";
@@ -489,9 +488,9 @@ fn unknown_kid_triggers_one_key_fetch_then_verifies() {
     let req = Request { headers: &headers };
     assert_eq!(
         engine.decide(&req, NOW + 1, true, &mut rng()),
-        Decision::FetchKeys(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into()))
+        Decision::FetchKeys(jwks_fetch("/realms/demo/protocol/openid-connect/certs"))
     );
-    let fetch = Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into());
+    let fetch = jwks_fetch("/realms/demo/protocol/openid-connect/certs");
     let call = engine.wait_for_keys(fetch.clone()).expect("nobody published new keys");
     assert_eq!(call.callout.headers[1], (":path".into(), "/realms/demo/protocol/openid-connect/certs".into()));
     let both = json!({"keys": [old.jwk("k1", Alg::RS256), new.jwk("k2", Alg::RS256)]}).to_string();
@@ -831,7 +830,7 @@ mod browser_flow {
             "token_endpoint": "http://keycloak:8080/realms/demo/protocol/openid-connect/token"});
         let made = load(&mut engine, NOW, &disc.to_string(), &json!({"keys": [key.jwk("k1", Alg::RS256)]}).to_string());
         assert!(
-            matches!(&made[..], [Fetch::Discovery(_), Fetch::Jwks(p)] if p == "/realms/demo/protocol/openid-connect/certs")
+            matches!(&made[..], [a, b] if *a == discovery_fetch("/realms/demo/.well-known/openid-configuration") && *b == jwks_fetch("/realms/demo/protocol/openid-connect/certs"))
         );
         (engine, key)
     }
@@ -863,7 +862,7 @@ mod browser_flow {
             "token_endpoint": "http://keycloak:8080/realms/demo/protocol/openid-connect/token",
             "end_session_endpoint": "https://sso.example/realms/demo/protocol/openid-connect/logout"});
         let made = load(&mut engine, NOW, &disc.to_string(), "");
-        assert_eq!(made, vec![Fetch::Discovery("/realms/demo/.well-known/openid-configuration".into())], "keys inline");
+        assert_eq!(made, vec![discovery_fetch("/realms/demo/.well-known/openid-configuration")], "keys inline");
         (engine, key)
     }
 
@@ -929,6 +928,7 @@ mod browser_flow {
                 return_to: "/echo?x=1".into(),
                 redirect_uri: "https://app.example/oauth2/callback".into(),
                 exp: NOW + 600,
+                iss: ISS.into(),
             }
         );
     }
@@ -1047,10 +1047,12 @@ mod browser_flow {
         let rotated = TestKey::rsa(RSA_B);
         let (d, _, cb) = login_signed_by(&mut first, &rotated, "k2", json!({}));
         let Decision::FetchKeysForAnswer(fetch, held) = d else { panic!("{d:?}") };
-        assert_eq!(fetch, Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into()));
+        assert_eq!(fetch, jwks_fetch("/realms/demo/protocol/openid-connect/certs"));
         assert_eq!(held.status, Some(200));
         // The provider's new key set; the same answer is checked again: a session, no second code redemption.
         first
+            .providers
+            .at_mut(0)
             .keys
             .on_jwks(NOW + 6, Ok(json!({"keys": [rotated.jwk("k2", Alg::RS256)]}).to_string().as_bytes()))
             .unwrap();

@@ -27,6 +27,9 @@ pub struct View {
     pub host: String,
     /// Every public path or rule the readings fall under.
     pub routes: Routes,
+    /// The provider that signs browsers in here (see [`Config::provider_for_host`]): the one
+    /// every reading of the host names; `None` if there is none, or the readings disagree.
+    pub provider: Option<usize>,
 }
 
 /// Why a request is refused before anything else is looked at (400).
@@ -107,13 +110,22 @@ impl View {
         if routes.is_ambiguous() {
             log::info!("the request reads several ways; the rules of every reading apply");
         }
-        Ok(View { path, host, routes })
+        let provider = hosts_provider(cfg, hosts);
+        Ok(View { path, host, routes, provider })
     }
 
     /// The `:path` to set on the forwarded request, when normalization changed it.
     pub fn path_header(&self) -> Option<super::Header> {
         self.path.rewritten.as_deref().map(|p| (std::rc::Rc::from(":path"), std::rc::Rc::from(p)))
     }
+}
+
+/// The provider of every reading of the host, if they name the same one: a session of one
+/// provider's users must not reach a host an upstream takes for another's.
+fn hosts_provider(cfg: &Config, hosts: &[&str]) -> Option<usize> {
+    let (first, rest) = hosts.split_first()?;
+    let p = cfg.provider_for_host(first)?;
+    rest.iter().all(|h| cfg.provider_for_host(h) == Some(p)).then_some(p)
 }
 
 /// An HTTP method (RFC 9110 `token`).

@@ -199,6 +199,22 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expectations<'_>, now: u64) -
     Ok(Verified { claims: Value::Object(custom), exp: u64::try_from(exp).unwrap_or(0) })
 }
 
+/// The `iss` a token names, unverified: with several providers, which one's keys and
+/// expectations are to check it ([`verify`] then checks `iss` again). Nothing else is read.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Iss>(&json).ok()?.iss
+}
+
 /// `aud` (a string or an array of strings) holds an accepted audience, or `azp` is one.
 /// Keycloak access tokens carry `aud: "account"` unless an audience mapper is set, and the
 /// requesting client in `azp`.

@@ -17,11 +17,27 @@ use crate::oidc::discovery::Discovery;
 use serde::{Deserialize, Serialize};
 use std::rc::Rc;
 
-/// A fetch to make on the provider cluster, with the path to GET.
+/// A fetch to make on a provider's cluster: the provider (its index in the configuration) and
+/// the document, with the path to GET.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fetch {
+pub struct Fetch {
+    pub provider: usize,
+    pub doc: Doc,
+}
+
+/// A document to fetch, with its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Doc {
     Discovery(String),
     Jwks(String),
+}
+
+impl Fetch {
+    pub fn path(&self) -> &str {
+        match &self.doc {
+            Doc::Discovery(p) | Doc::Jwks(p) => p,
+        }
+    }
 }
 
 /// What one VM publishes for the others: the raw documents and when they were fetched.
@@ -60,9 +76,12 @@ pub enum Adopted {
     NewKeys,
 }
 
+/// One provider's documents.
 pub struct KeyManager {
     /// Where the keys come from, the issuer, the timing: all read from the configuration.
     config: Rc<Config>,
+    /// Which of the configuration's providers.
+    provider: usize,
     discovery: Option<Discovery>,
     discovery_body: Option<String>,
     keys: Option<Rc<KeySet>>,
@@ -74,13 +93,15 @@ pub struct KeyManager {
 }
 
 impl KeyManager {
-    pub fn new(config: Rc<Config>) -> Self {
-        let keys = match &config.provider.keys {
+    /// The key manager of the configuration's provider `provider`.
+    pub fn new(config: Rc<Config>, provider: usize) -> Self {
+        let keys = match &config.providers.at(provider).keys {
             KeySource::Inline(set) => Some(Rc::new(set.clone())),
             KeySource::Path(_) | KeySource::Discovery => None,
         };
         Self {
             config,
+            provider,
             discovery: None,
             discovery_body: None,
             keys,
@@ -102,17 +123,25 @@ impl KeyManager {
         self.discovery.as_ref()
     }
 
+    fn source(&self) -> &crate::config::Provider {
+        self.config.providers.at(self.provider)
+    }
+
+    fn fetch(&self, doc: Doc) -> Fetch {
+        Fetch { provider: self.provider, doc }
+    }
+
     fn inline(&self) -> bool {
-        matches!(self.config.provider.keys, KeySource::Inline(_))
+        matches!(self.source().keys, KeySource::Inline(_))
     }
 
     /// The browser flow needs the discovery document's endpoints, whatever the key source.
     fn needs_discovery(&self) -> bool {
-        self.config.browser.is_some() || matches!(self.config.provider.keys, KeySource::Discovery)
+        self.config.browser.is_some() || matches!(self.source().keys, KeySource::Discovery)
     }
 
     fn jwks_path(&self) -> Option<String> {
-        match &self.config.provider.keys {
+        match &self.source().keys {
             KeySource::Path(p) => Some(p.clone()),
             KeySource::Discovery => self.discovery.as_ref().map(|d| d.jwks_path.clone()),
             KeySource::Inline(_) => None,
@@ -132,10 +161,10 @@ impl KeyManager {
         }
         self.in_flight = true;
         // Each refresh re-reads discovery too (two small GETs): a changed jwks_uri is followed.
-        Some(match &self.config.provider.keys {
-            KeySource::Path(p) if !self.needs_discovery() => Fetch::Jwks(p.clone()),
-            _ => Fetch::Discovery(self.config.provider.discovery_path.clone()),
-        })
+        Some(self.fetch(match &self.source().keys {
+            KeySource::Path(p) if !self.needs_discovery() => Doc::Jwks(p.clone()),
+            _ => Doc::Discovery(self.source().discovery_path.clone()),
+        }))
     }
 
     /// A key-set fetch because a token named an unknown `kid`, if the rate limit allows.
@@ -151,14 +180,14 @@ impl KeyManager {
         let path = self.jwks_path()?;
         self.last_unknown_kid_fetch = Some(now);
         self.in_flight = true;
-        Some(Fetch::Jwks(path))
+        Some(self.fetch(Doc::Jwks(path)))
     }
 
     /// The answer to a discovery fetch (the document, or why there is none). Returns the key-set
     /// fetch to make next, or `None` when the keys are inline and nothing more is needed.
     pub fn on_discovery(&mut self, now: u64, answer: Result<&[u8], FetchError>) -> Result<Option<Fetch>, FetchError> {
         let parsed = answer.and_then(|body| {
-            Discovery::parse(body, &self.config.provider.issuer)
+            Discovery::parse(body, &self.source().issuer)
                 .map(|d| (d, String::from_utf8_lossy(body).into_owned()))
                 .map_err(FetchError::Discovery)
         });
@@ -167,7 +196,7 @@ impl KeyManager {
                 self.discovery = Some(d);
                 self.discovery_body = Some(body);
                 match self.jwks_path() {
-                    Some(path) => Ok(Some(Fetch::Jwks(path))),
+                    Some(path) => Ok(Some(self.fetch(Doc::Jwks(path)))),
                     None => {
                         self.succeed();
                         Ok(None)
@@ -226,7 +255,7 @@ impl KeyManager {
             return Adopted::No;
         };
         if let Some(body) = &snapshot.discovery {
-            if let Ok(d) = Discovery::parse(body.as_bytes(), &self.config.provider.issuer) {
+            if let Ok(d) = Discovery::parse(body.as_bytes(), &self.source().issuer) {
                 self.discovery = Some(d);
                 self.discovery_body = Some(body.clone());
             }

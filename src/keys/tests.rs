@@ -2,6 +2,7 @@ use super::*;
 use crate::jwt::alg::Alg;
 use crate::jwt::jwks::KeySetError;
 use crate::testutil::TestKey;
+use crate::testutil::{discovery_fetch, jwks_fetch};
 use serde_json::json;
 
 const ISS: &str = "http://127.0.0.1:8180/realms/demo";
@@ -21,7 +22,7 @@ fn manager(source: serde_json::Value, browser: bool) -> KeyManager {
     if browser {
         doc["session"] = json!({"keys": [crate::testutil::fixtures::SESSION_KEY]});
     }
-    KeyManager::new(std::rc::Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap()))
+    KeyManager::new(std::rc::Rc::new(Config::parse(doc.to_string().as_bytes(), &|_| None).unwrap()), 0)
 }
 
 fn has(m: &KeyManager, kid: &str) -> bool {
@@ -40,10 +41,10 @@ fn jwks(kid: &str) -> Vec<u8> {
 
 fn loaded(now: u64) -> KeyManager {
     let mut m = manager(json!({}), false);
-    assert_eq!(m.due(now), Some(Fetch::Discovery(DISC.into())));
+    assert_eq!(m.due(now), Some(discovery_fetch(DISC)));
     assert_eq!(
         m.on_discovery(now, Ok(&discovery())),
-        Ok(Some(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into())))
+        Ok(Some(jwks_fetch("/realms/demo/protocol/openid-connect/certs")))
     );
     m.on_jwks(now, Ok(&jwks("k1"))).unwrap();
     m
@@ -55,7 +56,7 @@ fn start_fetches_discovery_then_keys_then_waits_for_the_interval() {
     assert!(has(&m, "k1"));
     assert_eq!(m.due(1001), None);
     assert_eq!(m.due(1299), None);
-    assert_eq!(m.due(1300), Some(Fetch::Discovery(DISC.into())));
+    assert_eq!(m.due(1300), Some(discovery_fetch(DISC)));
     assert_eq!(m.due(1300), None, "one fetch in flight at a time");
 }
 
@@ -105,7 +106,7 @@ fn discovery_of_another_issuer_is_refused() {
 #[test]
 fn unknown_kid_fetches_are_rate_limited() {
     let mut m = loaded(0);
-    assert_eq!(m.unknown_kid(10), Some(Fetch::Jwks("/realms/demo/protocol/openid-connect/certs".into())));
+    assert_eq!(m.unknown_kid(10), Some(jwks_fetch("/realms/demo/protocol/openid-connect/certs")));
     assert_eq!(m.unknown_kid(10), None, "in flight");
     assert!(m.on_jwks(11, Ok(&jwks("k2"))).unwrap().changed, "new keys");
     assert_eq!(m.unknown_kid(20), None, "rate-limited");
@@ -119,7 +120,7 @@ fn unknown_kid_fetches_are_rate_limited() {
 #[test]
 fn fixed_path_and_inline_sources() {
     let mut m = manager(json!({"jwksUri": "http://127.0.0.1:8180/certs"}), false);
-    assert_eq!(m.due(0), Some(Fetch::Jwks("/certs".into())));
+    assert_eq!(m.due(0), Some(jwks_fetch("/certs")));
     let mut m = manager(json!({"jwks": serde_json::from_slice::<serde_json::Value>(&jwks("k")).unwrap()}), false);
     assert!(m.keys().is_some());
     assert_eq!(m.due(0), None);
@@ -127,10 +128,10 @@ fn fixed_path_and_inline_sources() {
 
     // The browser flow needs discovery even with a fixed or inline key source.
     let mut m = manager(json!({"jwksUri": "http://127.0.0.1:8180/certs"}), true);
-    assert_eq!(m.due(0), Some(Fetch::Discovery(DISC.into())));
-    assert_eq!(m.on_discovery(0, Ok(&discovery())), Ok(Some(Fetch::Jwks("/certs".into()))), "the fixed path wins");
+    assert_eq!(m.due(0), Some(discovery_fetch(DISC)));
+    assert_eq!(m.on_discovery(0, Ok(&discovery())), Ok(Some(jwks_fetch("/certs"))), "the fixed path wins");
     let mut m = manager(json!({"jwks": serde_json::from_slice::<serde_json::Value>(&jwks("k")).unwrap()}), true);
-    assert_eq!(m.due(0), Some(Fetch::Discovery(DISC.into())));
+    assert_eq!(m.due(0), Some(discovery_fetch(DISC)));
     assert_eq!(m.on_discovery(0, Ok(&discovery())), Ok(None), "inline keys: nothing more to fetch");
     assert!(m.discovery().is_some());
     assert_eq!(m.due(1000), None);

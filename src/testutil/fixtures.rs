@@ -155,8 +155,8 @@ pub fn config_doc(signers: &Signers, cache_tokens: usize) -> Value {
 /// The token expectations of a configuration, as the flow builds them.
 pub fn expectations(cfg: &Config) -> Expectations<'_> {
     Expectations {
-        issuers: &cfg.provider.issuers,
-        audiences: &cfg.provider.audiences,
+        issuers: &cfg.providers.at(0).issuers,
+        audiences: &cfg.providers.at(0).audiences,
         algorithms: &cfg.tokens.algorithms,
         leeway_secs: cfg.tokens.leeway_secs,
     }

@@ -29,6 +29,10 @@ pub struct LoginState {
     pub redirect_uri: String,
     /// Unix seconds after which the attempt is void.
     pub exp: u64,
+    /// The issuer of the provider the browser was sent to: the callback redeems the code there
+    /// (an attempt without one is void).
+    #[serde(default)]
+    pub iss: String,
 }
 
 /// The parameters of the authorization request.
