@@ -663,3 +663,85 @@ fn structural_errors_name_the_field_and_say_what_was_found() {
     assert!(parse(&with("/tokens", json!({"leewaySeconds": null}))).is_ok());
     assert!(parse(&with("/session", Value::Null)).is_ok());
 }
+
+#[test]
+fn several_providers_each_with_their_issuers_hosts_and_client() {
+    let a = json!({"issuer": "https://sso.test/realms/a", "cluster": "kc", "clientId": "gw-a", "clientSecret": "sa",
+                   "hosts": ["a.test", "*.a.test"]});
+    let b = json!({"issuer": "https://sso.test/realms/b", "cluster": "kc", "clientId": "gw-b", "clientSecret": "sb",
+                   "extraIssuers": ["https://sso.internal/realms/b"]});
+    let c = parse(&json!({"providers": [a, b], "session": {"keys": [KEY]}})).unwrap();
+    assert_eq!(c.providers.len(), 2);
+    assert_eq!(c.providers.at(1).discovery_path, "/realms/b/.well-known/openid-configuration");
+    let clients: Vec<&str> = c.browser.as_ref().unwrap().clients.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(clients, vec!["gw-a", "gw-b"]);
+    assert_eq!(c.provider_of_issuer("https://sso.internal/realms/b"), Some(1));
+    assert_eq!(c.provider_of_issuer("https://sso.test/realms/c"), None);
+    // Default roles: the realm's, and each client's.
+    for client in ["gw-a", "gw-b"] {
+        let path = ClaimPath::from_segments(["resource_access", client, "roles"]);
+        assert!(c.policy.roles_claims.contains(&path), "{client}");
+    }
+    // Hosts: by name, then the longest `*.` pattern, then the provider that lists none.
+    for (host, want) in [("a.test", Some(0)), ("x.y.a.test", Some(0)), ("b.test", Some(1)), ("xa.test", Some(1))] {
+        assert_eq!(c.provider_for_host(host), want, "{host}");
+    }
+    let c = parse(&json!({"providers": [
+        {"issuer": "https://sso.test/realms/a", "cluster": "kc", "audiences": ["x"], "hosts": ["*.test"]},
+        {"issuer": "https://sso.test/realms/b", "cluster": "kc", "audiences": ["x"], "hosts": ["*.b.test", "a.b.test"]},
+        {"issuer": "https://sso.test/realms/c", "cluster": "kc", "audiences": ["x"], "hosts": ["c.b.test"]}
+    ]}))
+    .unwrap();
+    for (host, want) in [("a.test", Some(0)), ("x.b.test", Some(1)), ("a.b.test", Some(1)), ("c.b.test", Some(2))] {
+        assert_eq!(c.provider_for_host(host), want, "{host}");
+    }
+    assert_eq!(c.provider_for_host("other.example"), None, "every provider lists its hosts");
+    // One provider with hosts signs in only those.
+    let one = with("/provider/hosts", json!(["app.test"]));
+    let c = parse(&one).unwrap();
+    assert_eq!((c.provider_for_host("app.test"), c.provider_for_host("other.test")), (Some(0), None));
+}
+
+#[test]
+fn several_providers_bad_fields_are_named() {
+    let p = |realm: &str, extra: Value| {
+        let mut v = json!({"issuer": format!("https://sso.test/realms/{realm}"), "cluster": "kc", "clientId": "gw",
+                           "clientSecret": "s"});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("both forms", json!({"provider": p("a", json!({})), "providers": [p("b", json!({}))]}), "providers"),
+        ("none", json!({"providers": []}), "providers"),
+        ("not a list", json!({"providers": {}}), "providers"),
+        (
+            "bad item",
+            json!({"providers": [p("a", json!({"hosts": ["a.test"]})), p("b", json!({"cluster": ""}))]}),
+            "providers[1].cluster",
+        ),
+        (
+            "one issuer twice",
+            json!({"providers": [p("a", json!({"hosts": ["a.test"]})), p("b", json!({"extraIssuers": ["https://sso.test/realms/a"]}))]}),
+            "providers[1].issuer",
+        ),
+        (
+            "one host twice",
+            json!({"providers": [p("a", json!({"hosts": ["a.test"]})), p("b", json!({"hosts": ["b.test", "a.test"]}))]}),
+            "providers[1].hosts",
+        ),
+        ("two without hosts", json!({"providers": [p("a", json!({})), p("b", json!({}))]}), "providers[1].hosts"),
+        ("bad host", json!({"providers": [p("a", json!({"hosts": ["a.test:443"]}))]}), "providers[0].hosts[0]"),
+        (
+            "no secret for sign-in",
+            json!({"providers": [p("a", json!({"hosts": ["a.test"]})), p("b", json!({"clientSecret": null}))], "session": {"keys": [KEY]}}),
+            "providers[1].clientSecret",
+        ),
+        ("unknown field", json!({"providers": [p("a", json!({"host": ["a.test"]}))]}), "providers[0].host"),
+    ];
+    for (name, doc, field) in cases {
+        let err = parse(&doc).err().unwrap_or_else(|| panic!("{name}: accepted"));
+        assert!(err.0.iter().any(|e| e.field == field), "{name}: expected an error on {field}, got:\n{err}");
+    }
+}

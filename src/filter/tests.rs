@@ -242,6 +242,48 @@ fn one_vm_fetches_under_the_lease_and_the_others_adopt() {
 }
 
 #[test]
+fn the_root_fetches_each_providers_documents_at_once_and_matches_answers_by_token() {
+    const ISS_B: &str = "https://sso.example.com/realms/b";
+    let host = Fake::with_config(&json!({"providers": [
+        {"issuer": ISS, "cluster": "keycloak", "audiences": ["gateway"], "hosts": ["a.example"]},
+        {"issuer": ISS_B, "cluster": "keycloak-b", "audiences": ["gateway"]}
+    ]}));
+    let mut root = Root::default();
+    assert!(root.on_configure(&host));
+    root.on_tick(&host);
+    let calls = host.calls.borrow().clone();
+    let started: Vec<(&str, Option<&str>)> =
+        calls.iter().map(|(_, c)| (c.cluster.as_str(), c.header(":path"))).collect();
+    assert_eq!(
+        started,
+        vec![("keycloak", Some(DISCOVERY_PATH)), ("keycloak-b", Some("/realms/b/.well-known/openid-configuration"))]
+    );
+    // b's answer comes first: its key-set fetch follows on b's cluster; a's stays in flight.
+    let b_discovery = json!({"issuer": ISS_B, "jwks_uri": format!("{ISS_B}/protocol/openid-connect/certs")});
+    let size = host.answering("200", &b_discovery.to_string());
+    root.on_http_call_response(&host, calls[1].0, size);
+    let (b_token, call) = host.last_call();
+    assert_eq!(
+        (call.cluster.as_str(), call.header(":path")),
+        ("keycloak-b", Some("/realms/b/protocol/openid-connect/certs"))
+    );
+    root.on_tick(&host);
+    assert_eq!(host.calls.borrow().len(), 3, "no new fetch while both are in flight");
+    let signers = Signers::new();
+    let size = host.answering("200", &signers.jwks().to_string());
+    root.on_http_call_response(&host, b_token, size);
+    // An answer to a token nobody started is not taken for a's.
+    root.on_http_call_response(&host, 999, size);
+    assert_eq!(host.calls.borrow().len(), 3);
+    let size = host.answering("200", &discovery());
+    root.on_http_call_response(&host, calls[0].0, size);
+    let (_, call) = host.last_call();
+    assert_eq!((call.cluster.as_str(), call.header(":path")), ("keycloak", Some(CERTS)));
+    root.on_tick(&host); // counts go to Envoy on ticks
+    assert_eq!(host.metric("gatehouse.discovery.fetches"), 2);
+}
+
+#[test]
 fn fetch_failures_back_off_and_are_told_apart_in_metrics() {
     let host = Fake::with_config(&bearer_config());
     let mut root = Root::default();

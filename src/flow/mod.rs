@@ -414,4 +414,6 @@ pub use session::{SessionData, SessionOutcome};
 pub use view::{Refusal, View};
 
 #[cfg(test)]
+mod providers_tests;
+#[cfg(test)]
 mod tests;
