@@ -131,8 +131,10 @@ test('XHR and API calls without a session get 401, never a login page', async ()
 test('tampered, truncated, expired and retired-key cookies send the browser back to login', async () => {
   const { jar } = await login('/echo', 'alice');
   const value = jar.list().find((c) => c.name === '_gatehouse').value;
-  // A session is sealed with its site: the host (no cookie domain here) and the cookie path.
-  const scope = `${new URL(gateway).hostname}|/`;
+  // A session is sealed with its site — the host (no cookie domain here) and the cookie path —
+  // and the issuer of the provider that signed the user in.
+  const site = new URL(gateway).hostname;
+  const scope = `${site}|/|${issuer}`;
   const good = seal(COOKIE_KEY, 'session', { exp: now() + 600, claims: { sub: 'x', email: 'forged@example.com' }, scope });
   // The forging helper is faithful: a cookie it seals with the current key is accepted.
   const ok = await http(`${gateway}/echo`, { headers: { cookie: `_gatehouse=${good}` } });
@@ -146,8 +148,10 @@ test('tampered, truncated, expired and retired-key cookies send the browser back
     expired: seal(COOKIE_KEY, 'session', { exp: now() - 10, claims: { sub: 'x' }, scope }),
     'retired key': seal(RETIRED_KEY, 'session', { exp: now() + 600, claims: { sub: 'x' }, scope }),
     'login-state cookie used as session': seal(COOKIE_KEY, 'state', { exp: now() + 600, claims: { sub: 'x' }, scope }),
-    'made for another site': seal(COOKIE_KEY, 'session', { exp: now() + 600, claims: { sub: 'x' }, scope: 'other.example|/' }),
-    'made for another path': seal(COOKIE_KEY, 'session', { exp: now() + 600, claims: { sub: 'x' }, scope: `${new URL(gateway).hostname}|/app` }),
+    'made for another site': seal(COOKIE_KEY, 'session', { exp: now() + 600, claims: { sub: 'x' }, scope: `other.example|/|${issuer}` }),
+    'made for another path': seal(COOKIE_KEY, 'session', { exp: now() + 600, claims: { sub: 'x' }, scope: `${site}|/app|${issuer}` }),
+    'made by another provider': seal(COOKIE_KEY, 'session', { exp: now() + 600, claims: { sub: 'x' }, scope: `${site}|/|http://127.0.0.1:1/realms/other` }),
+    'made before sessions named their provider': seal(COOKIE_KEY, 'session', { exp: now() + 600, claims: { sub: 'x' }, scope: `${site}|/` }),
     'made without a site': seal(COOKIE_KEY, 'session', { exp: now() + 600, claims: { sub: 'x' } }),
     garbage: 'garbage',
   };

@@ -220,6 +220,7 @@ export async function startEnvoy({
   const bootstrapPath = writeBootstrap(join(dir, `envoy-${lp}.json`), bootstrap);
   const logPath = join(dir, `envoy-${lp}.log`);
   noteSecret(filterConfig?.provider?.clientSecret, 'provider.clientSecret');
+  for (const [i, p] of (filterConfig?.providers ?? []).entries()) noteSecret(p.clientSecret, `providers[${i}].clientSecret`);
   for (const k of filterConfig?.session?.keys ?? []) noteSecret(k, 'session key');
   for (const [k, v] of Object.entries(vmEnv?.keyValues ?? {})) noteSecret(v, `VM environment ${k}`);
   noteEnvoyLog(logPath);
