@@ -103,7 +103,7 @@ fn claims_and_policy(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("claims");
     g.bench_function("identity_of", |b| {
-        b.iter_batched(|| claims.clone(), |claims| flow::identity_of(&cfg, claims, None), BatchSize::SmallInput)
+        b.iter_batched(|| claims.clone(), |claims| flow::identity_of(&cfg, 0, claims, None), BatchSize::SmallInput)
     });
     g.finish();
 

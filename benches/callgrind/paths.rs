@@ -139,7 +139,7 @@ fn build(name: &str) -> Option<Box<dyn FnMut()>> {
             let claims = fx::access_claims();
             Box::new(move || {
                 // identity_of takes the claims by value: op-claims-clone counts the clone and drop.
-                black_box(flow::identity_of(&cfg, black_box(&claims).clone(), None));
+                black_box(flow::identity_of(&cfg, 0, black_box(&claims).clone(), None));
             })
         }
         "op-claims-clone" => {

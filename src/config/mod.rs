@@ -124,6 +124,13 @@ impl Config {
         self.providers.iter().position(|p| p.issuers.iter().any(|i| i == iss))
     }
 
+    /// Whether provider `p` serves this (canonical) host: it lists it (by name or pattern), or
+    /// lists no hosts. Its bearer tokens are accepted only on the hosts it serves.
+    pub fn serves(&self, p: usize, host: &str) -> bool {
+        let provider = self.providers.at(p);
+        provider.hosts.is_empty() || provider.hosts.iter().any(|h| h.matches(host))
+    }
+
     /// The provider that signs browsers in on this (canonical) host: the one listing it by
     /// name, else the one whose `*.` pattern is the longest that matches, else the one that
     /// lists no hosts; `None` if there is none.

@@ -9,6 +9,9 @@ use crate::jwt::jwks::KeySet;
 use crate::policy::HostPattern;
 use crate::secret::Secret;
 
+/// Providers one configuration may have (a request's view keeps one bit for each).
+pub const MAX_PROVIDERS: usize = 64;
+
 /// Where the verification keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -72,6 +75,9 @@ pub(super) fn read_all(
 ) -> Vec<(Provider, Client)> {
     if list.is_empty() {
         errors.add("providers", "at least one provider is required");
+    }
+    if list.len() > MAX_PROVIDERS {
+        errors.add("providers", format!("at most {MAX_PROVIDERS} providers, found {}", list.len()));
     }
     let all: Vec<(Provider, Client)> = list.into_iter().map(|(at, p)| read(p, &at, env, errors)).collect();
     let several = all.len() > 1;

@@ -4,7 +4,7 @@
 
 use super::pages::unauthorized;
 use super::pages::unavailable;
-use super::{identity_of, Decision, Engine, Identity, Request};
+use super::{identity_of, Decision, Engine, Identity, Request, View};
 use crate::jwt::{self, JwtError};
 use crate::stats::{Counter, DenyReason};
 use std::rc::Rc;
@@ -37,7 +37,7 @@ impl Engine {
         match jwt::verify(token, &keys, &cfg.token_expectations(p), now) {
             Ok(verified) => {
                 self.stats.count(Counter::TokenCacheMiss);
-                let identity = Rc::new(identity_of(&cfg, verified.claims, Some(token)));
+                let identity = Rc::new(identity_of(&cfg, p, verified.claims, Some(token)));
                 let until = verified.exp.saturating_add(cfg.tokens.leeway_secs);
                 self.cache.insert(token, until, Rc::clone(&identity), now);
                 Ok(identity)
@@ -58,6 +58,17 @@ impl Engine {
 }
 
 impl Engine {
+    /// A bearer token's identity if its provider serves this host (a provider that lists
+    /// `hosts` vouches for its users there only), else the refusal.
+    pub(super) fn serves_here(&mut self, view: &View, identity: Rc<Identity>) -> Result<Rc<Identity>, Decision> {
+        if view.served_by(identity.provider) {
+            return Ok(identity);
+        }
+        log::warn!("rejecting token: its provider does not serve this host");
+        self.stats.count(Counter::Denied(DenyReason::InvalidToken));
+        Err(Decision::Respond(unauthorized(&self.config, Some(JwtError::IssuerNotAccepted))))
+    }
+
     /// The provider whose keys check a token: the only one, or the one of the issuer the token
     /// names (unverified: only that provider's keys, issuers and audiences then check it, so
     /// one provider's keys never verify another's tokens). `None`: no provider's issuer.

@@ -110,10 +110,12 @@ impl Engine {
                 self.stats.count(Counter::Denied(DenyReason::BadRequest));
                 return Decision::Respond(bad_request(&cfg, reason));
             }
-            Ok(Some(token)) => match self.bearer_identity(token, now, refetch_allowed) {
-                Ok(identity) => (identity, Vec::new()),
-                Err(decision) => return decision,
-            },
+            Ok(Some(token)) => {
+                match self.bearer_identity(token, now, refetch_allowed).and_then(|i| self.serves_here(view, i)) {
+                    Ok(identity) => (identity, Vec::new()),
+                    Err(decision) => return decision,
+                }
+            }
             Ok(None) => match self.session_identity(req, view.provider, now) {
                 SessionOutcome::Valid { provider, identity, cookie, .. } => {
                     match self.refresh_due(provider, &identity, cookie, req, now) {

@@ -81,6 +81,8 @@ pub enum Decision {
 /// An authenticated identity, as cached per token or session cookie.
 #[derive(Debug, PartialEq)]
 pub struct Identity {
+    /// The provider whose token or session this is (its index in `Config::providers`).
+    pub provider: usize,
     pub claims: serde_json::Value,
     /// The claim headers for the upstream.
     pub headers: Vec<Header>,
@@ -276,7 +278,7 @@ impl Engine {
         refetch_allowed: bool,
     ) -> Decision {
         let cfg = Rc::clone(&self.config);
-        match self.bearer_identity(token, now, refetch_allowed) {
+        match self.bearer_identity(token, now, refetch_allowed).and_then(|i| self.serves_here(view, i)) {
             Ok(identity) => {
                 let mut remove = managed_headers_present(&cfg, req);
                 // Under `relayAccessToken` the upstream gets the verified token as it gets a
@@ -372,8 +374,8 @@ fn same_dashed(name: &str, dashed: &str) -> bool {
     name.len() == dashed.len() && name.bytes().zip(dashed.bytes()).all(|(a, b)| a == b || (a == b'_' && b == b'-'))
 }
 
-/// Builds the identity (claim headers) of verified claims.
-pub fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option<&str>) -> Identity {
+/// Builds the identity (claim headers) of claims provider `provider` vouched for.
+pub fn identity_of(cfg: &Config, provider: usize, claims: serde_json::Value, token: Option<&str>) -> Identity {
     let mut headers = Vec::new();
     for h in &cfg.claim_headers {
         let values: Vec<String> = h.claims.iter().filter_map(|p| p.lookup(&claims)).flat_map(values_of).collect();
@@ -387,7 +389,7 @@ pub fn identity_of(cfg: &Config, claims: serde_json::Value, token: Option<&str>)
             headers.push((Rc::from(name.as_str()), Rc::from(payload)));
         }
     }
-    Identity { claims, headers, relay: Vec::new(), session: None }
+    Identity { provider, claims, headers, relay: Vec::new(), session: None }
 }
 
 mod backchannel;

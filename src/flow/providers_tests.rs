@@ -113,7 +113,7 @@ fn claims(iss: &str, client: &str, sub: &str) -> Value {
 }
 
 #[test]
-fn bearer_tokens_are_checked_by_their_issuers_keys_audiences_only() {
+fn bearer_tokens_are_checked_by_their_issuers_keys_audiences_and_hosts_only() {
     let mut e = engine();
     let (a, b) = keys();
     let bearer = |e: &mut Engine, host: &str, t: &str| {
@@ -122,15 +122,32 @@ fn bearer_tokens_are_checked_by_their_issuers_keys_audiences_only() {
     };
     let of_a = token(&a, claims(ISS_A, "gw-a", "alice"));
     let of_b = token(&b, claims(ISS_B, "gw-b", "bob"));
-    // Each provider's tokens pass, on any host: bearer tokens are chosen by `iss`, not by host.
-    for host in ["a.corp.test", "x.b.corp.test", "elsewhere.test"] {
-        assert_eq!((bearer(&mut e, host, &of_a), bearer(&mut e, host, &of_b)), (200, 200), "{host}");
+    // Each provider's tokens pass on the hosts it serves, and nowhere else.
+    assert_eq!((bearer(&mut e, "a.corp.test", &of_a), bearer(&mut e, "a.corp.test", &of_b)), (200, 401));
+    for host in ["b.corp.test", "x.b.corp.test"] {
+        assert_eq!((bearer(&mut e, host, &of_a), bearer(&mut e, host, &of_b)), (401, 200), "{host}");
     }
+    assert_eq!((bearer(&mut e, "elsewhere.test", &of_a), bearer(&mut e, "elsewhere.test", &of_b)), (401, 401));
+    // Every reading of the host must be served: b's host, forwarded as a's.
+    let h = req(
+        "x.b.corp.test",
+        "/x",
+        &[("authorization", &format!("Bearer {of_b}")), ("x-forwarded-host", "a.corp.test")],
+    );
+    assert_eq!(status(&decide(&mut e, &h, NOW + 1)), 401);
+    // A provider without hosts serves every host: its tokens pass on the other's hosts too.
+    let mut open = doc();
+    open["providers"][0].as_object_mut().unwrap().remove("hosts");
+    let mut e2 = engine_of(&open, Box::new(MemoryStore::default()));
+    for host in ["a.corp.test", "x.b.corp.test", "elsewhere.test"] {
+        assert_eq!(bearer(&mut e2, host, &of_a), 200, "{host}");
+    }
+    assert_eq!((bearer(&mut e2, "elsewhere.test", &of_b), bearer(&mut e2, "a.corp.test", &of_b)), (401, 401));
     // One realm's key never verifies a token naming the other issuer (the same `kid` in both).
-    assert_eq!(bearer(&mut e, "a.corp.test", &token(&a, claims(ISS_B, "gw-b", "mallory"))), 401);
+    assert_eq!(bearer(&mut e, "b.corp.test", &token(&a, claims(ISS_B, "gw-b", "mallory"))), 401);
     assert_eq!(bearer(&mut e, "a.corp.test", &token(&b, claims(ISS_A, "gw-a", "mallory"))), 401);
     // Each provider's audiences: realm b's token for realm a's client is refused.
-    assert_eq!(bearer(&mut e, "a.corp.test", &token(&b, claims(ISS_B, "gw-a", "bob"))), 401);
+    assert_eq!(bearer(&mut e, "b.corp.test", &token(&b, claims(ISS_B, "gw-a", "bob"))), 401);
     // No provider's issuer, or none at all, or unreadable: refused before any key is tried.
     let mut no_iss = claims(ISS_A, "gw-a", "alice");
     no_iss.as_object_mut().unwrap().remove("iss");
@@ -373,13 +390,13 @@ fn keys_are_fetched_per_provider_each_on_its_cluster_under_its_own_lease() {
     let jwks = json!({"keys": [b.jwk("k1", Alg::RS256)]}).to_string();
     assert!(first.on_key_answer(&next.fetch, &crate::testutil::ok(&jwks), NOW, Fetcher::Root).is_none());
     first.on_key_answer(&tick.calls[0].fetch, &crate::callout::Answer::none(), NOW, Fetcher::Root);
-    let bearer = |e: &mut Engine, t: &str| {
-        status(&decide(e, &req("a.corp.test", "/x", &[("authorization", &format!("Bearer {t}"))]), NOW + 1))
+    let bearer = |e: &mut Engine, host: &str, t: &str| {
+        status(&decide(e, &req(host, "/x", &[("authorization", &format!("Bearer {t}"))]), NOW + 1))
     };
     let of_b = token(&b, claims(ISS_B, "gw-b", "bob"));
-    assert_eq!(bearer(&mut first, &of_b), 200);
-    let h = req("a.corp.test", "/x", &[("authorization", &format!("Bearer {of_b}"))]);
+    assert_eq!(bearer(&mut first, "b.corp.test", &of_b), 200);
+    let h = req("b.corp.test", "/x", &[("authorization", &format!("Bearer {of_b}"))]);
     let adopted = second.on_request(&Request { headers: &h }, &mut || NOW + 1, &mut rng());
     assert_eq!(status(&adopted), 200, "adopted from the other worker");
-    assert_eq!(bearer(&mut first, &token(&a, claims(ISS_A, "gw-a", "alice"))), 503);
+    assert_eq!(bearer(&mut first, "a.corp.test", &token(&a, claims(ISS_A, "gw-a", "alice"))), 503);
 }

@@ -78,7 +78,7 @@ impl Engine {
             data.exp.saturating_sub(now),
             &request_cookies(req),
         )?;
-        let identity = Rc::new(session_identity_of(&cfg, data)?);
+        let identity = Rc::new(session_identity_of(&cfg, p, data)?);
         self.refreshed.insert(old_cookie, note.until, Rc::new((Rc::clone(&identity), set_cookies.clone())), now);
         log::debug!("session refreshed by another worker");
         Some(self.session_answer(req, &identity, set_cookies, now))
@@ -231,7 +231,7 @@ impl Engine {
         let Some((sealed, set_cookies)) = self.session_cookies(b, &mut data, &cookies, now) else {
             return transient(self, "session too large");
         };
-        let Some(identity) = session_identity_of(&cfg, data) else {
+        let Some(identity) = session_identity_of(&cfg, p, data) else {
             return transient(self, "the refreshed session has no access token to relay");
         };
         let identity = Rc::new(identity);

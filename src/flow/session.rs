@@ -61,8 +61,8 @@ pub(super) fn open_session(b: &Browser, sealed: &str) -> Option<SessionData> {
 /// The identity of a session's data, with the headers of its relayed access token; `None` if
 /// `relayAccessToken` is set and the session has no access token it can decrypt (one made before
 /// relaying was switched on, or under a retired key): such a session cannot serve.
-pub(super) fn session_identity_of(cfg: &Config, data: SessionData) -> Option<Identity> {
-    let mut identity = identity_of(cfg, Value::Object(data.claims.clone()), None);
+pub(super) fn session_identity_of(cfg: &Config, p: usize, data: SessionData) -> Option<Identity> {
+    let mut identity = identity_of(cfg, p, Value::Object(data.claims.clone()), None);
     if let Some(b) = cfg.browser.as_ref().filter(|b| relays(b)) {
         // Without the token's expiry it could be relayed dead, never refreshed.
         data.rexp?;
@@ -160,7 +160,7 @@ impl Engine {
                     log::info!("session cookie rejected (invalid, expired or signed with a retired key)");
                     return SessionOutcome::None { had_cookie: true };
                 };
-                let Some(identity) = session_identity_of(&cfg, data) else {
+                let Some(identity) = session_identity_of(&cfg, p, data) else {
                     log::info!("session cookie rejected (no access token to relay)");
                     return SessionOutcome::None { had_cookie: true };
                 };

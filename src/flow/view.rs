@@ -30,6 +30,9 @@ pub struct View {
     /// The provider that signs browsers in here (see [`Config::provider_for_host`]): the one
     /// every reading of the host names; `None` if there is none, or the readings disagree.
     pub provider: Option<usize>,
+    /// Bit `i`: provider `i` serves every reading of the host (see [`Config::serves`]), so
+    /// its bearer tokens are accepted here.
+    pub served: u64,
 }
 
 /// Why a request is refused before anything else is looked at (400).
@@ -111,7 +114,13 @@ impl View {
             log::info!("the request reads several ways; the rules of every reading apply");
         }
         let provider = hosts_provider(cfg, hosts);
-        Ok(View { path, host, routes, provider })
+        let served = served_by(cfg, hosts);
+        Ok(View { path, host, routes, provider, served })
+    }
+
+    /// Whether provider `p` serves every reading of this request's host.
+    pub fn served_by(&self, p: usize) -> bool {
+        u32::try_from(p).ok().and_then(|p| 1u64.checked_shl(p)).is_some_and(|bit| self.served & bit != 0)
     }
 
     /// The `:path` to set on the forwarded request, when normalization changed it.
@@ -126,6 +135,18 @@ fn hosts_provider(cfg: &Config, hosts: &[&str]) -> Option<usize> {
     let (first, rest) = hosts.split_first()?;
     let p = cfg.provider_for_host(first)?;
     rest.iter().all(|h| cfg.provider_for_host(h) == Some(p)).then_some(p)
+}
+
+/// The providers (bit `i` for provider `i`) that serve every one of these hosts.
+fn served_by(cfg: &Config, hosts: &[&str]) -> u64 {
+    let mut served = 0u64;
+    for (i, _) in cfg.providers.iter().enumerate() {
+        let serves = hosts.iter().all(|h| cfg.serves(i, h));
+        if let Some(bit) = u32::try_from(i).ok().and_then(|i| 1u64.checked_shl(i)).filter(|_| serves) {
+            served |= bit;
+        }
+    }
+    served
 }
 
 /// An HTTP method (RFC 9110 `token`).
