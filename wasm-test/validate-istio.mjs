@@ -293,7 +293,7 @@ consistency("base+mesh-default-deny: a mesh-wide deny-all (empty spec in istio-s
   JSON.stringify(deny.map((p) => [p.metadata.namespace, p.metadata.name, p.spec?.action])));
 
 // ---- gatehouse accepts every pluginConfig it ships (Envoy's validate mode runs on_configure) ----
-const wasmPath = process.env.WASM ?? path.resolve(here, "../target/wasm32-wasip1/release/gatehouse.wasm");
+const wasmPath = process.env.WASM ?? path.resolve(here, "../target/gatehouse.wasm");
 if (existsSync(wasmPath)) {
   const { envoyBootstrap, writeBootstrap, envoyValidate } = await import("./lib/harness.mjs");
   const dir = mkdtempSync(path.join(tmpdir(), "gatehouse-plugin-"));

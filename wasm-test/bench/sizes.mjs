@@ -1,11 +1,12 @@
 // The module's size by crate (issue 19): each function's body size from the code section, named
-// by the name section of the build that keeps names (`cargo build --profile profiling`, the same
+// by the name section of the build that keeps names (`cargo build --profile profiling`, then
+// `wasm-opt -Oz -g` as `make build` optimizes the release build: the same
 // code as the release build, which strips the names), and grouped by the crate its (demangled)
 // path starts with; data segments on their own rows. Generic functions count for the crate that
 // defines them, wherever they were instantiated.
 //
-//   node wasm-test/bench/sizes.mjs --wasm target/wasm32-wasip1/profiling/gatehouse.wasm \
-//        --release target/wasm32-wasip1/release/gatehouse.wasm [--out wasm-test/bench/SIZES.md]
+//   node wasm-test/bench/sizes.mjs --wasm target/gatehouse-profiling.wasm \
+//        --release target/gatehouse.wasm [--out wasm-test/bench/SIZES.md]
 //
 // `--top N` prints the N largest functions instead, for finding what to cut.
 

@@ -11,7 +11,7 @@
 // configuration, session cookie and tokens the instruction counts use.
 //
 //   node --no-liftoff --no-wasm-lazy-compilation wasm-test/bench/vm.mjs \
-//        --wasm target/wasm32-wasip1/profiling/gatehouse.wasm [--inputs inputs.json] [--profile]
+//        --wasm target/gatehouse-profiling.wasm [--inputs inputs.json] [--profile]
 //        [--n 20000] [--rounds 3] [--out wasm-test/bench/VM.md]
 //
 // Without --inputs it runs `target/release/examples/paths --vm-inputs` (built by

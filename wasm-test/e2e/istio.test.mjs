@@ -31,7 +31,7 @@ import {
   MT, buildImage, pushNode, sha256, tarOneFile, writeLayout,
 } from '../oci.mjs';
 
-const WASM = process.env.WASM ?? join(REPO_ROOT, 'target/wasm32-wasip1/release/gatehouse.wasm');
+const WASM = process.env.WASM ?? join(REPO_ROOT, 'target/gatehouse.wasm');
 const ISTIO_BED = process.env.ISTIO_BED ?? join(REPO_ROOT, '.tools/bin/istio-bed');
 const KUBECTL = process.env.KUBECTL ?? join(REPO_ROOT, '.venv/bin/kubectl');
 const HTML = { accept: 'text/html,application/xhtml+xml' };

@@ -22,7 +22,7 @@ import {
   MT, VARIANT_ANNOTATION, sha256, buildImage, writeLayout, readLayout, untar, pushSkopeo, pushNode, pull,
 } from '../oci.mjs';
 
-const WASM = process.env.WASM ?? join(REPO_ROOT, 'target/wasm32-wasip1/release/gatehouse.wasm');
+const WASM = process.env.WASM ?? join(REPO_ROOT, 'target/gatehouse.wasm');
 const OCI_MJS = resolve(REPO_ROOT, 'wasm-test/oci.mjs');
 const USER = 'pusher';
 const PASS = 's3cret-push';
