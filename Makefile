@@ -12,7 +12,12 @@ SHELL := /bin/bash
 CARGO_WASM  := target/wasm32-wasip1/release/gatehouse.wasm
 WASM        := target/gatehouse.wasm
 WASM_OPT    := wasm-test/node_modules/.bin/wasm-opt
-WASM_OPT_FLAGS := -Oz -ocimfs 100
+# --remove-exports first: the SDK exports every Proxy-Wasm callback, but an HTTP filter that
+# makes no gRPC calls, uses no shared queues and no foreign functions is never called at these
+# (Envoy calls an export only if the module has it), and without them their dispatch code goes
+# too (15 KB); ring's bn_mul_mont is exported only because its C is built with default visibility.
+UNUSED_EXPORTS := proxy_on_grpc_*,proxy_on_new_connection,proxy_on_downstream_*,proxy_on_upstream_*,proxy_on_foreign_function,proxy_on_queue_ready,ring_core_*
+WASM_OPT_FLAGS := --remove-exports=$(UNUSED_EXPORTS) -Oz -ocimfs 100
 # The features rustc's wasm32-wasip1 code uses (the release build strips the section naming them).
 WASM_FEATURES := --enable-simd --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int
 VENV        := .venv

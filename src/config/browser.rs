@@ -11,7 +11,6 @@ use crate::nonempty::NonEmpty;
 use crate::policy::Policy;
 use crate::secret::Secret;
 use crate::session::Sealer;
-use std::collections::BTreeMap;
 
 /// The browser sign-in: the OIDC authorization-code flow and gatehouse's session cookie.
 #[derive(Debug, PartialEq, Eq)]
@@ -172,6 +171,7 @@ pub(super) fn read(
 
 /// `relayAccessToken`: `authorization` (as `Bearer`) and other headers, each once; it needs
 /// `refresh`, which keeps the relayed token fresh.
+#[inline(never)] // configuration code: one copy, not one per caller
 fn relay(s: &RawSession, errors: &mut Errors) -> (bool, Vec<String>) {
     let mut authorization = false;
     let mut headers: Vec<String> = Vec::new();
@@ -202,6 +202,7 @@ fn relay(s: &RawSession, errors: &mut Errors) -> (bool, Vec<String>) {
 }
 
 /// The session cookie: its name as sent, whether it has the `__Host-` prefix, its attributes.
+#[inline(never)] // configuration code: one copy, not one per caller
 fn session_cookie(s: &RawSession, errors: &mut Errors) -> (String, bool, Attributes) {
     let name = s.cookie_name.clone().unwrap_or_else(|| "_gatehouse".into());
     validate::cookie_name(&name, "session.cookieName", errors);
@@ -246,6 +247,7 @@ fn session_cookie(s: &RawSession, errors: &mut Errors) -> (String, bool, Attribu
 }
 
 /// The cookie keys, `keys` or `keysEnv` (comma-separated), newest first; each of 32 bytes or more.
+#[inline(never)] // configuration code: one copy, not one per caller
 fn session_keys(inline: Option<Vec<String>>, var: Option<String>, env: &Env<'_>, errors: &mut Errors) -> Vec<Secret> {
     let keys: Vec<Secret> = match validate::inline_or_env(inline, var, "session.keys", env, errors) {
         None => Vec::new(),
@@ -277,6 +279,7 @@ struct Endpoints {
 /// The endpoint paths — `callbackPath`, `signOutPath`, and `userinfoPath`, `startPath` and
 /// `authPath`, which an empty string switches off — all different; and the URIs the provider
 /// sends the browser back to: `redirectUri` (on the callback path) and `postLogoutRedirectUri`.
+#[inline(never)] // configuration code: one copy, not one per caller
 fn login_endpoints(l: &RawLogin, errors: &mut Errors) -> Endpoints {
     let path = |v: &Option<String>, default: &str, field: &str, errors: &mut Errors| {
         let v = v.clone().unwrap_or_else(|| default.into());
@@ -326,6 +329,7 @@ fn login_endpoints(l: &RawLogin, errors: &mut Errors) -> Endpoints {
 }
 
 /// `scopes`, space-separated: `openid` among them.
+#[inline(never)] // configuration code: one copy, not one per caller
 fn scope(scopes: Option<Vec<String>>, errors: &mut Errors) -> String {
     let scopes = scopes.unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
     if !scopes.iter().any(|s| s == "openid") {
@@ -340,16 +344,18 @@ fn scope(scopes: Option<Vec<String>>, errors: &mut Errors) -> String {
 }
 
 /// `extraParams` of the authorization request: none that gatehouse sets.
-fn extra_params(params: BTreeMap<String, String>, errors: &mut Errors) -> Vec<(String, String)> {
-    for name in params.keys() {
+#[inline(never)] // configuration code: one copy, not one per caller
+fn extra_params(params: Vec<(String, String)>, errors: &mut Errors) -> Vec<(String, String)> {
+    for (name, _) in &params {
         if RESERVED_PARAMS.contains(&name.as_str()) || name.is_empty() {
             errors.add(format!("login.extraParams.{name}"), "is set by gatehouse and cannot be overridden");
         }
     }
-    params.into_iter().collect()
+    params
 }
 
 /// `tokenEndpointAuth`: whether the client secret goes in the body (else in `Authorization`).
+#[inline(never)] // configuration code: one copy, not one per caller
 fn client_secret_post(auth: Option<&str>, errors: &mut Errors) -> bool {
     match auth.unwrap_or("client_secret_basic") {
         "client_secret_basic" => false,
@@ -365,6 +371,7 @@ fn client_secret_post(auth: Option<&str>, errors: &mut Errors) -> bool {
 }
 
 /// The top-level claims the session keeps: `sub` and those that headers and rules read.
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn kept_claims(claim_headers: &[ClaimHeader], policy: &Policy) -> Vec<String> {
     let mut kept: Vec<String> = vec!["sub".into()];
     let paths = claim_headers

@@ -78,6 +78,7 @@ pub(super) fn read(
     Identity { groups_claim, roles_claims, claim_headers, managed_headers }
 }
 
+#[inline(never)] // configuration code: one copy, not one per caller
 fn claim_header(h: &RawClaimHeader, field: &str, errors: &mut Errors) -> ClaimHeader {
     let name = validate::header_name(&h.header, &format!("{field}.header"), errors);
     let texts: Vec<&str> = match &h.claim {
@@ -92,6 +93,7 @@ fn claim_header(h: &RawClaimHeader, field: &str, errors: &mut Errors) -> ClaimHe
 }
 
 /// oauth2-proxy's `X-Auth-Request-*` headers.
+#[inline(never)] // configuration code: one copy, not one per caller
 fn default_claim_headers(groups_claim: &ClaimPath, roles_claims: &[ClaimPath]) -> Vec<ClaimHeader> {
     let header = |name: &str, claims: Vec<ClaimPath>| ClaimHeader { name: name.into(), claims };
     let path = |s: &str| vec![ClaimPath::from_segments([s])];
@@ -105,6 +107,7 @@ fn default_claim_headers(groups_claim: &ClaimPath, roles_claims: &[ClaimPath]) -
 }
 
 /// Each header set once: the claim headers, the payload header, then the routing headers.
+#[inline(never)] // configuration code: one copy, not one per caller
 fn managed_headers(claim_headers: &[ClaimHeader], payload_header: Option<&str>, errors: &mut Errors) -> Vec<String> {
     let mut managed: Vec<String> = Vec::new();
     for (i, h) in claim_headers.iter().enumerate() {
@@ -131,6 +134,7 @@ fn managed_headers(claim_headers: &[ClaimHeader], payload_header: Option<&str>, 
 
 /// The first bytes of the managed headers, sorted, with both `-` and `_` if one starts with
 /// either (a client may send one for the other).
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn first_bytes(managed: &[String]) -> Vec<u8> {
     let mut firsts: Vec<u8> = managed.iter().filter_map(|h| h.as_bytes().first().copied()).collect();
     if firsts.contains(&b'-') || firsts.contains(&b'_') {

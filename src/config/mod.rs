@@ -124,6 +124,12 @@ impl Config {
         self.providers.iter().position(|p| p.issuers.iter().any(|i| i == iss))
     }
 
+    /// The provider whose `issuer` is exactly this one (what a login state or a session seals;
+    /// `extraIssuers` name no provider here).
+    pub fn provider_with_issuer(&self, issuer: &str) -> Option<usize> {
+        self.providers.iter().position(|p| p.issuer == issuer)
+    }
+
     /// Whether provider `p` serves this (canonical) host: it lists it (by name or pattern), or
     /// lists no hosts. Its bearer tokens are accepted only on the hosts it serves.
     pub fn serves(&self, p: usize, host: &str) -> bool {
@@ -183,7 +189,12 @@ pub(crate) struct Errors(Vec<FieldError>);
 
 impl Errors {
     pub(crate) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError { field: field.into(), message: message.into() });
+        self.push(FieldError { field: field.into(), message: message.into() });
+    }
+
+    #[inline(never)] // one copy of the push, not one per error message
+    fn push(&mut self, error: FieldError) {
+        self.0.push(error);
     }
 }
 

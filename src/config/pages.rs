@@ -37,6 +37,7 @@ pub(super) fn read(raw: RawPages, errors: &mut Errors) -> Pages {
 }
 
 /// A template names only known placeholders, and `{{action}}` (the sign-out question's form).
+#[inline(never)] // configuration code: one copy, not one per caller
 fn check_template(t: &str, errors: &mut Errors) {
     if t.len() > MAX_TEMPLATE_BYTES {
         errors.add("pages.template", format!("at most {MAX_TEMPLATE_BYTES} bytes, found {}", t.len()));

@@ -112,6 +112,7 @@ pub(super) fn read_all(
 }
 
 /// One provider, its fields under `at` (`provider` or `providers.at(i)`).
+#[inline(never)] // configuration code: one copy, not one per caller
 fn read(p: RawProvider, at: &str, env: &Env<'_>, errors: &mut Errors) -> (Provider, Client) {
     let field = |name: &str| format!("{at}.{name}");
     let issuer_url = validate::http_url(&p.issuer, Without::QueryOrFragment, &field("issuer"), errors);
@@ -173,6 +174,7 @@ fn read(p: RawProvider, at: &str, env: &Env<'_>, errors: &mut Errors) -> (Provid
 }
 
 /// `clientSecret` or `clientSecretEnv`, when set.
+#[inline(never)] // configuration code: one copy, not one per caller
 fn client_secret(
     inline: Option<String>,
     var: Option<String>,
@@ -191,6 +193,7 @@ fn client_secret(
 }
 
 /// The issuer, then each extra one (each once).
+#[inline(never)] // configuration code: one copy, not one per caller
 fn issuers(issuer: &str, extra: &[String], field: &str, errors: &mut Errors) -> Vec<String> {
     let mut issuers = vec![issuer.to_string()];
     for (i, extra) in extra.iter().enumerate() {
@@ -206,6 +209,7 @@ fn issuers(issuer: &str, extra: &[String], field: &str, errors: &mut Errors) -> 
 }
 
 /// `jwksUri` (a URL or a path on the cluster) or inline `jwks`; by default the discovery's.
+#[inline(never)] // configuration code: one copy, not one per caller
 fn keys(uri: Option<String>, inline: Option<serde_json::Value>, at: &str, errors: &mut Errors) -> KeySource {
     match (uri, inline) {
         (Some(_), Some(_)) => {

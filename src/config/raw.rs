@@ -10,7 +10,6 @@
 
 use super::Errors;
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
 
 #[derive(Debug)]
 pub struct RawProvider {
@@ -158,7 +157,8 @@ pub struct RawLogin {
     pub backchannel_logout_path: Option<String>,
     pub redirect_uri: Option<String>,
     pub scopes: Option<Vec<String>>,
-    pub extra_params: std::collections::BTreeMap<String, String>,
+    /// In key order (a JSON object's names are unique; serde_json keeps them sorted).
+    pub extra_params: Vec<(String, String)>,
     pub token_endpoint_auth: Option<String>,
     pub post_logout_redirect_uri: Option<String>,
     pub timeout_seconds: Option<u64>,
@@ -426,6 +426,7 @@ fn login(o: &mut Obj<'_, '_>) -> RawLogin {
 }
 
 /// What a JSON value is, for error messages.
+#[inline(never)]
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -439,6 +440,7 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// A list of strings at `path`; records an error (and gives `None`) for anything else.
+#[inline(never)]
 fn strings_of(path: String, v: &Value, errors: &mut Errors) -> Option<Vec<String>> {
     let Value::Array(items) = v else {
         errors.add(path, format!("expected a list of strings, found {}", kind(v)));
@@ -497,6 +499,7 @@ impl<'a, 'e> Obj<'a, 'e> {
         Some(out)
     }
 
+    #[inline(never)] // config code runs once: one copy, not one per field
     fn path(&self, name: &str) -> String {
         if self.at.is_empty() {
             name.to_string()
@@ -506,21 +509,25 @@ impl<'a, 'e> Obj<'a, 'e> {
     }
 
     /// The field's value; JSON `null` counts as absent.
+    #[inline(never)] // config code runs once: one copy, not one per field
     fn field(&mut self, name: &'static str) -> Option<&'a Value> {
         self.asked.push(name);
         self.map.get(name).filter(|v| !v.is_null())
     }
 
+    #[inline(never)] // config code runs once: one copy, not one per field
     fn missing(&mut self, name: &str) {
         let path = self.path(name);
         self.errors.add(path, "required");
     }
 
+    #[inline(never)] // config code runs once: one copy, not one per field
     fn wrong(&mut self, name: &str, expected: &str, found: &Value) {
         let path = self.path(name);
         self.errors.add(path, format!("expected {expected}, found {}", kind(found)));
     }
 
+    #[inline(never)] // config code runs once: one copy, not one per field
     fn string(&mut self, name: &'static str) -> Option<String> {
         match self.field(name)? {
             Value::String(s) => Some(s.clone()),
@@ -531,6 +538,7 @@ impl<'a, 'e> Obj<'a, 'e> {
         }
     }
 
+    #[inline(never)] // config code runs once: one copy, not one per field
     fn required_string(&mut self, name: &'static str) -> String {
         match self.string(name) {
             Some(s) => s,
@@ -543,6 +551,7 @@ impl<'a, 'e> Obj<'a, 'e> {
         }
     }
 
+    #[inline(never)] // config code runs once: one copy, not one per field
     fn bool(&mut self, name: &'static str) -> Option<bool> {
         match self.field(name)? {
             Value::Bool(b) => Some(*b),
@@ -554,6 +563,7 @@ impl<'a, 'e> Obj<'a, 'e> {
     }
 
     /// A whole number ≥ 0 (istiod renders numbers as doubles, but whole ones without a fraction).
+    #[inline(never)] // config code runs once: one copy, not one per field
     fn u64(&mut self, name: &'static str) -> Option<u64> {
         let v = self.field(name)?;
         match v.as_u64() {
@@ -565,17 +575,20 @@ impl<'a, 'e> Obj<'a, 'e> {
         }
     }
 
+    #[inline(never)] // config code runs once: one copy, not one per field
     fn strings(&mut self, name: &'static str) -> Option<Vec<String>> {
         let v = self.field(name)?;
         strings_of(self.path(name), v, self.errors)
     }
 
+    #[inline(never)] // config code runs once: one copy, not one per field
     fn value(&mut self, name: &'static str) -> Option<Value> {
         self.field(name).cloned()
     }
 
-    fn string_map(&mut self, name: &'static str) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
+    #[inline(never)] // config code runs once: one copy, not one per field
+    fn string_map(&mut self, name: &'static str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
         let Some(v) = self.field(name) else { return out };
         let Value::Object(map) = v else {
             self.wrong(name, "an object of strings", v);
@@ -584,7 +597,7 @@ impl<'a, 'e> Obj<'a, 'e> {
         for (k, item) in map {
             match item {
                 Value::String(s) => {
-                    out.insert(k.clone(), s.clone());
+                    out.push((k.clone(), s.clone()));
                 }
                 other => {
                     let path = format!("{}.{k}", self.path(name));
@@ -620,6 +633,7 @@ impl<'a, 'e> Obj<'a, 'e> {
 
     /// Records every field that was not asked for (the fields asked for, in the order they were,
     /// are the object's known fields).
+    #[inline(never)] // config code runs once: one copy, not one per field
     fn finish(self) {
         for key in self.map.keys() {
             if !self.asked.contains(&key.as_str()) {

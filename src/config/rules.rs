@@ -113,6 +113,7 @@ pub(super) fn public_paths(
 
 /// An `exact` or `prefix` path, matched ignoring case unless `case_sensitive` (the section's
 /// default, or its own `caseSensitive`).
+#[inline(never)] // configuration code: one copy, not one per caller
 fn path_match(m: &RawPathMatch, field: &str, case_sensitive: bool, errors: &mut Errors) -> Option<PathMatch> {
     let pattern = match (&m.exact, &m.prefix) {
         (Some(p), None) => validate::request_path(p, field, errors).then(|| PathMatch::exact(p)),
@@ -143,6 +144,7 @@ pub(super) fn rules(list: &[RawRule], case_sensitive: bool, errors: &mut Errors)
     rules
 }
 
+#[inline(never)] // configuration code: one copy, not one per caller
 fn rule(r: &RawRule, name: String, field: &str, case_sensitive: bool, errors: &mut Errors) -> Rule {
     let m = &r.match_;
     let hosts = validate::host_patterns(&m.hosts, &format!("{field}.match.hosts"), errors);
@@ -181,6 +183,7 @@ fn rule(r: &RawRule, name: String, field: &str, case_sensitive: bool, errors: &m
 }
 
 /// A claim that `equals`, `contains` or is `oneOf` scalar values (compared as text).
+#[inline(never)] // configuration code: one copy, not one per caller
 fn claim_condition(c: &RawClaimCondition, field: &str, errors: &mut Errors) -> Option<ClaimCondition> {
     let claim = validate::claim_path(&c.claim, &format!("{field}.claim"), errors);
     let scalar = |v: &Value, op: &str, errors: &mut Errors| match v {
@@ -209,6 +212,7 @@ fn claim_condition(c: &RawClaimCondition, field: &str, errors: &mut Errors) -> O
 }
 
 /// `defaultAction`: whether what no rule matches is allowed.
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn default_allow(action: Option<&str>, errors: &mut Errors) -> bool {
     match action {
         None | Some("allow") => true,

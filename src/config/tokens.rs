@@ -39,6 +39,7 @@ pub(super) fn read(t: RawTokens, errors: &mut Errors) -> Tokens {
 }
 
 /// `allowedAlgorithms`: asymmetric ones only, each once.
+#[inline(never)] // configuration code: one copy, not one per caller
 fn algorithms(names: &[String], errors: &mut Errors) -> Vec<Alg> {
     let mut algs = Vec::new();
     for (i, name) in names.iter().enumerate() {

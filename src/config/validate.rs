@@ -21,6 +21,7 @@ pub(super) enum Without {
 }
 
 /// An absolute `http` or `https` URL (both schemes require a host).
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn http_url(text: &str, without: Without, field: &str, errors: &mut Errors) -> Option<Url> {
     let (query_ok, fragment_ok, what) = match without {
         Without::Nothing => (true, true, ""),
@@ -51,12 +52,14 @@ pub(super) fn http_url(text: &str, without: Without, field: &str, errors: &mut E
 // Paths
 
 /// Starts with `/` and is printable ASCII throughout (no spaces, controls or non-ASCII).
+#[inline(never)] // configuration code: one copy, not one per caller
 fn is_rooted(p: &str) -> bool {
     p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A path requests are matched against as it is: rooted, without query or fragment, and in the
 /// form every normalization leaves alone (no escapes, `\`, `//`, `.` or `..` segments).
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn request_path(p: &str, field: &str, errors: &mut Errors) -> bool {
     if !is_rooted(p) || p.contains(['?', '#']) {
         errors.add(field, format!("expected a path starting with `/` (no query), found {p:?}"));
@@ -73,6 +76,7 @@ pub(super) fn request_path(p: &str, field: &str, errors: &mut Errors) -> bool {
 }
 
 /// A cookie's `Path` attribute: rooted, printable, without the `;` that would end the attribute.
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn cookie_path(p: &str, field: &str, errors: &mut Errors) {
     if !is_rooted(p) || p.contains(';') {
         errors.add(field, format!("expected a path starting with `/`, found {p:?}"));
@@ -82,6 +86,7 @@ pub(super) fn cookie_path(p: &str, field: &str, errors: &mut Errors) {
 // Hosts and domains
 
 /// `host[:port]` as an `:authority` carries it: printable ASCII, no spaces.
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn authority(a: &str, field: &str, errors: &mut Errors) -> bool {
     let valid = !a.is_empty() && a.bytes().all(|b| b.is_ascii_graphic());
     if !valid {
@@ -91,6 +96,7 @@ pub(super) fn authority(a: &str, field: &str, errors: &mut Errors) -> bool {
 }
 
 /// Host patterns: names or `*.domain`, in canonical form (lower case, no trailing dot, no port).
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn host_patterns(hosts: &[String], field: &str, errors: &mut Errors) -> Vec<HostPattern> {
     hosts
         .iter()
@@ -109,11 +115,13 @@ pub(super) fn host_patterns(hosts: &[String], field: &str, errors: &mut Errors) 
 }
 
 /// Letters, digits, `-` and `.`: a domain in ASCII (an IDN in punycode).
+#[inline(never)] // configuration code: one copy, not one per caller
 fn is_domain(d: &str) -> bool {
     !d.is_empty() && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
 /// A cookie's `Domain` attribute.
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn cookie_domain(d: &str, field: &str, errors: &mut Errors) {
     if !is_domain(d) {
         errors.add(field, format!("expected a domain such as example.com, found {d:?}"));
@@ -122,6 +130,7 @@ pub(super) fn cookie_domain(d: &str, field: &str, errors: &mut Errors) {
 
 /// A domain a login may return to: `app.example.com`, `.example.com` for it and its subdomains,
 /// or `localhost`; lower-cased.
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn redirect_domain(d: &str, field: &str, errors: &mut Errors) -> Option<String> {
     let bare = d.strip_prefix('.').unwrap_or(d);
     if is_domain(bare) && !bare.starts_with('.') && (bare.contains('.') || bare == "localhost") {
@@ -137,6 +146,7 @@ pub(super) fn redirect_domain(d: &str, field: &str, errors: &mut Errors) -> Opti
 // Names and texts
 
 /// An RFC 9110 `token`: the syntax of header names, cookie names and methods.
+#[inline(never)] // configuration code: one copy, not one per caller
 fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
@@ -167,6 +177,7 @@ const RESERVED_HEADERS: &[&str] = &[
 
 /// A header gatehouse may set, lower-cased: a token, and none that carries routing, framing or
 /// credentials ([`RESERVED_HEADERS`], `x-envoy-*`).
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn header_name(name: &str, field: &str, errors: &mut Errors) -> String {
     let lower = name.to_ascii_lowercase();
     if !is_token(&lower) {
@@ -178,6 +189,7 @@ pub(super) fn header_name(name: &str, field: &str, errors: &mut Errors) -> Strin
 }
 
 /// A cookie name: a token without dots (some frameworks turn them into `_`).
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn cookie_name(name: &str, field: &str, errors: &mut Errors) {
     if !is_token(name) || name.contains('.') {
         errors.add(field, format!("expected letters, digits and !#$%&'*+-^_`|~ (no dots), found {name:?}"));
@@ -186,11 +198,13 @@ pub(super) fn cookie_name(name: &str, field: &str, errors: &mut Errors) {
 
 /// Printable ASCII (space included) without `"` or `\`: text that goes into a quoted string as
 /// it is (RFC 6749's `NQSCHAR`).
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn is_quotable(s: &str) -> bool {
     s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 /// One of a setting's `names`, as `parse` reads it.
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn named<T>(
     name: &str,
     names: &[&str],
@@ -206,6 +220,7 @@ pub(super) fn named<T>(
 }
 
 /// A claim path (`realm_access.roles`, `a\.b` for a dot in a name).
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn claim_path(text: &str, field: &str, errors: &mut Errors) -> ClaimPath {
     ClaimPath::parse(text).unwrap_or_else(|e| {
         errors.add(field, e);
@@ -214,6 +229,7 @@ pub(super) fn claim_path(text: &str, field: &str, errors: &mut Errors) -> ClaimP
 }
 
 /// Each item of a list is non-empty.
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn non_empty_items(list: &[String], field: &str, errors: &mut Errors) {
     for (i, item) in list.iter().enumerate() {
         if item.is_empty() {
@@ -225,6 +241,7 @@ pub(super) fn non_empty_items(list: &[String], field: &str, errors: &mut Errors)
 // Numbers
 
 /// A number within bounds (returned either way).
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn in_range<T>(value: T, range: RangeInclusive<T>, field: &str, errors: &mut Errors) -> T
 where
     T: PartialOrd + Display + Default,
@@ -249,6 +266,7 @@ pub(super) enum Given<T> {
 
 /// A setting given inline (`field`) or as the name of an environment variable of the Wasm VM
 /// (`{field}Env`), not both. `None` when that is wrong (recorded).
+#[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn inline_or_env<T>(
     inline: Option<T>,
     var: Option<String>,

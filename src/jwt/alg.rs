@@ -7,7 +7,7 @@
 //! faster than `ring` in Wasm.
 //! The filter only verifies: the signing key type is uninhabited, so no signing code exists.
 
-use super::es256::LazyP256Key;
+use super::es256::{LazyP256Key, PlainP256Key};
 use super::rsa::{Hash, RsaKey};
 use jwt_compact::{Algorithm, AlgorithmSignature};
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
@@ -143,7 +143,7 @@ impl Algorithm for RingVerifier {
             }
             (Alg::ES256, PublicKey::Ec { prepared: Some(key), .. }) => return key.verify(message, &sig.0),
             (Alg::ES256, PublicKey::Ec { point, prepared: None }) => {
-                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).verify(message, &sig.0)
+                return PlainP256Key::new(point).is_some_and(|key| key.verify(message, &sig.0))
             }
             (Alg::ES384, PublicKey::Ec { point, .. }) => {
                 UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, point).verify(message, &sig.0)

@@ -126,34 +126,91 @@ impl PreparedP256Key {
     }
 
     fn verify_inner(&self, digest: &[u8; 32], sig: &[u8]) -> Option<bool> {
-        let sig: &[u8; 64] = sig.try_into().ok()?;
-        let (r_be, s_be) = sig.split_at(32);
-        // r, s ∈ [1, n − 1]; no low-s rule (JWS has none).
-        let r = scalar_nonzero(r_be)?;
-        let s = scalar_nonzero(s_be)?;
-        // e: the digest's leftmost 256 bits (all of it) reduced mod n.
-        let e = <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::from(*digest));
-        let w: Scalar = Option::from(s.invert_vartime())?;
-        let u1 = e * w;
-        let u2 = r * w;
-
-        let mut acc = Jac::IDENTITY;
-        acc = add_multiple(acc, &self.table, &u2, W_Q)?;
-        acc = add_multiple(acc, g_table()?, &u1, W_G)?;
-        if acc.is_identity() {
-            return Some(false);
-        }
-        // x(R) = X/Z²; accept iff x(R) mod n == r, i.e. x(R) ∈ {r, r + n} (r + n only when < p).
-        let r_fe = fe_from_be(r_be)?;
-        let z2 = acc.z.square();
-        if r_fe * z2 == acc.x {
-            return Some(true);
-        }
-        if r_be < P_MINUS_N_BE.as_slice() {
-            return Some((r_fe + fe_from_be(&N_BE)?) * z2 == acc.x);
-        }
-        Some(false)
+        verify_with(digest, sig, |u2| add_multiple(Jac::IDENTITY, &self.table, u2, W_Q))
     }
+}
+
+/// An ES256 key verified without a table of its own: u2·Q by signed 5-bit windows (255
+/// doublings and 52 additions over 1·Q..16·Q, made for each verification), u1·G by the shared
+/// table for G. For keys beyond the number prepared (`MAX_PREPARED_ES256` in jwks.rs): about
+/// 2.5 times the work of a prepared key, and no memory held per key. (It replaces `ring`'s
+/// P-256, which was 35 KB of the module for this one path.)
+pub struct PlainP256Key {
+    q: Aff,
+}
+
+impl PlainP256Key {
+    /// Checks the point as [`PreparedP256Key::new`] does.
+    pub fn new(sec1: &[u8]) -> Option<Self> {
+        let (_, q) = parse_point(sec1)?;
+        Some(Self { q })
+    }
+
+    /// Verifies a 64-byte `r ‖ s` signature (JWS ES256) over `message`.
+    pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(message).into();
+        self.verify_digest(&digest, sig)
+    }
+
+    /// Verifies a 64-byte `r ‖ s` signature over a SHA-256 digest.
+    pub fn verify_digest(&self, digest: &[u8; 32], sig: &[u8]) -> bool {
+        verify_with(digest, sig, |u2| self.times(u2)).unwrap_or(false)
+    }
+
+    /// k·Q, most significant window first.
+    fn times(&self, k: &Scalar) -> Option<Jac> {
+        const W: usize = 5;
+        let mut multiples = Vec::with_capacity(half(W));
+        let mut cur = Jac::from(self.q);
+        multiples.push(cur);
+        for _ in 1..half(W) {
+            cur = cur.add_aff(&self.q, false);
+            multiples.push(cur);
+        }
+        let table = batch_to_affine(&multiples)?;
+        let mut digits = [0i16; MAX_DIGITS];
+        recode(k, W, &mut digits);
+        let mut acc = Jac::IDENTITY;
+        for &d in digits.iter().take(digit_count(W)).rev() {
+            for _ in 0..W {
+                acc = acc.double();
+            }
+            if d != 0 {
+                acc = acc.add_aff(table.get(usize::from(d.unsigned_abs()) - 1)?, d < 0);
+            }
+        }
+        Some(acc)
+    }
+}
+
+/// ECDSA verification (r, s ∈ [1, n − 1]; no low-s rule: JWS has none) with u2·Q computed by
+/// `u2_times_q`.
+fn verify_with(digest: &[u8; 32], sig: &[u8], u2_times_q: impl FnOnce(&Scalar) -> Option<Jac>) -> Option<bool> {
+    let sig: &[u8; 64] = sig.try_into().ok()?;
+    let (r_be, s_be) = sig.split_at(32);
+    let r = scalar_nonzero(r_be)?;
+    let s = scalar_nonzero(s_be)?;
+    // e: the digest's leftmost 256 bits (all of it) reduced mod n.
+    let e = <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::from(*digest));
+    let w: Scalar = Option::from(s.invert_vartime())?;
+    let u1 = e * w;
+    let u2 = r * w;
+
+    let acc = u2_times_q(&u2)?;
+    let acc = add_multiple(acc, g_table()?, &u1, W_G)?;
+    if acc.is_identity() {
+        return Some(false);
+    }
+    // x(R) = X/Z²; accept iff x(R) mod n == r, i.e. x(R) ∈ {r, r + n} (r + n only when < p).
+    let r_fe = fe_from_be(r_be)?;
+    let z2 = acc.z.square();
+    if r_fe * z2 == acc.x {
+        return Some(true);
+    }
+    if r_be < P_MINUS_N_BE.as_slice() {
+        return Some((r_fe + fe_from_be(&N_BE)?) * z2 == acc.x);
+    }
+    Some(false)
 }
 
 /// An uncompressed SEC1 point and its affine coordinates, if valid (see [`PreparedP256Key::new`]).

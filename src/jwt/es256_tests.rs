@@ -55,6 +55,32 @@ fn sub_be(a: &[u8], b: &[u8]) -> [u8; 32] {
     out
 }
 
+/// A key both ways, prepared (a table of its own) and plain (none): they must agree on every
+/// point and every signature.
+struct Both(PreparedP256Key, PlainP256Key);
+
+impl Both {
+    fn new(point: &[u8]) -> Option<Both> {
+        match (PreparedP256Key::new(point), PlainP256Key::new(point)) {
+            (Some(prepared), Some(plain)) => Some(Both(prepared, plain)),
+            (None, None) => None,
+            _ => panic!("prepared and plain keys disagree on a point"),
+        }
+    }
+
+    fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        let (prepared, plain) = (self.0.verify(msg, sig), self.1.verify(msg, sig));
+        assert_eq!(prepared, plain, "prepared and plain keys disagree on a signature");
+        prepared
+    }
+
+    fn verify_digest(&self, digest: &[u8; 32], sig: &[u8]) -> bool {
+        let (prepared, plain) = (self.0.verify_digest(digest, sig), self.1.verify_digest(digest, sig));
+        assert_eq!(prepared, plain, "prepared and plain keys disagree on a signature");
+        prepared
+    }
+}
+
 fn sec1(p: &ProjectivePoint) -> Vec<u8> {
     p.to_affine().to_sec1_point(false).as_bytes().to_vec()
 }
@@ -65,7 +91,7 @@ fn agrees_with_ring_on_random_keys_and_tampering() {
     for _ in 0..200 {
         let kp = random_key(&rng);
         let point = kp.public_key().as_ref();
-        let key = PreparedP256Key::new(point).unwrap();
+        let key = Both::new(point).unwrap();
         let mut len = [0u8; 1];
         rng.fill(&mut len).unwrap();
         let mut msg = vec![0u8; usize::from(len[0]) * 3];
@@ -138,7 +164,7 @@ fn accepts_x_coordinate_above_n() {
         let point = sec1(&q);
         let sig = [&small[..], &s.to_bytes()[..]].concat();
         assert!(ring_verify(&point, msg, &sig));
-        let key = PreparedP256Key::new(&point).unwrap();
+        let key = Both::new(&point).unwrap();
         assert!(key.verify(msg, &sig));
         let mut off = sig.clone();
         off[31] ^= 1;
@@ -157,7 +183,7 @@ fn rejects_identity_result() {
     let rng = SystemRandom::new();
     for _ in 0..8 {
         let d = random_scalar(&rng);
-        let key = PreparedP256Key::new(&sec1(&(ProjectivePoint::GENERATOR * d))).unwrap();
+        let key = Both::new(&sec1(&(ProjectivePoint::GENERATOR * d))).unwrap();
         let (r, s) = (random_scalar(&rng), random_scalar(&rng));
         let e = -(r * d);
         let sig = [&r.to_bytes()[..], &s.to_bytes()[..]].concat();
@@ -201,7 +227,7 @@ fn known_answers() {
         ),
     ];
     for (qx, qy, digest, r, s) in vectors {
-        let key = PreparedP256Key::new(&[vec![4], hex(qx), hex(qy)].concat()).unwrap();
+        let key = Both::new(&[vec![4], hex(qx), hex(qy)].concat()).unwrap();
         let digest: [u8; 32] = hex(digest).try_into().unwrap();
         let sig = [hex(r), hex(s)].concat();
         assert!(key.verify_digest(&digest, &sig));
@@ -215,7 +241,7 @@ fn known_answers() {
 fn rejects_invalid_keys() {
     let rng = SystemRandom::new();
     let good = random_key(&rng).public_key().as_ref().to_vec();
-    assert!(PreparedP256Key::new(&good).is_some());
+    assert!(Both::new(&good).is_some());
     let flip = |i: usize, m: u8| {
         let mut t = good.clone();
         t[i] ^= m;
@@ -236,7 +262,7 @@ fn rejects_invalid_keys() {
         Vec::new(),
     ];
     for b in bad {
-        assert!(PreparedP256Key::new(&b).is_none());
+        assert!(Both::new(&b).is_none());
     }
 }
 

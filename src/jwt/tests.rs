@@ -351,7 +351,7 @@ fn weak_and_malformed_keys_are_skipped() {
 }
 
 #[test]
-fn es256_keys_past_the_prepared_ones_verify_with_ring() {
+fn es256_keys_past_the_prepared_ones_verify_without_a_table() {
     let f = fixture();
     let keys: Vec<TestKey> = (0..jwks::MAX_PREPARED_ES256 + 2).map(|_| TestKey::ec(Alg::ES256)).collect();
     let set = KeySet::from_value(&json!({"keys": keys.iter().enumerate().map(|(i, k)| k.jwk(&format!("ec{i}"), Alg::ES256)).collect::<Vec<_>>()}))

@@ -132,7 +132,8 @@ const sleepMs = (ms) => new Promise((r) => { setTimeout(r, ms); });
  * Start-up of a fresh Envoy, median of `times` starts: milliseconds from spawning it to its first
  * 200 on `path` (polled every 2 ms, alongside the harness's own readiness check) and, for a Wasm
  * filter, from Envoy's wasm debug log: compiling the module (base VM created → first VM
- * instantiated) and the worker's VM from its creation to the first 200 (configure, key fetch).
+ * instantiated) and the worker's VM from its creation to the first 200 (configure, key fetch);
+ * and Envoy's resident memory right after that first 200 (before any load: what start-up costs).
  */
 async function startupTimes(times, startOpts, { path = '/x', headers = {} } = {}) {
   const runs = [];
@@ -151,8 +152,10 @@ async function startupTimes(times, startOpts, { path = '/x', headers = {} } = {}
     })();
     const e = await startEnvoy({ ...startOpts, listenPort, componentLogLevel: 'wasm:debug' });
     let first;
+    let residentKiB = NaN;
     try {
       first = await poll;
+      residentKiB = rssKiB(e.pid);
     } finally {
       done = true;
       await e.stop(); // Envoy writes its log file out when it exits
@@ -174,6 +177,7 @@ async function startupTimes(times, startOpts, { path = '/x', headers = {} } = {}
         first200: first.ms,
         compile: base && firstVm ? firstVm.wall - base.wall : NaN,
         vmToFirst200: workerVm ? first.wall - workerVm.wall : NaN,
+        residentKiB,
       });
     }
   }
@@ -181,6 +185,7 @@ async function startupTimes(times, startOpts, { path = '/x', headers = {} } = {}
     first200: median(runs.map((r) => r.first200)),
     compile: median(runs.map((r) => r.compile)),
     vmToFirst200: median(runs.map((r) => r.vmToFirst200)),
+    residentKiB: median(runs.map((r) => r.residentKiB)),
   };
 }
 
@@ -564,15 +569,16 @@ async function main() {
     ]);
     const startupText = startup
       ? [
-        '| Envoy | spawn → first 200 (ms) | compiling the module (ms) | worker VM created → first 200 (ms) |', '|---|---|---|---|',
-        `| no filter | ${f0(startup.none.first200)} | | |`,
+        '| Envoy | spawn → first 200 (ms) | compiling the module (ms) | worker VM created → first 200 (ms) | resident at the first 200 |', '|---|---|---|---|---|',
+        `| no filter | ${f0(startup.none.first200)} | | | ${(startup.none.residentKiB / 1024).toFixed(1)} MiB |`,
         ...[['empty Proxy-Wasm filter', startup.noop], ['gatehouse, inline JWKS (no fetch)', startup.inline],
           ['gatehouse, discovery + JWKS fetched from Keycloak', startup.fetched]]
-          .map(([n, x]) => `| ${n} | ${f0(x.first200)} | ${f0(x.compile)} | ${f0(x.vmToFirst200)} |`),
+          .map(([n, x]) => `| ${n} | ${f0(x.first200)} | ${f0(x.compile)} | ${f0(x.vmToFirst200)} | ${(x.residentKiB / 1024).toFixed(1)} MiB (+${((x.residentKiB - startup.none.residentKiB) / 1024).toFixed(1)}) |`),
         '',
         'Envoy compiles a module once (on the main thread, before the listeners open), then creates a VM per worker from it and calls `on_configure`; '
           + 'the last column is that per-worker part up to the first request served (log timestamps have millisecond resolution). '
-          + 'Compile time grows with the module\'s size.',
+          + 'Compile time grows with the module\'s size. Resident memory is read right after the first 200, before any load '
+          + '(the memory table below is read after all the runs, with the token cache filled).',
       ].join('\n')
       : '(not measured in this run)';
     const kib = (x) => `${(x / 1024).toFixed(1)} MiB`;
