@@ -136,11 +136,34 @@ fn managed_headers(claim_headers: &[ClaimHeader], payload_header: Option<&str>, 
 /// either (a client may send one for the other).
 #[inline(never)] // configuration code: one copy, not one per caller
 pub(super) fn first_bytes(managed: &[String]) -> Vec<u8> {
-    let mut firsts: Vec<u8> = managed.iter().filter_map(|h| h.as_bytes().first().copied()).collect();
-    if firsts.contains(&b'-') || firsts.contains(&b'_') {
-        firsts.extend([b'-', b'_']);
+    // A set of bytes, not a sort: the module has no sort code for `u8` otherwise.
+    let mut seen = [false; 256];
+    let mut mark = |b: u8| {
+        if let Some(s) = seen.get_mut(usize::from(b)) {
+            *s = true;
+        }
+    };
+    let mut dash = false;
+    for b in managed.iter().filter_map(|h| h.as_bytes().first().copied()) {
+        dash |= b == b'-' || b == b'_';
+        mark(b);
     }
-    firsts.sort_unstable();
-    firsts.dedup();
-    firsts
+    if dash {
+        mark(b'-');
+        mark(b'_');
+    }
+    (0..=u8::MAX).filter(|b| seen.get(usize::from(*b)).copied().unwrap_or(false)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_bytes;
+
+    #[test]
+    fn first_bytes_are_a_sorted_set_with_both_separators() {
+        let managed = ["x-user", "b-mail", "x-groups", "_legacy"].map(String::from);
+        assert_eq!(first_bytes(&managed), b"-_bx".to_vec());
+        assert_eq!(first_bytes(&["x-a".to_string(), "a".to_string()]), b"ax".to_vec());
+        assert!(first_bytes(&[]).is_empty());
+    }
 }
