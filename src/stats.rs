@@ -143,8 +143,10 @@ impl Counter {
     }
 }
 
+/// The reasons a request is denied.
+const DENIED: usize = DenyReason::ALL.len();
 /// How many counters there are.
-const COUNTERS: usize = 16 + DenyReason::ALL.len();
+const COUNTERS: usize = 16 + DENIED;
 
 impl Counter {
     /// Its place in counter order (the order of `Ord`: `Denied` after `Public`).
@@ -153,20 +155,20 @@ impl Counter {
             Counter::Allowed => 0,
             Counter::Public => 1,
             Counter::Denied(r) => 2 + r as usize,
-            Counter::LoginStarted => 12,
-            Counter::LoginCompleted => 13,
-            Counter::LoginFailed => 14,
-            Counter::Refreshed => 15,
-            Counter::RefreshFailed => 16,
-            Counter::Logout => 17,
-            Counter::TokenCacheHit => 18,
-            Counter::TokenCacheMiss => 19,
-            Counter::DiscoveryFetch => 20,
-            Counter::DiscoveryFetchFailure => 21,
-            Counter::JwksFetch => 22,
-            Counter::JwksFetchFailure => 23,
-            Counter::ProviderError(Class::Passing) => 24,
-            Counter::ProviderError(Class::Configuration) => 25,
+            Counter::LoginStarted => 2 + DENIED,
+            Counter::LoginCompleted => 3 + DENIED,
+            Counter::LoginFailed => 4 + DENIED,
+            Counter::Refreshed => 5 + DENIED,
+            Counter::RefreshFailed => 6 + DENIED,
+            Counter::Logout => 7 + DENIED,
+            Counter::TokenCacheHit => 8 + DENIED,
+            Counter::TokenCacheMiss => 9 + DENIED,
+            Counter::DiscoveryFetch => 10 + DENIED,
+            Counter::DiscoveryFetchFailure => 11 + DENIED,
+            Counter::JwksFetch => 12 + DENIED,
+            Counter::JwksFetchFailure => 13 + DENIED,
+            Counter::ProviderError(Class::Passing) => 14 + DENIED,
+            Counter::ProviderError(Class::Configuration) => 15 + DENIED,
         }
     }
 }

@@ -70,7 +70,8 @@ pub enum PublicKey {
     Rsa { n: Vec<u8>, e: Vec<u8>, prepared: Arc<RsaKey> },
     /// An uncompressed SEC1 point (`0x04 ‖ x ‖ y`) on the curve of the key's algorithm, and for
     /// ES256 the key prepared for fast verification (see [`super::es256`]; `None` for ES384, and
-    /// past the first few ES256 keys of a set, which then verify with `ring`).
+    /// past the first few ES256 keys of a set, which then verify without a table of their own,
+    /// as [`super::es256::PlainP256Key`]).
     Ec { point: Vec<u8>, prepared: Option<Arc<LazyP256Key>> },
     /// A 32-byte Ed25519 public key.
     Ed25519 { x: Vec<u8> },

@@ -134,8 +134,7 @@ impl PreparedP256Key {
 /// doublings and 52 additions over 1·Q..16·Q, made for each verification), u1·G by the shared
 /// table for G. For keys beyond the number prepared (`MAX_PREPARED_ES256` in jwks.rs): about
 /// five times a prepared key's time (280 against 56 µs on an x86-64 host), and no memory held
-/// per key. (It replaces `ring`'s
-/// P-256, which was 35 KB of the module for this one path.)
+/// per key. (It replaces `ring`'s P-256, which was 35 KB of the module for this one path.)
 pub struct PlainP256Key {
     q: Aff,
 }
