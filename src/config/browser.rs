@@ -1,14 +1,12 @@
 //! `session` and `login`: the browser sign-in — the OIDC authorization-code flow as the
 //! provider's client, and gatehouse's session cookie. Configured by a `session` section.
 
-use super::identity::ClaimHeader;
 use super::provider::Client;
 use super::raw::{RawLogin, RawSession};
 use super::validate::{self, Given, Without};
 use super::{Env, Errors};
 use crate::cookie::Attributes;
 use crate::nonempty::NonEmpty;
-use crate::policy::Policy;
 use crate::secret::Secret;
 use crate::session::Sealer;
 
@@ -368,23 +366,4 @@ fn client_secret_post(auth: Option<&str>, errors: &mut Errors) -> bool {
             false
         }
     }
-}
-
-/// The top-level claims the session keeps: `sub` and those that headers and rules read.
-#[inline(never)] // configuration code: one copy, not one per caller
-pub(super) fn kept_claims(claim_headers: &[ClaimHeader], policy: &Policy) -> Vec<String> {
-    let mut kept: Vec<String> = vec!["sub".into()];
-    let paths = claim_headers
-        .iter()
-        .flat_map(|h| h.claims.iter())
-        .chain(std::iter::once(&policy.groups_claim))
-        .chain(policy.roles_claims.iter())
-        .chain(policy.rules.iter().flat_map(|r| r.claims.iter().map(|c| &c.claim)));
-    let email = policy.email.as_ref().map(|_| ["email", "email_verified"]).into_iter().flatten();
-    for root in paths.filter_map(|p| p.root()).chain(email) {
-        if !kept.iter().any(|k| k == root) {
-            kept.push(root.to_string());
-        }
-    }
-    kept
 }

@@ -6,12 +6,14 @@ use super::raw::{OneOrMany, RawClaimHeader, RawIdentity};
 use super::validate;
 use super::Errors;
 use crate::claims::ClaimPath;
+use crate::policy::Policy;
+use std::rc::Rc;
 
 /// A header set from claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimHeader {
-    /// Lower-case header name.
-    pub name: String,
+    /// Lower-case header name (shared by every identity that sets it).
+    pub name: Rc<str>,
     /// Claims whose values are concatenated, in order.
     pub claims: Vec<ClaimPath>,
 }
@@ -89,7 +91,7 @@ fn claim_header(h: &RawClaimHeader, field: &str, errors: &mut Errors) -> ClaimHe
         errors.add(format!("{field}.claim"), "must name at least one claim");
     }
     let claims = texts.iter().map(|c| validate::claim_path(c, &format!("{field}.claim"), errors)).collect();
-    ClaimHeader { name, claims }
+    ClaimHeader { name: Rc::from(name), claims }
 }
 
 /// oauth2-proxy's `X-Auth-Request-*` headers.
@@ -111,10 +113,10 @@ fn default_claim_headers(groups_claim: &ClaimPath, roles_claims: &[ClaimPath]) -
 fn managed_headers(claim_headers: &[ClaimHeader], payload_header: Option<&str>, errors: &mut Errors) -> Vec<String> {
     let mut managed: Vec<String> = Vec::new();
     for (i, h) in claim_headers.iter().enumerate() {
-        if managed.contains(&h.name) {
+        if managed.iter().any(|m| **m == *h.name) {
             errors.add(format!("claimHeaders[{i}].header"), format!("{} is set twice", h.name));
         } else {
-            managed.push(h.name.clone());
+            managed.push(h.name.to_string());
         }
     }
     if let Some(h) = payload_header {
@@ -153,6 +155,26 @@ pub(super) fn first_bytes(managed: &[String]) -> Vec<u8> {
         mark(b'_');
     }
     (0..=u8::MAX).filter(|b| seen.get(usize::from(*b)).copied().unwrap_or(false)).collect()
+}
+
+/// The top-level claims an identity keeps, from a bearer token (in the token cache) or a login
+/// (in the session cookie): `sub` and those that headers and rules read.
+#[inline(never)] // configuration code: one copy, not one per caller
+pub(super) fn kept_claims(claim_headers: &[ClaimHeader], policy: &Policy) -> Vec<String> {
+    let mut kept: Vec<String> = vec!["sub".into()];
+    let paths = claim_headers
+        .iter()
+        .flat_map(|h| h.claims.iter())
+        .chain(std::iter::once(&policy.groups_claim))
+        .chain(policy.roles_claims.iter())
+        .chain(policy.rules.iter().flat_map(|r| r.claims.iter().map(|c| &c.claim)));
+    let email = policy.email.as_ref().map(|_| ["email", "email_verified"]).into_iter().flatten();
+    for root in paths.filter_map(|p| p.root()).chain(email) {
+        if !kept.iter().any(|k| k == root) {
+            kept.push(root.to_string());
+        }
+    }
+    kept
 }
 
 #[cfg(test)]

@@ -89,6 +89,9 @@ pub struct Config {
     pub callout_timeout_ms: u64,
     pub key_timing: KeyTiming,
     pub token_cache_size: usize,
+    /// The top-level claims a verified token's identity keeps (`sub` and those that claim headers,
+    /// rules and `email` read): the rest is dropped before the token cache holds it.
+    pub kept_claims: Vec<String>,
     /// Browser sign-in, when a `session` section is configured.
     pub browser: Option<Browser>,
     /// How gatehouse's own pages look.
@@ -226,11 +229,9 @@ fn build(raw: RawConfig, env: &Env<'_>, errors: &mut Errors) -> Option<Config> {
     };
     let (callout_timeout_ms, key_timing) = provider::timing(raw.timeouts, raw.keys, errors);
     let token_cache_size = tokens::cache_size(raw.cache, errors);
+    let kept_claims = identity::kept_claims(&identity.claim_headers, &policy);
     let browser = match raw.session {
-        Some(session) => {
-            let kept_claims = browser::kept_claims(&identity.claim_headers, &policy);
-            Some(browser::read(session, raw.login, clients, kept_claims, env, errors)?)
-        }
+        Some(session) => Some(browser::read(session, raw.login, clients, kept_claims.clone(), env, errors)?),
         None => None,
     };
     let pages = pages::read(raw.pages, errors);
@@ -256,6 +257,7 @@ fn build(raw: RawConfig, env: &Env<'_>, errors: &mut Errors) -> Option<Config> {
         callout_timeout_ms,
         key_timing,
         token_cache_size,
+        kept_claims,
         browser,
         pages,
     })

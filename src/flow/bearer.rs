@@ -37,7 +37,12 @@ impl Engine {
         match jwt::verify(token, &keys, &cfg.token_expectations(p), now) {
             Ok(verified) => {
                 self.stats.count(Counter::TokenCacheMiss);
-                let identity = Rc::new(identity_of(&cfg, p, verified.claims, Some(token)));
+                // Only the claims something reads stay: the cache holds up to `cache.tokens` of these.
+                let mut claims = verified.claims;
+                if let serde_json::Value::Object(map) = &mut claims {
+                    crate::claims::keep_only(map, &cfg.kept_claims);
+                }
+                let identity = Rc::new(identity_of(&cfg, p, claims, Some(token)));
                 let until = verified.exp.saturating_add(cfg.tokens.leeway_secs);
                 self.cache.insert(token, until, Rc::clone(&identity), now);
                 Ok(identity)

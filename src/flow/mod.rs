@@ -380,7 +380,7 @@ pub fn identity_of(cfg: &Config, provider: usize, claims: serde_json::Value, tok
     for h in &cfg.claim_headers {
         let values: Vec<String> = h.claims.iter().filter_map(|p| p.lookup(&claims)).flat_map(values_of).collect();
         if let Some(v) = header_value(&values) {
-            headers.push((Rc::from(h.name.as_str()), Rc::from(v)));
+            headers.push((Rc::clone(&h.name), Rc::from(v)));
         }
     }
     if let (Some(name), Some(token)) = (&cfg.tokens.payload_header, token) {

@@ -452,6 +452,40 @@ fn verified_tokens_are_cached_until_expiry() {
 }
 
 #[test]
+fn a_cached_token_keeps_only_the_claims_that_headers_rules_and_email_read() {
+    let mut b = bed(json!({
+        "email": {"domains": ["example.com"], "requireVerified": false},
+        "claimHeaders": [{"header": "x-team", "claim": "org.team"}],
+        "rules": [{"name": "hr", "match": {"paths": [{"prefix": "/hr/"}]},
+                   "require": {"claims": [{"claim": "department", "equals": "hr"}]}}]
+    }));
+    let mut c = alice_claims();
+    c["department"] = json!("hr");
+    c["org"] = json!({"team": "people"});
+    c["jti"] = json!("j-1");
+    c["scope"] = json!("openid profile email");
+    let t = b.token(&c);
+    let mut other = c.clone();
+    other["department"] = json!("sales");
+    let refused = b.token(&other);
+    // First (verified) and second (cached) requests decide the same, on claims the rule reads.
+    for _ in 0..2 {
+        let d = b.bearer("/hr/x", &t);
+        assert_eq!(status(&d), 200);
+        assert_eq!(header(&d, "x-team"), Some("people"));
+        assert_eq!(status(&b.bearer("/hr/x", &refused)), 403);
+    }
+    let Some(cached) = b.engine.cache.get(&t, NOW) else { panic!("the token is cached") };
+    let mut kept: Vec<&str> =
+        cached.claims.as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+    kept.sort_unstable();
+    // `sub`, the groups' and roles' roots, the rule's and the header's claims, and what `email`
+    // reads; not `iss`, `aud`, `azp`, `exp`, `iat`, `jti`, `scope`, nor `preferred_username`
+    // (the configured `claimHeaders` replace the default ones, which read it).
+    assert_eq!(kept, ["department", "email", "groups", "org", "realm_access", "resource_access", "sub"]);
+}
+
+#[test]
 fn keys_not_loaded_means_503_never_a_pass() {
     let mut engine = vm(config(json!({}), None));
     let key = TestKey::rsa(RSA_A);

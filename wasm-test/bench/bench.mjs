@@ -348,8 +348,10 @@ async function main() {
 
     // --compare: the other module on an Envoy of its own, with a session of its own.
     const compared = [];
+    let cmpEnvoy = null;
     if (COMPARE) {
       const cmp = await startEnvoy({ ...ghStart, wasmPath: COMPARE });
+      cmpEnvoy = cmp;
       await waitFor(async () => (await http(`${cmp.url}/x`, { headers: { authorization: `Bearer ${sameToken}` } })).status === 200,
         { timeoutMs: 30000, what: 'the compared module to load keys' });
       const cjar = new CookieJar();
@@ -450,9 +452,12 @@ async function main() {
     }
 
     // --- memory (after the load: token cache filled), start-up, logins ----------------------------
+    const linearOf = async (e) => (await envoyStats(e, 'vm_memory_bytes').then((st) => Object.entries(st).find(([k]) => k.endsWith('gatehouse.vm_memory_bytes'))?.[1])) ?? NaN;
     const mem = {
       none: rssKiB(none.pid), noop: rssKiB(noop.pid), gh: rssKiB(gh.pid), seeds: seeds.memory(),
-      ghLinear: (await envoyStats(gh, 'vm_memory_bytes').then((st) => Object.entries(st).find(([k]) => k.endsWith('gatehouse.vm_memory_bytes'))?.[1])) ?? NaN,
+      ghLinear: await linearOf(gh),
+      cmp: cmpEnvoy ? rssKiB(cmpEnvoy.pid) : null,
+      cmpLinear: cmpEnvoy ? await linearOf(cmpEnvoy) : NaN,
     };
     log(`RSS: no filter ${mem.none} KiB, empty Wasm filter ${mem.noop} KiB, gatehouse ${mem.gh} KiB; gatehouse linear memory ${mem.ghLinear} bytes`);
 
@@ -587,8 +592,9 @@ async function main() {
       `| no filter | ${kib(mem.none)} | |`,
       `| empty Proxy-Wasm filter | ${kib(mem.noop)} | +${kib(mem.noop - mem.none)} |`,
       `| gatehouse, after the runs above (token cache filled) | ${kib(mem.gh)} | +${kib(mem.gh - mem.none)} |`,
+      ...(mem.cmp ? [`| ${relative(REPO_ROOT, COMPARE)} (--compare), after its runs above | ${kib(mem.cmp)} | +${kib(mem.cmp - mem.none)} |`] : []),
       '',
-      `gatehouse's own linear memory (gauge \`gatehouse.vm_memory_bytes\`, one VM): ${Number.isFinite(mem.ghLinear) ? `${(mem.ghLinear / 1048576).toFixed(1)} MiB` : 'n/a'}.`,
+      `gatehouse's own linear memory (gauge \`gatehouse.vm_memory_bytes\`, one VM): ${Number.isFinite(mem.ghLinear) ? `${(mem.ghLinear / 1048576).toFixed(1)} MiB` : 'n/a'}${mem.cmp ? `; the compared module's: ${Number.isFinite(mem.cmpLinear) ? `${(mem.cmpLinear / 1048576).toFixed(1)} MiB` : 'n/a'}` : ''}.`,
     ].join('\n');
     const loginText = logins.length
       ? [
