@@ -510,18 +510,39 @@ fn cut(s: &str) -> Result<Option<String>, PathError> {
     Ok(s.find(['?', '#']).map(|i| s.get(..i).unwrap_or_default().to_string()))
 }
 
+/// The non-ASCII characters whose lower- or upper-case form starts with an ASCII letter (`İ`
+/// lower-cases to `i` + a combining dot, Kelvin's `K` to `k`, `ſ` upper-cases to `S`, `ﬁ` to
+/// `FI`), each with that letter in lower case: what [`lower`] folds them to, as servers that
+/// compare paths case-insensitively may. Written out, not asked of `char::to_lowercase` and
+/// `to_uppercase`: their case tables were 25 KB of the module, for these 18 characters. The
+/// test `the_ascii_case_folds_are_all_that_std_knows` checks the list against std's tables.
+pub(crate) const ASCII_CASE_FOLDS: [(char, char); 18] = [
+    ('\u{DF}', 's'),
+    ('\u{130}', 'i'),
+    ('\u{131}', 'i'),
+    ('\u{17F}', 's'),
+    ('\u{1F0}', 'j'),
+    ('\u{1E96}', 'h'),
+    ('\u{1E97}', 't'),
+    ('\u{1E98}', 'w'),
+    ('\u{1E99}', 'y'),
+    ('\u{1E9A}', 'a'),
+    ('\u{212A}', 'k'),
+    ('\u{FB00}', 'f'),
+    ('\u{FB01}', 'f'),
+    ('\u{FB02}', 'f'),
+    ('\u{FB03}', 'f'),
+    ('\u{FB04}', 'f'),
+    ('\u{FB05}', 's'),
+    ('\u{FB06}', 's'),
+];
+
 fn lower(s: &str) -> Result<Option<String>, PathError> {
     let fold = |c: char| -> char {
         if c.is_ascii() {
             return c.to_ascii_lowercase();
         }
-        if let Some(l) = c.to_lowercase().next().filter(char::is_ascii) {
-            return l;
-        }
-        match c.to_uppercase().next() {
-            Some(u) if u.is_ascii() => u.to_ascii_lowercase(),
-            _ => c,
-        }
+        ASCII_CASE_FOLDS.iter().find(|(from, _)| *from == c).map_or(c, |(_, to)| *to)
     };
     Ok(changed(s, s.chars().map(fold).collect()))
 }

@@ -371,3 +371,26 @@ fn the_compatibility_table_decomposes_every_character_a_rule_could_tell_apart() 
         "halfwidth ｶ stays: no rule can tell it from its decomposition カ"
     );
 }
+
+#[test]
+fn the_ascii_case_folds_are_all_that_std_knows() {
+    // Every non-ASCII character whose lower case, or else upper case, starts with an ASCII
+    // character, by std's (the toolchain's Unicode) case tables: exactly the list, folded alike.
+    let from_std: Vec<(char, char)> = (0x80u32..=0x10FFFF)
+        .filter_map(char::from_u32)
+        .filter_map(|c| {
+            let folded = c
+                .to_lowercase()
+                .next()
+                .filter(char::is_ascii)
+                .or_else(|| c.to_uppercase().next().filter(char::is_ascii).map(|u| u.to_ascii_lowercase()));
+            folded.map(|f| (c, f))
+        })
+        .collect();
+    assert_eq!(from_std, ASCII_CASE_FOLDS.to_vec());
+    // And `lower` applies them: `/ADMİN/` and `/ﬁle` read as `/admin/` and `/fle`; other
+    // characters stay.
+    assert_eq!(lower("/ADM\u{130}N/").ok().flatten().as_deref(), Some("/admin/"));
+    assert_eq!(lower("/\u{FB01}le").ok().flatten().as_deref(), Some("/fle"));
+    assert_eq!(lower("/\u{E9}t\u{E9}").ok().flatten(), None);
+}
