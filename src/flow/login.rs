@@ -320,8 +320,8 @@ impl Engine {
         })
     }
 
-    /// Builds session data from provider `p`'s token response. `previous` is the session being
-    /// refreshed.
+    /// Builds session data from provider `p`'s token response. `previous` is the identity of the
+    /// session being refreshed (its claims are the identity's; its session data holds the rest).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn session_from_tokens(
         &self,
@@ -330,7 +330,7 @@ impl Engine {
         scope: String,
         tokens: &TokenResponse,
         id_claims: Option<Value>,
-        previous: Option<&SessionData>,
+        previous: Option<&super::Identity>,
         exp: u64,
         now: u64,
         random: &mut dyn FnMut(&mut [u8]),
@@ -355,11 +355,12 @@ impl Engine {
                 merged.entry(k).or_insert(v);
             }
         }
-        if let Some(prev) = previous {
-            for (k, v) in &prev.claims {
+        if let Some(Value::Object(prev)) = previous.map(|p| &p.claims) {
+            for (k, v) in prev {
                 merged.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
+        let previous = previous.and_then(|p| p.session.as_ref());
         crate::claims::keep_only(&mut merged, &b.kept_claims);
         let claims = merged;
         let (rt, rexp) = if b.refresh {

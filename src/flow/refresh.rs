@@ -210,7 +210,7 @@ impl Engine {
             (Some(idt), Some(keys)) => {
                 match login::validate_id_token(Some(idt), keys, &cfg.client_expectations(p), None, now) {
                     // OIDC Core §12.2: the refreshed ID token is about the same user.
-                    Ok(c) if c.get("sub") == previous.claims.get("sub") => Some(c),
+                    Ok(c) if c.get("sub") == old.claims.get("sub") => Some(c),
                     Ok(_) => return transient(self, "refreshed ID token names another subject"),
                     Err(e) => return transient(self, e.description()),
                 }
@@ -223,7 +223,7 @@ impl Engine {
             session_scope(&cfg, b, req, p),
             &tokens,
             id_claims,
-            Some(previous),
+            Some(old),
             previous.exp,
             now,
             random,

@@ -61,8 +61,11 @@ pub(super) fn open_session(b: &Browser, sealed: &str) -> Option<SessionData> {
 /// The identity of a session's data, with the headers of its relayed access token; `None` if
 /// `relayAccessToken` is set and the session has no access token it can decrypt (one made before
 /// relaying was switched on, or under a retired key): such a session cannot serve.
-pub(super) fn session_identity_of(cfg: &Config, p: usize, data: SessionData) -> Option<Identity> {
-    let mut identity = identity_of(cfg, p, Value::Object(data.claims.clone()), None);
+///
+/// The claims move into the identity (`Identity::claims`), leaving the session data's empty: a
+/// cached session holds them once.
+pub(super) fn session_identity_of(cfg: &Config, p: usize, mut data: SessionData) -> Option<Identity> {
+    let mut identity = identity_of(cfg, p, Value::Object(std::mem::take(&mut data.claims)), None);
     if let Some(b) = cfg.browser.as_ref().filter(|b| relays(b)) {
         // Without the token's expiry it could be relayed dead, never refreshed.
         data.rexp?;
@@ -192,7 +195,7 @@ impl Engine {
         let provider = self.providers.at_mut(p);
         provider.revocations.sync(self.store.as_ref(), &provider.names, now);
         let Some(data) = identity.session.as_ref() else { return false };
-        let claim = |name: &str| data.claims.get(name).and_then(Value::as_str);
+        let claim = |name: &str| identity.claims.get(name).and_then(Value::as_str);
         let ended = provider.revocations.ended(claim("sid"), claim("sub"), data.iat, now);
         if ended {
             log::info!("session cookie rejected (the provider ended the session: back-channel logout)");

@@ -1622,6 +1622,14 @@ mod browser_flow {
             &mut rng(),
         );
         assert!(matches!(done, Decision::Forward { .. }));
+        // The new access token names no groups and no email: the session keeps those it had
+        // (the claims of the old session, which its cached identity holds, not its data).
+        assert_eq!(header(&done, "x-auth-request-groups"), Some("/admins"));
+        assert_eq!(header(&done, "x-auth-request-user"), Some("a-1"));
+        let sealed = cookie.split_once('=').map_or("", |(_, v)| v);
+        let Some(cached) = a.cache.get(sealed, NOW + 290) else { panic!("the old session is cached") };
+        assert!(cached.session.as_ref().is_some_and(|d| d.claims.is_empty()), "claims are held once, by the identity");
+        assert_eq!(cached.claims["groups"], json!(["/admins"]));
         let refused =
             br#"{"error": "invalid_grant", "error_description": "Maximum allowed refresh token reuse exceeded"}"#;
         let d = b.on_idp_answer(
