@@ -24,15 +24,24 @@
 
 use std::borrow::Cow;
 
-// FOLD_INDEX and FOLD_TEXT: the compatibility decompositions that matter to rules (build.rs).
+// FOLD_RUNS and FOLD_TEXT: the compatibility decompositions that matter to rules (build.rs), by
+// runs of code points (333 runs of about 2,100 characters: 2.6 KB, where an entry per character
+// was 17 KB).
 include!(concat!(env!("OUT_DIR"), "/compat_fold.rs"));
 
 /// A character's compatibility decomposition (NFKD), if it is one that can change what a rule
 /// matches (see build.rs); `None` for every other character, which stays as it is.
 pub(crate) fn compat_fold(c: char) -> Option<&'static str> {
-    let i = FOLD_INDEX.binary_search_by_key(&(c as u32), |&(cp, _, _)| cp).ok()?;
-    let &(_, start, len) = FOLD_INDEX.get(i)?;
-    FOLD_TEXT.get(usize::from(start)..usize::from(start) + usize::from(len))
+    let cp = c as u32;
+    // The last run starting at or before `cp`, if `cp` is in it.
+    let i = FOLD_RUNS.partition_point(|&(first, ..)| first <= cp).checked_sub(1)?;
+    let &(first, start, len, count) = FOLD_RUNS.get(i)?;
+    let k = cp - first;
+    if k >= u32::from(count) {
+        return None;
+    }
+    let at = usize::from(start) + k as usize * usize::from(len);
+    FOLD_TEXT.get(at..at + usize::from(len))
 }
 
 /// How the path is normalized before matching and forwarding (Istio's
