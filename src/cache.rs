@@ -13,7 +13,9 @@
 //! at the provider stops being honoured at once.
 
 use sha2::{Digest, Sha256};
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
 use std::rc::Rc;
 
 /// A credential's SHA-256 digest: how a session is named to the other workers (refresh notes)
@@ -58,29 +60,66 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
 }
 
-struct Entry<V> {
+struct Entry {
     credential: Rc<str>,
     until: u64,
-    value: Rc<V>,
+    value: Rc<dyn Any>,
 }
 
+/// A bounded cache of verified credentials, each holding a `V` (a session's or token's identity).
+/// What it holds is only named at [`TokenCache::get`]: the map code is one copy, in [`Store`],
+/// for every cache (it was one per value type: 3 KB more in the module).
 pub struct TokenCache<V> {
+    store: Store,
+    holds: PhantomData<Rc<V>>,
+}
+
+impl<V: 'static> TokenCache<V> {
+    pub fn new(capacity: usize) -> Self {
+        Self { store: Store::new(capacity), holds: PhantomData }
+    }
+
+    /// The cached value, if this exact credential is present and not past `valid_until`.
+    pub fn get(&mut self, credential: &str, now: u64) -> Option<Rc<V>> {
+        // Only `insert` below puts values in, all of them `V`s: the downcast always holds.
+        self.store.get(credential, now)?.downcast::<V>().ok()
+    }
+
+    /// Caches `value` until `valid_until` (exclusive). See [`Store::insert`].
+    pub fn insert(&mut self, credential: &str, valid_until: u64, value: Rc<V>, now: u64) {
+        self.store.insert(credential, valid_until, value, now);
+    }
+
+    pub fn clear(&mut self) {
+        self.store.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.store.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.entries.is_empty()
+    }
+}
+
+struct Store {
     capacity: usize,
     /// By the credential's tail.
-    entries: HashMap<Rc<str>, Entry<V>>,
+    entries: HashMap<Rc<str>, Entry>,
     /// Tails in insertion order, oldest first (may name entries already removed).
     order: VecDeque<Rc<str>>,
     /// When expired entries were last swept out.
     swept_at: u64,
 }
 
-impl<V> TokenCache<V> {
-    pub fn new(capacity: usize) -> Self {
+impl Store {
+    fn new(capacity: usize) -> Self {
         Self { capacity, entries: HashMap::new(), order: VecDeque::new(), swept_at: 0 }
     }
 
-    /// The cached value, if this exact credential is present and not past `valid_until`.
-    pub fn get(&mut self, credential: &str, now: u64) -> Option<Rc<V>> {
+    #[inline(never)] // one copy for every cache
+    fn get(&mut self, credential: &str, now: u64) -> Option<Rc<dyn Any>> {
         let key = tail(credential);
         match self.entries.get(key) {
             Some(e) if !same(e.credential.as_bytes(), credential.as_bytes()) => None,
@@ -93,11 +132,11 @@ impl<V> TokenCache<V> {
         }
     }
 
-    /// Caches `value` until `valid_until` (exclusive). Each insert into a full cache evicts the
-    /// oldest entry; expired entries are swept out at most once a second when full (a sweep
-    /// visits every entry, and a cache of distinct tokens is full all the time), and every
-    /// [`SWEEP_EVERY_SECS`] otherwise.
-    pub fn insert(&mut self, credential: &str, valid_until: u64, value: Rc<V>, now: u64) {
+    /// Each insert into a full cache evicts the oldest entry; expired entries are swept out at
+    /// most once a second when full (a sweep visits every entry, and a cache of distinct tokens
+    /// is full all the time), and every [`SWEEP_EVERY_SECS`] otherwise.
+    #[inline(never)] // one copy for every cache
+    fn insert(&mut self, credential: &str, valid_until: u64, value: Rc<dyn Any>, now: u64) {
         if self.capacity == 0 || valid_until <= now {
             return;
         }
@@ -128,18 +167,10 @@ impl<V> TokenCache<V> {
         }
     }
 
-    pub fn clear(&mut self) {
+    fn clear(&mut self) {
         self.entries.clear();
         self.order.clear();
         self.swept_at = 0;
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 
@@ -216,7 +247,7 @@ mod tests {
             c.insert(&i.to_string(), 1000, Rc::new(i), 30);
         }
         assert_eq!(c.len(), 3);
-        assert!(c.order.len() <= 6);
+        assert!(c.store.order.len() <= 6);
     }
 
     #[test]
