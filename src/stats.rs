@@ -146,11 +146,11 @@ impl Counter {
 /// The reasons a request is denied.
 const DENIED: usize = DenyReason::ALL.len();
 /// How many counters there are.
-const COUNTERS: usize = 16 + DENIED;
+pub(crate) const COUNTERS: usize = 16 + DENIED;
 
 impl Counter {
     /// Its place in counter order (the order of `Ord`: `Denied` after `Public`).
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Counter::Allowed => 0,
             Counter::Public => 1,

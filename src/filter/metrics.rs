@@ -2,23 +2,31 @@
 //! latency and the VM's memory.
 
 use super::host::{Host, MetricKind};
-use crate::stats::Counter;
-use std::collections::HashMap;
+use crate::stats::{Counter, COUNTERS};
 
 /// The metric ids of this VM. A metric that could not be defined is skipped, never fatal.
-#[derive(Default)]
 pub struct Metrics {
-    counters: HashMap<Counter, u32>,
+    /// By `Counter::index`.
+    counters: [Option<u32>; COUNTERS],
     callout_ms: Option<u32>,
     memory: Option<u32>,
 }
 
+impl Default for Metrics {
+    /// No metrics (before the plugin is configured).
+    fn default() -> Metrics {
+        Metrics { counters: [None; COUNTERS], callout_ms: None, memory: None }
+    }
+}
+
 impl Metrics {
     pub fn define(host: &dyn Host) -> Metrics {
-        let counters = Counter::all()
-            .into_iter()
-            .filter_map(|c| Some((c, host.define_metric(MetricKind::Counter, &c.name())?)))
-            .collect();
+        let mut counters = [None; COUNTERS];
+        for c in Counter::all() {
+            if let Some(slot) = counters.get_mut(c.index()) {
+                *slot = host.define_metric(MetricKind::Counter, &c.name());
+            }
+        }
         Metrics {
             counters,
             callout_ms: host.define_metric(MetricKind::Histogram, "gatehouse.callout_ms"),
@@ -36,8 +44,8 @@ impl Metrics {
 
     pub fn add(&self, host: &dyn Host, counts: Vec<(Counter, u64)>) {
         for (c, n) in counts {
-            if let Some(id) = self.counters.get(&c) {
-                host.increment_metric(*id, n);
+            if let Some(id) = self.counters.get(c.index()).copied().flatten() {
+                host.increment_metric(id, n);
             }
         }
     }
