@@ -61,8 +61,9 @@ pub struct Revocations {
     seen: u64,
     /// A claimed slot not written yet, and since when this VM waits for it.
     waiting: Option<(u64, u64)>,
-    /// By `sid`: until when.
-    sessions: HashMap<String, u64>,
+    /// By `sid`: `(u64::MAX, until)`, every session of it, until when (the shape of `users`: one
+    /// copy of the map code for both).
+    sessions: HashMap<String, (u64, u64)>,
     /// By `sub`: sessions made at or before the first number end, until the second.
     users: HashMap<String, (u64, u64)>,
 }
@@ -97,8 +98,9 @@ impl Revocations {
             self.seen = number;
         }
         if self.sessions.len() + self.users.len() > 1024 {
-            self.sessions.retain(|_, until| now < *until);
-            self.users.retain(|_, (_, until)| now < *until);
+            for map in [&mut self.sessions, &mut self.users] {
+                map.retain(|_, (_, until)| now < *until);
+            }
         }
     }
 
@@ -121,8 +123,8 @@ impl Revocations {
     fn insert(&mut self, r: Revocation, until: u64) {
         match r {
             Revocation::Session { sid } => {
-                let e = self.sessions.entry(sid).or_insert(0);
-                *e = (*e).max(until);
+                let e = self.sessions.entry(sid).or_insert((u64::MAX, 0));
+                e.1 = e.1.max(until);
             }
             Revocation::User { sub, at } => {
                 let e = self.users.entry(sub).or_insert((0, 0));
@@ -133,8 +135,9 @@ impl Revocations {
 
     /// Whether a session (its provider session, user and login time) was ended.
     pub fn ended(&self, sid: Option<&str>, sub: Option<&str>, login_at: u64, now: u64) -> bool {
-        sid.and_then(|s| self.sessions.get(s)).is_some_and(|until| now < *until)
-            || sub.and_then(|s| self.users.get(s)).is_some_and(|(at, until)| login_at <= *at && now < *until)
+        let ends = |(at, until): &(u64, u64)| login_at <= *at && now < *until;
+        sid.and_then(|s| self.sessions.get(s)).is_some_and(ends)
+            || sub.and_then(|s| self.users.get(s)).is_some_and(ends)
     }
 }
 
