@@ -67,7 +67,7 @@ struct Entry {
 }
 
 /// A bounded cache of verified credentials, each holding a `V` (a session's or token's identity).
-/// What it holds is only named at [`TokenCache::get`]: the map code is one copy, in [`Store`],
+/// What it holds is only named at [`TokenCache::get`]: the map code is one copy, in `Store`,
 /// for every cache (it was one per value type: 3 KB more in the module).
 pub struct TokenCache<V> {
     store: Store,
@@ -85,7 +85,7 @@ impl<V: 'static> TokenCache<V> {
         self.store.get(credential, now)?.downcast::<V>().ok()
     }
 
-    /// Caches `value` until `valid_until` (exclusive). See [`Store::insert`].
+    /// Caches `value` until `valid_until` (exclusive). See `Store::insert`.
     pub fn insert(&mut self, credential: &str, valid_until: u64, value: Rc<V>, now: u64) {
         self.store.insert(credential, valid_until, value, now);
     }

@@ -1,4 +1,4 @@
-//! What the glue asks of the host. [`super::abi`] answers with proxy-wasm's host calls into
+//! What the glue asks of the host. `super::abi` answers with proxy-wasm's host calls into
 //! Envoy; the tests with a recording fake. Each method is one host call (or a few), and none
 //! decides anything.
 

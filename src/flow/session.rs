@@ -29,7 +29,8 @@ pub enum SessionOutcome {
 pub struct SessionData {
     /// Unix seconds after which the session is over.
     pub exp: u64,
-    /// The claims headers and rules read (top-level members only).
+    /// The claims headers and rules read (top-level members only). Empty in a cached identity's
+    /// session data: `session_identity_of` moves them into `Identity::claims`.
     pub claims: Map<String, Value>,
     /// The ID token, for `id_token_hint` at sign-out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,7 +48,7 @@ pub struct SessionData {
     /// The access token, encrypted, when `relayAccessToken` sends it upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
-    /// Where the session is valid (see [`session_scope`]); a session without one is refused.
+    /// Where the session is valid (see `session_scope`); a session without one is refused.
     #[serde(default)]
     pub scope: String,
 }
