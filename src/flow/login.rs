@@ -360,7 +360,8 @@ impl Engine {
                 merged.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        let previous = previous.and_then(|p| p.session.as_ref());
+        // The rest of the old session: its refresh token, ID token and sign-in time.
+        let old_data = previous.and_then(|p| p.session.as_ref());
         crate::claims::keep_only(&mut merged, &b.kept_claims);
         let claims = merged;
         let (rt, rexp) = if b.refresh {
@@ -370,7 +371,7 @@ impl Engine {
                     random(&mut nonce);
                     b.sealer.encrypt(token.as_bytes(), nonce)
                 }
-                None => previous.and_then(|p| p.rt.clone()),
+                None => old_data.and_then(|d| d.rt.clone()),
             };
             let rexp = tokens.expires_in.map(|s| now.saturating_add(s)).or(access_exp);
             (rt, rexp)
@@ -378,7 +379,7 @@ impl Engine {
             (None, None)
         };
         let idt = if b.keep_id_token {
-            tokens.id_token.clone().or_else(|| previous.and_then(|p| p.idt.clone()))
+            tokens.id_token.clone().or_else(|| old_data.and_then(|d| d.idt.clone()))
         } else {
             None
         };
@@ -388,7 +389,7 @@ impl Engine {
             random(&mut nonce);
             b.sealer.encrypt(tokens.access_token.as_bytes(), nonce)
         });
-        let iat = previous.map_or(now, |p| p.iat);
+        let iat = old_data.map_or(now, |d| d.iat);
         SessionData { exp, claims, idt, rt, rexp, scope, iat, at: at.flatten() }
     }
 
